@@ -1,0 +1,118 @@
+//! Command-line interface: clap definitions only. Each subcommand's work lives in library code
+//! that the tests call too.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{ByteSize, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tenant-gateway",
+    version,
+    about = "Receives tenant lifecycle CloudEvents, journals them durably and drives Argo with them"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway: the CloudEvents ingest API on --listen, backed by the journal at --store.
+    Serve(ServeArgs),
+    /// Post one CloudEvent to a gateway, the way an upstream system would.
+    Send(SendArgs),
+}
+
+/// `serve` flags. Every flag also reads `TENANT_GATEWAY_<FLAG>` and the TOML key of the same
+/// name; flags win over the environment, which wins over the file (see `config`).
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "TENANT_GATEWAY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Ingest listener address [default: 127.0.0.1:8080].
+    #[arg(long, env = "TENANT_GATEWAY_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Journal URL, sqlite://PATH [default: sqlite://./data/tenant-gateway.db].
+    #[arg(long, env = "TENANT_GATEWAY_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// File holding one ingest bearer token (repeatable; comma-separated in the environment).
+    #[arg(
+        long = "token-file",
+        env = "TENANT_GATEWAY_TOKEN_FILE",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub token_files: Vec<PathBuf>,
+    /// Allow a non-loopback listener without credentials.
+    #[arg(long, env = "TENANT_GATEWAY_INSECURE_NO_AUTH", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub insecure_no_auth: Option<bool>,
+    /// Largest accepted request body, e.g. 1048576, 512KiB, 1MiB [default: 1MiB].
+    #[arg(long, env = "TENANT_GATEWAY_MAX_BODY", value_name = "BYTES")]
+    pub max_body: Option<ByteSize>,
+    /// Log line format [default: human].
+    #[arg(long, env = "TENANT_GATEWAY_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// How long readiness reports 503 before the listener stops on SIGTERM [default: 5s].
+    #[arg(long, env = "TENANT_GATEWAY_SHUTDOWN_GRACE", value_name = "DURATION")]
+    pub shutdown_grace: Option<humantime::Duration>,
+    /// HTTP worker threads [default: number of CPUs].
+    #[arg(long, env = "TENANT_GATEWAY_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+    /// How long a journal write waits on a locked database before answering 503 [default: 5s].
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_STORE_BUSY_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub store_busy_timeout: Option<humantime::Duration>,
+    /// Serve `POST /_bench/null`, which validates and normalizes but stores nothing: the
+    /// baseline the ingest benchmark measures beside `/events`. Never enable in production.
+    #[arg(long, env = "TENANT_GATEWAY_BENCH_NULL_ENDPOINT", hide = true)]
+    pub bench_null_endpoint: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SendMode {
+    Binary,
+    Structured,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// CloudEvent type, e.g. com.acme.tenant.lifecycle.upsert.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub ty: String,
+    /// Tenant, sent as the `tenant` extension attribute.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Event data as JSON.
+    #[arg(long, value_name = "JSON")]
+    pub data: Option<String>,
+    /// HTTP content mode.
+    #[arg(long, value_enum, default_value_t = SendMode::Binary)]
+    pub mode: SendMode,
+    /// Ingest endpoint.
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_URL",
+        default_value = "http://127.0.0.1:8080/events"
+    )]
+    pub url: String,
+    /// CloudEvent source.
+    #[arg(long, default_value = "/tenant-gateway/send")]
+    pub source: String,
+    /// CloudEvent id [default: a new UUIDv7].
+    #[arg(long)]
+    pub id: Option<String>,
+    /// CloudEvent subject.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// File holding the bearer token to send.
+    #[arg(long, env = "TENANT_GATEWAY_SEND_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}

@@ -1,0 +1,372 @@
+//! Typed configuration for `serve`: flags > `TENANT_GATEWAY_*` environment > TOML file >
+//! built-in defaults. clap resolves flags and environment; this module layers the file and the
+//! defaults beneath them and produces [`Settings`], the one value `Application::build` takes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::ServeArgs;
+use crate::journal::JournalOptions;
+use crate::normalize::DEFAULT_ACTIONS;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_STORE: &str = "sqlite://./data/tenant-gateway.db";
+/// The Argo Events payload limit: a bigger event could not be emitted anyway.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// A size in bytes, written as a plain number or with a KiB/MiB/KB/MB suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub usize);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let n: usize = digits
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size (e.g. 1048576, 512KiB, 1MiB)"))?;
+        let factor = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1024,
+            "MiB" => 1024 * 1024,
+            "KB" | "kB" => 1000,
+            "MB" => 1000 * 1000,
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} (use B, KiB, MiB, KB, MB)"
+                ))
+            }
+        };
+        n.checked_mul(factor)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(usize),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// One ingest credential as written in the TOML file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Shown in logs (never the token itself) and, later, in audit records.
+    pub name: String,
+    /// File with the token (a mounted Kubernetes Secret); surrounding whitespace is ignored.
+    pub file: PathBuf,
+    /// CloudEvent `source` glob patterns this token may post; empty means any source.
+    #[serde(default)]
+    pub sources: Vec<String>,
+}
+
+/// The TOML file: every key optional, same words as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub store: Option<String>,
+    pub token_file: Option<Vec<PathBuf>>,
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    pub insecure_no_auth: Option<bool>,
+    pub max_body: Option<ByteSize>,
+    pub log_format: Option<LogFormat>,
+    pub shutdown_grace: Option<String>,
+    pub workers: Option<usize>,
+    pub store_busy_timeout: Option<String>,
+    pub actions: Option<Vec<String>>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+}
+
+/// Everything `serve` needs, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Ingest listener; port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    /// Journal URL; decides the backend once.
+    pub store: String,
+    /// Ingest credentials; empty means no authentication (loopback or --insecure-no-auth only).
+    pub tokens: Vec<TokenConfig>,
+    /// Explicit consent to run without credentials on a non-loopback address.
+    pub insecure_no_auth: bool,
+    /// Request body limit in bytes (413 above it).
+    pub max_body: usize,
+    pub log_format: LogFormat,
+    /// Time between "draining" (readiness 503) and closing the listener, so load balancers
+    /// stop sending before connections are refused.
+    pub shutdown_grace: Duration,
+    /// actix worker threads.
+    pub workers: usize,
+    /// Journal tuning (busy timeout, group size, queue bound).
+    pub journal: JournalOptions,
+    /// Short action names the default rule accepts.
+    pub actions: Vec<String>,
+    /// Serve the storage-free baseline endpoint for benchmarks.
+    pub bench_null_endpoint: bool,
+}
+
+impl Settings {
+    /// Defaults for a local run; tests start from here and change what they need.
+    pub fn local() -> Self {
+        Settings {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("valid default listen address"),
+            store: DEFAULT_STORE.to_owned(),
+            tokens: Vec::new(),
+            insecure_no_auth: false,
+            max_body: DEFAULT_MAX_BODY,
+            log_format: LogFormat::Human,
+            shutdown_grace: Duration::from_secs(5),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            journal: JournalOptions::default(),
+            actions: DEFAULT_ACTIONS.iter().map(|a| a.to_string()).collect(),
+            bench_null_endpoint: false,
+        }
+    }
+
+    /// Layer flags/environment (already merged by clap) over the file over the defaults.
+    pub fn load(args: ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        Self::resolve(args, file)
+    }
+
+    pub fn resolve(args: ServeArgs, file: FileConfig) -> Result<Self, ConfigError> {
+        let mut s = Settings::local();
+        if let Some(v) = args.listen.or(file.listen) {
+            s.listen = v;
+        }
+        if let Some(v) = args.store.or(file.store) {
+            s.store = v;
+        }
+        // Flag/env token files replace the file's list; the file's [[tokens]] tables always add.
+        let token_files = if args.token_files.is_empty() {
+            file.token_file.unwrap_or_default()
+        } else {
+            args.token_files
+        };
+        s.tokens = token_files
+            .into_iter()
+            .map(|path| TokenConfig {
+                name: path
+                    .file_stem()
+                    .map_or_else(|| "token".into(), |n| n.to_string_lossy().into_owned()),
+                file: path,
+                sources: Vec::new(),
+            })
+            .chain(file.tokens)
+            .collect();
+        if let Some(v) = args.insecure_no_auth.or(file.insecure_no_auth) {
+            s.insecure_no_auth = v;
+        }
+        if let Some(v) = args.max_body.or(file.max_body) {
+            if v.0 == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "max-body",
+                    reason: "must be greater than 0".into(),
+                });
+            }
+            s.max_body = v.0;
+        }
+        if let Some(v) = args.log_format.or(file.log_format) {
+            s.log_format = v;
+        }
+        if let Some(v) = duration("shutdown-grace", args.shutdown_grace, file.shutdown_grace)? {
+            s.shutdown_grace = v;
+        }
+        if let Some(v) = duration(
+            "store-busy-timeout",
+            args.store_busy_timeout,
+            file.store_busy_timeout,
+        )? {
+            s.journal.busy_timeout = v;
+        }
+        if let Some(v) = args.workers.or(file.workers) {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "workers",
+                    reason: "must be at least 1".into(),
+                });
+            }
+            s.workers = v;
+        }
+        if let Some(actions) = file.actions {
+            s.actions = actions;
+        }
+        s.bench_null_endpoint = args.bench_null_endpoint;
+        Ok(s)
+    }
+}
+
+fn duration(
+    key: &'static str,
+    flag: Option<humantime::Duration>,
+    file: Option<String>,
+) -> Result<Option<Duration>, ConfigError> {
+    if let Some(d) = flag {
+        return Ok(Some(d.into()));
+    }
+    file.map(|text| {
+        humantime::parse_duration(&text).map_err(|e| ConfigError::Invalid {
+            key,
+            reason: format!("{text:?}: {e}"),
+        })
+    })
+    .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        let cli =
+            crate::cli::Cli::try_parse_from(["tenant-gateway", "serve"].iter().chain(args.iter()))
+                .expect("valid flags");
+        match cli.command {
+            crate::cli::Command::Serve(a) => a,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn file(text: &str) -> FileConfig {
+        toml::from_str(text).expect("valid toml")
+    }
+
+    #[test]
+    fn defaults_apply_without_flags_or_file() {
+        let s = Settings::resolve(ServeArgs::default(), FileConfig::default()).unwrap();
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(s.store, DEFAULT_STORE);
+        assert_eq!(s.max_body, 1024 * 1024);
+        assert_eq!(s.log_format, LogFormat::Human);
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let f = file(
+            r#"
+            listen = "0.0.0.0:9000"
+            store = "sqlite://from-file.db"
+            max-body = "2MiB"
+            shutdown-grace = "250ms"
+            "#,
+        );
+        let s = Settings::resolve(parse(&["--listen", "127.0.0.1:7000"]), f).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(s.store, "sqlite://from-file.db");
+        assert_eq!(s.max_body, 2 * 1024 * 1024);
+        assert_eq!(s.shutdown_grace, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn environment_sits_between_flags_and_file() {
+        // The only test that touches these variables, so parallel tests cannot race on them.
+        std::env::set_var("TENANT_GATEWAY_STORE", "sqlite://from-env.db");
+        std::env::set_var("TENANT_GATEWAY_MAX_BODY", "4KiB");
+        let from_env = parse(&[]);
+        let flag_wins = parse(&["--store", "sqlite://from-flag.db"]);
+        std::env::remove_var("TENANT_GATEWAY_STORE");
+        std::env::remove_var("TENANT_GATEWAY_MAX_BODY");
+
+        let f = || file(r#"store = "sqlite://from-file.db""#);
+        let s = Settings::resolve(from_env, f()).unwrap();
+        assert_eq!(s.store, "sqlite://from-env.db");
+        assert_eq!(s.max_body, 4096);
+        let s = Settings::resolve(flag_wins, f()).unwrap();
+        assert_eq!(s.store, "sqlite://from-flag.db");
+    }
+
+    #[test]
+    fn tokens_from_flags_and_tables() {
+        let f = file(
+            r#"
+            [[tokens]]
+            name = "billing"
+            file = "/run/secrets/billing"
+            sources = ["//billing.acme.com/*"]
+            "#,
+        );
+        let s = Settings::resolve(parse(&["--token-file", "/run/secrets/crm.token"]), f).unwrap();
+        let names: Vec<_> = s.tokens.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["crm", "billing"]);
+        assert_eq!(s.tokens[1].sources, ["//billing.acme.com/*"]);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Settings::resolve(ServeArgs::default(), file(r#"shutdown-grace = "soon""#))
+            .unwrap_err();
+        assert!(err.to_string().contains("shutdown-grace"), "{err}");
+        assert!(toml::from_str::<FileConfig>("no-such-key = 1").is_err());
+        assert_eq!("1MiB".parse::<ByteSize>(), Ok(ByteSize(1 << 20)));
+        assert!("12 parsecs".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn example_config_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tenant-gateway.example.toml");
+        let f = FileConfig::load(&path).expect("example config parses");
+        Settings::resolve(ServeArgs::default(), f).expect("example config resolves");
+    }
+}

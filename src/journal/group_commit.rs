@@ -1,0 +1,298 @@
+//! The group-commit writer: one task per journal that owns the write connection and turns a
+//! stream of append requests into few, large transactions.
+//!
+//! Why: a durable commit costs one fsync, and a single-event request per fsync caps the gateway
+//! at a few hundred events per second. Here the writer takes the first waiting request, drains
+//! whatever else is already queued (up to `max_group_events` events), writes them all in one
+//! transaction and answers every caller after the one commit. Under load, groups grow by
+//! themselves; when idle, a lone request is committed at once (no timer, no added latency).
+//!
+//! Each request stays atomic inside the shared transaction (the backend wraps multi-event requests
+//! in a savepoint), so one request's conflict never affects its neighbours. A database failure
+//! fails the whole group (nothing of it is stored) and the writer carries on with the next one.
+//!
+//! The loop is backend-neutral: a backend supplies the statements through [`GroupStore`].
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Mutex, Notify};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::{AppendError, AppendStatus, Appended, CommitStats, NewEvent};
+
+/// What became of one request inside a group transaction (before the commit).
+pub(crate) enum RequestOutcome {
+    /// Every event is accepted or a duplicate; one entry per event, in request order.
+    Stored(Vec<Appended>),
+    /// An event conflicts with a stored one; the request's writes were undone.
+    Conflict {
+        /// Position of the conflicting event in the request.
+        index: usize,
+        /// The stored event it conflicts with.
+        event_id: Uuid,
+    },
+}
+
+/// The backend side of group commit: the statements of one shared transaction.
+///
+/// The writer calls `begin`, then `append_request` once per request of the group, then `commit`;
+/// on any error it calls `rollback` and fails the whole group. Methods return `Send` futures so
+/// the writer can run as a spawned task.
+pub(crate) trait GroupStore: Send + 'static {
+    /// Starts the group's transaction, taking the store's write lock.
+    fn begin(&mut self) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// Writes one request atomically inside the open transaction. A conflict must leave no trace
+    /// of the request and is an `Ok(Conflict)`; `Err` is reserved for database failures.
+    fn append_request(
+        &mut self,
+        events: &[NewEvent],
+    ) -> impl Future<Output = Result<RequestOutcome, sqlx::Error>> + Send;
+
+    /// Commits the group durably.
+    fn commit(&mut self) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// Undoes whatever of the group is still open after a failure and leaves the store ready for
+    /// the next `begin` (reconnecting if it has to). Never fails: problems are logged.
+    fn rollback(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// Releases the write connection at shutdown.
+    fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+/// One caller's append waiting for the writer.
+struct WriteRequest {
+    /// The events to store atomically.
+    events: Vec<NewEvent>,
+    /// Where the writer sends the answer once the group's commit is done (or failed).
+    reply: oneshot::Sender<Result<Vec<Appended>, AppendError>>,
+}
+
+/// Commit counters, shared between the writer (which updates them) and the handle (which reads
+/// them), hence atomics.
+#[derive(Default)]
+struct CommitCounters {
+    /// Committed group transactions.
+    commits: AtomicU64,
+    /// Events newly stored by them.
+    events: AtomicU64,
+}
+
+/// The handle the journal keeps on its writer task.
+pub(crate) struct GroupCommitter {
+    /// Queue into the writer; bounded, so a slow disk pushes back on ingest.
+    requests: mpsc::Sender<WriteRequest>,
+    /// False once `close` has started: later appends are refused before they queue.
+    accepting: AtomicBool,
+    /// Wakes the writer to stop taking requests and drain the queue.
+    shutdown: Arc<Notify>,
+    /// The writer task until `close` has waited for it; a mutex so concurrent `close` calls all
+    /// wait for the same end.
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Counters the writer updates.
+    counters: Arc<CommitCounters>,
+}
+
+impl GroupCommitter {
+    /// Spawns the writer task over `store`. Must be called inside a Tokio runtime.
+    pub(crate) fn start<S: GroupStore>(
+        store: S,
+        queue_capacity: usize,
+        max_group_events: usize,
+    ) -> Self {
+        let (requests, queue) = mpsc::channel(queue_capacity.max(1));
+        let shutdown = Arc::new(Notify::new());
+        let counters = Arc::new(CommitCounters::default());
+        let writer = tokio::spawn(run_writer(
+            store,
+            queue,
+            Arc::clone(&shutdown),
+            Arc::clone(&counters),
+            max_group_events.max(1),
+        ));
+        GroupCommitter {
+            requests,
+            accepting: AtomicBool::new(true),
+            shutdown,
+            writer: Mutex::new(Some(writer)),
+            counters,
+        }
+    }
+
+    /// Queues `events` as one request (waiting for queue space) and waits for the writer's answer.
+    pub(crate) async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, AppendError> {
+        if !self.is_accepting() {
+            return Err(AppendError::Closed);
+        }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(WriteRequest { events, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        // The writer answers every request it receives; a dropped reply means the writer task
+        // itself is gone (runtime shutting down), which is a closed journal to the caller.
+        answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// False once `close` has started.
+    pub(crate) fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
+    }
+
+    /// Counters since start.
+    pub(crate) fn stats(&self) -> CommitStats {
+        CommitStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            events: self.counters.events.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Requests queued (or being queued) and not yet taken by the writer.
+    pub(crate) fn queued_requests(&self) -> usize {
+        self.requests
+            .max_capacity()
+            .saturating_sub(self.requests.capacity())
+    }
+
+    /// Refuses new appends, lets the writer finish every queued request, and waits for it to
+    /// close its connection.
+    pub(crate) async fn close(&self) {
+        self.accepting.store(false, Ordering::Release);
+        self.shutdown.notify_one();
+        let mut writer = self.writer.lock().await;
+        if let Some(task) = writer.take() {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "journal writer task ended abnormally");
+            }
+        }
+    }
+}
+
+/// The writer loop: group, write, commit, answer; until shutdown or until every handle is gone.
+async fn run_writer<S: GroupStore>(
+    mut store: S,
+    mut queue: mpsc::Receiver<WriteRequest>,
+    shutdown: Arc<Notify>,
+    counters: Arc<CommitCounters>,
+    max_group_events: usize,
+) {
+    let mut group: Vec<WriteRequest> = Vec::new();
+    // A request taken from the queue that did not fit in the previous group.
+    let mut carried_over: Option<WriteRequest> = None;
+    let mut draining = false;
+    loop {
+        let first = match carried_over.take() {
+            Some(request) => request,
+            None => match next_request(&mut queue, &shutdown, &mut draining).await {
+                Some(request) => request,
+                None => break,
+            },
+        };
+        let mut group_events = first.events.len();
+        group.push(first);
+        while group_events < max_group_events {
+            let Ok(request) = queue.try_recv() else {
+                break;
+            };
+            if group_events + request.events.len() > max_group_events {
+                carried_over = Some(request);
+                break;
+            }
+            group_events += request.events.len();
+            group.push(request);
+        }
+        commit_group(&mut store, &mut group, &counters).await;
+    }
+    store.close().await;
+    tracing::debug!("journal writer stopped");
+}
+
+/// Waits for the next request. On the shutdown signal it closes the queue (later sends fail)
+/// and keeps returning what was already queued; `None` once the queue is empty and closed, or
+/// every sender is gone.
+async fn next_request(
+    queue: &mut mpsc::Receiver<WriteRequest>,
+    shutdown: &Notify,
+    draining: &mut bool,
+) -> Option<WriteRequest> {
+    if !*draining {
+        tokio::select! {
+            biased;
+            () = shutdown.notified() => {
+                *draining = true;
+                queue.close();
+            }
+            request = queue.recv() => return request,
+        }
+    }
+    queue.recv().await
+}
+
+/// Writes `group` in one transaction and answers each request; empties `group`.
+async fn commit_group<S: GroupStore>(
+    store: &mut S,
+    group: &mut Vec<WriteRequest>,
+    counters: &CommitCounters,
+) {
+    match write_group(store, group).await {
+        Ok(outcomes) => {
+            let accepted = outcomes
+                .iter()
+                .map(|outcome| match outcome {
+                    RequestOutcome::Stored(appended) => appended
+                        .iter()
+                        .filter(|a| a.status == AppendStatus::Accepted)
+                        .count() as u64,
+                    RequestOutcome::Conflict { .. } => 0,
+                })
+                .sum::<u64>();
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            counters.events.fetch_add(accepted, Ordering::Relaxed);
+            for (request, outcome) in group.drain(..).zip(outcomes) {
+                let answer = match outcome {
+                    RequestOutcome::Stored(appended) => Ok(appended),
+                    RequestOutcome::Conflict { index, event_id } => {
+                        Err(AppendError::Conflict { index, event_id })
+                    }
+                };
+                // A caller that stopped waiting is not an error: its events are stored anyway.
+                let _ = request.reply.send(answer);
+            }
+        }
+        Err(error) => {
+            store.rollback().await;
+            tracing::error!(
+                %error,
+                requests = group.len(),
+                "journal group transaction failed; nothing of it was stored, \
+                 every request of the group is answered Unavailable"
+            );
+            let error = Arc::new(error);
+            for request in group.drain(..) {
+                let _ = request
+                    .reply
+                    .send(Err(AppendError::Unavailable(Arc::clone(&error))));
+            }
+        }
+    }
+}
+
+/// The transaction of one group: every request in order, then the commit.
+async fn write_group<S: GroupStore>(
+    store: &mut S,
+    group: &[WriteRequest],
+) -> Result<Vec<RequestOutcome>, sqlx::Error> {
+    store.begin().await?;
+    let mut outcomes = Vec::with_capacity(group.len());
+    for request in group {
+        outcomes.push(store.append_request(&request.events).await?);
+    }
+    store.commit().await?;
+    Ok(outcomes)
+}

@@ -1,0 +1,336 @@
+//! The journal: the durable store of every accepted upstream CloudEvent (DESIGN.md section 5).
+//!
+//! It owns three things the rest of the gateway relies on:
+//! - deduplication by upstream identity (`source`, `id`): a repeat with the same content is a
+//!   duplicate, a repeat with other content is a conflict;
+//! - the per-tenant sequence numbers (1, 2, 3, ... in commit order) the dispatcher delivers by;
+//! - durability before acknowledgement: [`EventJournal::append`] returns only after the commit
+//!   reached the disk, so the HTTP layer can answer 2xx right after it.
+//!
+//! Writes go through one group-commit writer per journal (see `group_commit`): concurrent requests
+//! share one transaction and one fsync, which is what makes tens of thousands of small requests
+//! per second possible on a durable store.
+//!
+//! [`EventJournal`] is an enum over storage backends, chosen once from the store URL. SQLite is the
+//! only backend today; `postgres://` URLs are recognised and refused until the PostgreSQL backend
+//! is added behind the same API.
+
+mod group_commit;
+mod sqlite;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+pub use sqlite::SqliteJournal;
+
+/// Tuning of an [`EventJournal`]; the defaults suit the embedded single-replica deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalOptions {
+    /// How long a write waits for a database locked by another writer before the append fails
+    /// with [`AppendError::Unavailable`] (default 5 s), so a stuck lock turns into a retryable
+    /// 503 instead of a hung request.
+    pub busy_timeout: Duration,
+    /// Upper bound on the events written in one shared transaction (default 4096), so one group
+    /// cannot hold the write lock, and the callers waiting on it, for too long. A single request
+    /// larger than this is still written, alone.
+    pub max_group_events: usize,
+    /// Number of append requests that may wait for the writer (default 1024). When it is full,
+    /// [`EventJournal::append`] waits for space: this is the backpressure towards ingest.
+    pub queue_capacity: usize,
+    /// Size of the read connection pool (default 4), used by lookups, timelines and readiness
+    /// checks so reads never wait behind the writer.
+    pub read_connections: u32,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions {
+            busy_timeout: Duration::from_secs(5),
+            max_group_events: 4096,
+            queue_capacity: 1024,
+            read_connections: 4,
+        }
+    }
+}
+
+impl JournalOptions {
+    /// Rejects values that would make the journal unusable (a zero-sized queue, group or pool)
+    /// instead of silently replacing them.
+    fn validate(&self) -> Result<(), JournalError> {
+        let zero = [
+            ("max_group_events", self.max_group_events == 0),
+            ("queue_capacity", self.queue_capacity == 0),
+            ("read_connections", self.read_connections == 0),
+        ];
+        match zero.iter().find(|(_, is_zero)| *is_zero) {
+            Some((name, _)) => Err(JournalError::InvalidOptions(format!(
+                "{name} must be at least 1"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An accepted, normalized upstream event, ready to be journaled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Upstream CloudEvent `source`; with `id`, the deduplication key.
+    pub source: String,
+    /// Upstream CloudEvent `id`; with `source`, the deduplication key.
+    pub id: String,
+    /// Upstream CloudEvent `type`, kept for search and for the canonical event's `origintype`.
+    pub event_type: String,
+    /// Tenant named by normalization (already validated as a DNS-1123 label); the sequence scope.
+    pub tenant: String,
+    /// Canonical lifecycle action from normalization (e.g. `lifecycle.upsert`).
+    pub action: String,
+    /// Upstream `time` attribute exactly as sent (RFC 3339), if the event had one.
+    pub time: Option<String>,
+    /// Canonical structured-mode JSON of the upstream event: what replays are built from.
+    pub document: String,
+    /// Hex SHA-256 of `document`; equal hashes mean equal content, which tells a duplicate from a
+    /// conflict.
+    pub content_hash: String,
+}
+
+/// What the journal did with one event of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendStatus {
+    /// Newly stored by this append.
+    Accepted,
+    /// Already stored with the same content; nothing was written for it.
+    Duplicate,
+}
+
+/// The journal's answer for one event of an append (one per input event, in input order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The gateway's id (UUIDv7) of the stored event; for a duplicate, the original's id.
+    pub event_id: Uuid,
+    /// The stored event's per-tenant sequence number; for a duplicate, the original's.
+    pub sequence: i64,
+    /// Whether this append stored the event or found it already stored.
+    pub status: AppendStatus,
+}
+
+/// Why an append stored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// An event has the same `source` and `id` as a stored event (or an earlier event of the same
+    /// request) but a different content hash. Nothing of the request was stored (HTTP 409).
+    #[error(
+        "event {index} has the same source and id as stored event {event_id} but different \
+         content; nothing of the request was stored"
+    )]
+    Conflict {
+        /// Position of the conflicting event in the request.
+        index: usize,
+        /// The stored event it conflicts with.
+        event_id: Uuid,
+    },
+    /// The store failed (busy, locked, I/O). Nothing of the request was stored and retrying
+    /// later is safe (HTTP 503). The error is shared by every request of the failed group, hence
+    /// the `Arc`.
+    #[error("journal store unavailable; nothing of the request was stored, retry later")]
+    Unavailable(#[source] Arc<sqlx::Error>),
+    /// The journal is closed or closing for shutdown (HTTP 503).
+    #[error("journal is closed")]
+    Closed,
+}
+
+/// Why the journal could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The URL names a store this build cannot use yet (PostgreSQL).
+    #[error("{0}")]
+    UnsupportedStore(String),
+    /// The store URL is malformed; the message says why (it never repeats the URL, which may
+    /// hold credentials).
+    #[error("invalid journal store URL: {0}")]
+    InvalidUrl(String),
+    /// A [`JournalOptions`] value is out of range.
+    #[error("invalid journal options: {0}")]
+    InvalidOptions(String),
+    /// The directory of the SQLite file could not be created.
+    #[error("cannot create the journal directory {}", path.display())]
+    CreateDirectory {
+        /// The directory that was being created.
+        path: PathBuf,
+        /// The underlying I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be opened or connected to.
+    #[error("cannot open the journal store")]
+    Open(#[source] sqlx::Error),
+    /// The schema migrations failed.
+    #[error("cannot migrate the journal schema")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A read failed.
+    #[error("journal query failed")]
+    Query(#[source] sqlx::Error),
+    /// The store is reachable but lacks migrations this build needs.
+    #[error("journal schema is not migrated: {0}")]
+    NotMigrated(String),
+    /// A stored row cannot be decoded (invalid event id or document).
+    #[error("stored event {event_id} is unreadable: {reason}")]
+    Corrupt {
+        /// The stored event id as found in the row.
+        event_id: String,
+        /// What could not be decoded.
+        reason: String,
+    },
+    /// The journal is closed or closing for shutdown.
+    #[error("journal is closed")]
+    Closed,
+}
+
+/// One journaled event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// The gateway's id (UUIDv7), assigned when the event was first accepted.
+    pub event_id: Uuid,
+    /// Upstream CloudEvent `source` (deduplication key, with `id`).
+    pub source: String,
+    /// Upstream CloudEvent `id` (deduplication key, with `source`).
+    pub id: String,
+    /// Upstream CloudEvent `type`.
+    pub event_type: String,
+    /// Tenant the event is about.
+    pub tenant: String,
+    /// Canonical lifecycle action.
+    pub action: String,
+    /// Per-tenant sequence number: delivery order within the tenant.
+    pub sequence: i64,
+    /// Upstream `time` attribute as sent, if any.
+    pub time: Option<String>,
+    /// When the gateway accepted the event (RFC 3339, UTC, microseconds).
+    pub received_at: String,
+    /// Canonical structured-mode JSON of the upstream event.
+    pub document: serde_json::Value,
+    /// Hex SHA-256 of the document as it was appended.
+    pub content_hash: String,
+    /// Delivery state; `pending` until the dispatcher exists and moves it on.
+    pub status: String,
+}
+
+/// Counters of the group-commit writer since the journal was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Transactions committed (each one fsync); `events / commits` is the mean group size.
+    pub commits: u64,
+    /// Events newly stored by those transactions (duplicates and conflicts not counted).
+    pub events: u64,
+}
+
+/// The journal handle shared by the whole gateway; cloning it is cheap (an `Arc`).
+#[derive(Debug, Clone)]
+pub enum EventJournal {
+    /// The embedded SQLite store (`sqlite://PATH`).
+    Sqlite(SqliteJournal),
+}
+
+/// Where a store URL points, once its scheme is understood.
+enum StoreLocation {
+    /// A SQLite database file.
+    Sqlite(PathBuf),
+}
+
+/// Splits a store URL into its backend and location without ever echoing the URL (a
+/// `postgres://` URL may carry a password).
+fn parse_store_url(url: &str) -> Result<StoreLocation, JournalError> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(JournalError::InvalidUrl(
+            "expected sqlite://PATH or postgres://...; the value has no `scheme://` prefix".into(),
+        ));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "sqlite" => sqlite::parse_path(rest).map(StoreLocation::Sqlite),
+        "postgres" | "postgresql" => Err(JournalError::UnsupportedStore(
+            "PostgreSQL journal is not available yet; use a sqlite://PATH store".into(),
+        )),
+        other => Err(JournalError::InvalidUrl(format!(
+            "unsupported scheme `{other}`: expected sqlite://PATH or postgres://..."
+        ))),
+    }
+}
+
+impl EventJournal {
+    /// Opens (creating if needed) and migrates the store named by `url`, and starts its writer.
+    ///
+    /// `sqlite://PATH` takes a relative or absolute file path (`sqlite://./data/gw.db`,
+    /// `sqlite:///var/lib/gw/gw.db`); the parent directory and the file are created if missing.
+    pub async fn open(url: &str, options: JournalOptions) -> Result<Self, JournalError> {
+        options.validate()?;
+        match parse_store_url(url)? {
+            StoreLocation::Sqlite(path) => {
+                SqliteJournal::open(path, options).await.map(Self::Sqlite)
+            }
+        }
+    }
+
+    /// Stores `events` atomically, deduplicating each by (`source`, `id`), and returns one
+    /// [`Appended`] per event in input order once the commit is durable.
+    ///
+    /// Either every event is accepted or a duplicate, or nothing is stored (`Conflict`,
+    /// `Unavailable`, `Closed`). If the returned future is dropped after the request reached the
+    /// writer, the events may still be stored: a retry then sees duplicates.
+    pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, AppendError> {
+        match self {
+            Self::Sqlite(journal) => journal.append(events).await,
+        }
+    }
+
+    /// The stored event with upstream identity (`source`, `id`), if any.
+    pub async fn find_by_origin(
+        &self,
+        source: &str,
+        id: &str,
+    ) -> Result<Option<StoredEvent>, JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal.find_by_origin(source, id).await,
+        }
+    }
+
+    /// Every stored event of `tenant`, ordered by sequence (empty for an unknown tenant).
+    pub async fn tenant_timeline(&self, tenant: &str) -> Result<Vec<StoredEvent>, JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal.tenant_timeline(tenant).await,
+        }
+    }
+
+    /// Ok when the store answers a cheap query and carries every migration of this build;
+    /// `Closed` once [`close`](Self::close) has started (readiness goes down while draining).
+    pub async fn check_ready(&self) -> Result<(), JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal.check_ready().await,
+        }
+    }
+
+    /// Commits and accepted events so far (tests, and the group-size metric).
+    pub fn commit_stats(&self) -> CommitStats {
+        match self {
+            Self::Sqlite(journal) => journal.commit_stats(),
+        }
+    }
+
+    /// Append requests waiting for the writer right now: a gauge, and what ingest can compare to
+    /// [`JournalOptions::queue_capacity`] to answer 429 instead of waiting.
+    pub fn queued_requests(&self) -> usize {
+        match self {
+            Self::Sqlite(journal) => journal.queued_requests(),
+        }
+    }
+
+    /// Shuts down: later appends get [`AppendError::Closed`], every request already queued is
+    /// still written and answered, then the connections are closed. Idempotent; concurrent
+    /// callers all return once the shutdown is complete.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(journal) => journal.close().await,
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The `tenant-gateway` binary: parse the command line, load configuration, start telemetry,
+//! dispatch to library code.
+
+use clap::Parser;
+use tenant_gateway::cli::{Cli, Command};
+use tenant_gateway::{app, config, ingest, telemetry};
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        // One line with the whole cause chain, then a non-zero exit.
+        eprintln!("tenant-gateway: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+#[tokio::main]
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = config::Settings::load(args)?;
+            telemetry::init(settings.log_format);
+            app::serve(settings).await
+        }
+        Command::Send(args) => {
+            let answer = ingest::send::run(args).await?;
+            println!("{answer}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: one binary (faster to link than one per file).
+
+mod conformance;
+mod ingest_api;
+mod interop;
+// mod journal_contract;
+mod process;
+mod support;

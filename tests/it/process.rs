@@ -1,0 +1,150 @@
+//! The real binary: acknowledged events survive `kill -9`, and SIGTERM drains and exits 0.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{lifecycle_event, GatewayProcess};
+
+async fn post(
+    client: &reqwest::Client,
+    gw_url: &str,
+    event: &serde_json::Value,
+) -> reqwest::Result<reqwest::StatusCode> {
+    client
+        .post(gw_url)
+        .header("content-type", "application/cloudevents+json")
+        .body(event.to_string())
+        .send()
+        .await
+        .map(|r| r.status())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_events_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("journal.db");
+    let mut gw = GatewayProcess::start(&store, &[]);
+    let url = gw.url("/events");
+    let client = reqwest::Client::new();
+
+    // 32 concurrent posters, 25 events each; remember what was acknowledged.
+    let mut tasks = Vec::new();
+    for worker in 0..32 {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for n in 0..25 {
+                let event = lifecycle_event(
+                    &format!("k9-{worker}-{n}"),
+                    &format!("tenant-{}", worker % 8),
+                    "upsert",
+                );
+                if let Ok(status) = post(&client, &url, &event).await {
+                    assert_eq!(status, 202, "first post of a new event");
+                    acked.push(event);
+                }
+            }
+            acked
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for t in tasks {
+        acknowledged.extend(t.await.unwrap());
+    }
+    // SIGKILL right after the last response: no chance to flush anything more.
+    gw.child.kill().unwrap();
+    gw.child.wait().unwrap();
+    assert_eq!(acknowledged.len(), 800);
+
+    let gw = GatewayProcess::start(&store, &[]);
+    let url = gw.url("/events");
+    for event in &acknowledged {
+        let status = post(&client, &url, event).await.unwrap();
+        assert_eq!(
+            status, 200,
+            "acknowledged event {} must be a duplicate after restart",
+            event["id"]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_then_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = GatewayProcess::start(&dir.path().join("journal.db"), &["--shutdown-grace", "3s"]);
+    let client = reqwest::Client::new();
+    assert_eq!(
+        post(
+            &client,
+            &gw.url("/events"),
+            &lifecycle_event("s-1", "acme", "upsert")
+        )
+        .await
+        .unwrap(),
+        202
+    );
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &gw.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // Readiness flips to 503 while the process drains (bounded poll, not a fixed sleep).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut ready = 200;
+    while Instant::now() < deadline {
+        ready = client
+            .get(gw.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if ready == 503 {
+            break;
+        }
+    }
+    assert_eq!(ready, 503, "readiness must fail while draining");
+    assert_eq!(
+        post(
+            &client,
+            &gw.url("/events"),
+            &lifecycle_event("s-2", "acme", "upsert")
+        )
+        .await
+        .unwrap(),
+        503
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = gw.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(exit.code(), Some(0));
+
+    // The event acknowledged before shutdown is in the journal.
+    let journal = tenant_gateway::journal::EventJournal::open(
+        &format!("sqlite://{}", dir.path().join("journal.db").display()),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert!(journal
+        .find_by_origin("//billing.acme.example/invoices", "s-1")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(journal
+        .find_by_origin("//billing.acme.example/invoices", "s-2")
+        .await
+        .unwrap()
+        .is_none());
+    journal.close().await;
+}
