@@ -3,6 +3,6 @@
 mod conformance;
 mod ingest_api;
 mod interop;
-// mod journal_contract;
+mod journal_contract;
 mod process;
 mod support;

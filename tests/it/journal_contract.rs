@@ -1,0 +1,996 @@
+//! Contract tests of the event journal: what every storage backend must do.
+//!
+//! Each contract is an async function over a [`TestStore`] (a journal opened on a fresh, empty
+//! store). `journal_contract_suite!` turns every contract into a test for one backend; adding the
+//! PostgreSQL backend is one more `journal_contract_suite!(postgres, open_fresh_postgres);` line,
+//! plus its opener and its [`WriteLock`] variant.
+//!
+//! Timing is never left to chance: where a test needs requests to share (or not share) a group,
+//! it parks the writer behind a write lock it holds itself ([`ParkedWriter`]) and waits for
+//! observable queue states.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+use tenant_gateway::journal::{
+    AppendError, AppendStatus, Appended, EventJournal, JournalError, JournalOptions, NewEvent,
+};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// Instantiates every contract for one backend: `journal_contract_suite!(name, opener)` where
+/// `opener(JournalOptions) -> TestStore` opens a journal on a fresh store.
+macro_rules! journal_contract_suite {
+    ($backend:ident, $open_fresh:path) => {
+        mod $backend {
+            use super::*;
+
+            journal_contract_suite!(@case $open_fresh, accepts_new_events_with_per_tenant_sequences, JournalOptions::default());
+            journal_contract_suite!(@case $open_fresh, duplicate_returns_the_original, JournalOptions::default());
+            journal_contract_suite!(@case $open_fresh, conflict_stores_nothing_of_the_request, JournalOptions::default());
+            journal_contract_suite!(@case $open_fresh, conflict_in_a_group_spares_the_other_requests, parked_options(5));
+            journal_contract_suite!(@case $open_fresh, duplicate_inside_one_request, JournalOptions::default());
+            journal_contract_suite!(@case $open_fresh, requests_of_one_group_see_each_other, parked_options(3));
+            journal_contract_suite!(@case $open_fresh, concurrent_single_appends_get_gapless_sequences, parked_options(64));
+            journal_contract_suite!(@case $open_fresh, close_and_reopen_keeps_events_and_sequences, JournalOptions::default());
+            journal_contract_suite!(@case $open_fresh, close_finishes_queued_requests_and_refuses_later_ones, parked_options(2));
+            journal_contract_suite!(@case $open_fresh, locked_store_is_unavailable_then_recovers, JournalOptions { busy_timeout: Duration::from_millis(200), ..JournalOptions::default() });
+            journal_contract_suite!(@case $open_fresh, tenant_timeline_is_in_sequence_order, JournalOptions::default());
+            journal_contract_suite!(@case $open_fresh, stored_event_round_trips, JournalOptions::default());
+        }
+    };
+    (@case $open_fresh:path, $contract:ident, $options:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $contract() {
+            super::$contract($open_fresh($options).await).await;
+        }
+    };
+}
+
+journal_contract_suite!(sqlite, open_fresh_sqlite);
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------------
+
+/// A journal opened on a fresh store, and what a test needs to reach that store behind the
+/// journal's back (to reopen it, or to lock it).
+struct TestStore {
+    journal: EventJournal,
+    url: String,
+    options: JournalOptions,
+    backend: BackendStore,
+}
+
+/// The backend-specific side of a [`TestStore`].
+enum BackendStore {
+    /// A database file in its own temporary directory (removed when the store is dropped).
+    Sqlite {
+        path: PathBuf,
+        _dir: tempfile::TempDir,
+    },
+}
+
+/// A fresh SQLite store, in a directory that does not exist yet (open must create it).
+async fn open_fresh_sqlite(options: JournalOptions) -> TestStore {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("data").join("journal.db");
+    let url = format!("sqlite://{}", path.display());
+    let journal = EventJournal::open(&url, options.clone())
+        .await
+        .expect("open a fresh SQLite journal");
+    assert!(
+        path.is_file(),
+        "open creates the database file and its directory"
+    );
+    TestStore {
+        journal,
+        url,
+        options,
+        backend: BackendStore::Sqlite { path, _dir: dir },
+    }
+}
+
+/// The store's write lock, taken through a connection of its own, as another process would.
+enum WriteLock {
+    Sqlite(sqlx::SqliteConnection),
+}
+
+impl WriteLock {
+    async fn acquire(store: &TestStore) -> WriteLock {
+        match &store.backend {
+            BackendStore::Sqlite { path, .. } => {
+                let mut connection = SqliteConnectOptions::new()
+                    .filename(path)
+                    .connect()
+                    .await
+                    .expect("raw SQLite connection");
+                sqlx::query("BEGIN EXCLUSIVE")
+                    .execute(&mut connection)
+                    .await
+                    .expect("take the write lock");
+                WriteLock::Sqlite(connection)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            WriteLock::Sqlite(mut connection) => {
+                sqlx::query("ROLLBACK")
+                    .execute(&mut connection)
+                    .await
+                    .expect("release the write lock");
+                connection.close().await.expect("close the raw connection");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test tools
+// ---------------------------------------------------------------------------------------------
+
+const SOURCE: &str = "urn:test:billing";
+
+/// A lifecycle event of `tenant` with upstream id `id`; its document and hash derive from both.
+fn event(tenant: &str, id: &str) -> NewEvent {
+    event_with_data(
+        tenant,
+        id,
+        serde_json::json!({ "tenant": tenant, "plan": "gold" }),
+    )
+}
+
+/// Like [`event`], with chosen data (so the same id can come with other content).
+fn event_with_data(tenant: &str, id: &str, data: serde_json::Value) -> NewEvent {
+    let document = serde_json::json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": SOURCE,
+        "type": "com.acme.tenant.lifecycle.upsert",
+        "time": "2025-01-02T03:04:05Z",
+        "data": data,
+    })
+    .to_string();
+    NewEvent {
+        source: SOURCE.into(),
+        id: id.into(),
+        event_type: "com.acme.tenant.lifecycle.upsert".into(),
+        tenant: tenant.into(),
+        action: "lifecycle.upsert".into(),
+        time: Some("2025-01-02T03:04:05Z".into()),
+        content_hash: hex::encode(Sha256::digest(document.as_bytes())),
+        document,
+    }
+}
+
+/// The same upstream identity as `original` with different content: a conflict.
+fn conflicting(original: &NewEvent) -> NewEvent {
+    event_with_data(
+        &original.tenant,
+        &original.id,
+        serde_json::json!({ "tenant": original.tenant, "plan": "changed" }),
+    )
+}
+
+/// Appends one event and expects it to be newly accepted.
+async fn accept(journal: &EventJournal, event: NewEvent) -> Appended {
+    let appended = journal.append(vec![event]).await.expect("append");
+    assert_eq!(appended.len(), 1);
+    assert_eq!(appended[0].status, AppendStatus::Accepted);
+    appended[0]
+}
+
+/// The sequences of `tenant`'s timeline, in timeline order.
+async fn timeline_sequences(journal: &EventJournal, tenant: &str) -> Vec<i64> {
+    let timeline = journal.tenant_timeline(tenant).await.expect("timeline");
+    timeline.iter().map(|e| e.sequence).collect()
+}
+
+/// The upstream ids of `tenant`'s timeline, in timeline order.
+async fn timeline_ids(journal: &EventJournal, tenant: &str) -> Vec<String> {
+    let timeline = journal.tenant_timeline(tenant).await.expect("timeline");
+    timeline.into_iter().map(|e| e.id).collect()
+}
+
+/// Options for tests that park the writer: groups of at most `max_group_events` events, and a
+/// busy timeout far beyond any test, so the parked writer waits for the lock instead of failing.
+fn parked_options(max_group_events: usize) -> JournalOptions {
+    JournalOptions {
+        busy_timeout: Duration::from_secs(120),
+        max_group_events,
+        ..JournalOptions::default()
+    }
+}
+
+/// Polls until `condition` holds, failing after 10 s. For states a test cannot await directly
+/// (a request taken off the queue); it returns as soon as the state is reached.
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+type AppendTask = JoinHandle<Result<Vec<Appended>, AppendError>>;
+
+/// Starts an append on its own task and returns once the request is in the journal's queue (or
+/// already taken by the writer): `append` queues its request in its first poll when the queue
+/// has room, which is polled here before the task takes the future over.
+async fn submit(journal: &EventJournal, events: Vec<NewEvent>) -> AppendTask {
+    let journal = journal.clone();
+    let mut append = Box::pin(async move { journal.append(events).await });
+    std::future::poll_fn(|cx| {
+        assert!(
+            append.as_mut().poll(cx).is_pending(),
+            "a queued append waits for the writer"
+        );
+        Poll::Ready(())
+    })
+    .await;
+    tokio::spawn(append)
+}
+
+/// The writer held at a known point: it has taken a request of exactly `max_group_events`
+/// events (a full group, so it took nothing else from the queue) and waits for the write lock
+/// this test holds. Until [`release`](Self::release), every later request stays queued, so the
+/// test knows exactly which requests the next group holds.
+struct ParkedWriter {
+    lock: WriteLock,
+    blocker: AppendTask,
+    events: usize,
+}
+
+impl ParkedWriter {
+    async fn park(store: &TestStore) -> ParkedWriter {
+        let lock = WriteLock::acquire(store).await;
+        let events = store.options.max_group_events;
+        let blocker_events = (0..events)
+            .map(|i| event("parker", &format!("parker-{i}")))
+            .collect();
+        let blocker = submit(&store.journal, blocker_events).await;
+        wait_until("the writer took the parking request", || {
+            store.journal.queued_requests() == 0
+        })
+        .await;
+        ParkedWriter {
+            lock,
+            blocker,
+            events,
+        }
+    }
+
+    /// Releases the lock and checks that the parking request was stored.
+    async fn release(self) {
+        self.lock.release().await;
+        let appended = self
+            .blocker
+            .await
+            .expect("parking task")
+            .expect("parking request stored");
+        assert_eq!(appended.len(), self.events);
+        assert!(appended.iter().all(|a| a.status == AppendStatus::Accepted));
+    }
+}
+
+/// Submits one request while the writer is parked and checks that it is queued behind it.
+async fn queue_behind(
+    store: &TestStore,
+    events: Vec<NewEvent>,
+    expected_queue: usize,
+) -> AppendTask {
+    let task = submit(&store.journal, events).await;
+    assert_eq!(
+        store.journal.queued_requests(),
+        expected_queue,
+        "the parked writer leaves requests queued"
+    );
+    task
+}
+
+async fn answer(task: AppendTask) -> Result<Vec<Appended>, AppendError> {
+    task.await.expect("append task")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contracts
+// ---------------------------------------------------------------------------------------------
+
+async fn accepts_new_events_with_per_tenant_sequences(store: TestStore) {
+    let journal = &store.journal;
+    let mut appended = Vec::new();
+    for (tenant, id) in [
+        ("acme", "a1"),
+        ("beta", "b1"),
+        ("acme", "a2"),
+        ("acme", "a3"),
+        ("beta", "b2"),
+    ] {
+        appended.push(accept(journal, event(tenant, id)).await);
+    }
+    let multi = journal
+        .append(vec![
+            event("beta", "b3"),
+            event("acme", "a4"),
+            event("beta", "b4"),
+        ])
+        .await
+        .expect("multi-event append");
+    let sequences: Vec<i64> = appended.iter().chain(&multi).map(|a| a.sequence).collect();
+    assert_eq!(sequences, [1, 1, 2, 3, 2, 3, 4, 4]);
+    assert!(multi.iter().all(|a| a.status == AppendStatus::Accepted));
+
+    let mut ids: Vec<Uuid> = appended.iter().chain(&multi).map(|a| a.event_id).collect();
+    assert!(
+        ids.iter().all(|id| id.get_version_num() == 7),
+        "event ids are UUIDv7"
+    );
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 8, "every event gets its own id");
+
+    assert_eq!(timeline_sequences(journal, "acme").await, [1, 2, 3, 4]);
+    assert_eq!(timeline_sequences(journal, "beta").await, [1, 2, 3, 4]);
+    let a2 = journal
+        .find_by_origin(SOURCE, "a2")
+        .await
+        .expect("find")
+        .expect("a2 stored");
+    assert_eq!(
+        (a2.event_id, a2.sequence, a2.tenant.as_str()),
+        (appended[2].event_id, 2, "acme")
+    );
+
+    // Sequential appends never share a transaction: one commit per append.
+    let stats = journal.commit_stats();
+    assert_eq!((stats.commits, stats.events), (6, 8));
+}
+
+async fn duplicate_returns_the_original(store: TestStore) {
+    let journal = &store.journal;
+    accept(journal, event("acme", "first")).await;
+    let original = accept(journal, event("acme", "dup")).await;
+
+    let again = journal
+        .append(vec![event("acme", "dup")])
+        .await
+        .expect("duplicate append");
+    assert_eq!(
+        again,
+        [Appended {
+            event_id: original.event_id,
+            sequence: 2,
+            status: AppendStatus::Duplicate
+        }]
+    );
+    // A duplicate takes no sequence number and adds no row.
+    assert_eq!(accept(journal, event("acme", "next")).await.sequence, 3);
+    assert_eq!(
+        timeline_ids(journal, "acme").await,
+        ["first", "dup", "next"]
+    );
+    assert_eq!(journal.commit_stats().events, 3);
+}
+
+async fn conflict_stores_nothing_of_the_request(store: TestStore) {
+    let journal = &store.journal;
+    let stored_event = event("acme", "x");
+    let stored = accept(journal, stored_event.clone()).await;
+
+    let single = journal.append(vec![conflicting(&stored_event)]).await;
+    assert!(
+        matches!(single, Err(AppendError::Conflict { index: 0, event_id }) if event_id == stored.event_id),
+        "{single:?}"
+    );
+
+    let multi = journal
+        .append(vec![
+            event("acme", "n1"),
+            event("beta", "n2"),
+            conflicting(&stored_event),
+            event("acme", "n3"),
+        ])
+        .await;
+    assert!(
+        matches!(multi, Err(AppendError::Conflict { index: 2, event_id }) if event_id == stored.event_id),
+        "{multi:?}"
+    );
+    for id in ["n1", "n2", "n3"] {
+        assert_eq!(
+            journal.find_by_origin(SOURCE, id).await.expect("find"),
+            None,
+            "{id} was not stored"
+        );
+    }
+    assert!(journal
+        .tenant_timeline("beta")
+        .await
+        .expect("timeline")
+        .is_empty());
+
+    // The stored event is untouched and the conflict burned no sequence number.
+    let kept = journal
+        .find_by_origin(SOURCE, "x")
+        .await
+        .expect("find")
+        .expect("x stored");
+    assert_eq!(kept.content_hash, stored_event.content_hash);
+    assert_eq!(accept(journal, event("acme", "n1")).await.sequence, 2);
+    assert_eq!(journal.commit_stats().events, 2);
+}
+
+async fn conflict_in_a_group_spares_the_other_requests(store: TestStore) {
+    let journal = &store.journal;
+    let stored_event = event("acme", "x");
+    let stored = accept(journal, stored_event.clone()).await;
+    let before = journal.commit_stats();
+
+    // One group of 1 + 2 + 1 + 1 events (max_group_events = 5): A, B (multi, conflicting
+    // member), C, D (single, conflicting).
+    let parked = ParkedWriter::park(&store).await;
+    let a = queue_behind(&store, vec![event("acme", "a")], 1).await;
+    let b = queue_behind(
+        &store,
+        vec![event("acme", "b"), conflicting(&stored_event)],
+        2,
+    )
+    .await;
+    let c = queue_behind(&store, vec![event("acme", "c")], 3).await;
+    let d = queue_behind(&store, vec![conflicting(&stored_event)], 4).await;
+    parked.release().await;
+
+    let a = answer(a).await.expect("A stored");
+    let b = answer(b).await;
+    let c = answer(c).await.expect("C stored");
+    let d = answer(d).await;
+    assert_eq!((a[0].status, a[0].sequence), (AppendStatus::Accepted, 2));
+    assert!(
+        matches!(b, Err(AppendError::Conflict { index: 1, event_id }) if event_id == stored.event_id),
+        "{b:?}"
+    );
+    // B's first member took sequence 3 inside the transaction; its rollback gave it back to C.
+    assert_eq!((c[0].status, c[0].sequence), (AppendStatus::Accepted, 3));
+    assert!(
+        matches!(d, Err(AppendError::Conflict { index: 0, event_id }) if event_id == stored.event_id),
+        "{d:?}"
+    );
+
+    assert_eq!(timeline_ids(journal, "acme").await, ["x", "a", "c"]);
+    assert_eq!(timeline_sequences(journal, "acme").await, [1, 2, 3]);
+    let after = journal.commit_stats();
+    assert_eq!(
+        after.commits - before.commits,
+        2,
+        "the parking group, then A to D in one"
+    );
+    assert_eq!(after.events - before.events, 5 + 2);
+}
+
+async fn duplicate_inside_one_request(store: TestStore) {
+    let journal = &store.journal;
+    let twice = journal
+        .append(vec![
+            event("acme", "e"),
+            event("acme", "other"),
+            event("acme", "e"),
+        ])
+        .await
+        .expect("append");
+    assert_eq!(
+        twice
+            .iter()
+            .map(|a| (a.status, a.sequence))
+            .collect::<Vec<_>>(),
+        [
+            (AppendStatus::Accepted, 1),
+            (AppendStatus::Accepted, 2),
+            (AppendStatus::Duplicate, 1)
+        ]
+    );
+    assert_eq!(twice[2].event_id, twice[0].event_id);
+
+    let f = event("acme", "f");
+    let clash = journal.append(vec![f.clone(), conflicting(&f)]).await;
+    assert!(
+        matches!(clash, Err(AppendError::Conflict { index: 1, .. })),
+        "{clash:?}"
+    );
+    assert_eq!(
+        journal.find_by_origin(SOURCE, "f").await.expect("find"),
+        None
+    );
+    assert_eq!(timeline_ids(journal, "acme").await, ["e", "other"]);
+}
+
+async fn requests_of_one_group_see_each_other(store: TestStore) {
+    let journal = &store.journal;
+    let e = event("acme", "e");
+    let parked = ParkedWriter::park(&store).await;
+    let first = queue_behind(&store, vec![e.clone()], 1).await;
+    let repeat = queue_behind(&store, vec![e.clone()], 2).await;
+    let clash = queue_behind(&store, vec![conflicting(&e)], 3).await;
+    parked.release().await;
+
+    let first = answer(first).await.expect("first stored");
+    let repeat = answer(repeat).await.expect("repeat is a duplicate");
+    let clash = answer(clash).await;
+    assert_eq!(
+        (first[0].status, first[0].sequence),
+        (AppendStatus::Accepted, 1)
+    );
+    assert_eq!(
+        repeat,
+        [Appended {
+            event_id: first[0].event_id,
+            sequence: 1,
+            status: AppendStatus::Duplicate
+        }]
+    );
+    assert!(
+        matches!(clash, Err(AppendError::Conflict { index: 0, event_id }) if event_id == first[0].event_id),
+        "{clash:?}"
+    );
+    assert_eq!(timeline_ids(journal, "acme").await, ["e"]);
+}
+
+async fn concurrent_single_appends_get_gapless_sequences(store: TestStore) {
+    const APPENDS: usize = 200;
+    const TENANTS: usize = 5;
+    let journal = &store.journal;
+    let before = journal.commit_stats();
+
+    // All 200 requests race into the queue while the writer is parked, so the groups after it
+    // are full: 64 + 64 + 64 + 8 (max_group_events = 64).
+    let parked = ParkedWriter::park(&store).await;
+    let tasks: Vec<_> = (0..APPENDS)
+        .map(|i| {
+            let journal = journal.clone();
+            let tenant = format!("tenant-{}", i % TENANTS);
+            tokio::spawn(
+                async move { journal.append(vec![event(&tenant, &format!("c{i}"))]).await },
+            )
+        })
+        .collect();
+    wait_until("every append is queued", || {
+        journal.queued_requests() == APPENDS
+    })
+    .await;
+    parked.release().await;
+
+    let mut sequences = vec![Vec::new(); TENANTS];
+    for (i, task) in tasks.into_iter().enumerate() {
+        let appended = answer(task).await.expect("concurrent append");
+        assert_eq!(appended[0].status, AppendStatus::Accepted);
+        sequences[i % TENANTS].push(appended[0].sequence);
+    }
+    let per_tenant = (APPENDS / TENANTS) as i64;
+    for (t, mut seen) in sequences.into_iter().enumerate() {
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            (1..=per_tenant).collect::<Vec<_>>(),
+            "tenant-{t} answers"
+        );
+        assert_eq!(
+            timeline_sequences(journal, &format!("tenant-{t}")).await,
+            (1..=per_tenant).collect::<Vec<_>>(),
+            "tenant-{t} timeline"
+        );
+    }
+    let after = journal.commit_stats();
+    assert_eq!(after.events - before.events, (64 + APPENDS) as u64);
+    assert_eq!(
+        after.commits - before.commits,
+        1 + 4,
+        "200 requests in 4 shared transactions"
+    );
+}
+
+async fn close_and_reopen_keeps_events_and_sequences(store: TestStore) {
+    accept(&store.journal, event("acme", "a1")).await;
+    store
+        .journal
+        .append(vec![
+            event("acme", "a2"),
+            event("beta", "b1"),
+            event("acme", "a3"),
+        ])
+        .await
+        .expect("append");
+    let a2_before = store
+        .journal
+        .find_by_origin(SOURCE, "a2")
+        .await
+        .expect("find")
+        .expect("a2");
+    store.journal.close().await;
+
+    let reopened = EventJournal::open(&store.url, store.options.clone())
+        .await
+        .expect("reopen");
+    reopened
+        .check_ready()
+        .await
+        .expect("reopened journal is ready");
+    let a2_after = reopened
+        .find_by_origin(SOURCE, "a2")
+        .await
+        .expect("find")
+        .expect("a2 kept");
+    assert_eq!(a2_after, a2_before);
+    assert_eq!(timeline_ids(&reopened, "acme").await, ["a1", "a2", "a3"]);
+
+    let again = reopened
+        .append(vec![event("acme", "a2")])
+        .await
+        .expect("duplicate");
+    assert_eq!(
+        (again[0].status, again[0].event_id),
+        (AppendStatus::Duplicate, a2_before.event_id)
+    );
+    assert_eq!(accept(&reopened, event("acme", "a4")).await.sequence, 4);
+    assert_eq!(accept(&reopened, event("beta", "b2")).await.sequence, 2);
+    assert_eq!(
+        reopened.commit_stats().events,
+        2,
+        "stats count from the reopen"
+    );
+    reopened.close().await;
+}
+
+async fn close_finishes_queued_requests_and_refuses_later_ones(store: TestStore) {
+    let journal = &store.journal;
+    accept(journal, event("acme", "before")).await;
+    journal.check_ready().await.expect("ready while open");
+
+    let parked = ParkedWriter::park(&store).await;
+    let queued_1 = queue_behind(&store, vec![event("acme", "q1")], 1).await;
+    let queued_2 = queue_behind(&store, vec![event("acme", "q2"), event("beta", "q3")], 2).await;
+    let closing = tokio::spawn({
+        let journal = journal.clone();
+        async move { journal.close().await }
+    });
+    // Readiness drops as soon as the close starts, while the queue is still being worked off.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match journal.check_ready().await {
+            Err(JournalError::Closed) => break,
+            Ok(()) => assert!(Instant::now() < deadline, "close never started"),
+            Err(other) => panic!("readiness while closing: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        journal.append(vec![event("acme", "late")]),
+    )
+    .await
+    .expect("a refused append does not wait for the writer");
+    assert!(matches!(refused, Err(AppendError::Closed)), "{refused:?}");
+    assert!(
+        !closing.is_finished(),
+        "close waits for the queued requests"
+    );
+
+    parked.release().await;
+    closing.await.expect("close task");
+    assert_eq!(answer(queued_1).await.expect("q1 stored")[0].sequence, 2);
+    let q2 = answer(queued_2).await.expect("q2 and q3 stored");
+    assert_eq!(q2.iter().map(|a| a.sequence).collect::<Vec<_>>(), [3, 1]);
+
+    journal.close().await; // idempotent
+    assert!(matches!(
+        journal.append(vec![event("acme", "later")]).await,
+        Err(AppendError::Closed)
+    ));
+    assert!(matches!(
+        journal.find_by_origin(SOURCE, "q1").await,
+        Err(JournalError::Closed)
+    ));
+
+    let reopened = EventJournal::open(&store.url, store.options.clone())
+        .await
+        .expect("reopen");
+    assert_eq!(
+        timeline_ids(&reopened, "acme").await,
+        ["before", "q1", "q2"]
+    );
+    assert_eq!(
+        reopened.find_by_origin(SOURCE, "late").await.expect("find"),
+        None
+    );
+    reopened.close().await;
+}
+
+async fn locked_store_is_unavailable_then_recovers(store: TestStore) {
+    let journal = &store.journal;
+    accept(journal, event("acme", "a1")).await;
+
+    let lock = WriteLock::acquire(&store).await;
+    let started = Instant::now();
+    let failed = journal
+        .append(vec![event("acme", "a2"), event("beta", "b1")])
+        .await;
+    match &failed {
+        Err(AppendError::Unavailable(cause)) => {
+            assert!(matches!(**cause, sqlx::Error::Database(_)), "{cause:?}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "waited for the busy timeout"
+    );
+    // Reads go on while the store is locked for writing, and nothing of the failed append is there.
+    assert_eq!(
+        journal.find_by_origin(SOURCE, "a2").await.expect("find"),
+        None
+    );
+    lock.release().await;
+
+    let retried = journal
+        .append(vec![event("acme", "a2"), event("beta", "b1")])
+        .await
+        .expect("the retry after the lock is released succeeds");
+    assert_eq!(
+        retried.iter().map(|a| a.sequence).collect::<Vec<_>>(),
+        [2, 1]
+    );
+    assert_eq!(timeline_ids(journal, "acme").await, ["a1", "a2"]);
+}
+
+async fn tenant_timeline_is_in_sequence_order(store: TestStore) {
+    let journal = &store.journal;
+    accept(journal, event("acme", "t1")).await;
+    accept(journal, event("beta", "u1")).await;
+    journal
+        .append(vec![
+            event("acme", "t2"),
+            event("beta", "u2"),
+            event("acme", "t3"),
+        ])
+        .await
+        .expect("append");
+    accept(journal, event("acme", "t4")).await;
+
+    let timeline = journal.tenant_timeline("acme").await.expect("timeline");
+    assert_eq!(
+        timeline
+            .iter()
+            .map(|e| (e.id.as_str(), e.sequence))
+            .collect::<Vec<_>>(),
+        [("t1", 1), ("t2", 2), ("t3", 3), ("t4", 4)]
+    );
+    assert!(timeline.iter().all(|e| e.tenant == "acme"));
+    assert_eq!(timeline_ids(journal, "beta").await, ["u1", "u2"]);
+    assert!(journal
+        .tenant_timeline("nobody")
+        .await
+        .expect("timeline")
+        .is_empty());
+}
+
+async fn stored_event_round_trips(store: TestStore) {
+    let journal = &store.journal;
+    let document = serde_json::json!({
+        "specversion": "1.0",
+        "id": "rt-1",
+        "source": "urn:test:control-plane",
+        "type": "com.acme.tenant.lifecycle.migrate-out",
+        "time": "2025-03-04T05:06:07.123+01:00",
+        "subject": "acme",
+        "data": {"tenant": {"id": "acme"}, "note": "héllo \u{1F600} \"quoted\"", "nested": [1, 2.5, {"x": null}]},
+    });
+    let document_text = document.to_string();
+    let with_time = NewEvent {
+        source: "urn:test:control-plane".into(),
+        id: "rt-1".into(),
+        event_type: "com.acme.tenant.lifecycle.migrate-out".into(),
+        tenant: "acme".into(),
+        action: "lifecycle.migrate-out".into(),
+        time: Some("2025-03-04T05:06:07.123+01:00".into()),
+        content_hash: hex::encode(Sha256::digest(document_text.as_bytes())),
+        document: document_text,
+    };
+    let without_time = NewEvent {
+        id: "rt-2".into(),
+        time: None,
+        ..event("acme", "rt-2")
+    };
+
+    let before = chrono::Utc::now();
+    let appended = journal
+        .append(vec![with_time.clone(), without_time.clone()])
+        .await
+        .expect("append");
+    let after = chrono::Utc::now();
+
+    let stored = journal
+        .find_by_origin("urn:test:control-plane", "rt-1")
+        .await
+        .expect("find")
+        .expect("rt-1 stored");
+    assert_eq!(stored.event_id, appended[0].event_id);
+    assert_eq!(stored.source, with_time.source);
+    assert_eq!(stored.id, "rt-1");
+    assert_eq!(stored.event_type, with_time.event_type);
+    assert_eq!(stored.tenant, "acme");
+    assert_eq!(stored.action, "lifecycle.migrate-out");
+    assert_eq!(stored.sequence, 1);
+    assert_eq!(
+        stored.time.as_deref(),
+        Some("2025-03-04T05:06:07.123+01:00")
+    );
+    assert_eq!(stored.document, document);
+    assert_eq!(stored.content_hash, with_time.content_hash);
+    assert_eq!(stored.status, "pending");
+    assert!(
+        stored.received_at.ends_with('Z'),
+        "received_at is UTC: {}",
+        stored.received_at
+    );
+    let received_at = chrono::DateTime::parse_from_rfc3339(&stored.received_at).expect("RFC 3339");
+    assert!(
+        before <= received_at && received_at <= after,
+        "{received_at} outside [{before}, {after}]"
+    );
+
+    let untimed = journal
+        .find_by_origin(SOURCE, "rt-2")
+        .await
+        .expect("find")
+        .expect("rt-2 stored");
+    assert_eq!(untimed.time, None);
+    assert_eq!(untimed.sequence, 2);
+    assert_eq!(untimed.event_id, appended[1].event_id);
+    let expected_document: serde_json::Value =
+        serde_json::from_str(&without_time.document).expect("JSON");
+    assert_eq!(untimed.document, expected_document);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening: URLs and options (not backend contracts: they decide the backend)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_urls_are_refused_until_supported() {
+    for url in [
+        "postgres://gw:s3cret@db.internal:5432/gw",
+        "postgresql://db/gw",
+    ] {
+        match EventJournal::open(url, JournalOptions::default()).await {
+            Err(error @ JournalError::UnsupportedStore(_)) => {
+                let message = error.to_string();
+                assert!(
+                    message.contains("PostgreSQL journal is not available yet"),
+                    "{message}"
+                );
+                assert!(
+                    !message.contains("s3cret"),
+                    "the URL's password is never echoed"
+                );
+            }
+            other => panic!("{url}: expected UnsupportedStore, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_urls_and_options_are_refused() {
+    for (url, reason) in [
+        ("./data/journal.db", "no `scheme://`"),
+        ("mysql://u:p@h/db", "unsupported scheme `mysql`"),
+        ("sqlite://", "no file path"),
+        ("sqlite://:memory:", "needs a file path"),
+        ("sqlite://./x.db?mode=ro", "query parameters"),
+    ] {
+        match EventJournal::open(url, JournalOptions::default()).await {
+            Err(JournalError::InvalidUrl(message)) => {
+                assert!(message.contains(reason), "{url}: {message}");
+                assert!(!message.contains("u:p@"), "the URL is never echoed");
+            }
+            other => panic!("{url}: expected InvalidUrl, got {other:?}"),
+        }
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("x.db").display());
+    let zero_queue = JournalOptions {
+        queue_capacity: 0,
+        ..JournalOptions::default()
+    };
+    match EventJournal::open(&url, zero_queue).await {
+        Err(JournalError::InvalidOptions(message)) => {
+            assert!(message.contains("queue_capacity"), "{message}")
+        }
+        other => panic!("expected InvalidOptions, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_is_in_wal_mode() {
+    let store = open_fresh_sqlite(JournalOptions::default()).await;
+    let BackendStore::Sqlite { path, .. } = &store.backend;
+    let mut raw = SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .expect("raw connection");
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut raw)
+        .await
+        .expect("journal_mode");
+    assert_eq!(mode, "wal");
+    raw.close().await.expect("close");
+    store.journal.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Benchmark (ignored): cargo test --release --test it journal_throughput -- --ignored --nocapture
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run with --release --ignored --nocapture"]
+async fn journal_throughput() {
+    const EVENTS: usize = 10_000;
+    const TASKS: usize = 64;
+
+    let store = open_fresh_sqlite(JournalOptions::default()).await;
+    let journal = store.journal.clone();
+    let started = Instant::now();
+    for i in 0..EVENTS {
+        let appended = journal
+            .append(vec![event(&format!("t{}", i % 50), &format!("s{i}"))])
+            .await;
+        assert!(appended.is_ok(), "{appended:?}");
+    }
+    report(
+        "sequential single-event appends",
+        EVENTS,
+        started.elapsed(),
+        journal.commit_stats().commits,
+    );
+    journal.close().await;
+
+    let store = open_fresh_sqlite(JournalOptions::default()).await;
+    let journal = store.journal.clone();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let journal = journal.clone();
+            tokio::spawn(async move {
+                for i in (task..EVENTS).step_by(TASKS) {
+                    let appended = journal
+                        .append(vec![event(&format!("t{}", i % 50), &format!("c{i}"))])
+                        .await;
+                    assert!(appended.is_ok(), "{appended:?}");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("bench task");
+    }
+    report(
+        "concurrent single-event appends (64 tasks)",
+        EVENTS,
+        started.elapsed(),
+        journal.commit_stats().commits,
+    );
+    journal.close().await;
+
+    fn report(what: &str, events: usize, elapsed: Duration, commits: u64) {
+        println!(
+            "{what}: {events} events in {:.3} s = {:.0} events/s, {commits} commits ({:.1} events/commit)",
+            elapsed.as_secs_f64(),
+            events as f64 / elapsed.as_secs_f64(),
+            events as f64 / commits as f64,
+        );
+    }
+}
