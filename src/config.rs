@@ -279,7 +279,16 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    /// clap reads `TENANT_GATEWAY_*` while parsing; the one test that sets them holds this lock
+    /// so parallel tests never see its values.
+    static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     fn parse(args: &[&str]) -> ServeArgs {
+        let _env = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        parse_locked(args)
+    }
+
+    fn parse_locked(args: &[&str]) -> ServeArgs {
         let cli =
             crate::cli::Cli::try_parse_from(["tenant-gateway", "serve"].iter().chain(args.iter()))
                 .expect("valid flags");
@@ -321,13 +330,14 @@ mod tests {
 
     #[test]
     fn environment_sits_between_flags_and_file() {
-        // The only test that touches these variables, so parallel tests cannot race on them.
+        let env = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         std::env::set_var("TENANT_GATEWAY_STORE", "sqlite://from-env.db");
         std::env::set_var("TENANT_GATEWAY_MAX_BODY", "4KiB");
-        let from_env = parse(&[]);
-        let flag_wins = parse(&["--store", "sqlite://from-flag.db"]);
+        let from_env = parse_locked(&[]);
+        let flag_wins = parse_locked(&["--store", "sqlite://from-flag.db"]);
         std::env::remove_var("TENANT_GATEWAY_STORE");
         std::env::remove_var("TENANT_GATEWAY_MAX_BODY");
+        drop(env);
 
         let f = || file(r#"store = "sqlite://from-file.db""#);
         let s = Settings::resolve(from_env, f()).unwrap();

@@ -7,9 +7,10 @@
 //! transaction and answers every caller after the one commit. Under load, groups grow by
 //! themselves; when idle, a lone request is committed at once (no timer, no added latency).
 //!
-//! Each request stays atomic inside the shared transaction (the backend wraps multi-event requests
-//! in a savepoint), so one request's conflict never affects its neighbours. A database failure
-//! fails the whole group (nothing of it is stored) and the writer carries on with the next one.
+//! Each request stays atomic inside the shared transaction (the backend's business, see
+//! [`GroupStore::write_requests`]), so one request's conflict never affects its neighbours. A
+//! database failure fails the whole group (nothing of it is stored) and the writer carries on
+//! with the next one.
 //!
 //! The loop is backend-neutral: a backend supplies the statements through [`GroupStore`].
 
@@ -38,19 +39,21 @@ pub(crate) enum RequestOutcome {
 
 /// The backend side of group commit: the statements of one shared transaction.
 ///
-/// The writer calls `begin`, then `append_request` once per request of the group, then `commit`;
-/// on any error it calls `rollback` and fails the whole group. Methods return `Send` futures so
-/// the writer can run as a spawned task.
+/// The writer calls `begin`, then `write_requests` with every request of the group, then
+/// `commit`; on any error it calls `rollback` and fails the whole group. Methods return `Send`
+/// futures so the writer can run as a spawned task.
 pub(crate) trait GroupStore: Send + 'static {
     /// Starts the group's transaction, taking the store's write lock.
     fn begin(&mut self) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
-    /// Writes one request atomically inside the open transaction. A conflict must leave no trace
-    /// of the request and is an `Ok(Conflict)`; `Err` is reserved for database failures.
-    fn append_request(
+    /// Writes every request inside the open transaction, in order, each one atomically: a
+    /// request with a conflict must leave no trace and is an `Ok(Conflict)` entry, while the
+    /// other requests are still written. One outcome per request, in order. `Err` is reserved
+    /// for database failures. Taking the whole group lets a backend batch its statements.
+    fn write_requests(
         &mut self,
-        events: &[NewEvent],
-    ) -> impl Future<Output = Result<RequestOutcome, sqlx::Error>> + Send;
+        requests: &[&[NewEvent]],
+    ) -> impl Future<Output = Result<Vec<RequestOutcome>, sqlx::Error>> + Send;
 
     /// Commits the group durably.
     fn commit(&mut self) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
@@ -166,10 +169,13 @@ impl GroupCommitter {
         self.accepting.store(false, Ordering::Release);
         self.shutdown.notify_one();
         let mut writer = self.writer.lock().await;
-        if let Some(task) = writer.take() {
+        if let Some(task) = writer.as_mut() {
+            // Awaited in place and only then forgotten, so a `close` that is itself cancelled
+            // leaves the next caller something to wait for.
             if let Err(error) = task.await {
                 tracing::error!(%error, "journal writer task ended abnormally");
             }
+            *writer = None;
         }
     }
 }
@@ -283,15 +289,21 @@ async fn commit_group<S: GroupStore>(
     }
 }
 
-/// The transaction of one group: every request in order, then the commit.
+/// The transaction of one group: begin, every request in order, commit.
 async fn write_group<S: GroupStore>(
     store: &mut S,
     group: &[WriteRequest],
 ) -> Result<Vec<RequestOutcome>, sqlx::Error> {
     store.begin().await?;
-    let mut outcomes = Vec::with_capacity(group.len());
-    for request in group {
-        outcomes.push(store.append_request(&request.events).await?);
+    let requests: Vec<&[NewEvent]> = group.iter().map(|request| &request.events[..]).collect();
+    let outcomes = store.write_requests(&requests).await?;
+    if outcomes.len() != group.len() {
+        // A backend bug; failing the group keeps every caller's answer truthful.
+        return Err(sqlx::Error::Protocol(format!(
+            "journal backend answered {} of {} requests",
+            outcomes.len(),
+            group.len()
+        )));
     }
     store.commit().await?;
     Ok(outcomes)

@@ -128,7 +128,8 @@ pub enum AppendError {
     Conflict {
         /// Position of the conflicting event in the request.
         index: usize,
-        /// The stored event it conflicts with.
+        /// The stored event it conflicts with. When it clashes with an earlier event of the same
+        /// request, that event was never stored: this is the id it would have had.
         event_id: Uuid,
     },
     /// The store failed (busy, locked, I/O). Nothing of the request was stored and retrying
@@ -232,6 +233,12 @@ pub enum EventJournal {
     /// The embedded SQLite store (`sqlite://PATH`).
     Sqlite(SqliteJournal),
 }
+
+// Every actix worker holds a clone: the handle must stay cheap to clone and shareable.
+const _: () = {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    let _ = shareable::<EventJournal>;
+};
 
 /// Where a store URL points, once its scheme is understood.
 enum StoreLocation {

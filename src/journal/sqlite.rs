@@ -4,22 +4,26 @@
 //! Durability: `synchronous=FULL` makes every commit fsync the WAL, so an event reported as
 //! stored survives `kill -9` and power loss. WAL lets reads run while the writer commits.
 //!
-//! Per accepted event the writer runs one statement: an `INSERT ... ON CONFLICT (source, id) DO
-//! NOTHING RETURNING sequence` whose sequence is the tenant's current maximum plus one, read from
-//! the `(tenant, sequence)` unique index inside the same transaction. Only when that inserts
-//! nothing (a repeat) does a second statement fetch the stored hash to tell a duplicate from a
-//! conflict.
+//! Per event the writer runs one statement, `INSERT ... ON CONFLICT (source, id) DO NOTHING
+//! RETURNING sequence`, whose sequence is the tenant's current maximum plus one (read from the
+//! `(tenant, sequence)` unique index inside the same transaction), and it sends a whole group's
+//! inserts in a few multi-statement batches rather than one round trip per event. Only an event
+//! the insert skipped (a repeat) costs a second statement, fetching the stored hash to tell a
+//! duplicate from a conflict. A conflict inside a multi-event request after some of its members
+//! were inserted is the one case that rolls the group back and redoes it request by request,
+//! each multi-event request in a savepoint.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
+use futures_util::TryStreamExt;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, Either, Executor, Row};
 use uuid::Uuid;
 
 use super::group_commit::{GroupCommitter, GroupStore, RequestOutcome};
@@ -30,18 +34,6 @@ use super::{
 
 /// The schema, embedded in the binary and applied at open.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
-
-/// Inserts one event unless its (source, id) is already stored; returns its sequence when it
-/// was inserted. The sequence is the tenant's highest so far plus one (an index lookup on
-/// `events_tenant_sequence`); the writer is the only writer, so no other transaction can take it.
-const INSERT_EVENT: &str = "\
-INSERT INTO events (event_id, source, id, event_type, tenant, action, sequence, time,
-                    received_at, document, content_hash)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6,
-        COALESCE((SELECT MAX(sequence) FROM events WHERE tenant = ?5), 0) + 1,
-        ?7, ?8, ?9, ?10)
-ON CONFLICT (source, id) DO NOTHING
-RETURNING sequence";
 
 /// The stored identity and hash of an event that was already there.
 const SELECT_STORED_ORIGIN: &str =
@@ -115,22 +107,24 @@ impl SqliteJournal {
             })?;
         }
         let connect_options = connect_options(&path, &options);
-        let mut write_connection = connect_options
-            .connect()
-            .await
-            .map_err(JournalError::Open)?;
+        // The writer's batches stream two results per insert back from the connection's worker
+        // thread; a buffer that holds a whole batch keeps that thread from stalling on each one.
+        let write_options = connect_options
+            .clone()
+            .row_buffer_size(2 * MAX_INSERT_BATCH + 1);
+        let mut write_connection = write_options.connect().await.map_err(JournalError::Open)?;
         MIGRATOR
             .run(&mut write_connection)
             .await
             .map_err(JournalError::Migrate)?;
         let readers = SqlitePoolOptions::new()
             .max_connections(options.read_connections)
-            .connect_with(connect_options.clone().create_if_missing(false))
+            .connect_with(connect_options.create_if_missing(false))
             .await
             .map_err(JournalError::Open)?;
         let writer = SqliteWriter {
             connection: Some(write_connection),
-            connect_options,
+            connect_options: write_options,
             in_transaction: false,
         };
         let committer =
@@ -281,6 +275,61 @@ impl EventRow {
     }
 }
 
+/// Most insert statements sent to SQLite in one round trip. Each statement crosses to the
+/// connection's worker thread and back, which costs more than the insert itself, so a group is
+/// written in batches of 256, 128, ..., 1 statements (one cached prepared batch per size): a
+/// group of n events costs about n/256 + log2(256) round trips instead of n.
+const MAX_INSERT_BATCH: usize = 256;
+
+/// The SQL of the insert batches: `INSERT_BATCHES[i]` holds 2^i insert statements.
+static INSERT_BATCHES: LazyLock<Vec<String>> = LazyLock::new(|| {
+    std::iter::successors(Some(1_usize), |size| Some(size * 2))
+        .take_while(|size| *size <= MAX_INSERT_BATCH)
+        .map(|size| INSERT_EVENT.repeat(size))
+        .collect()
+});
+
+/// Inserts one event unless its (source, id) is already stored, and then returns its sequence:
+/// the tenant's highest so far plus one, an index lookup on `events_tenant_sequence` that sees
+/// this transaction's earlier inserts. The writer is the only writer, so no other transaction
+/// can take the same number.
+///
+/// Positional parameters (the tenant is bound twice) because a batch repeats the statement and
+/// sqlx hands each statement of a batch the next run of arguments.
+const INSERT_EVENT: &str = "\
+INSERT INTO events (event_id, source, id, event_type, tenant, action, sequence, time, \
+                    received_at, document, content_hash) \
+VALUES (?, ?, ?, ?, ?, ?, COALESCE((SELECT MAX(sequence) FROM events WHERE tenant = ?), 0) + 1, \
+        ?, ?, ?, ?) \
+ON CONFLICT (source, id) DO NOTHING RETURNING sequence;\n";
+
+/// An event with the values the journal gives it when it is inserted.
+struct StagedEvent<'a> {
+    event: &'a NewEvent,
+    /// The gateway id it gets if it is new.
+    event_id: Uuid,
+    /// Its acceptance time, RFC 3339 UTC.
+    received_at: String,
+}
+
+impl<'a> StagedEvent<'a> {
+    fn new(event: &'a NewEvent) -> Self {
+        StagedEvent {
+            event,
+            event_id: Uuid::now_v7(),
+            received_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        }
+    }
+}
+
+/// What the journal found for an event that its insert skipped.
+enum StoredOrigin {
+    /// Stored with the same content hash.
+    Duplicate(Appended),
+    /// Stored with another content hash; the stored event's id.
+    Conflict(Uuid),
+}
+
 /// The writer's side of the SQLite journal: the dedicated write connection and the statements of
 /// a group transaction.
 struct SqliteWriter {
@@ -292,12 +341,6 @@ struct SqliteWriter {
     /// Whether `BEGIN` succeeded and neither `COMMIT` nor `ROLLBACK` has run since, so `rollback`
     /// knows whether there is anything to undo.
     in_transaction: bool,
-}
-
-/// What the journal found for one event inside the transaction.
-enum EventOutcome {
-    Appended(Appended),
-    Conflict { event_id: Uuid },
 }
 
 impl SqliteWriter {
@@ -319,35 +362,39 @@ impl SqliteWriter {
         sqlx::query(sql).execute(connection).await.map(drop)
     }
 
-    /// Stores one event, or finds it already stored.
-    async fn append_event(&mut self, event: &NewEvent) -> Result<EventOutcome, sqlx::Error> {
+    /// Inserts every staged event that is not stored yet, in order, in as few round trips as
+    /// possible; returns the sequence of each inserted event and `None` for each skipped one.
+    async fn insert_all(
+        &mut self,
+        staged: &[StagedEvent<'_>],
+    ) -> Result<Vec<Option<i64>>, sqlx::Error> {
         let connection = self.connection().await?;
-        let event_id = Uuid::now_v7();
-        let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let inserted: Option<i64> = sqlx::query_scalar(INSERT_EVENT)
-            .bind(event_id.to_string())
-            .bind(&event.source)
-            .bind(&event.id)
-            .bind(&event.event_type)
-            .bind(&event.tenant)
-            .bind(&event.action)
-            .bind(event.time.as_deref())
-            .bind(received_at)
-            .bind(&event.document)
-            .bind(&event.content_hash)
-            .fetch_optional(&mut *connection)
+        let mut sequences = Vec::with_capacity(staged.len());
+        let mut rest = staged;
+        while !rest.is_empty() {
+            // The largest batch size (a power of two) that fits what is left.
+            let size_index =
+                (usize::BITS - 1 - rest.len().min(MAX_INSERT_BATCH).leading_zeros()) as usize;
+            let (batch, remaining) = rest.split_at(1 << size_index);
+            insert_batch(
+                connection,
+                &INSERT_BATCHES[size_index],
+                batch,
+                &mut sequences,
+            )
             .await?;
-        if let Some(sequence) = inserted {
-            return Ok(EventOutcome::Appended(Appended {
-                event_id,
-                sequence,
-                status: AppendStatus::Accepted,
-            }));
+            rest = remaining;
         }
+        Ok(sequences)
+    }
+
+    /// Looks up the stored event an insert skipped.
+    async fn stored_origin(&mut self, event: &NewEvent) -> Result<StoredOrigin, sqlx::Error> {
+        let connection = self.connection().await?;
         let stored: Option<(String, i64, String)> = sqlx::query_as(SELECT_STORED_ORIGIN)
             .bind(&event.source)
             .bind(&event.id)
-            .fetch_optional(&mut *connection)
+            .fetch_optional(connection)
             .await?;
         let Some((stored_id, sequence, stored_hash)) = stored else {
             // The insert only skips rows whose (source, id) exists, and this transaction is the
@@ -359,18 +406,160 @@ impl SqliteWriter {
         };
         let stored_id =
             Uuid::parse_str(&stored_id).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
-        if stored_hash == event.content_hash {
-            Ok(EventOutcome::Appended(Appended {
+        Ok(if stored_hash == event.content_hash {
+            StoredOrigin::Duplicate(Appended {
                 event_id: stored_id,
                 sequence,
                 status: AppendStatus::Duplicate,
-            }))
-        } else {
-            Ok(EventOutcome::Conflict {
-                event_id: stored_id,
             })
+        } else {
+            StoredOrigin::Conflict(stored_id)
+        })
+    }
+
+    /// The outcome of each request after the batched inserts, or `None` when a multi-event
+    /// request conflicts after some of its members were inserted: those inserts (and the
+    /// sequences of everything after them) must be undone, which only a redo can do.
+    async fn resolve(
+        &mut self,
+        requests: &[&[NewEvent]],
+        staged: &[StagedEvent<'_>],
+        sequences: &[Option<i64>],
+    ) -> Result<Option<Vec<RequestOutcome>>, sqlx::Error> {
+        let mut outcomes = Vec::with_capacity(requests.len());
+        let mut first = 0;
+        for request in requests {
+            let range = first..first + request.len();
+            first = range.end;
+            let mut appended = Vec::with_capacity(request.len());
+            let mut conflict = None;
+            for (index, (event, sequence)) in staged[range.clone()]
+                .iter()
+                .zip(&sequences[range.clone()])
+                .enumerate()
+            {
+                if let Some(sequence) = *sequence {
+                    appended.push(Appended {
+                        event_id: event.event_id,
+                        sequence,
+                        status: AppendStatus::Accepted,
+                    });
+                    continue;
+                }
+                match self.stored_origin(event.event).await? {
+                    StoredOrigin::Duplicate(duplicate) => appended.push(duplicate),
+                    StoredOrigin::Conflict(event_id) => {
+                        conflict = Some(RequestOutcome::Conflict { index, event_id });
+                        break;
+                    }
+                }
+            }
+            match conflict {
+                Some(_) if sequences[range].iter().any(Option::is_some) => return Ok(None),
+                Some(conflict) => outcomes.push(conflict),
+                None => outcomes.push(RequestOutcome::Stored(appended)),
+            }
+        }
+        Ok(Some(outcomes))
+    }
+
+    /// Rolls the group's transaction back and starts a new one.
+    async fn restart_transaction(&mut self) -> Result<(), sqlx::Error> {
+        self.execute("ROLLBACK").await?;
+        self.in_transaction = false;
+        self.begin().await
+    }
+
+    /// The exact, slower way: request by request, event by event, each multi-event request in a
+    /// savepoint that a conflict rolls back. Used when the batched pass hit such a conflict.
+    async fn write_one_by_one(
+        &mut self,
+        requests: &[&[NewEvent]],
+    ) -> Result<Vec<RequestOutcome>, sqlx::Error> {
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for events in requests {
+            outcomes.push(self.write_request(events).await?);
+        }
+        Ok(outcomes)
+    }
+
+    /// Writes one request atomically (see [`write_one_by_one`](Self::write_one_by_one)).
+    async fn write_request(&mut self, events: &[NewEvent]) -> Result<RequestOutcome, sqlx::Error> {
+        let savepoint = events.len() > 1;
+        if savepoint {
+            self.execute(SAVEPOINT).await?;
+        }
+        let mut appended = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            let staged = [StagedEvent::new(event)];
+            if let [Some(sequence)] = self.insert_all(&staged).await?[..] {
+                appended.push(Appended {
+                    event_id: staged[0].event_id,
+                    sequence,
+                    status: AppendStatus::Accepted,
+                });
+                continue;
+            }
+            match self.stored_origin(event).await? {
+                StoredOrigin::Duplicate(duplicate) => appended.push(duplicate),
+                StoredOrigin::Conflict(event_id) => {
+                    // A single event's conflict inserted nothing: no savepoint to undo.
+                    if savepoint {
+                        self.execute(ROLLBACK_TO_SAVEPOINT).await?;
+                        self.execute(RELEASE_SAVEPOINT).await?;
+                    }
+                    return Ok(RequestOutcome::Conflict { index, event_id });
+                }
+            }
+        }
+        if savepoint {
+            self.execute(RELEASE_SAVEPOINT).await?;
+        }
+        Ok(RequestOutcome::Stored(appended))
+    }
+}
+
+/// Sends one batch of insert statements and appends, per event, its sequence if it was inserted.
+async fn insert_batch(
+    connection: &mut SqliteConnection,
+    sql: &str,
+    batch: &[StagedEvent<'_>],
+    sequences: &mut Vec<Option<i64>>,
+) -> Result<(), sqlx::Error> {
+    let mut query = sqlx::query(sql);
+    for staged in batch {
+        let event = staged.event;
+        query = query
+            .bind(staged.event_id.to_string())
+            .bind(&event.source)
+            .bind(&event.id)
+            .bind(&event.event_type)
+            .bind(&event.tenant)
+            .bind(&event.action)
+            .bind(&event.tenant)
+            .bind(event.time.as_deref())
+            .bind(&staged.received_at)
+            .bind(&event.document)
+            .bind(&event.content_hash);
+    }
+    // Each statement yields its RETURNING row (only if it inserted) and then its result.
+    let expected = sequences.len() + batch.len();
+    let mut returned = None;
+    let mut results = connection.fetch_many(query);
+    while let Some(item) = results.try_next().await? {
+        match item {
+            Either::Right(row) => returned = Some(row.try_get::<i64, _>(0)?),
+            Either::Left(_) => sequences.push(returned.take()),
         }
     }
+    if sequences.len() != expected {
+        return Err(sqlx::Error::Protocol(format!(
+            "an insert batch of {} statements reported {} results",
+            batch.len(),
+            batch.len() + sequences.len() - expected
+        )));
+    }
+    Ok(())
 }
 
 impl GroupStore for SqliteWriter {
@@ -382,30 +571,23 @@ impl GroupStore for SqliteWriter {
         Ok(())
     }
 
-    async fn append_request(&mut self, events: &[NewEvent]) -> Result<RequestOutcome, sqlx::Error> {
-        if let [event] = events {
-            // A single event needs no savepoint: a conflicting event inserts nothing.
-            return Ok(match self.append_event(event).await? {
-                EventOutcome::Appended(appended) => RequestOutcome::Stored(vec![appended]),
-                EventOutcome::Conflict { event_id } => {
-                    RequestOutcome::Conflict { index: 0, event_id }
-                }
-            });
+    async fn write_requests(
+        &mut self,
+        requests: &[&[NewEvent]],
+    ) -> Result<Vec<RequestOutcome>, sqlx::Error> {
+        // Optimistic pass: every event of the group in batched inserts. New events (the usual
+        // case) need nothing more; skipped ones are looked up as duplicates or conflicts.
+        let staged: Vec<StagedEvent<'_>> = requests
+            .iter()
+            .flat_map(|events| events.iter())
+            .map(StagedEvent::new)
+            .collect();
+        let sequences = self.insert_all(&staged).await?;
+        if let Some(outcomes) = self.resolve(requests, &staged, &sequences).await? {
+            return Ok(outcomes);
         }
-        self.execute(SAVEPOINT).await?;
-        let mut appended = Vec::with_capacity(events.len());
-        for (index, event) in events.iter().enumerate() {
-            match self.append_event(event).await? {
-                EventOutcome::Appended(one) => appended.push(one),
-                EventOutcome::Conflict { event_id } => {
-                    self.execute(ROLLBACK_TO_SAVEPOINT).await?;
-                    self.execute(RELEASE_SAVEPOINT).await?;
-                    return Ok(RequestOutcome::Conflict { index, event_id });
-                }
-            }
-        }
-        self.execute(RELEASE_SAVEPOINT).await?;
-        Ok(RequestOutcome::Stored(appended))
+        self.restart_transaction().await?;
+        self.write_one_by_one(requests).await
     }
 
     async fn commit(&mut self) -> Result<(), sqlx::Error> {

@@ -39,9 +39,11 @@ where `sent` maps every attribute on the event to its string value as sent on th
 HTTP request headers sent (the request is written with http.client without any header it
 would add by itself). The script checks that the wire matches `sent` before posting.
 
-Exit status: non-zero with a message on stderr when a request fails at the transport level
-(connection refused, reset, timeout), or when the SDK's output contradicts what it was
-asked to send. HTTP error statuses are reported in the output, not judged here.
+Exit status: 0 when every request got an HTTP response (whatever its status: HTTP error
+statuses are reported in the output and judged by the Rust test, not here); 1 with a message
+on stderr when a request fails at the transport level (connection refused, reset, timeout),
+or when the SDK's output contradicts what it was asked to send; 2 on bad usage; 3 when the
+SDK is not installed (`pip install -r tests/interop/requirements.txt`).
 """
 
 import http.client
@@ -51,10 +53,18 @@ import urllib.parse
 import uuid
 from datetime import datetime, timezone
 
-from cloudevents.core.bindings.http import HTTPMessage, to_binary, to_structured
-from cloudevents.core.formats.json import JSONFormat
-from cloudevents.core.v03.event import CloudEvent as CloudEventV03
-from cloudevents.core.v1.event import CloudEvent as CloudEventV1
+try:
+    import cloudevents
+    from cloudevents.core.bindings.http import HTTPMessage, to_binary, to_structured
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v03.event import CloudEvent as CloudEventV03
+    from cloudevents.core.v1.event import CloudEvent as CloudEventV1
+except ImportError as err:
+    print(f"post_with_sdk.py: the CloudEvents SDK is missing ({err}): "
+          "pip install -r tests/interop/requirements.txt", file=sys.stderr)
+    sys.exit(3)
+
+SDK_VERSION = "2.2.0"
 
 EVENT_TYPE = "com.acme.tenant.lifecycle.upsert"
 SOURCE = "//billing.acme.example/sdk-interop"
@@ -147,10 +157,16 @@ def post(url: urllib.parse.SplitResult, sdk_headers: dict, body: bytes):
 
 def main() -> None:
     if len(sys.argv) != 2:
-        fail("usage: post_with_sdk.py http://HOST:PORT/events")
+        print("usage: post_with_sdk.py http://HOST:PORT/events", file=sys.stderr)
+        sys.exit(2)
     url = urllib.parse.urlsplit(sys.argv[1])
     if url.scheme not in ("http", "https") or not url.hostname:
-        fail(f"not an http(s) URL: {sys.argv[1]!r}")
+        print(f"post_with_sdk.py: not an http(s) URL: {sys.argv[1]!r}", file=sys.stderr)
+        sys.exit(2)
+
+    if cloudevents.__version__ != SDK_VERSION:
+        print(f"post_with_sdk.py: warning: cloudevents {cloudevents.__version__} installed, "
+              f"this script was written against {SDK_VERSION}", file=sys.stderr)
 
     run = uuid.uuid4().hex[:8]
     fmt = JSONFormat()
@@ -175,7 +191,7 @@ def main() -> None:
             "tenant": f"sdk-interop-{run}-{n}",
         }
         attributes.update(extra)
-        data = {"plan": "gold", "seats": 10 * n, "case": case, "sdk": "cloudevents-python 2.2.0"}
+        data = {"plan": "gold", "seats": 10 * n, "case": case, "sdk": f"cloudevents-python {SDK_VERSION}"}
         event = event_cls(attributes, data)
 
         message = to_binary(event, fmt) if mode == "binary" else to_structured(event, fmt)

@@ -24,31 +24,37 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 /// Instantiates every contract for one backend: `journal_contract_suite!(name, opener)` where
-/// `opener(JournalOptions) -> TestStore` opens a journal on a fresh store.
+/// `opener(JournalOptions) -> TestStore` opens a journal on a fresh store. Each contract is listed
+/// with the options its store is opened with.
 macro_rules! journal_contract_suite {
     ($backend:ident, $open_fresh:path) => {
         mod $backend {
             use super::*;
 
-            journal_contract_suite!(@case $open_fresh, accepts_new_events_with_per_tenant_sequences, JournalOptions::default());
-            journal_contract_suite!(@case $open_fresh, duplicate_returns_the_original, JournalOptions::default());
-            journal_contract_suite!(@case $open_fresh, conflict_stores_nothing_of_the_request, JournalOptions::default());
-            journal_contract_suite!(@case $open_fresh, conflict_in_a_group_spares_the_other_requests, parked_options(5));
-            journal_contract_suite!(@case $open_fresh, duplicate_inside_one_request, JournalOptions::default());
-            journal_contract_suite!(@case $open_fresh, requests_of_one_group_see_each_other, parked_options(3));
-            journal_contract_suite!(@case $open_fresh, concurrent_single_appends_get_gapless_sequences, parked_options(64));
-            journal_contract_suite!(@case $open_fresh, close_and_reopen_keeps_events_and_sequences, JournalOptions::default());
-            journal_contract_suite!(@case $open_fresh, close_finishes_queued_requests_and_refuses_later_ones, parked_options(2));
-            journal_contract_suite!(@case $open_fresh, locked_store_is_unavailable_then_recovers, JournalOptions { busy_timeout: Duration::from_millis(200), ..JournalOptions::default() });
-            journal_contract_suite!(@case $open_fresh, tenant_timeline_is_in_sequence_order, JournalOptions::default());
-            journal_contract_suite!(@case $open_fresh, stored_event_round_trips, JournalOptions::default());
+            journal_contract_suite! {
+                @contracts $open_fresh;
+                accepts_new_events_with_per_tenant_sequences => JournalOptions::default(),
+                duplicate_returns_the_original => JournalOptions::default(),
+                conflict_stores_nothing_of_the_request => JournalOptions::default(),
+                conflict_in_a_group_spares_the_other_requests => parked_options(5),
+                duplicate_inside_one_request => JournalOptions::default(),
+                requests_of_one_group_see_each_other => parked_options(3),
+                concurrent_single_appends_get_gapless_sequences => parked_options(64),
+                close_and_reopen_keeps_events_and_sequences => JournalOptions::default(),
+                close_finishes_queued_requests_and_refuses_later_ones => parked_options(2),
+                locked_store_is_unavailable_then_recovers => short_busy_timeout(),
+                tenant_timeline_is_in_sequence_order => JournalOptions::default(),
+                stored_event_round_trips => JournalOptions::default(),
+            }
         }
     };
-    (@case $open_fresh:path, $contract:ident, $options:expr) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $contract() {
-            super::$contract($open_fresh($options).await).await;
-        }
+    (@contracts $open_fresh:path; $($contract:ident => $options:expr),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $contract() {
+                super::$contract($open_fresh($options).await).await;
+            }
+        )*
     };
 }
 
@@ -205,6 +211,14 @@ fn parked_options(max_group_events: usize) -> JournalOptions {
     JournalOptions {
         busy_timeout: Duration::from_secs(120),
         max_group_events,
+        ..JournalOptions::default()
+    }
+}
+
+/// Options for the Unavailable contract: a write waits 200 ms for a locked store, then fails.
+fn short_busy_timeout() -> JournalOptions {
+    JournalOptions {
+        busy_timeout: Duration::from_millis(200),
         ..JournalOptions::default()
     }
 }
@@ -401,6 +415,14 @@ async fn conflict_stores_nothing_of_the_request(store: TestStore) {
     assert!(
         matches!(multi, Err(AppendError::Conflict { index: 2, event_id }) if event_id == stored.event_id),
         "{multi:?}"
+    );
+    // Members that are all repeats inserted nothing, so there is nothing to undo either.
+    let repeats = journal
+        .append(vec![stored_event.clone(), conflicting(&stored_event)])
+        .await;
+    assert!(
+        matches!(repeats, Err(AppendError::Conflict { index: 1, event_id }) if event_id == stored.event_id),
+        "{repeats:?}"
     );
     for id in ["n1", "n2", "n3"] {
         assert_eq!(
@@ -939,58 +961,63 @@ async fn sqlite_store_is_in_wal_mode() {
 #[ignore = "benchmark; run with --release --ignored --nocapture"]
 async fn journal_throughput() {
     const EVENTS: usize = 10_000;
-    const TASKS: usize = 64;
+
+    // Events are built before the clock starts: only the journal is measured.
+    let events = |prefix: &str| -> Vec<NewEvent> {
+        (0..EVENTS)
+            .map(|i| event(&format!("t{}", i % 50), &format!("{prefix}{i}")))
+            .collect()
+    };
 
     let store = open_fresh_sqlite(JournalOptions::default()).await;
-    let journal = store.journal.clone();
+    let sequential = events("s");
     let started = Instant::now();
-    for i in 0..EVENTS {
-        let appended = journal
-            .append(vec![event(&format!("t{}", i % 50), &format!("s{i}"))])
-            .await;
+    for event in sequential {
+        let appended = store.journal.append(vec![event]).await;
         assert!(appended.is_ok(), "{appended:?}");
     }
-    report(
-        "sequential single-event appends",
-        EVENTS,
-        started.elapsed(),
-        journal.commit_stats().commits,
-    );
-    journal.close().await;
+    report("sequential", &store.journal, started.elapsed());
+    store.journal.close().await;
 
-    let store = open_fresh_sqlite(JournalOptions::default()).await;
-    let journal = store.journal.clone();
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|task| {
-            let journal = journal.clone();
-            tokio::spawn(async move {
-                for i in (task..EVENTS).step_by(TASKS) {
-                    let appended = journal
-                        .append(vec![event(&format!("t{}", i % 50), &format!("c{i}"))])
-                        .await;
-                    assert!(appended.is_ok(), "{appended:?}");
-                }
+    for tasks in [64, 256] {
+        let store = open_fresh_sqlite(JournalOptions::default()).await;
+        let mut per_task: Vec<Vec<NewEvent>> = vec![Vec::new(); tasks];
+        for (i, event) in events("c").into_iter().enumerate() {
+            per_task[i % tasks].push(event);
+        }
+        let started = Instant::now();
+        let running: Vec<_> = per_task
+            .into_iter()
+            .map(|events| {
+                let journal = store.journal.clone();
+                tokio::spawn(async move {
+                    for event in events {
+                        let appended = journal.append(vec![event]).await;
+                        assert!(appended.is_ok(), "{appended:?}");
+                    }
+                })
             })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("bench task");
+            .collect();
+        for task in running {
+            task.await.expect("bench task");
+        }
+        report(
+            &format!("concurrent, {tasks} tasks"),
+            &store.journal,
+            started.elapsed(),
+        );
+        store.journal.close().await;
     }
-    report(
-        "concurrent single-event appends (64 tasks)",
-        EVENTS,
-        started.elapsed(),
-        journal.commit_stats().commits,
-    );
-    journal.close().await;
 
-    fn report(what: &str, events: usize, elapsed: Duration, commits: u64) {
+    fn report(what: &str, journal: &EventJournal, elapsed: Duration) {
+        let stats = journal.commit_stats();
         println!(
-            "{what}: {events} events in {:.3} s = {:.0} events/s, {commits} commits ({:.1} events/commit)",
+            "{what}: {} single-event appends in {:.3} s = {:.0} events/s, {} commits ({:.1} events/commit)",
+            stats.events,
             elapsed.as_secs_f64(),
-            events as f64 / elapsed.as_secs_f64(),
-            events as f64 / commits as f64,
+            stats.events as f64 / elapsed.as_secs_f64(),
+            stats.commits,
+            stats.events as f64 / stats.commits as f64,
         );
     }
 }
