@@ -64,6 +64,7 @@ impl Application {
             auth,
             max_body: settings.max_body,
             draining: draining.clone(),
+            queue_limit: settings.journal.queue_capacity,
         });
         let bench_null = settings.bench_null_endpoint;
         let server = HttpServer::new(move || {

@@ -35,6 +35,9 @@ pub struct IngestState {
     pub max_body: usize,
     /// Set when shutdown begins: readiness and new posts answer 503 from then on.
     pub draining: Arc<AtomicBool>,
+    /// Journal requests allowed to wait for the writer; past it posts get 429 rather than
+    /// queueing without bound while the store is slow.
+    pub queue_limit: usize,
 }
 
 /// Mount the ingest routes. `bench_null` adds the storage-free benchmark baseline.
@@ -77,6 +80,8 @@ pub enum IngestError {
     Conflict { index: usize, event_id: uuid::Uuid },
     #[error("the journal is unavailable")]
     Unavailable(#[source] AppendError),
+    #[error("{queued} requests are already waiting for the journal; retry shortly")]
+    Overloaded { queued: usize },
 }
 
 impl IngestError {
@@ -172,6 +177,13 @@ impl IngestError {
                 "the journal could not commit the events; nothing was stored, retry later",
             )
             .retry_after(1),
+            Overloaded { .. } => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "overloaded",
+                "Ingest queue full",
+                detail,
+            )
+            .retry_after(1),
         }
     }
 }
@@ -221,6 +233,10 @@ async fn post_events(
     );
     async move {
         let (events, lifecycles) = accept_request(&req, payload, &state).await?;
+        let queued = state.journal.queued_requests();
+        if queued >= state.queue_limit {
+            return Err(IngestError::Overloaded { queued });
+        }
         let new_events: Vec<NewEvent> = events
             .iter()
             .zip(&lifecycles)

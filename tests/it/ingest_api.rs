@@ -451,6 +451,71 @@ async fn locked_store_is_a_503_with_retry_after_and_recovers() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_journal_queue_is_a_429_with_retry_after() {
+    let app = std::sync::Arc::new(
+        TestApp::spawn_with(|s| {
+            s.journal.queue_capacity = 1;
+            s.journal.busy_timeout = std::time::Duration::from_secs(30);
+            s.workers = 2;
+        })
+        .await,
+    );
+    // Stall the writer on a lock held elsewhere, so requests pile up in its queue.
+    let mut locker =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", app.store_path.display()))
+            .await
+            .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let mut waiting = Vec::new();
+    for id in ["q-1", "q-2"] {
+        let app = app.clone();
+        waiting.push(tokio::spawn(async move {
+            app.post_structured(&lifecycle_event(id, "acme", "upsert"))
+                .await
+                .status()
+        }));
+    }
+    // Bounded wait for the two posts to reach the journal (the condition is asserted below).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut queued = 0;
+    while std::time::Instant::now() < deadline {
+        queued = app.journal.queued_requests();
+        if queued >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert_eq!(queued, 1, "one request waits in the queue");
+    let resp = app
+        .post_structured(&lifecycle_event("q-3", "acme", "upsert"))
+        .await;
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    problem(resp, 429).await;
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    for w in waiting {
+        assert_eq!(
+            w.await.unwrap(),
+            202,
+            "queued requests complete once the lock is gone"
+        );
+    }
+    assert!(app
+        .journal
+        .find_by_origin("//billing.acme.example/invoices", "q-3")
+        .await
+        .unwrap()
+        .is_none());
+}
+
 #[tokio::test]
 async fn draining_answers_503_and_readiness_fails() {
     let mut app =
