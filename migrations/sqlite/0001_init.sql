@@ -28,6 +28,3 @@ CREATE TABLE events (
     CONSTRAINT events_origin UNIQUE (source, id),
     CONSTRAINT events_tenant_sequence UNIQUE (tenant, sequence)
 ) STRICT;
-
--- The dispatcher's work list: pending events per tenant in sequence order.
-CREATE INDEX events_dispatch ON events (status, tenant, sequence);

@@ -4,26 +4,25 @@
 //! Durability: `synchronous=FULL` makes every commit fsync the WAL, so an event reported as
 //! stored survives `kill -9` and power loss. WAL lets reads run while the writer commits.
 //!
-//! Per event the writer runs one statement, `INSERT ... ON CONFLICT (source, id) DO NOTHING
-//! RETURNING sequence`, whose sequence is the tenant's current maximum plus one (read from the
-//! `(tenant, sequence)` unique index inside the same transaction), and it sends a whole group's
-//! inserts in a few multi-statement batches rather than one round trip per event. Only an event
-//! the insert skipped (a repeat) costs a second statement, fetching the stored hash to tell a
-//! duplicate from a conflict. A conflict inside a multi-event request after some of its members
-//! were inserted is the one case that rolls the group back and redoes it request by request,
-//! each multi-event request in a savepoint.
+//! A group is written with a handful of statements whatever its size: one read of which of its
+//! (source, id) origins are already stored (usually none), one read of the last sequence of
+//! tenants the writer has not seen since it started, then the plan is made in Rust (duplicate,
+//! conflict, or new with the tenant's next sequence; a request with a conflict contributes
+//! nothing) and the new rows go in with multi-row INSERTs. sqlx hands every statement to the
+//! connection's worker thread and back; that round trip, not SQLite, was the cost per event
+//! when each event had statements of its own.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
-use futures_util::TryStreamExt;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Connection, Either, Executor, Row};
+use sqlx::{ConnectOptions, Connection, Row};
 use uuid::Uuid;
 
 use super::group_commit::{GroupCommitter, GroupStore, RequestOutcome};
@@ -35,18 +34,9 @@ use super::{
 /// The schema, embedded in the binary and applied at open.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// The stored identity and hash of an event that was already there.
-const SELECT_STORED_ORIGIN: &str =
-    "SELECT event_id, sequence, content_hash FROM events WHERE source = ?1 AND id = ?2";
-
 /// Columns of [`StoredEvent`], in [`EventRow`] order.
 const STORED_EVENT_COLUMNS: &str = "event_id, source, id, event_type, tenant, action, sequence, \
                                     time, received_at, document, content_hash, status";
-
-/// Savepoint around a multi-event request, so a conflict undoes only that request.
-const SAVEPOINT: &str = "SAVEPOINT append_request";
-const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO append_request";
-const RELEASE_SAVEPOINT: &str = "RELEASE append_request";
 
 /// Turns the part of a `sqlite://PATH` URL after `sqlite://` into a file path.
 pub(super) fn parse_path(rest: &str) -> Result<PathBuf, JournalError> {
@@ -107,11 +97,7 @@ impl SqliteJournal {
             })?;
         }
         let connect_options = connect_options(&path, &options);
-        // The writer's batches stream two results per insert back from the connection's worker
-        // thread; a buffer that holds a whole batch keeps that thread from stalling on each one.
-        let write_options = connect_options
-            .clone()
-            .row_buffer_size(2 * MAX_INSERT_BATCH + 1);
+        let write_options = connect_options.clone();
         let mut write_connection = write_options.connect().await.map_err(JournalError::Open)?;
         MIGRATOR
             .run(&mut write_connection)
@@ -126,6 +112,8 @@ impl SqliteJournal {
             connection: Some(write_connection),
             connect_options: write_options,
             in_transaction: false,
+            last_sequences: HashMap::new(),
+            uncommitted_sequences: HashMap::new(),
         };
         let committer =
             GroupCommitter::start(writer, options.queue_capacity, options.max_group_events);
@@ -219,6 +207,9 @@ fn connect_options(path: &Path, options: &JournalOptions) -> SqliteConnectOption
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(options.busy_timeout)
+        // 16 MiB of page cache (the default is 2 MiB): the dedup and sequence indexes take
+        // random inserts, and a miss there is a read inside the write transaction.
+        .pragma("cache_size", "-16384")
         .thread_name(|id| format!("journal-db-{id}"))
 }
 
@@ -275,63 +266,95 @@ impl EventRow {
     }
 }
 
-/// Most insert statements sent to SQLite in one round trip. Each statement crosses to the
-/// connection's worker thread and back, which costs more than the insert itself, so a group is
-/// written in batches of 256, 128, ..., 1 statements (one cached prepared batch per size): a
-/// group of n events costs about n/256 + log2(256) round trips instead of n.
-const MAX_INSERT_BATCH: usize = 256;
+/// Most rows per multi-row statement. sqlx sends each statement to the connection's worker
+/// thread and back, a round trip that costs more than the insert itself, so a group is written
+/// in statements of 256, 128, ..., 1 rows (one cached prepared statement per size): a group of n
+/// events costs about n/256 + log2(256) round trips instead of n. 256 rows x 11 columns stays
+/// far below SQLite's 32766 bound parameters.
+const MAX_ROWS_PER_STATEMENT: usize = 256;
 
-/// The SQL of the insert batches: `INSERT_BATCHES[i]` holds 2^i insert statements.
-static INSERT_BATCHES: LazyLock<Vec<String>> = LazyLock::new(|| {
-    std::iter::successors(Some(1_usize), |size| Some(size * 2))
-        .take_while(|size| *size <= MAX_INSERT_BATCH)
-        .map(|size| INSERT_EVENT.repeat(size))
-        .collect()
-});
-
-/// Inserts one event unless its (source, id) is already stored, and then returns its sequence:
-/// the tenant's highest so far plus one, an index lookup on `events_tenant_sequence` that sees
-/// this transaction's earlier inserts. The writer is the only writer, so no other transaction
-/// can take the same number.
-///
-/// Positional parameters (the tenant is bound twice) because a batch repeats the statement and
-/// sqlx hands each statement of a batch the next run of arguments.
-const INSERT_EVENT: &str = "\
-INSERT INTO events (event_id, source, id, event_type, tenant, action, sequence, time, \
-                    received_at, document, content_hash) \
-VALUES (?, ?, ?, ?, ?, ?, COALESCE((SELECT MAX(sequence) FROM events WHERE tenant = ?), 0) + 1, \
-        ?, ?, ?, ?) \
-ON CONFLICT (source, id) DO NOTHING RETURNING sequence;\n";
-
-/// An event with the values the journal gives it when it is inserted.
-struct StagedEvent<'a> {
-    event: &'a NewEvent,
-    /// The gateway id it gets if it is new.
-    event_id: Uuid,
-    /// Its acceptance time, RFC 3339 UTC.
-    received_at: String,
+/// Statement texts for every chunk size: `sql[i]` has 2^i rows.
+struct ChunkedStatements {
+    sql: Vec<String>,
 }
 
-impl<'a> StagedEvent<'a> {
-    fn new(event: &'a NewEvent) -> Self {
-        StagedEvent {
-            event,
-            event_id: Uuid::now_v7(),
-            received_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        }
+impl ChunkedStatements {
+    fn new(head: &str, row: &str, separator: &str, tail: &str) -> Self {
+        let sql = std::iter::successors(Some(1_usize), |size| Some(size * 2))
+            .take_while(|size| *size <= MAX_ROWS_PER_STATEMENT)
+            .map(|size| format!("{head}{}{tail}", vec![row; size].join(separator)))
+            .collect();
+        ChunkedStatements { sql }
+    }
+
+    /// Splits `items` into power-of-two chunks, largest first, each with its statement.
+    fn chunks<'a, T>(&'a self, mut items: &'a [T]) -> impl Iterator<Item = (&'a str, &'a [T])> {
+        std::iter::from_fn(move || {
+            if items.is_empty() {
+                return None;
+            }
+            let size_index =
+                (usize::BITS - 1 - items.len().min(MAX_ROWS_PER_STATEMENT).leading_zeros())
+                    as usize;
+            let (chunk, rest) = items.split_at(1 << size_index);
+            items = rest;
+            Some((self.sql[size_index].as_str(), chunk))
+        })
     }
 }
 
-/// What the journal found for an event that its insert skipped.
-enum StoredOrigin {
-    /// Stored with the same content hash.
-    Duplicate(Appended),
-    /// Stored with another content hash; the stored event's id.
-    Conflict(Uuid),
+/// New rows, plain INSERT: the writer has already decided in Rust that every row is new, so a
+/// constraint violation here is a bug that fails the group rather than a normal outcome.
+static INSERT_EVENTS: LazyLock<ChunkedStatements> = LazyLock::new(|| {
+    ChunkedStatements::new(
+        "INSERT INTO events (event_id, source, id, event_type, tenant, action, sequence, time, \
+         received_at, document, content_hash) VALUES ",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ", ",
+        "",
+    )
+});
+
+/// The stored events among a group's origins: usually none, so usually no rows come back.
+static SELECT_STORED_ORIGINS: LazyLock<ChunkedStatements> = LazyLock::new(|| {
+    ChunkedStatements::new(
+        // A join from the VALUES list (CROSS JOIN fixes the order): SQLite plans
+        // `(source, id) IN (VALUES ...)` as a full table scan, this as one index search per origin.
+        "SELECT e.source, e.id, e.event_id, e.sequence, e.content_hash FROM (VALUES ",
+        "(?, ?)",
+        ", ",
+        ") AS o CROSS JOIN events AS e ON e.source = o.column1 AND e.id = o.column2",
+    )
+});
+
+/// The highest sequence of tenants the writer has not seen since it started.
+static SELECT_LAST_SEQUENCES: LazyLock<ChunkedStatements> = LazyLock::new(|| {
+    ChunkedStatements::new(
+        "SELECT tenant, MAX(sequence) FROM events WHERE tenant IN (",
+        "?",
+        ", ",
+        ") GROUP BY tenant",
+    )
+});
+
+/// What the journal knows of an event with a given (source, id): stored before this group, or
+/// accepted earlier in it.
+#[derive(Clone)]
+struct KnownOrigin {
+    event_id: Uuid,
+    sequence: i64,
+    content_hash: String,
 }
 
-/// The writer's side of the SQLite journal: the dedicated write connection and the statements of
-/// a group transaction.
+/// A new event with the values the journal gives it.
+struct PlannedInsert<'a> {
+    event: &'a NewEvent,
+    event_id: Uuid,
+    sequence: i64,
+}
+
+/// The writer's side of the SQLite journal: the dedicated write connection, and the tenants'
+/// last sequence numbers, which only this writer assigns.
 struct SqliteWriter {
     /// The write connection; `None` after a failure that may have broken it, reopened lazily at
     /// the next group.
@@ -341,6 +364,13 @@ struct SqliteWriter {
     /// Whether `BEGIN` succeeded and neither `COMMIT` nor `ROLLBACK` has run since, so `rollback`
     /// knows whether there is anything to undo.
     in_transaction: bool,
+    /// Last committed sequence per tenant seen since start. The writer is the database's only
+    /// writer, so this stays exact and saves an index lookup per event; a tenant not in it is
+    /// read once from the database.
+    last_sequences: HashMap<String, i64>,
+    /// Sequences assigned by the open transaction; merged into `last_sequences` on commit and
+    /// dropped on rollback, so a failed group gives its numbers back.
+    uncommitted_sequences: HashMap<String, i64>,
 }
 
 impl SqliteWriter {
@@ -362,204 +392,175 @@ impl SqliteWriter {
         sqlx::query(sql).execute(connection).await.map(drop)
     }
 
-    /// Inserts every staged event that is not stored yet, in order, in as few round trips as
-    /// possible; returns the sequence of each inserted event and `None` for each skipped one.
-    async fn insert_all(
+    /// The stored events among `origins`, keyed by (source, id).
+    async fn stored_origins(
         &mut self,
-        staged: &[StagedEvent<'_>],
-    ) -> Result<Vec<Option<i64>>, sqlx::Error> {
+        origins: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), KnownOrigin>, sqlx::Error> {
         let connection = self.connection().await?;
-        let mut sequences = Vec::with_capacity(staged.len());
-        let mut rest = staged;
-        while !rest.is_empty() {
-            // The largest batch size (a power of two) that fits what is left.
-            let size_index =
-                (usize::BITS - 1 - rest.len().min(MAX_INSERT_BATCH).leading_zeros()) as usize;
-            let (batch, remaining) = rest.split_at(1 << size_index);
-            insert_batch(
-                connection,
-                &INSERT_BATCHES[size_index],
-                batch,
-                &mut sequences,
-            )
-            .await?;
-            rest = remaining;
-        }
-        Ok(sequences)
-    }
-
-    /// Looks up the stored event an insert skipped.
-    async fn stored_origin(&mut self, event: &NewEvent) -> Result<StoredOrigin, sqlx::Error> {
-        let connection = self.connection().await?;
-        let stored: Option<(String, i64, String)> = sqlx::query_as(SELECT_STORED_ORIGIN)
-            .bind(&event.source)
-            .bind(&event.id)
-            .fetch_optional(connection)
-            .await?;
-        let Some((stored_id, sequence, stored_hash)) = stored else {
-            // The insert only skips rows whose (source, id) exists, and this transaction is the
-            // only writer: the row must be visible. Fail the group rather than guess.
-            return Err(sqlx::Error::Protocol(format!(
-                "event ({}, {}) was neither inserted nor found",
-                event.source, event.id
-            )));
-        };
-        let stored_id =
-            Uuid::parse_str(&stored_id).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
-        Ok(if stored_hash == event.content_hash {
-            StoredOrigin::Duplicate(Appended {
-                event_id: stored_id,
-                sequence,
-                status: AppendStatus::Duplicate,
-            })
-        } else {
-            StoredOrigin::Conflict(stored_id)
-        })
-    }
-
-    /// The outcome of each request after the batched inserts, or `None` when a multi-event
-    /// request conflicts after some of its members were inserted: those inserts (and the
-    /// sequences of everything after them) must be undone, which only a redo can do.
-    async fn resolve(
-        &mut self,
-        requests: &[&[NewEvent]],
-        staged: &[StagedEvent<'_>],
-        sequences: &[Option<i64>],
-    ) -> Result<Option<Vec<RequestOutcome>>, sqlx::Error> {
-        let mut outcomes = Vec::with_capacity(requests.len());
-        let mut first = 0;
-        for request in requests {
-            let range = first..first + request.len();
-            first = range.end;
-            let mut appended = Vec::with_capacity(request.len());
-            let mut conflict = None;
-            for (index, (event, sequence)) in staged[range.clone()]
-                .iter()
-                .zip(&sequences[range.clone()])
-                .enumerate()
-            {
-                if let Some(sequence) = *sequence {
-                    appended.push(Appended {
-                        event_id: event.event_id,
-                        sequence,
-                        status: AppendStatus::Accepted,
-                    });
-                    continue;
-                }
-                match self.stored_origin(event.event).await? {
-                    StoredOrigin::Duplicate(duplicate) => appended.push(duplicate),
-                    StoredOrigin::Conflict(event_id) => {
-                        conflict = Some(RequestOutcome::Conflict { index, event_id });
-                        break;
-                    }
-                }
-            }
-            match conflict {
-                Some(_) if sequences[range].iter().any(Option::is_some) => return Ok(None),
-                Some(conflict) => outcomes.push(conflict),
-                None => outcomes.push(RequestOutcome::Stored(appended)),
+        let mut known = HashMap::new();
+        for (sql, chunk) in SELECT_STORED_ORIGINS.chunks(origins) {
+            let query = chunk.iter().fold(sqlx::query(sql), |q, (source, id)| {
+                q.bind(*source).bind(*id)
+            });
+            for row in query.fetch_all(&mut *connection).await? {
+                let event_id: String = row.try_get(2)?;
+                known.insert(
+                    (row.try_get(0)?, row.try_get(1)?),
+                    KnownOrigin {
+                        event_id: Uuid::parse_str(&event_id)
+                            .map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
+                        sequence: row.try_get(3)?,
+                        content_hash: row.try_get(4)?,
+                    },
+                );
             }
         }
-        Ok(Some(outcomes))
+        Ok(known)
     }
 
-    /// Rolls the group's transaction back and starts a new one.
-    async fn restart_transaction(&mut self) -> Result<(), sqlx::Error> {
-        self.execute("ROLLBACK").await?;
-        self.in_transaction = false;
-        self.begin().await
+    /// Loads the last sequence of every tenant in `tenants` not yet in `last_sequences`.
+    async fn load_last_sequences(&mut self, tenants: &[&str]) -> Result<(), sqlx::Error> {
+        let unknown: Vec<&str> = tenants
+            .iter()
+            .copied()
+            .filter(|t| !self.last_sequences.contains_key(*t))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let connection = self.connection().await?;
+        let mut found = HashMap::new();
+        for (sql, chunk) in SELECT_LAST_SEQUENCES.chunks(&unknown) {
+            let query = chunk.iter().fold(sqlx::query(sql), |q, t| q.bind(*t));
+            for row in query.fetch_all(&mut *connection).await? {
+                found.insert(row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?);
+            }
+        }
+        for tenant in unknown {
+            let last = found.get(tenant).copied().unwrap_or(0);
+            self.last_sequences.insert(tenant.to_owned(), last);
+        }
+        Ok(())
     }
 
-    /// The exact, slower way: request by request, event by event, each multi-event request in a
-    /// savepoint that a conflict rolls back. Used when the batched pass hit such a conflict.
-    async fn write_one_by_one(
+    /// Decides, in Rust, what becomes of every request of the group: each event is a duplicate
+    /// or a conflict of a known origin, or new with the tenant's next sequence. A request with
+    /// a conflict contributes nothing (no rows, no sequence numbers).
+    fn plan<'a>(
         &mut self,
-        requests: &[&[NewEvent]],
-    ) -> Result<Vec<RequestOutcome>, sqlx::Error> {
+        requests: &[&'a [NewEvent]],
+        mut known: HashMap<(String, String), KnownOrigin>,
+    ) -> (Vec<RequestOutcome>, Vec<PlannedInsert<'a>>) {
         let mut outcomes = Vec::with_capacity(requests.len());
+        let mut inserts = Vec::new();
         for events in requests {
-            outcomes.push(self.write_request(events).await?);
-        }
-        Ok(outcomes)
-    }
-
-    /// Writes one request atomically (see [`write_one_by_one`](Self::write_one_by_one)).
-    async fn write_request(&mut self, events: &[NewEvent]) -> Result<RequestOutcome, sqlx::Error> {
-        let savepoint = events.len() > 1;
-        if savepoint {
-            self.execute(SAVEPOINT).await?;
-        }
-        let mut appended = Vec::with_capacity(events.len());
-        for (index, event) in events.iter().enumerate() {
-            let staged = [StagedEvent::new(event)];
-            if let [Some(sequence)] = self.insert_all(&staged).await?[..] {
+            let mut appended = Vec::with_capacity(events.len());
+            let mut request_inserts: Vec<PlannedInsert<'a>> = Vec::new();
+            // This request's sequence numbers, applied only if the whole request stands.
+            let mut request_sequences: HashMap<&str, i64> = HashMap::new();
+            // Origins accepted earlier in this same request.
+            let mut request_known: HashMap<(&str, &str), KnownOrigin> = HashMap::new();
+            let mut conflict = None;
+            for (index, event) in events.iter().enumerate() {
+                let key = (event.source.as_str(), event.id.as_str());
+                // `known` is almost always empty (repeats are rare): skip building its key then.
+                let existing = request_known.get(&key).cloned().or_else(|| {
+                    (!known.is_empty())
+                        .then(|| {
+                            known
+                                .get(&(event.source.clone(), event.id.clone()))
+                                .cloned()
+                        })
+                        .flatten()
+                });
+                if let Some(existing) = existing {
+                    if existing.content_hash == event.content_hash {
+                        appended.push(Appended {
+                            event_id: existing.event_id,
+                            sequence: existing.sequence,
+                            status: AppendStatus::Duplicate,
+                        });
+                        continue;
+                    }
+                    conflict = Some(RequestOutcome::Conflict {
+                        index,
+                        event_id: existing.event_id,
+                    });
+                    break;
+                }
+                let tenant = event.tenant.as_str();
+                let last = request_sequences.get(tenant).copied().unwrap_or_else(|| {
+                    self.uncommitted_sequences
+                        .get(tenant)
+                        .or_else(|| self.last_sequences.get(tenant))
+                        .copied()
+                        .unwrap_or(0)
+                });
+                let planned = PlannedInsert {
+                    event,
+                    event_id: Uuid::now_v7(),
+                    sequence: last + 1,
+                };
+                request_sequences.insert(tenant, planned.sequence);
+                request_known.insert(
+                    key,
+                    KnownOrigin {
+                        event_id: planned.event_id,
+                        sequence: planned.sequence,
+                        content_hash: event.content_hash.clone(),
+                    },
+                );
                 appended.push(Appended {
-                    event_id: staged[0].event_id,
-                    sequence,
+                    event_id: planned.event_id,
+                    sequence: planned.sequence,
                     status: AppendStatus::Accepted,
                 });
-                continue;
+                request_inserts.push(planned);
             }
-            match self.stored_origin(event).await? {
-                StoredOrigin::Duplicate(duplicate) => appended.push(duplicate),
-                StoredOrigin::Conflict(event_id) => {
-                    // A single event's conflict inserted nothing: no savepoint to undo.
-                    if savepoint {
-                        self.execute(ROLLBACK_TO_SAVEPOINT).await?;
-                        self.execute(RELEASE_SAVEPOINT).await?;
+            match conflict {
+                Some(conflict) => outcomes.push(conflict),
+                None => {
+                    for (tenant, sequence) in request_sequences {
+                        self.uncommitted_sequences
+                            .insert(tenant.to_owned(), sequence);
                     }
-                    return Ok(RequestOutcome::Conflict { index, event_id });
+                    for ((source, id), origin) in request_known {
+                        known.insert((source.to_owned(), id.to_owned()), origin);
+                    }
+                    inserts.extend(request_inserts);
+                    outcomes.push(RequestOutcome::Stored(appended));
                 }
             }
         }
-        if savepoint {
-            self.execute(RELEASE_SAVEPOINT).await?;
-        }
-        Ok(RequestOutcome::Stored(appended))
+        (outcomes, inserts)
     }
-}
 
-/// Sends one batch of insert statements and appends, per event, its sequence if it was inserted.
-async fn insert_batch(
-    connection: &mut SqliteConnection,
-    sql: &str,
-    batch: &[StagedEvent<'_>],
-    sequences: &mut Vec<Option<i64>>,
-) -> Result<(), sqlx::Error> {
-    let mut query = sqlx::query(sql);
-    for staged in batch {
-        let event = staged.event;
-        query = query
-            .bind(staged.event_id.to_string())
-            .bind(&event.source)
-            .bind(&event.id)
-            .bind(&event.event_type)
-            .bind(&event.tenant)
-            .bind(&event.action)
-            .bind(&event.tenant)
-            .bind(event.time.as_deref())
-            .bind(&staged.received_at)
-            .bind(&event.document)
-            .bind(&event.content_hash);
-    }
-    // Each statement yields its RETURNING row (only if it inserted) and then its result.
-    let expected = sequences.len() + batch.len();
-    let mut returned = None;
-    let mut results = connection.fetch_many(query);
-    while let Some(item) = results.try_next().await? {
-        match item {
-            Either::Right(row) => returned = Some(row.try_get::<i64, _>(0)?),
-            Either::Left(_) => sequences.push(returned.take()),
+    /// Writes the planned rows in as few statements as possible.
+    async fn insert(&mut self, inserts: &[PlannedInsert<'_>]) -> Result<(), sqlx::Error> {
+        let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let connection = self.connection().await?;
+        for (sql, chunk) in INSERT_EVENTS.chunks(inserts) {
+            let query = chunk.iter().fold(sqlx::query(sql), |q, planned| {
+                let event = planned.event;
+                q.bind(planned.event_id.to_string())
+                    .bind(&event.source)
+                    .bind(&event.id)
+                    .bind(&event.event_type)
+                    .bind(&event.tenant)
+                    .bind(&event.action)
+                    .bind(planned.sequence)
+                    .bind(event.time.as_deref())
+                    .bind(&received_at)
+                    .bind(&event.document)
+                    .bind(&event.content_hash)
+            });
+            query.execute(&mut *connection).await?;
         }
+        Ok(())
     }
-    if sequences.len() != expected {
-        return Err(sqlx::Error::Protocol(format!(
-            "an insert batch of {} statements reported {} results",
-            batch.len(),
-            batch.len() + sequences.len() - expected
-        )));
-    }
-    Ok(())
 }
 
 impl GroupStore for SqliteWriter {
@@ -575,28 +576,31 @@ impl GroupStore for SqliteWriter {
         &mut self,
         requests: &[&[NewEvent]],
     ) -> Result<Vec<RequestOutcome>, sqlx::Error> {
-        // Optimistic pass: every event of the group in batched inserts. New events (the usual
-        // case) need nothing more; skipped ones are looked up as duplicates or conflicts.
-        let staged: Vec<StagedEvent<'_>> = requests
-            .iter()
-            .flat_map(|events| events.iter())
-            .map(StagedEvent::new)
+        // Two reads (stored origins, and the last sequence of tenants not seen before), a plan
+        // made in Rust, then multi-row inserts: a handful of round trips per group, whatever
+        // its size.
+        let events = || requests.iter().flat_map(|events| events.iter());
+        let origins: Vec<(&str, &str)> = events()
+            .map(|e| (e.source.as_str(), e.id.as_str()))
             .collect();
-        let sequences = self.insert_all(&staged).await?;
-        if let Some(outcomes) = self.resolve(requests, &staged, &sequences).await? {
-            return Ok(outcomes);
-        }
-        self.restart_transaction().await?;
-        self.write_one_by_one(requests).await
+        let known = self.stored_origins(&origins).await?;
+        let tenants: Vec<&str> = events().map(|e| e.tenant.as_str()).collect();
+        self.load_last_sequences(&tenants).await?;
+        let (outcomes, inserts) = self.plan(requests, known);
+        self.insert(&inserts).await?;
+        Ok(outcomes)
     }
 
     async fn commit(&mut self) -> Result<(), sqlx::Error> {
         self.execute("COMMIT").await?;
         self.in_transaction = false;
+        self.last_sequences
+            .extend(self.uncommitted_sequences.drain());
         Ok(())
     }
 
     async fn rollback(&mut self) {
+        self.uncommitted_sequences.clear();
         if !std::mem::take(&mut self.in_transaction) {
             return;
         }
@@ -622,6 +626,46 @@ impl GroupStore for SqliteWriter {
             if let Err(error) = connection.close().await {
                 tracing::warn!(%error, "closing the journal write connection failed");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer's reads must stay index searches: a scan would make every group's cost grow
+    /// with the size of the journal.
+    #[tokio::test]
+    async fn group_reads_use_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.db");
+        let mut connection = connect_options(&path, &JournalOptions::default())
+            .connect()
+            .await
+            .unwrap();
+        MIGRATOR.run(&mut connection).await.unwrap();
+        for (statements, binds) in [(&*SELECT_STORED_ORIGINS, 4), (&*SELECT_LAST_SEQUENCES, 2)] {
+            let sql = format!("EXPLAIN QUERY PLAN {}", statements.sql[1]);
+            let query = (0..binds).fold(sqlx::query(&sql), |q, i| q.bind(format!("v{i}")));
+            let plan: Vec<String> = query
+                .fetch_all(&mut connection)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<String, _>(3))
+                .collect();
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains("events") && step.starts_with("SEARCH")),
+                "{sql}: {plan:?}"
+            );
+            assert!(
+                !plan
+                    .iter()
+                    .any(|step| step.starts_with("SCAN") && step.contains("events")),
+                "{sql}: {plan:?}"
+            );
         }
     }
 }
