@@ -25,6 +25,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Post one CloudEvent to a gateway, the way an upstream system would.
     Send(SendArgs),
+    /// Generate Argo WorkflowTemplates from suspended, annotated Jobs (the discovery sidecar).
+    Discover(DiscoverArgs),
 }
 
 /// `serve` flags. Every flag also reads `TENANT_GATEWAY_<FLAG>` and the TOML key of the same
@@ -115,4 +117,128 @@ pub struct SendArgs {
     /// File holding the bearer token to send.
     #[arg(long, env = "TENANT_GATEWAY_SEND_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Yaml,
+    Json,
+}
+
+/// `discover` flags; each also reads `TENANT_GATEWAY_<FLAG>`.
+#[derive(Debug, Clone, Args)]
+pub struct DiscoverArgs {
+    /// Annotation listing the lifecycle actions a template Job takes part in.
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_ANNOTATION_KEY",
+        default_value = "tenant-gateway.io/lifecycle"
+    )]
+    pub annotation_key: String,
+    /// Namespace to watch for template Jobs (repeatable; comma-separated in the environment)
+    /// [default: all namespaces].
+    #[arg(
+        long = "namespace",
+        env = "TENANT_GATEWAY_NAMESPACES",
+        value_delimiter = ',',
+        value_name = "NS"
+    )]
+    pub namespaces: Vec<String>,
+    /// Namespace where the WorkflowTemplates are applied (where Workflows run).
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_WORKFLOW_NAMESPACE",
+        default_value = "argo",
+        value_name = "NS"
+    )]
+    pub workflow_namespace: String,
+    /// Read Job manifests from the YAML files in DIR instead of a cluster.
+    #[arg(long, env = "TENANT_GATEWAY_FROM_DIR", value_name = "DIR")]
+    pub from_dir: Option<PathBuf>,
+    /// Render and apply once, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Print what would be applied instead of applying it.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format of --dry-run.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Yaml)]
+    pub output: OutputFormat,
+    /// Only the holder of a coordination.k8s.io Lease applies (for several replicas).
+    #[arg(long, env = "TENANT_GATEWAY_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Lease name for --leader-election.
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_LEASE_NAME",
+        default_value = "tenant-gateway-discovery"
+    )]
+    pub lease_name: String,
+    /// Listener for /healthz, /readyz and /metrics.
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_DISCOVERY_LISTEN",
+        default_value = "127.0.0.1:8082",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+    /// Quiet period after the last Job change before the templates are rebuilt.
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_DEBOUNCE",
+        default_value = "2s",
+        value_name = "DURATION"
+    )]
+    pub debounce: humantime::Duration,
+    /// How long a vanished template Job still counts (Argo CD Replace deletes and re-creates).
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_DISAPPEARANCE_GRACE",
+        default_value = "30s",
+        value_name = "DURATION"
+    )]
+    pub disappearance_grace: humantime::Duration,
+    /// Service account the Workflows run as (it creates Jobs and ConfigMaps in team namespaces).
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_BRIDGE_SERVICE_ACCOUNT",
+        default_value = "tenant-lifecycle-bridge"
+    )]
+    pub bridge_service_account: String,
+    /// ttlSecondsAfterFinished of the Jobs the bridge creates.
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_JOB_TTL",
+        default_value = "1h",
+        value_name = "DURATION"
+    )]
+    pub job_ttl: humantime::Duration,
+    /// Timeout of a bridge step when its Job has no tenant-gateway.io/timeout annotation.
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_DEFAULT_TIMEOUT",
+        default_value = "1h",
+        value_name = "DURATION"
+    )]
+    pub default_timeout: humantime::Duration,
+    /// Secret (in each Job's namespace) whose keys are passed as environment variables to
+    /// migrate-out / migrate-in Jobs: object-storage credentials.
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_OBJECT_STORAGE_SECRET",
+        value_name = "NAME"
+    )]
+    pub object_storage_secret: Option<String>,
+    /// Actions that always get a WorkflowTemplate (a no-op one when no Job takes part), so
+    /// Sensors never point at a missing template (comma-separated).
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_ACTIONS",
+        value_delimiter = ',',
+        default_value = "upsert,delete,migrate-out,migrate-in,admin"
+    )]
+    pub actions: Vec<String>,
+    /// Log line format.
+    #[arg(long, env = "TENANT_GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
 }

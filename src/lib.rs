@@ -6,6 +6,7 @@
 //! - [`ingest`]: the HTTP API that receives events (and the `send` client).
 //! - [`normalize`]: upstream event -> tenant and lifecycle action.
 //! - [`journal`]: the durable store, with group commit.
+//! - [`discovery`]: the sidecar that turns annotated Jobs into Argo WorkflowTemplates.
 //! - [`app`]: `Application`, which wires them for `serve` and for tests.
 //! - [`config`], [`cli`], [`telemetry`], [`error`]: configuration, flags, logs, problem+json.
 
@@ -13,6 +14,7 @@ pub mod app;
 pub mod cli;
 pub mod cloudevents;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod ingest;
 pub mod journal;

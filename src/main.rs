@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use tenant_gateway::cli::{Cli, Command};
-use tenant_gateway::{app, config, ingest, telemetry};
+use tenant_gateway::{app, config, discovery, ingest, telemetry};
 
 fn main() {
     let cli = Cli::parse();
@@ -21,6 +21,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = config::Settings::load(args)?;
             telemetry::init(settings.log_format);
             app::serve(settings).await
+        }
+        Command::Discover(args) => {
+            telemetry::init(args.log_format);
+            discovery::run(args).await
         }
         Command::Send(args) => {
             let answer = ingest::send::run(args).await?;
