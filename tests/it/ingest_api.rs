@@ -4,7 +4,6 @@
 use std::io::Write;
 
 use serde_json::{json, Value};
-use sqlx::Connection;
 
 use crate::support::{json_body, lifecycle_event, problem, TestApp};
 
@@ -418,14 +417,7 @@ async fn locked_store_is_a_503_with_retry_after_and_recovers() {
         TestApp::spawn_with(|s| s.journal.busy_timeout = std::time::Duration::from_millis(200))
             .await;
     // Another process holding the write lock: the journal cannot commit.
-    let mut locker =
-        sqlx::SqliteConnection::connect(&format!("sqlite://{}", app.store_path.display()))
-            .await
-            .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    let locker = app.lock_store().await;
     let event = lifecycle_event("l-1", "acme", "upsert");
     let resp = app.post_structured(&event).await;
     assert_eq!(
@@ -442,7 +434,7 @@ async fn locked_store_is_a_503_with_retry_after_and_recovers() {
             .contains("database is locked"),
         "no internals leak"
     );
-    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    locker.release().await;
     assert_eq!(
         app.post_structured(&event).await.status(),
         202,
@@ -462,36 +454,31 @@ async fn full_journal_queue_is_a_429_with_retry_after() {
         .await,
     );
     // Stall the writer on a lock held elsewhere, so requests pile up in its queue.
-    let mut locker =
-        sqlx::SqliteConnection::connect(&format!("sqlite://{}", app.store_path.display()))
-            .await
-            .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    let locker = app.lock_store().await;
+    // The writer takes one or more requests and blocks on the lock; the next post then waits
+    // in the queue. Which post that is depends on timing, so post until one is seen queued.
     let mut waiting = Vec::new();
-    for id in ["q-1", "q-2"] {
-        let app = app.clone();
+    let mut queued = 0;
+    for n in 0..5 {
+        let poster = app.clone();
         waiting.push(tokio::spawn(async move {
-            app.post_structured(&lifecycle_event(id, "acme", "upsert"))
+            poster
+                .post_structured(&lifecycle_event(&format!("q-{n}"), "acme", "upsert"))
                 .await
                 .status()
         }));
-    }
-    // Bounded wait for the two posts to reach the journal (the condition is asserted below).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut queued = 0;
-    while std::time::Instant::now() < deadline {
-        queued = app.journal.queued_requests();
-        if queued >= 1 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        while queued == 0 && std::time::Instant::now() < deadline {
+            queued = app.journal.queued_requests();
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        if queued > 0 {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     assert_eq!(queued, 1, "one request waits in the queue");
     let resp = app
-        .post_structured(&lifecycle_event("q-3", "acme", "upsert"))
+        .post_structured(&lifecycle_event("q-over", "acme", "upsert"))
         .await;
     assert_eq!(
         resp.headers()
@@ -500,7 +487,7 @@ async fn full_journal_queue_is_a_429_with_retry_after() {
         Some("1")
     );
     problem(resp, 429).await;
-    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    locker.release().await;
     for w in waiting {
         assert_eq!(
             w.await.unwrap(),
@@ -510,7 +497,7 @@ async fn full_journal_queue_is_a_429_with_retry_after() {
     }
     assert!(app
         .journal
-        .find_by_origin("//billing.acme.example/invoices", "q-3")
+        .find_by_origin("//billing.acme.example/invoices", "q-over")
         .await
         .unwrap()
         .is_none());

@@ -86,6 +86,21 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// Take the journal file's write lock from another connection, as another process could:
+    /// the gateway's writer then cannot commit until [`StoreLock::release`].
+    pub async fn lock_store(&self) -> StoreLock {
+        use sqlx::Connection;
+        let mut connection =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", self.store_path.display()))
+                .await
+                .expect("open the journal file");
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut connection)
+            .await
+            .expect("take the write lock");
+        StoreLock(connection)
+    }
+
     /// Begin shutdown and wait until the server has stopped and the journal is closed.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -105,6 +120,18 @@ impl TestApp {
             let _ = tx.send(());
         }
         self.running.take().expect("still running")
+    }
+}
+
+/// A write lock on a test gateway's journal file.
+pub struct StoreLock(sqlx::SqliteConnection);
+
+impl StoreLock {
+    pub async fn release(mut self) {
+        sqlx::query("ROLLBACK")
+            .execute(&mut self.0)
+            .await
+            .expect("release the write lock");
     }
 }
 
