@@ -455,49 +455,59 @@ async fn full_journal_queue_is_a_429_with_retry_after() {
     );
     // Stall the writer on a lock held elsewhere, so requests pile up in its queue.
     let locker = app.lock_store().await;
-    // The writer takes one or more requests and blocks on the lock; the next post then waits
-    // in the queue. Which post that is depends on timing, so post until one is seen queued.
-    let mut waiting = Vec::new();
-    let mut queued = 0;
-    for n in 0..5 {
+    // Post until one is refused: the writer takes a request and blocks on the lock, the next
+    // one fills the queue, and the one after must be refused at once. Which post is which
+    // depends on scheduling, so no post is assumed to be the refused one; a post that has not
+    // answered within the wait is one of those held by the stalled writer.
+    let mut held = Vec::new();
+    let mut refused = None;
+    for n in 0..20 {
         let poster = app.clone();
-        waiting.push(tokio::spawn(async move {
-            poster
-                .post_structured(&lifecycle_event(&format!("q-{n}"), "acme", "upsert"))
-                .await
-                .status()
-        }));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
-        while queued == 0 && std::time::Instant::now() < deadline {
-            queued = app.journal.queued_requests();
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
-        if queued > 0 {
-            break;
+        let id = format!("q-{n}");
+        let mut post = tokio::spawn(async move {
+            let resp = poster
+                .post_structured(&lifecycle_event(&id, "acme", "upsert"))
+                .await;
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            (
+                id,
+                resp.status().as_u16(),
+                retry_after,
+                json_body(resp).await,
+            )
+        });
+        match tokio::time::timeout(std::time::Duration::from_millis(300), &mut post).await {
+            Ok(answer) => {
+                refused = Some(answer.unwrap());
+                break;
+            }
+            Err(_) => held.push(post),
         }
     }
-    assert_eq!(queued, 1, "one request waits in the queue");
-    let resp = app
-        .post_structured(&lifecycle_event("q-over", "acme", "upsert"))
-        .await;
-    assert_eq!(
-        resp.headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
+    let (refused_id, status, retry_after, body) =
+        refused.expect("a post is refused while the journal queue is full");
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(body["type"], "urn:tenant-gateway:problem:overloaded");
+    assert!(
+        held.len() >= 2,
+        "the writer holds one request and the queue another"
     );
-    problem(resp, 429).await;
     locker.release().await;
-    for w in waiting {
+    for post in held {
+        let (_, status, _, body) = post.await.unwrap();
         assert_eq!(
-            w.await.unwrap(),
-            202,
-            "queued requests complete once the lock is gone"
+            status, 202,
+            "held posts complete once the lock is gone: {body}"
         );
     }
     assert!(app
         .journal
-        .find_by_origin("//billing.acme.example/invoices", "q-over")
+        .find_by_origin("//billing.acme.example/invoices", &refused_id)
         .await
         .unwrap()
         .is_none());

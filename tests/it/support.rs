@@ -155,7 +155,11 @@ pub async fn json_body(resp: reqwest::Response) -> Value {
 
 /// Assert a problem+json response and return its body.
 pub async fn problem(resp: reqwest::Response, status: u16) -> Value {
-    assert_eq!(resp.status().as_u16(), status, "unexpected status");
+    let got = resp.status().as_u16();
+    if got != status {
+        let body = resp.text().await.unwrap_or_default();
+        panic!("expected status {status}, got {got}: {body}");
+    }
     let ct = resp
         .headers()
         .get("content-type")
