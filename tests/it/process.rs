@@ -70,7 +70,7 @@ async fn acknowledged_events_survive_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_then_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let mut gw = GatewayProcess::start(&dir.path().join("journal.db"), &["--shutdown-grace", "3s"]);
+    let mut gw = GatewayProcess::start(&dir.path().join("journal.db"), &["--shutdown-grace", "5s"]);
     let client = reqwest::Client::new();
     assert_eq!(
         post(
@@ -90,7 +90,7 @@ async fn sigterm_drains_then_exits_zero() {
     assert!(status.success());
 
     // Readiness flips to 503 while the process drains (bounded poll, not a fixed sleep).
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(5);
     let mut ready = 200;
     while Instant::now() < deadline {
         ready = client
