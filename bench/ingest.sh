@@ -81,7 +81,7 @@ PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); 
 BASE="http://127.0.0.1:$PORT"
 
 "$BIN" serve --listen "127.0.0.1:$PORT" --store "sqlite://$TMP/gw.db" --log-format json \
-    --shutdown-grace 0s --bench-null-endpoint >"$TMP/server.log" 2>&1 &
+    --shutdown-grace 0s --bench-null-endpoint ${BENCH_SERVER_ARGS:-} >"$TMP/server.log" 2>&1 &
 SERVER_PID=$!
 
 for _ in $(seq 300); do

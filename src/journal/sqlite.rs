@@ -16,6 +16,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -74,6 +78,8 @@ struct SqliteJournalInner {
     committer: GroupCommitter,
     /// Connections for reads, separate from the writer so reads never queue behind commits.
     readers: SqlitePool,
+    /// Copies committed WAL pages back into the database file off the commit path.
+    checkpointer: WalCheckpointer,
 }
 
 impl fmt::Debug for SqliteJournal {
@@ -105,9 +111,16 @@ impl SqliteJournal {
             .map_err(JournalError::Migrate)?;
         let readers = SqlitePoolOptions::new()
             .max_connections(options.read_connections)
-            .connect_with(connect_options.create_if_missing(false))
+            .connect_with(connect_options.clone().create_if_missing(false))
             .await
             .map_err(JournalError::Open)?;
+        let checkpointer = WalCheckpointer::start(
+            connect_options
+                .create_if_missing(false)
+                .connect()
+                .await
+                .map_err(JournalError::Open)?,
+        );
         let writer = SqliteWriter {
             connection: Some(write_connection),
             connect_options: write_options,
@@ -122,6 +135,7 @@ impl SqliteJournal {
                 path,
                 committer,
                 readers,
+                checkpointer,
             }),
         })
     }
@@ -194,7 +208,73 @@ impl SqliteJournal {
 
     pub(super) async fn close(&self) {
         self.inner.committer.close().await;
+        self.inner.checkpointer.close().await;
         self.inner.readers.close().await;
+    }
+}
+
+/// How often the checkpointer copies committed WAL pages into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs `PRAGMA wal_checkpoint(PASSIVE)` from its own connection every
+/// [`CHECKPOINT_INTERVAL`]. A passive checkpoint never blocks the writer or the readers; the
+/// writer restarts the WAL from its beginning once a checkpoint has caught up, so the WAL stays
+/// about one interval of commits long. SQLite's default, a checkpoint inside the commit that
+/// crosses 1000 WAL pages, stalled every request of that group.
+struct WalCheckpointer {
+    /// Wakes the task to do a last, truncating checkpoint and stop.
+    shutdown: Arc<Notify>,
+    /// The task, until `close` has waited for it.
+    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl WalCheckpointer {
+    fn start(mut connection: SqliteConnection) -> Self {
+        let shutdown = Arc::new(Notify::new());
+        let stop = Arc::clone(&shutdown);
+        let task = tokio::spawn(async move {
+            loop {
+                let stopping = tokio::select! {
+                    () = stop.notified() => true,
+                    () = tokio::time::sleep(CHECKPOINT_INTERVAL) => false,
+                };
+                // TRUNCATE at the end leaves no WAL behind a stopped journal.
+                let sql = if stopping {
+                    "PRAGMA wal_checkpoint(TRUNCATE)"
+                } else {
+                    "PRAGMA wal_checkpoint(PASSIVE)"
+                };
+                if let Err(error) = sqlx::query(sql).execute(&mut connection).await {
+                    tracing::warn!(%error, "journal WAL checkpoint failed; retrying later");
+                }
+                if stopping {
+                    break;
+                }
+            }
+            if let Err(error) = connection.close().await {
+                tracing::warn!(%error, "closing the journal checkpoint connection failed");
+            }
+        });
+        WalCheckpointer {
+            shutdown,
+            task: tokio::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    async fn close(&self) {
+        self.shutdown.notify_one();
+        if let Some(task) = self.task.lock().await.take() {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "journal checkpoint task ended abnormally");
+            }
+        }
+    }
+}
+
+impl Drop for WalCheckpointer {
+    /// A journal dropped without `close` still stops its checkpointer.
+    fn drop(&mut self) {
+        self.shutdown.notify_one();
     }
 }
 
@@ -210,9 +290,9 @@ fn connect_options(path: &Path, options: &JournalOptions) -> SqliteConnectOption
         // 32 MiB of page cache (the default is 2 MiB): the dedup and sequence indexes take
         // random inserts, and a miss there is a read inside the write transaction.
         .pragma("cache_size", "-32768")
-        // Checkpoint every 64 MiB of WAL instead of 4 MiB: a large group alone writes several
-        // MiB, and a page changed by several groups between checkpoints is copied back once.
-        .pragma("wal_autocheckpoint", "16384")
+        // No checkpoint inside a commit: the WalCheckpointer does it from its own connection,
+        // so a commit (and the requests waiting on it) never pays for copying the WAL back.
+        .pragma("wal_autocheckpoint", "0")
         .thread_name(|id| format!("journal-db-{id}"))
 }
 
@@ -269,73 +349,94 @@ impl EventRow {
     }
 }
 
-/// Most rows per multi-row statement. sqlx sends each statement to the connection's worker
-/// thread and back, a round trip that costs more than the insert itself, so a group is written
-/// in statements of 256, 128, ..., 1 rows (one cached prepared statement per size): a group of n
-/// events costs about n/256 + log2(256) round trips instead of n. 256 rows x 11 columns stays
-/// far below SQLite's 32766 bound parameters.
-const MAX_ROWS_PER_STATEMENT: usize = 256;
+/// Rows per multi-row statement: a chunk of a group is padded up to the next of these sizes.
+/// sqlx sends each statement to the connection's worker thread and back, a round trip (two
+/// thread wake-ups) that costs more than the rows themselves, so a group of up to 256 events is
+/// one statement of each kind; a few fixed sizes keep the prepared-statement cache small.
+/// 256 rows x 11 columns stays far below SQLite's 32766 bound parameters.
+const CHUNK_SIZES: [usize; 4] = [1, 8, 64, 256];
 
-/// Statement texts for every chunk size: `sql[i]` has 2^i rows.
-struct ChunkedStatements {
+/// A multi-row statement prepared in each of the [`CHUNK_SIZES`].
+struct ChunkedStatement {
+    /// `sql[i]` has room for `CHUNK_SIZES[i]` rows.
     sql: Vec<String>,
 }
 
-impl ChunkedStatements {
-    fn new(head: &str, row: &str, separator: &str, tail: &str) -> Self {
-        let sql = std::iter::successors(Some(1_usize), |size| Some(size * 2))
-            .take_while(|size| *size <= MAX_ROWS_PER_STATEMENT)
-            .map(|size| format!("{head}{}{tail}", vec![row; size].join(separator)))
+/// One statement's worth of rows: the statement, the rows, and how many padding rows of NULLs
+/// to bind after them (padding never matches or inserts anything).
+struct Chunk<'a, T> {
+    sql: &'a str,
+    rows: &'a [T],
+    padding: usize,
+}
+
+impl ChunkedStatement {
+    fn new(head: &str, row: &str, tail: &str) -> Self {
+        let sql = CHUNK_SIZES
+            .iter()
+            .map(|size| format!("{head}{}{tail}", vec![row; *size].join(", ")))
             .collect();
-        ChunkedStatements { sql }
+        ChunkedStatement { sql }
     }
 
-    /// Splits `items` into power-of-two chunks, largest first, each with its statement.
-    fn chunks<'a, T>(&'a self, mut items: &'a [T]) -> impl Iterator<Item = (&'a str, &'a [T])> {
-        std::iter::from_fn(move || {
-            if items.is_empty() {
-                return None;
+    /// Splits `rows` into chunks of at most 256, each with the smallest statement it fits.
+    fn chunks<'a, T>(&'a self, rows: &'a [T]) -> impl Iterator<Item = Chunk<'a, T>> {
+        let largest = CHUNK_SIZES[CHUNK_SIZES.len() - 1];
+        rows.chunks(largest).map(move |rows| {
+            let index = CHUNK_SIZES
+                .iter()
+                .position(|size| *size >= rows.len())
+                .unwrap_or(CHUNK_SIZES.len() - 1);
+            Chunk {
+                sql: &self.sql[index],
+                rows,
+                padding: CHUNK_SIZES[index] - rows.len(),
             }
-            let size_index =
-                (usize::BITS - 1 - items.len().min(MAX_ROWS_PER_STATEMENT).leading_zeros())
-                    as usize;
-            let (chunk, rest) = items.split_at(1 << size_index);
-            items = rest;
-            Some((self.sql[size_index].as_str(), chunk))
         })
     }
 }
 
-/// New rows, plain INSERT: the writer has already decided in Rust that every row is new, so a
-/// constraint violation here is a bug that fails the group rather than a normal outcome.
-static INSERT_EVENTS: LazyLock<ChunkedStatements> = LazyLock::new(|| {
-    ChunkedStatements::new(
+/// Binds `count` NULLs: the padding of a chunk.
+fn bind_nulls<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    count: usize,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    (0..count).fold(query, |q, _| q.bind(None::<String>))
+}
+
+/// New rows. The writer has already decided in Rust that every row is new, so a constraint
+/// violation here is a bug that fails the group rather than a normal outcome. Padding rows have
+/// a NULL event id and are filtered out.
+static INSERT_EVENTS: LazyLock<ChunkedStatement> = LazyLock::new(|| {
+    ChunkedStatement::new(
         "INSERT INTO events (event_id, source, id, event_type, tenant, action, sequence, time, \
-         received_at, document, content_hash) VALUES ",
+         received_at, document, content_hash) \
+         SELECT column1, column2, column3, column4, column5, column6, column7, column8, \
+         column9, column10, column11 FROM (VALUES ",
         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        ", ",
-        "",
+        ") WHERE column1 IS NOT NULL",
     )
 });
+/// Columns bound per inserted row.
+const INSERT_COLUMNS: usize = 11;
 
 /// The stored events among a group's origins: usually none, so usually no rows come back.
-static SELECT_STORED_ORIGINS: LazyLock<ChunkedStatements> = LazyLock::new(|| {
-    ChunkedStatements::new(
-        // A join from the VALUES list (CROSS JOIN fixes the order): SQLite plans
-        // `(source, id) IN (VALUES ...)` as a full table scan, this as one index search per origin.
+/// A join from the VALUES list (CROSS JOIN fixes the order): SQLite plans
+/// `(source, id) IN (VALUES ...)` as a full table scan, this as one index search per origin.
+/// Padding rows are NULL and match nothing.
+static SELECT_STORED_ORIGINS: LazyLock<ChunkedStatement> = LazyLock::new(|| {
+    ChunkedStatement::new(
         "SELECT e.source, e.id, e.event_id, e.sequence, e.content_hash FROM (VALUES ",
         "(?, ?)",
-        ", ",
         ") AS o CROSS JOIN events AS e ON e.source = o.column1 AND e.id = o.column2",
     )
 });
 
 /// The highest sequence of tenants the writer has not seen since it started.
-static SELECT_LAST_SEQUENCES: LazyLock<ChunkedStatements> = LazyLock::new(|| {
-    ChunkedStatements::new(
+static SELECT_LAST_SEQUENCES: LazyLock<ChunkedStatement> = LazyLock::new(|| {
+    ChunkedStatement::new(
         "SELECT tenant, MAX(sequence) FROM events WHERE tenant IN (",
         "?",
-        ", ",
         ") GROUP BY tenant",
     )
 });
@@ -402,10 +503,14 @@ impl SqliteWriter {
     ) -> Result<HashMap<(String, String), KnownOrigin>, sqlx::Error> {
         let connection = self.connection().await?;
         let mut known = HashMap::new();
-        for (sql, chunk) in SELECT_STORED_ORIGINS.chunks(origins) {
-            let query = chunk.iter().fold(sqlx::query(sql), |q, (source, id)| {
-                q.bind(*source).bind(*id)
-            });
+        for chunk in SELECT_STORED_ORIGINS.chunks(origins) {
+            let query = chunk
+                .rows
+                .iter()
+                .fold(sqlx::query(chunk.sql), |q, (source, id)| {
+                    q.bind(*source).bind(*id)
+                });
+            let query = bind_nulls(query, 2 * chunk.padding);
             for row in query.fetch_all(&mut *connection).await? {
                 let event_id: String = row.try_get(2)?;
                 known.insert(
@@ -436,8 +541,12 @@ impl SqliteWriter {
         }
         let connection = self.connection().await?;
         let mut found = HashMap::new();
-        for (sql, chunk) in SELECT_LAST_SEQUENCES.chunks(&unknown) {
-            let query = chunk.iter().fold(sqlx::query(sql), |q, t| q.bind(*t));
+        for chunk in SELECT_LAST_SEQUENCES.chunks(&unknown) {
+            let query = chunk
+                .rows
+                .iter()
+                .fold(sqlx::query(chunk.sql), |q, t| q.bind(*t));
+            let query = bind_nulls(query, chunk.padding);
             for row in query.fetch_all(&mut *connection).await? {
                 found.insert(row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?);
             }
@@ -545,22 +654,27 @@ impl SqliteWriter {
     async fn insert(&mut self, inserts: &[PlannedInsert<'_>]) -> Result<(), sqlx::Error> {
         let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let connection = self.connection().await?;
-        for (sql, chunk) in INSERT_EVENTS.chunks(inserts) {
-            let query = chunk.iter().fold(sqlx::query(sql), |q, planned| {
-                let event = planned.event;
-                q.bind(planned.event_id.to_string())
-                    .bind(&event.source)
-                    .bind(&event.id)
-                    .bind(&event.event_type)
-                    .bind(&event.tenant)
-                    .bind(&event.action)
-                    .bind(planned.sequence)
-                    .bind(event.time.as_deref())
-                    .bind(&received_at)
-                    .bind(&event.document)
-                    .bind(&event.content_hash)
-            });
-            query.execute(&mut *connection).await?;
+        for chunk in INSERT_EVENTS.chunks(inserts) {
+            let query = chunk
+                .rows
+                .iter()
+                .fold(sqlx::query(chunk.sql), |q, planned| {
+                    let event = planned.event;
+                    q.bind(planned.event_id.to_string())
+                        .bind(&event.source)
+                        .bind(&event.id)
+                        .bind(&event.event_type)
+                        .bind(&event.tenant)
+                        .bind(&event.action)
+                        .bind(planned.sequence)
+                        .bind(event.time.as_deref())
+                        .bind(&received_at)
+                        .bind(&event.document)
+                        .bind(&event.content_hash)
+                });
+            bind_nulls(query, INSERT_COLUMNS * chunk.padding)
+                .execute(&mut *connection)
+                .await?;
         }
         Ok(())
     }
@@ -648,8 +762,8 @@ mod tests {
             .await
             .unwrap();
         MIGRATOR.run(&mut connection).await.unwrap();
-        for (statements, binds) in [(&*SELECT_STORED_ORIGINS, 4), (&*SELECT_LAST_SEQUENCES, 2)] {
-            let sql = format!("EXPLAIN QUERY PLAN {}", statements.sql[1]);
+        for (statements, binds) in [(&*SELECT_STORED_ORIGINS, 2), (&*SELECT_LAST_SEQUENCES, 1)] {
+            let sql = format!("EXPLAIN QUERY PLAN {}", statements.sql[0]);
             let query = (0..binds).fold(sqlx::query(&sql), |q, i| q.bind(format!("v{i}")));
             let plan: Vec<String> = query
                 .fetch_all(&mut connection)
