@@ -718,6 +718,9 @@ impl GroupStore for SqliteWriter {
 
     async fn rollback(&mut self) {
         self.uncommitted_sequences.clear();
+        // After a failure the database is the only sure source (a COMMIT that reported an
+        // error may still have reached the disk): reload every tenant's last sequence lazily.
+        self.last_sequences.clear();
         if !std::mem::take(&mut self.in_transaction) {
             return;
         }
