@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::cloudevents::{decode_request, CloudEvent, DecodeError, Violation};
+use crate::cloudevents::{decode_request, CloudEvent, ContentMode, DecodeError, Violation};
 use crate::error::Problem;
 use crate::journal::{AppendError, AppendStatus, EventJournal, NewEvent};
 use crate::normalize::{Lifecycle, Normalizer};
@@ -324,11 +324,7 @@ async fn accept_request(
                     "source",
                     format!("source {:?} is not allowed for this token", e.source),
                 );
-                if mode == crate::cloudevents::ContentMode::Batch {
-                    v.at(i)
-                } else {
-                    v
-                }
+                at_batch_index(v, mode, i)
             })
             .collect();
         if !errors.is_empty() {
@@ -346,11 +342,7 @@ async fn accept_request(
             Ok(l) => lifecycles.push(l),
             Err(e) => {
                 let v = Violation::attr(e.attribute(), e.to_string());
-                errors.push(if mode == crate::cloudevents::ContentMode::Batch {
-                    v.at(i)
-                } else {
-                    v
-                });
+                errors.push(at_batch_index(v, mode, i));
             }
         }
     }
@@ -361,6 +353,14 @@ async fn accept_request(
         span.record("tenant", only.tenant.as_str());
     }
     Ok((events, lifecycles))
+}
+
+/// Batch members are named by their index; a lone event needs none.
+fn at_batch_index(violation: Violation, mode: ContentMode, index: usize) -> Violation {
+    match mode {
+        ContentMode::Batch => violation.at(index),
+        ContentMode::Binary | ContentMode::Structured => violation,
+    }
 }
 
 fn new_event(event: &CloudEvent, lifecycle: &Lifecycle) -> NewEvent {
