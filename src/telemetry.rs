@@ -13,7 +13,12 @@ const DEFAULT_FILTER: &str = "info,sqlx=warn,actix_server=warn";
 pub fn init(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let builder = tsfmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, never into files or log collectors.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tsfmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     // try_init: a second call (or a subscriber installed by an embedding program) is not fatal.
     let _ = match format {
         LogFormat::Human => builder.try_init(),
