@@ -3,7 +3,7 @@
 //!
 //! Layout:
 //! - [`event`]: the [`CloudEvent`] model, its canonical structured-JSON form and content hash.
-//! - [`format`]: the JSON event format (structured and batch members -> [`CloudEvent`]).
+//! - [`format`](mod@format): the JSON event format (structured and batch members -> [`CloudEvent`]).
 //! - [`http`]: the HTTP binding v1.0.2: content-mode detection, binary-mode headers with
 //!   percent-decoding (section 3.1.3.2), and the encoder.
 //!
