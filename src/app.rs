@@ -38,7 +38,8 @@ pub struct Application {
     ingest_addr: SocketAddr,
     journal: EventJournal,
     draining: Arc<AtomicBool>,
-    settings: Settings,
+    /// How long to answer 503 before closing the listener on shutdown.
+    shutdown_grace: std::time::Duration,
 }
 
 impl Application {
@@ -85,7 +86,7 @@ impl Application {
             ingest_addr,
             journal,
             draining,
-            settings,
+            shutdown_grace: settings.shutdown_grace,
         })
     }
 
@@ -112,9 +113,9 @@ impl Application {
             res = &mut server => return flatten(res),
             () = shutdown => {}
         }
-        tracing::info!(grace = ?self.settings.shutdown_grace, "shutdown requested: draining");
+        tracing::info!(grace = ?self.shutdown_grace, "shutdown requested: draining");
         self.draining.store(true, Ordering::SeqCst);
-        tokio::time::sleep(self.settings.shutdown_grace).await;
+        tokio::time::sleep(self.shutdown_grace).await;
         handle.stop(true).await;
         let res = flatten(server.await);
         self.journal.close().await;

@@ -50,26 +50,13 @@ async fn run_from_dir(dir: &Path, args: &DiscoverArgs) -> anyhow::Result<()> {
     let jobs = offline::load_jobs(dir)?;
     let config = RenderConfig::from_args(args);
     let state = watch::desired_state(&jobs, &args.annotation_key, &config, &config.actions);
-    for ignored in &state.ignored {
-        tracing::warn!(job = %ignored.reference, reason = %ignored.reason, "annotated Job ignored");
-    }
     if args.dry_run {
-        let mut out = std::io::stdout().lock();
-        offline::print_templates(&state.outcome, args.output, &mut out)
-            .context("cannot write the templates to stdout")?;
+        watch::print_desired(args, &state)?;
     } else {
-        let mut reconciler = Reconciler::new(
-            kube_client().await?,
-            &args.workflow_namespace,
-            DiscoveryMetrics::new(),
-        );
-        let report = reconciler.sync(&state.outcome, &state.ignored).await?;
-        tracing::info!(
-            applied = ?report.applied,
-            unchanged = report.unchanged.len(),
-            pruned = ?report.pruned,
-            "templates applied from files"
-        );
+        let client = kube_client().await?;
+        let mut reconciler =
+            Reconciler::new(client, &args.workflow_namespace, DiscoveryMetrics::new());
+        watch::apply_desired(args, &mut reconciler, &state).await?;
     }
     if state.outcome.problems.is_empty() {
         return Ok(());

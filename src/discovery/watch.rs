@@ -502,20 +502,25 @@ async fn run_loop(
     Ok(())
 }
 
+/// `--dry-run`: print exactly what would be applied (and log the ignored Jobs, whose Events a
+/// real run would create).
+pub(crate) fn print_desired(args: &DiscoverArgs, state: &DesiredState) -> anyhow::Result<()> {
+    for job in &state.ignored {
+        tracing::warn!(job.namespace = %job.reference.namespace, job.name = %job.reference.name, reason = %job.reason, "template Job ignored");
+    }
+    let mut out = std::io::stdout().lock();
+    offline::print_templates(&state.outcome, args.output, &mut out)
+        .context("cannot print the rendered WorkflowTemplates")
+}
+
 /// Print (`--dry-run`) or sync the desired state.
-async fn apply_desired(
+pub(crate) async fn apply_desired(
     args: &DiscoverArgs,
     reconciler: &mut Reconciler,
     state: &DesiredState,
 ) -> anyhow::Result<()> {
     if args.dry_run {
-        for job in &state.ignored {
-            tracing::warn!(job.namespace = %job.reference.namespace, job.name = %job.reference.name, reason = %job.reason, "template Job ignored");
-        }
-        let mut out = std::io::stdout().lock();
-        offline::print_templates(&state.outcome, args.output, &mut out)
-            .context("cannot print the rendered WorkflowTemplates")?;
-        return Ok(());
+        return print_desired(args, state);
     }
     for (action, problem) in &state.outcome.problems {
         tracing::warn!(action = %action, problem = %problem, "action failed to render; its last good template stays");

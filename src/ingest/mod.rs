@@ -163,13 +163,7 @@ impl IngestError {
                 "same source and id as a stored event with different content",
             )
             .at(*index)]),
-            Unavailable(AppendError::Closed) => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "draining",
-                "Shutting down",
-                detail,
-            )
-            .retry_after(5),
+
             Unavailable(_) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store-unavailable",
@@ -244,6 +238,8 @@ async fn post_events(
             .collect();
         let appended = state.journal.append(new_events).await.map_err(|e| match e {
             AppendError::Conflict { index, event_id } => IngestError::Conflict { index, event_id },
+            // The journal closes only during shutdown: the same answer as any post while draining.
+            AppendError::Closed => IngestError::Draining,
             other => IngestError::Unavailable(other),
         })?;
         let mut accepted = 0;
@@ -435,14 +431,7 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(state: web::Data<IngestState>) -> HttpResponse {
     if state.draining.load(Ordering::Relaxed) {
-        return Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "Shutting down",
-            "the gateway is draining for shutdown",
-        )
-        .retry_after(5)
-        .response();
+        return IngestError::Draining.problem().response();
     }
     match state.journal.check_ready().await {
         Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),

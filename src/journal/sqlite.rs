@@ -13,6 +13,7 @@
 //! than a row, so the number of statements per group is what is kept small. WAL checkpoints run
 //! on their own connection ([`WalCheckpointer`]), never inside a commit.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -444,11 +445,11 @@ static SELECT_LAST_SEQUENCES: LazyLock<ChunkedStatement> = LazyLock::new(|| {
 
 /// What the journal knows of an event with a given (source, id): stored before this group, or
 /// accepted earlier in it.
-#[derive(Clone)]
-struct KnownOrigin {
+struct KnownOrigin<'a> {
     event_id: Uuid,
     sequence: i64,
-    content_hash: String,
+    /// Borrowed from the request for events of this group; owned when read from the database.
+    content_hash: Cow<'a, str>,
 }
 
 /// A new event with the values the journal gives it.
@@ -498,12 +499,12 @@ impl SqliteWriter {
     }
 
     /// The stored events among `origins`, keyed by (source, id).
-    async fn stored_origins(
+    async fn stored_origins<'a>(
         &mut self,
-        origins: &[(&str, &str)],
-    ) -> Result<HashMap<(String, String), KnownOrigin>, sqlx::Error> {
+        origins: &[(&'a str, &'a str)],
+    ) -> Result<HashMap<(&'a str, &'a str), KnownOrigin<'a>>, sqlx::Error> {
         let connection = self.connection().await?;
-        let mut known = HashMap::new();
+        let mut rows = Vec::new();
         for chunk in SELECT_STORED_ORIGINS.chunks(origins) {
             let query = chunk
                 .rows
@@ -512,27 +513,47 @@ impl SqliteWriter {
                     q.bind(*source).bind(*id)
                 });
             let query = bind_nulls(query, 2 * chunk.padding);
-            for row in query.fetch_all(&mut *connection).await? {
-                let event_id: String = row.try_get(2)?;
-                known.insert(
-                    (row.try_get(0)?, row.try_get(1)?),
-                    KnownOrigin {
-                        event_id: Uuid::parse_str(&event_id)
-                            .map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
-                        sequence: row.try_get(3)?,
-                        content_hash: row.try_get(4)?,
-                    },
-                );
-            }
+            rows.extend(query.fetch_all(&mut *connection).await?);
+        }
+        if rows.is_empty() {
+            return Ok(HashMap::new());
+        }
+        // Key the (rare) stored origins by the group's own strings, so planning borrows them.
+        // Indexed by id alone: a map keyed by a tuple of borrowed strings cannot be queried
+        // with a tuple of shorter-lived ones.
+        let mut requested: HashMap<&'a str, Vec<(&'a str, &'a str)>> = HashMap::new();
+        for origin in origins {
+            requested.entry(origin.1).or_default().push(*origin);
+        }
+        let mut known = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let (source, id): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            let Some(key) = requested
+                .get(id.as_str())
+                .and_then(|same_id| same_id.iter().find(|(s, _)| *s == source))
+            else {
+                continue;
+            };
+            let event_id: String = row.try_get(2)?;
+            known.insert(
+                *key,
+                KnownOrigin {
+                    event_id: Uuid::parse_str(&event_id)
+                        .map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
+                    sequence: row.try_get(3)?,
+                    content_hash: Cow::Owned(row.try_get(4)?),
+                },
+            );
         }
         Ok(known)
     }
 
     /// Loads the last sequence of every tenant in `tenants` not yet in `last_sequences`.
-    async fn load_last_sequences(&mut self, tenants: &[&str]) -> Result<(), sqlx::Error> {
+    async fn load_last_sequences<'t>(
+        &mut self,
+        tenants: impl Iterator<Item = &'t str>,
+    ) -> Result<(), sqlx::Error> {
         let unknown: Vec<&str> = tenants
-            .iter()
-            .copied()
             .filter(|t| !self.last_sequences.contains_key(*t))
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
@@ -565,7 +586,7 @@ impl SqliteWriter {
     fn plan<'a>(
         &mut self,
         requests: &[&'a [NewEvent]],
-        mut known: HashMap<(String, String), KnownOrigin>,
+        mut known: HashMap<(&'a str, &'a str), KnownOrigin<'a>>,
     ) -> (Vec<RequestOutcome>, Vec<PlannedInsert<'a>>) {
         let mut outcomes = Vec::with_capacity(requests.len());
         let mut inserts = Vec::new();
@@ -574,22 +595,10 @@ impl SqliteWriter {
             let mut request_inserts: Vec<PlannedInsert<'a>> = Vec::new();
             // This request's sequence numbers, applied only if the whole request stands.
             let mut request_sequences: HashMap<&str, i64> = HashMap::new();
-            // Origins accepted earlier in this same request.
-            let mut request_known: HashMap<(&str, &str), KnownOrigin> = HashMap::new();
             let mut conflict = None;
             for (index, event) in events.iter().enumerate() {
                 let key = (event.source.as_str(), event.id.as_str());
-                // `known` is almost always empty (repeats are rare): skip building its key then.
-                let existing = request_known.get(&key).cloned().or_else(|| {
-                    (!known.is_empty())
-                        .then(|| {
-                            known
-                                .get(&(event.source.clone(), event.id.clone()))
-                                .cloned()
-                        })
-                        .flatten()
-                });
-                if let Some(existing) = existing {
+                if let Some(existing) = known.get(&key) {
                     if existing.content_hash == event.content_hash {
                         appended.push(Appended {
                             event_id: existing.event_id,
@@ -618,12 +627,13 @@ impl SqliteWriter {
                     sequence: last + 1,
                 };
                 request_sequences.insert(tenant, planned.sequence);
-                request_known.insert(
+                // Later events of the group (this request's too) see it as stored.
+                known.insert(
                     key,
                     KnownOrigin {
                         event_id: planned.event_id,
                         sequence: planned.sequence,
-                        content_hash: event.content_hash.clone(),
+                        content_hash: Cow::Borrowed(&event.content_hash),
                     },
                 );
                 appended.push(Appended {
@@ -634,14 +644,22 @@ impl SqliteWriter {
                 request_inserts.push(planned);
             }
             match conflict {
-                Some(conflict) => outcomes.push(conflict),
+                Some(conflict) => {
+                    // The request stores nothing: forget what it had planned.
+                    for planned in &request_inserts {
+                        known.remove(&(planned.event.source.as_str(), planned.event.id.as_str()));
+                    }
+                    outcomes.push(conflict);
+                }
                 None => {
                     for (tenant, sequence) in request_sequences {
-                        self.uncommitted_sequences
-                            .insert(tenant.to_owned(), sequence);
-                    }
-                    for ((source, id), origin) in request_known {
-                        known.insert((source.to_owned(), id.to_owned()), origin);
+                        match self.uncommitted_sequences.get_mut(tenant) {
+                            Some(last) => *last = sequence,
+                            None => {
+                                self.uncommitted_sequences
+                                    .insert(tenant.to_owned(), sequence);
+                            }
+                        }
                     }
                     inserts.extend(request_inserts);
                     outcomes.push(RequestOutcome::Stored(appended));
@@ -702,8 +720,8 @@ impl GroupStore for SqliteWriter {
             .map(|e| (e.source.as_str(), e.id.as_str()))
             .collect();
         let known = self.stored_origins(&origins).await?;
-        let tenants: Vec<&str> = events().map(|e| e.tenant.as_str()).collect();
-        self.load_last_sequences(&tenants).await?;
+        self.load_last_sequences(events().map(|e| e.tenant.as_str()))
+            .await?;
         let (outcomes, inserts) = self.plan(requests, known);
         self.insert(&inserts).await?;
         Ok(outcomes)

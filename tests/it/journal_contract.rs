@@ -104,36 +104,21 @@ async fn open_fresh_sqlite(options: JournalOptions) -> TestStore {
 
 /// The store's write lock, taken through a connection of its own, as another process would.
 enum WriteLock {
-    Sqlite(sqlx::SqliteConnection),
+    Sqlite(crate::support::StoreLock),
 }
 
 impl WriteLock {
     async fn acquire(store: &TestStore) -> WriteLock {
         match &store.backend {
             BackendStore::Sqlite { path, .. } => {
-                let mut connection = SqliteConnectOptions::new()
-                    .filename(path)
-                    .connect()
-                    .await
-                    .expect("raw SQLite connection");
-                sqlx::query("BEGIN EXCLUSIVE")
-                    .execute(&mut connection)
-                    .await
-                    .expect("take the write lock");
-                WriteLock::Sqlite(connection)
+                WriteLock::Sqlite(crate::support::StoreLock::acquire(path).await)
             }
         }
     }
 
     async fn release(self) {
         match self {
-            WriteLock::Sqlite(mut connection) => {
-                sqlx::query("ROLLBACK")
-                    .execute(&mut connection)
-                    .await
-                    .expect("release the write lock");
-                connection.close().await.expect("close the raw connection");
-            }
+            WriteLock::Sqlite(lock) => lock.release().await,
         }
     }
 }

@@ -148,3 +148,89 @@ async fn sigterm_drains_then_exits_zero() {
         .is_none());
     journal.close().await;
 }
+
+/// `discover --from-dir --once --dry-run -o json` prints exactly the reviewed golden templates;
+/// an action that cannot be rendered makes the command fail after printing the others.
+#[test]
+fn discover_dry_run_from_dir_prints_what_would_be_applied() {
+    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = |dir: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tenant-gateway"))
+            .args(["discover", "--once", "--dry-run", "-o", "json"])
+            .args([
+                "--object-storage-secret",
+                "tenant-object-storage",
+                "--from-dir",
+            ])
+            .arg(dir)
+            .output()
+            .expect("run tenant-gateway discover")
+    };
+
+    let output = run(&crate_dir.join("examples/jobs"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a JSON List");
+    assert_eq!(list["kind"], "List");
+    let items = list["items"].as_array().expect("items");
+    assert_eq!(items.len(), 5, "one template per default action");
+    for item in items {
+        let name = item["metadata"]["name"].as_str().expect("name");
+        let golden = std::fs::read_to_string(
+            crate_dir.join(format!("tests/fixtures/discovery/golden/{name}.yaml")),
+        )
+        .expect("a golden file per printed template");
+        let golden: serde_json::Value = serde_yaml_ng::from_str(&golden).expect("golden YAML");
+        assert_eq!(item, &golden, "{name}");
+    }
+
+    // A dependency on a Job that does not exist: upsert cannot be rendered.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("broken.yaml"),
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: needs-missing
+  namespace: team-a
+  labels: {tenant-gateway.io/template: "true"}
+  annotations:
+    tenant-gateway.io/lifecycle: lifecycle.upsert
+    tenant-gateway.io/depends-on: team-a/not-there
+spec:
+  suspend: true
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: step, image: busybox}]
+"#,
+    )
+    .unwrap();
+    let output = run(dir.path());
+    assert!(
+        !output.status.success(),
+        "a problem action fails the command"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("upsert") && stderr.contains("not-there"),
+        "{stderr}"
+    );
+    let list: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a JSON List");
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"tenant-lifecycle-upsert"), "{names:?}");
+    assert_eq!(
+        names.len(),
+        4,
+        "the other actions are still printed: {names:?}"
+    );
+}

@@ -89,16 +89,7 @@ impl TestApp {
     /// Take the journal file's write lock from another connection, as another process could:
     /// the gateway's writer then cannot commit until [`StoreLock::release`].
     pub async fn lock_store(&self) -> StoreLock {
-        use sqlx::Connection;
-        let mut connection =
-            sqlx::SqliteConnection::connect(&format!("sqlite://{}", self.store_path.display()))
-                .await
-                .expect("open the journal file");
-        sqlx::query("BEGIN EXCLUSIVE")
-            .execute(&mut connection)
-            .await
-            .expect("take the write lock");
-        StoreLock(connection)
+        StoreLock::acquire(&self.store_path).await
     }
 
     /// Begin shutdown and wait until the server has stopped and the journal is closed.
@@ -123,15 +114,30 @@ impl TestApp {
     }
 }
 
-/// A write lock on a test gateway's journal file.
+/// A write lock on an SQLite journal file, held through a connection of its own.
 pub struct StoreLock(sqlx::SqliteConnection);
 
 impl StoreLock {
+    pub async fn acquire(path: &Path) -> StoreLock {
+        use sqlx::Connection;
+        let mut connection =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .expect("open the journal file");
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut connection)
+            .await
+            .expect("take the write lock");
+        StoreLock(connection)
+    }
+
     pub async fn release(mut self) {
+        use sqlx::Connection;
         sqlx::query("ROLLBACK")
             .execute(&mut self.0)
             .await
             .expect("release the write lock");
+        self.0.close().await.expect("close the lock connection");
     }
 }
 
