@@ -15,6 +15,7 @@ pub mod cli;
 pub mod cloudevents;
 pub mod config;
 pub mod discovery;
+pub mod dispatch;
 pub mod error;
 pub mod ingest;
 pub mod journal;

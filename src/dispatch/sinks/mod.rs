@@ -1,0 +1,1 @@
+//! Sinks (placeholder; filled in by the sinks work).
