@@ -8,10 +8,15 @@ use std::sync::Arc;
 
 use actix_web::{web, App, HttpServer};
 
+use crate::admin::{self, AdminState};
 use crate::config::Settings;
+use crate::dispatch::sinks::SinkError;
+use crate::dispatch::Dispatcher;
 use crate::ingest::auth::{CredentialError, IngestAuth};
 use crate::ingest::{self, IngestState};
 use crate::journal::{EventJournal, JournalError};
+use crate::metrics::GatewayMetrics;
+use crate::normalize::rules::{RuleSet, RulesError};
 use crate::normalize::Normalizer;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +30,10 @@ pub enum StartupError {
     Credentials(#[from] CredentialError),
     #[error("cannot open the journal: {0}")]
     Journal(#[from] JournalError),
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error("cannot start the sink: {0}")]
+    Sink(#[from] SinkError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -34,9 +43,15 @@ pub enum StartupError {
 
 /// A built, listening gateway that has not started serving yet.
 pub struct Application {
+    /// The ingest HTTP server.
     server: actix_web::dev::Server,
+    /// The admin HTTP server (metrics, health).
+    admin_server: actix_web::dev::Server,
     ingest_addr: SocketAddr,
+    admin_addr: SocketAddr,
     journal: EventJournal,
+    /// Delivers what ingest journals; stopped after ingest and before the journal closes.
+    dispatcher: Dispatcher,
     draining: Arc<AtomicBool>,
     /// How long to answer 503 before closing the listener on shutdown.
     shutdown_grace: std::time::Duration,
@@ -51,22 +66,50 @@ impl Application {
         {
             return Err(StartupError::InsecureListener(settings.listen));
         }
-        let journal = EventJournal::open(&settings.store, settings.journal.clone()).await?;
-        let bind = |source| StartupError::Bind {
-            addr: settings.listen,
-            source,
+        let normalizer = match &settings.rules {
+            Some(path) => {
+                Normalizer::with_rules(settings.actions.iter().cloned(), RuleSet::load(path)?)?
+            }
+            None => Normalizer::new(settings.actions.iter().cloned()),
         };
+        let sink = settings.sink.build().await?;
+        let journal = EventJournal::open(&settings.store, settings.journal.clone()).await?;
+        let metrics = GatewayMetrics::new(&journal);
+        let bind_error = |addr| move |source| StartupError::Bind { addr, source };
+        let bind = bind_error(settings.listen);
         let listener = TcpListener::bind(settings.listen).map_err(bind)?;
         let ingest_addr = listener.local_addr().map_err(bind)?;
+        let bind_admin = bind_error(settings.admin_listen);
+        let admin_listener = TcpListener::bind(settings.admin_listen).map_err(bind_admin)?;
+        let admin_addr = admin_listener.local_addr().map_err(bind_admin)?;
         let draining = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(IngestState {
             journal: journal.clone(),
-            normalizer: Normalizer::new(settings.actions.iter().cloned()),
+            normalizer,
             auth,
             max_body: settings.max_body,
             draining: draining.clone(),
             queue_limit: settings.journal.queue_capacity,
+            metrics: metrics.clone(),
         });
+        let admin_state = web::Data::new(AdminState {
+            metrics: metrics.clone(),
+            journal: journal.clone(),
+            sink: sink.clone(),
+        });
+        let admin_server = HttpServer::new(move || {
+            App::new()
+                .app_data(admin_state.clone())
+                .configure(admin::routes)
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen(admin_listener)
+        .map_err(bind_admin)?
+        .run();
+        let sink_kind = sink.kind();
+        let dispatcher = Dispatcher::start(journal.clone(), sink, settings.dispatch.clone(), metrics);
         let bench_null = settings.bench_null_endpoint;
         let server = HttpServer::new(move || {
             App::new()
@@ -80,14 +123,36 @@ impl Application {
         .listen(listener)
         .map_err(bind)?
         .run();
-        tracing::info!(listen = %ingest_addr, store = %redact_url(&settings.store), auth = if settings.tokens.is_empty() { "none" } else { "tokens" }, "tenant-gateway listening");
+        tracing::info!(
+            listen = %ingest_addr,
+            admin = %admin_addr,
+            store = %redact_url(&settings.store),
+            sink = sink_kind,
+            auth = if settings.tokens.is_empty() { "none" } else { "tokens" },
+            "tenant-gateway listening"
+        );
         Ok(Application {
             server,
+            admin_server,
             ingest_addr,
+            admin_addr,
             journal,
+            dispatcher,
             draining,
             shutdown_grace: settings.shutdown_grace,
         })
+    }
+
+    /// The bound admin address (metrics, health).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Running totals of the dispatcher, for tests and embedding programs.
+    pub fn dispatch_progress(
+        &self,
+    ) -> tokio::sync::watch::Receiver<crate::dispatch::DispatchProgress> {
+        self.dispatcher.progress()
     }
 
     /// The bound ingest address (the real port when configured with port 0).
@@ -102,22 +167,35 @@ impl Application {
 
     /// Serve until `shutdown` resolves, then drain: readiness and new posts answer 503 for the
     /// grace period, the listener stops, in-flight requests finish (their commits included),
-    /// and the journal closes after its last queued commit.
+    /// the dispatcher stops (undelivered emissions stay pending for the next start), and the
+    /// journal closes after its last queued commit.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let handle = self.server.handle();
+        let admin_handle = self.admin_server.handle();
         let mut server = tokio::spawn(self.server);
-        tokio::select! {
-            res = &mut server => return flatten(res),
-            () = shutdown => {}
+        let admin = tokio::spawn(self.admin_server);
+        let early = tokio::select! {
+            res = &mut server => Some(flatten(res)),
+            () = shutdown => None,
+        };
+        let res = match early {
+            Some(res) => res,
+            None => {
+                tracing::info!(grace = ?self.shutdown_grace, "shutdown requested: draining");
+                self.draining.store(true, Ordering::SeqCst);
+                tokio::time::sleep(self.shutdown_grace).await;
+                handle.stop(true).await;
+                flatten(server.await)
+            }
+        };
+        self.dispatcher.stop().await;
+        admin_handle.stop(true).await;
+        if let Err(error) = flatten(admin.await) {
+            tracing::warn!(%error, "admin listener ended with an error");
         }
-        tracing::info!(grace = ?self.shutdown_grace, "shutdown requested: draining");
-        self.draining.store(true, Ordering::SeqCst);
-        tokio::time::sleep(self.shutdown_grace).await;
-        handle.stop(true).await;
-        let res = flatten(server.await);
         self.journal.close().await;
         tracing::info!("stopped");
         res

@@ -10,10 +10,16 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::ServeArgs;
+use crate::dispatch::sinks::SinkConfig;
+use crate::dispatch::{DispatchSettings, RetryPolicy};
 use crate::journal::JournalOptions;
 use crate::normalize::DEFAULT_ACTIONS;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The admin listener (metrics now, the operator API later): loopback unless configured.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+/// `source` of emitted CloudEvents unless `instance-uri` says otherwise.
+pub const DEFAULT_INSTANCE_URI: &str = "urn:tenant-gateway";
 pub const DEFAULT_STORE: &str = "sqlite://./data/tenant-gateway.db";
 /// The Argo Events payload limit: a bigger event could not be emitted anyway.
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
@@ -119,6 +125,25 @@ pub struct FileConfig {
     pub workers: Option<usize>,
     pub store_busy_timeout: Option<String>,
     pub actions: Option<Vec<String>>,
+    pub admin_listen: Option<SocketAddr>,
+    pub rules: Option<PathBuf>,
+    pub instance_uri: Option<String>,
+    /// The `[sink]` table: where emissions go (`kind = "log" | "webhook" | "eventbus"`).
+    pub sink: Option<SinkConfig>,
+    /// The `[dispatch]` table.
+    #[serde(default)]
+    pub dispatch: DispatchFileConfig,
+}
+
+/// The `[dispatch]` table: concurrency, buffer and retries of the dispatcher.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DispatchFileConfig {
+    pub concurrency: Option<usize>,
+    pub buffer: Option<usize>,
+    pub retry_limit: Option<String>,
+    pub initial_backoff: Option<String>,
+    pub max_backoff: Option<String>,
 }
 
 impl FileConfig {
@@ -159,6 +184,14 @@ pub struct Settings {
     pub actions: Vec<String>,
     /// Serve the storage-free baseline endpoint for benchmarks.
     pub bench_null_endpoint: bool,
+    /// Admin listener: `/metrics`, `/healthz`, `/readyz` (the sink's readiness).
+    pub admin_listen: SocketAddr,
+    /// YAML normalization rules; `None` means the default rule only.
+    pub rules: Option<PathBuf>,
+    /// Where emissions go; chosen once at start.
+    pub sink: SinkConfig,
+    /// Dispatcher tuning, including the instance URI used as emitted `source`.
+    pub dispatch: DispatchSettings,
 }
 
 impl Settings {
@@ -178,6 +211,15 @@ impl Settings {
             journal: JournalOptions::default(),
             actions: DEFAULT_ACTIONS.iter().map(|a| a.to_string()).collect(),
             bench_null_endpoint: false,
+            admin_listen: DEFAULT_ADMIN_LISTEN
+                .parse()
+                .expect("valid default admin address"),
+            rules: None,
+            sink: SinkConfig::default(),
+            dispatch: DispatchSettings {
+                instance_source: DEFAULT_INSTANCE_URI.to_owned(),
+                ..DispatchSettings::default()
+            },
         }
     }
 
@@ -253,8 +295,69 @@ impl Settings {
             s.actions = actions;
         }
         s.bench_null_endpoint = args.bench_null_endpoint;
+        if let Some(v) = args.admin_listen.or(file.admin_listen) {
+            s.admin_listen = v;
+        }
+        s.rules = args.rules.or(file.rules);
+        if let Some(v) = args.instance_uri.or(file.instance_uri) {
+            if !v.contains(':') {
+                return Err(ConfigError::Invalid {
+                    key: "instance-uri",
+                    reason: format!("{v:?} is not a URI (e.g. urn:tenant-gateway:prod-eu)"),
+                });
+            }
+            s.dispatch.instance_source = v;
+        }
+        if let Some(sink) = file.sink {
+            s.sink = sink;
+        }
+        resolve_dispatch(&mut s.dispatch, file.dispatch)?;
         Ok(s)
     }
+}
+
+/// Applies the `[dispatch]` table over the defaults.
+fn resolve_dispatch(
+    settings: &mut DispatchSettings,
+    file: DispatchFileConfig,
+) -> Result<(), ConfigError> {
+    let at_least_one = |key: &'static str, value: usize| {
+        if value == 0 {
+            Err(ConfigError::Invalid {
+                key,
+                reason: "must be at least 1".into(),
+            })
+        } else {
+            Ok(value)
+        }
+    };
+    if let Some(v) = file.concurrency {
+        settings.concurrency = at_least_one("dispatch.concurrency", v)?;
+    }
+    if let Some(v) = file.buffer {
+        settings.buffer = at_least_one("dispatch.buffer", v)?;
+    }
+    let RetryPolicy {
+        initial_backoff,
+        max_backoff,
+        retry_limit,
+    } = &mut settings.retry;
+    for (key, text, target) in [
+        ("dispatch.retry-limit", file.retry_limit, retry_limit),
+        ("dispatch.initial-backoff", file.initial_backoff, initial_backoff),
+        ("dispatch.max-backoff", file.max_backoff, max_backoff),
+    ] {
+        if let Some(v) = duration(key, None, text)? {
+            *target = v;
+        }
+    }
+    if settings.retry.initial_backoff > settings.retry.max_backoff {
+        return Err(ConfigError::Invalid {
+            key: "dispatch.initial-backoff",
+            reason: "must not exceed dispatch.max-backoff".into(),
+        });
+    }
+    Ok(())
 }
 
 fn duration(
@@ -371,6 +474,50 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("no-such-key = 1").is_err());
         assert_eq!("1MiB".parse::<ByteSize>(), Ok(ByteSize(1 << 20)));
         assert!("12 parsecs".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn sink_and_dispatch_tables() {
+        let f = file(
+            r#"
+            admin-listen = "127.0.0.1:9091"
+            instance-uri = "urn:tenant-gateway:prod-eu"
+            [sink]
+            kind = "webhook"
+            url = "http://webhook-eventsource-svc.argo-events:12000/tenant-lifecycle"
+            [dispatch]
+            concurrency = 8
+            retry-limit = "1h"
+            initial-backoff = "2s"
+            max-backoff = "1m"
+            "#,
+        );
+        let s = Settings::resolve(parse(&["--rules", "/etc/tenant-gateway/rules.yaml"]), f)
+            .unwrap();
+        assert_eq!(s.admin_listen.to_string(), "127.0.0.1:9091");
+        assert_eq!(s.dispatch.instance_source, "urn:tenant-gateway:prod-eu");
+        assert!(matches!(s.sink, SinkConfig::Webhook(_)));
+        assert_eq!(s.dispatch.concurrency, 8);
+        assert_eq!(s.dispatch.retry.retry_limit, Duration::from_secs(3600));
+        assert_eq!(s.dispatch.retry.initial_backoff, Duration::from_secs(2));
+        assert_eq!(s.dispatch.retry.max_backoff, Duration::from_secs(60));
+        assert_eq!(
+            s.rules.as_deref(),
+            Some(Path::new("/etc/tenant-gateway/rules.yaml"))
+        );
+        let defaults = Settings::resolve(ServeArgs::default(), FileConfig::default()).unwrap();
+        assert_eq!(defaults.sink, SinkConfig::Log);
+        assert_eq!(defaults.dispatch.retry.retry_limit, Duration::from_secs(24 * 3600));
+        for bad in [
+            "[dispatch]\nconcurrency = 0",
+            "[dispatch]\nretry-limit = \"forever\"",
+            "[dispatch]\ninitial-backoff = \"10m\"\nmax-backoff = \"1m\"",
+            "instance-uri = \"gateway\"",
+        ] {
+            let err = Settings::resolve(ServeArgs::default(), file(bad)).unwrap_err();
+            assert!(err.to_string().starts_with("invalid "), "{bad}: {err}");
+        }
+        assert!(toml::from_str::<FileConfig>("[dispatch]\nretries = 3").is_err());
     }
 
     #[test]

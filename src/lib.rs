@@ -10,6 +10,7 @@
 //! - [`app`]: `Application`, which wires them for `serve` and for tests.
 //! - [`config`], [`cli`], [`telemetry`], [`error`]: configuration, flags, logs, problem+json.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod cloudevents;
@@ -19,5 +20,6 @@ pub mod dispatch;
 pub mod error;
 pub mod ingest;
 pub mod journal;
+pub mod metrics;
 pub mod normalize;
 pub mod telemetry;

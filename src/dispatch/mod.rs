@@ -1,6 +1,16 @@
 //! Dispatch: delivers journaled events, as canonical lifecycle CloudEvents, to the configured sink
 //! (DESIGN.md section 5).
 //!
+//! - `dispatcher`: the outbox reader; concurrent across tenants, in sequence within a tenant,
+//!   retries with backoff, dead events park their tenant.
+//! - `emission`: a pending emission -> the canonical CloudEvent's bytes.
+//! - `retry`: backoff with jitter and the retry limit.
 //! - `sinks/`: where emissions go (`log`, `webhook`, `eventbus`), one enum chosen from config.
 
+mod dispatcher;
+pub mod emission;
+mod retry;
 pub mod sinks;
+
+pub use dispatcher::{DispatchProgress, DispatchSettings, Dispatcher};
+pub use retry::RetryPolicy;

@@ -23,6 +23,8 @@ use tracing::Instrument;
 use crate::cloudevents::{decode_request, CloudEvent, ContentMode, DecodeError, Violation};
 use crate::error::Problem;
 use crate::journal::{AppendError, AppendStatus, EventJournal, NewEvent};
+use crate::dispatch::emission::LifecycleDetails;
+use crate::metrics::GatewayMetrics;
 use crate::normalize::{Lifecycle, Normalizer};
 use auth::{presented_token, AuthError, IngestAuth};
 
@@ -38,6 +40,8 @@ pub struct IngestState {
     /// Journal requests allowed to wait for the writer; past it posts get 429 rather than
     /// queueing without bound while the store is slow.
     pub queue_limit: usize,
+    /// Received, accepted and rejected counters.
+    pub metrics: GatewayMetrics,
 }
 
 /// Mount the ingest routes. `bench_null` adds the storage-free benchmark baseline.
@@ -225,7 +229,7 @@ async fn post_events(
         ce.id = tracing::field::Empty,
         tenant = tracing::field::Empty,
     );
-    async move {
+    let result = async {
         let (events, lifecycles) = accept_request(&req, payload, &state).await?;
         let queued = state.journal.queued_requests();
         if queued >= state.queue_limit {
@@ -273,11 +277,22 @@ async fn post_events(
         };
         // 202 once anything new is durable; 200 when every event was already stored
         // (including an empty batch, which stores nothing).
+        state.metrics.events_accepted.inc_by(accepted as u64);
         let status = if accepted > 0 { StatusCode::ACCEPTED } else { StatusCode::OK };
         Ok(HttpResponse::build(status).json(body))
     }
     .instrument(span)
-    .await
+    .await;
+    if let Err(error) = &result {
+        let problem = error.problem();
+        let slug = problem
+            .problem_type
+            .rsplit(':')
+            .next()
+            .unwrap_or(&problem.problem_type);
+        state.metrics.reject(slug);
+    }
+    result
 }
 
 /// Everything before the journal: draining, auth, body, decoding, source limits, normalization.
@@ -303,6 +318,7 @@ async fn accept_request(
             .map(|(n, v)| (n.as_str(), v.as_bytes())),
         &body,
     )?;
+    state.metrics.events_received.inc_by(events.len() as u64);
     let span = tracing::Span::current();
     span.record("mode", mode.as_str());
     span.record("events", events.len());
@@ -370,6 +386,7 @@ fn new_event(event: &CloudEvent, lifecycle: &Lifecycle) -> NewEvent {
         time: event.time.clone(),
         content_hash: CloudEvent::content_hash(&document),
         document,
+        lifecycle: LifecycleDetails::of(lifecycle).to_json_string(),
     }
 }
 

@@ -18,11 +18,12 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, Mutex, Notify};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use tokio::sync::{mpsc, oneshot, watch, Mutex, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::{AppendError, AppendStatus, Appended, CommitStats, NewEvent};
+use super::{AppendError, AppendStatus, Appended, AttemptRecord, CommitStats, NewEvent};
 
 /// What became of one request inside a group transaction (before the commit).
 pub(crate) enum RequestOutcome {
@@ -46,14 +47,21 @@ pub(crate) trait GroupStore: Send + 'static {
     /// Starts the group's transaction, taking the store's write lock.
     fn begin(&mut self) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
-    /// Writes every request inside the open transaction, in order, each one atomically: a
-    /// request with a conflict must leave no trace and is an `Ok(Conflict)` entry, while the
+    /// Writes every append request inside the open transaction, in order, each one atomically:
+    /// a request with a conflict must leave no trace and is an `Ok(Conflict)` entry, while the
     /// other requests are still written. One outcome per request, in order. `Err` is reserved
     /// for database failures. Taking the whole group lets a backend batch its statements.
     fn write_requests(
         &mut self,
         requests: &[&[NewEvent]],
     ) -> impl Future<Output = Result<Vec<RequestOutcome>, sqlx::Error>> + Send;
+
+    /// Writes the group's delivery attempts and the emission states they lead to. They cannot
+    /// conflict: only a database failure (which fails the group) stops them.
+    fn write_attempts(
+        &mut self,
+        attempts: &[&AttemptRecord],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
     /// Commits the group durably.
     fn commit(&mut self) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
@@ -66,22 +74,63 @@ pub(crate) trait GroupStore: Send + 'static {
     fn close(self) -> impl Future<Output = ()> + Send;
 }
 
-/// One caller's append waiting for the writer.
-struct WriteRequest {
-    /// The events to store atomically.
-    events: Vec<NewEvent>,
-    /// Where the writer sends the answer once the group's commit is done (or failed).
-    reply: oneshot::Sender<Result<Vec<Appended>, AppendError>>,
+/// One caller's write waiting for the writer. Appends (ingest) and attempt records (dispatch)
+/// share the writer, so they share its transactions and fsyncs too.
+enum WriteRequest {
+    Append {
+        /// The events to store atomically.
+        events: Vec<NewEvent>,
+        /// Where the writer sends the answer once the group's commit is done (or failed).
+        reply: oneshot::Sender<Result<Vec<Appended>, AppendError>>,
+    },
+    Record {
+        /// Delivery attempts to record.
+        attempts: Vec<AttemptRecord>,
+        /// Where the writer answers once they are durable.
+        reply: oneshot::Sender<Result<(), AppendError>>,
+    },
+}
+
+impl WriteRequest {
+    /// Rows the request writes: what `max_group_events` bounds.
+    fn weight(&self) -> usize {
+        match self {
+            WriteRequest::Append { events, .. } => events.len(),
+            WriteRequest::Record { attempts, .. } => attempts.len(),
+        }
+    }
+
+    /// Answers the request with a failure that hit its whole group.
+    fn fail(self, error: AppendError) {
+        // A caller that stopped waiting is not an error.
+        match self {
+            WriteRequest::Append { reply, .. } => drop(reply.send(Err(error))),
+            WriteRequest::Record { reply, .. } => drop(reply.send(Err(error))),
+        }
+    }
 }
 
 /// Commit counters, shared between the writer (which updates them) and the handle (which reads
 /// them), hence atomics.
-#[derive(Default)]
 struct CommitCounters {
     /// Committed group transactions.
     commits: AtomicU64,
     /// Events newly stored by them.
     events: AtomicU64,
+    /// Rows written per committed group (events and attempt records): the metric that shows
+    /// whether group commit is grouping.
+    group_sizes: Histogram,
+}
+
+impl Default for CommitCounters {
+    fn default() -> Self {
+        CommitCounters {
+            commits: AtomicU64::default(),
+            events: AtomicU64::default(),
+            // 1, 2, 4, ... 4096: up to the default group bound.
+            group_sizes: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+        }
+    }
 }
 
 /// The handle the journal keeps on its writer task.
@@ -97,6 +146,9 @@ pub(crate) struct GroupCommitter {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Counters the writer updates.
     counters: Arc<CommitCounters>,
+    /// Bumped after every commit that stored new events, so the dispatcher wakes on new work
+    /// instead of polling.
+    commits: watch::Receiver<u64>,
 }
 
 impl GroupCommitter {
@@ -109,12 +161,16 @@ impl GroupCommitter {
         let (requests, queue) = mpsc::channel(queue_capacity.max(1));
         let shutdown = Arc::new(Notify::new());
         let counters = Arc::new(CommitCounters::default());
+        let (notify_commits, commits) = watch::channel(0);
         let writer = tokio::spawn(run_writer(
             store,
             queue,
             Arc::clone(&shutdown),
-            Arc::clone(&counters),
-            max_group_events.max(1),
+            Writer {
+                counters: Arc::clone(&counters),
+                commits: notify_commits,
+                max_group_events: max_group_events.max(1),
+            },
         ));
         GroupCommitter {
             requests,
@@ -122,6 +178,7 @@ impl GroupCommitter {
             shutdown,
             writer: Mutex::new(Some(writer)),
             counters,
+            commits,
         }
     }
 
@@ -135,12 +192,37 @@ impl GroupCommitter {
         }
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(WriteRequest { events, reply })
+            .send(WriteRequest::Append { events, reply })
             .await
             .map_err(|_| AppendError::Closed)?;
         // The writer answers every request it receives; a dropped reply means the writer task
         // itself is gone (runtime shutting down), which is a closed journal to the caller.
         answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Queues delivery attempts and waits until they are durable. Unlike appends they are
+    /// taken while the journal drains, until the writer has stopped: the dispatcher stops
+    /// before the journal closes, and its last records must land.
+    pub(crate) async fn record(&self, attempts: Vec<AttemptRecord>) -> Result<(), AppendError> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(WriteRequest::Record { attempts, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// A receiver that changes after every commit that stored new events.
+    pub(crate) fn subscribe_commits(&self) -> watch::Receiver<u64> {
+        self.commits.clone()
+    }
+
+    /// The group-size histogram, for the metrics registry.
+    pub(crate) fn group_sizes(&self) -> Histogram {
+        self.counters.group_sizes.clone()
     }
 
     /// False once `close` has started.
@@ -180,13 +262,22 @@ impl GroupCommitter {
     }
 }
 
+/// What the writer task reports through.
+struct Writer {
+    /// Counters shared with the handle.
+    counters: Arc<CommitCounters>,
+    /// Bumped after commits that stored new events.
+    commits: watch::Sender<u64>,
+    /// Upper bound on rows per group.
+    max_group_events: usize,
+}
+
 /// The writer loop: group, write, commit, answer; until shutdown or until every handle is gone.
 async fn run_writer<S: GroupStore>(
     mut store: S,
     mut queue: mpsc::Receiver<WriteRequest>,
     shutdown: Arc<Notify>,
-    counters: Arc<CommitCounters>,
-    max_group_events: usize,
+    writer: Writer,
 ) {
     let mut group: Vec<WriteRequest> = Vec::new();
     // A request taken from the queue that did not fit in the previous group.
@@ -200,20 +291,20 @@ async fn run_writer<S: GroupStore>(
                 None => break,
             },
         };
-        let mut group_events = first.events.len();
+        let mut group_rows = first.weight();
         group.push(first);
-        while group_events < max_group_events {
+        while group_rows < writer.max_group_events {
             let Ok(request) = queue.try_recv() else {
                 break;
             };
-            if group_events + request.events.len() > max_group_events {
+            if group_rows + request.weight() > writer.max_group_events {
                 carried_over = Some(request);
                 break;
             }
-            group_events += request.events.len();
+            group_rows += request.weight();
             group.push(request);
         }
-        commit_group(&mut store, &mut group, &counters).await;
+        commit_group(&mut store, &mut group, &writer).await;
     }
     store.close().await;
     tracing::debug!("journal writer stopped");
@@ -244,10 +335,10 @@ async fn next_request(
 async fn commit_group<S: GroupStore>(
     store: &mut S,
     group: &mut Vec<WriteRequest>,
-    counters: &CommitCounters,
+    writer: &Writer,
 ) {
     match write_group(store, group).await {
-        Ok(outcomes) => {
+        Ok(mut outcomes) => {
             let accepted = outcomes
                 .iter()
                 .map(|outcome| match outcome {
@@ -258,17 +349,33 @@ async fn commit_group<S: GroupStore>(
                     RequestOutcome::Conflict { .. } => 0,
                 })
                 .sum::<u64>();
+            let counters = &writer.counters;
             counters.commits.fetch_add(1, Ordering::Relaxed);
             counters.events.fetch_add(accepted, Ordering::Relaxed);
-            for (request, outcome) in group.drain(..).zip(outcomes) {
-                let answer = match outcome {
-                    RequestOutcome::Stored(appended) => Ok(appended),
-                    RequestOutcome::Conflict { index, event_id } => {
-                        Err(AppendError::Conflict { index, event_id })
+            let rows: usize = group.iter().map(WriteRequest::weight).sum();
+            counters.group_sizes.observe(rows as f64);
+            if accepted > 0 {
+                writer.commits.send_modify(|commits| *commits += 1);
+            }
+            let mut outcomes = outcomes.drain(..);
+            for request in group.drain(..) {
+                // A caller that stopped waiting is not an error: its writes are stored anyway.
+                match request {
+                    WriteRequest::Append { reply, .. } => {
+                        let answer = match outcomes.next() {
+                            Some(RequestOutcome::Stored(appended)) => Ok(appended),
+                            Some(RequestOutcome::Conflict { index, event_id }) => {
+                                Err(AppendError::Conflict { index, event_id })
+                            }
+                            // write_group checked there is one outcome per append.
+                            None => Err(AppendError::Closed),
+                        };
+                        let _ = reply.send(answer);
                     }
-                };
-                // A caller that stopped waiting is not an error: its events are stored anyway.
-                let _ = request.reply.send(answer);
+                    WriteRequest::Record { reply, .. } => {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
             }
         }
         Err(error) => {
@@ -281,29 +388,43 @@ async fn commit_group<S: GroupStore>(
             );
             let error = Arc::new(error);
             for request in group.drain(..) {
-                let _ = request
-                    .reply
-                    .send(Err(AppendError::Unavailable(Arc::clone(&error))));
+                request.fail(AppendError::Unavailable(Arc::clone(&error)));
             }
         }
     }
 }
 
-/// The transaction of one group: begin, every request in order, commit.
+/// The transaction of one group: begin, every append in order, the attempt records, commit.
 async fn write_group<S: GroupStore>(
     store: &mut S,
     group: &[WriteRequest],
 ) -> Result<Vec<RequestOutcome>, sqlx::Error> {
     store.begin().await?;
-    let requests: Vec<&[NewEvent]> = group.iter().map(|request| &request.events[..]).collect();
-    let outcomes = store.write_requests(&requests).await?;
-    if outcomes.len() != group.len() {
+    let mut appends: Vec<&[NewEvent]> = Vec::new();
+    let mut attempts: Vec<&AttemptRecord> = Vec::new();
+    for request in group {
+        match request {
+            WriteRequest::Append { events, .. } => appends.push(events),
+            WriteRequest::Record {
+                attempts: records, ..
+            } => attempts.extend(records),
+        }
+    }
+    let outcomes = if appends.is_empty() {
+        Vec::new()
+    } else {
+        store.write_requests(&appends).await?
+    };
+    if outcomes.len() != appends.len() {
         // A backend bug; failing the group keeps every caller's answer truthful.
         return Err(sqlx::Error::Protocol(format!(
             "journal backend answered {} of {} requests",
             outcomes.len(),
-            group.len()
+            appends.len()
         )));
+    }
+    if !attempts.is_empty() {
+        store.write_attempts(&attempts).await?;
     }
     store.commit().await?;
     Ok(outcomes)

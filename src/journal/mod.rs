@@ -94,6 +94,10 @@ pub struct NewEvent {
     /// Hex SHA-256 of `document`; equal hashes mean equal content, which tells a duplicate from a
     /// conflict.
     pub content_hash: String,
+    /// JSON object of what normalization found besides tenant and action (parameters, object
+    /// storage), fixed at ingest so a later rules change never alters what the event emits.
+    /// Not part of the content hash: it is derived from the document.
+    pub lifecycle: String,
 }
 
 /// What the journal did with one event of an append.
@@ -116,7 +120,7 @@ pub struct Appended {
     pub status: AppendStatus,
 }
 
-/// Why an append stored nothing.
+/// Why an append (or a record of delivery attempts) stored nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     /// An event has the same `source` and `id` as a stored event (or an earlier event of the same
@@ -214,8 +218,109 @@ pub struct StoredEvent {
     pub document: serde_json::Value,
     /// Hex SHA-256 of the document as it was appended.
     pub content_hash: String,
-    /// Delivery state; `pending` until the dispatcher exists and moves it on.
+    /// Delivery state of the event's latest emission: `pending`, `delivered`, `dead` or
+    /// `skipped`.
     pub status: String,
+    /// What normalization found besides tenant and action, as stored at ingest.
+    pub lifecycle: serde_json::Value,
+}
+
+/// An emission waiting for delivery, with what the dispatcher needs to build the canonical event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingEmission {
+    /// Creation order of the emission; within a tenant, the delivery order.
+    pub position: i64,
+    /// The id of the CloudEvent this emission sends (the event id on first delivery).
+    pub emission_id: Uuid,
+    /// On a replay, the event id it replays.
+    pub replay_of: Option<Uuid>,
+    /// Attempts already made (before a restart, say): the backoff continues from there.
+    pub attempts: u32,
+    /// When the first attempt started, if any: the retry limit counts from there.
+    pub first_attempt_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The journaled event the emission sends.
+    pub event: StoredEvent,
+}
+
+/// Where an emission stands after a delivery attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmissionStatus {
+    /// Not delivered yet; the dispatcher will try again.
+    Pending,
+    /// The sink took it.
+    Delivered,
+    /// Failed permanently or ran out of retries; its tenant is parked.
+    Dead,
+}
+
+impl EmissionStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmissionStatus::Pending => "pending",
+            EmissionStatus::Delivered => "delivered",
+            EmissionStatus::Dead => "dead",
+        }
+    }
+}
+
+/// How one delivery attempt ended, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The sink took the emission.
+    Delivered,
+    /// A failure worth retrying (timeout, connection error, 429, 5xx).
+    Retryable,
+    /// A failure no retry can fix (another 4xx).
+    Permanent,
+}
+
+impl AttemptOutcome {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Delivered => "delivered",
+            AttemptOutcome::Retryable => "retryable",
+            AttemptOutcome::Permanent => "permanent",
+        }
+    }
+}
+
+/// One delivery attempt to record, with the emission's state after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// The emission attempted.
+    pub position: i64,
+    /// Its event, whose status follows the emission's.
+    pub event_id: Uuid,
+    /// 1 for the first attempt of the emission, then 2, 3, ...
+    pub attempt: u32,
+    /// When the attempt started and ended.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+    /// The sink kind (`log`, `webhook`, `eventbus`).
+    pub sink: &'static str,
+    pub outcome: AttemptOutcome,
+    /// The sink's HTTP status, when it answered over HTTP.
+    pub status_code: Option<u16>,
+    /// What went wrong, for failed attempts.
+    pub error: Option<String>,
+    /// The emission's state after this attempt.
+    pub emission_status: EmissionStatus,
+}
+
+/// A recorded delivery attempt, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAttempt {
+    /// The emission attempted.
+    pub emission_id: Uuid,
+    pub attempt: u32,
+    pub started_at: String,
+    pub finished_at: String,
+    pub sink: String,
+    pub outcome: String,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
 }
 
 /// Counters of the group-commit writer since the journal was opened.
@@ -314,6 +419,66 @@ impl EventJournal {
     pub async fn check_ready(&self) -> Result<(), JournalError> {
         match self {
             Self::Sqlite(journal) => journal.check_ready().await,
+        }
+    }
+
+    /// Records delivery attempts and the emission states they lead to; returns once durable.
+    /// Shares the writer (and its transactions) with appends.
+    pub async fn record_attempts(&self, attempts: Vec<AttemptRecord>) -> Result<(), AppendError> {
+        match self {
+            Self::Sqlite(journal) => journal.record_attempts(attempts).await,
+        }
+    }
+
+    /// Pending emissions after `position` in position order (of one tenant, if given), at most
+    /// `limit`, each with its event.
+    pub async fn pending_emissions(
+        &self,
+        after: i64,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PendingEmission>, JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal.pending_emissions(after, tenant, limit).await,
+        }
+    }
+
+    /// Tenants with a dead emission: parked until an operator replays or skips it.
+    pub async fn parked_tenants(&self) -> Result<Vec<String>, JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal.parked_tenants().await,
+        }
+    }
+
+    /// Emissions not delivered yet (the backlog).
+    pub async fn count_pending(&self) -> Result<u64, JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal.count_pending().await,
+        }
+    }
+
+    /// Every recorded delivery attempt of the event's emissions, oldest first.
+    pub async fn delivery_attempts(
+        &self,
+        event_id: Uuid,
+    ) -> Result<Vec<StoredAttempt>, JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal.delivery_attempts(event_id).await,
+        }
+    }
+
+    /// A receiver that changes after every commit that stored new events: the dispatcher's
+    /// wake-up, so new work starts without a polling delay.
+    pub fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        match self {
+            Self::Sqlite(journal) => journal.subscribe_commits(),
+        }
+    }
+
+    /// Rows written per committed group, as a Prometheus histogram to register.
+    pub fn group_sizes(&self) -> prometheus_client::metrics::histogram::Histogram {
+        match self {
+            Self::Sqlite(journal) => journal.group_sizes(),
         }
     }
 

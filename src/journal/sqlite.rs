@@ -33,8 +33,8 @@ use uuid::Uuid;
 
 use super::group_commit::{GroupCommitter, GroupStore, RequestOutcome};
 use super::{
-    AppendError, AppendStatus, Appended, CommitStats, JournalError, JournalOptions, NewEvent,
-    StoredEvent,
+    AppendError, AppendStatus, Appended, AttemptRecord, CommitStats, EmissionStatus, JournalError,
+    JournalOptions, NewEvent, PendingEmission, StoredAttempt, StoredEvent,
 };
 
 /// The schema, embedded in the binary and applied at open.
@@ -42,7 +42,7 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Columns of [`StoredEvent`], in [`EventRow`] order.
 const STORED_EVENT_COLUMNS: &str = "event_id, source, id, event_type, tenant, action, sequence, \
-                                    time, received_at, document, content_hash, status";
+                                    time, received_at, document, content_hash, status, lifecycle";
 
 /// Turns the part of a `sqlite://PATH` URL after `sqlite://` into a file path.
 pub(super) fn parse_path(rest: &str) -> Result<PathBuf, JournalError> {
@@ -144,6 +144,97 @@ impl SqliteJournal {
 
     pub(super) async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, AppendError> {
         self.inner.committer.append(events).await
+    }
+
+    pub(super) async fn record_attempts(
+        &self,
+        attempts: Vec<AttemptRecord>,
+    ) -> Result<(), AppendError> {
+        self.inner.committer.record(attempts).await
+    }
+
+    pub(super) fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.committer.subscribe_commits()
+    }
+
+    pub(super) fn group_sizes(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.inner.committer.group_sizes()
+    }
+
+    pub(super) async fn pending_emissions(
+        &self,
+        after: i64,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PendingEmission>, JournalError> {
+        let columns = STORED_EVENT_COLUMNS
+            .split(", ")
+            .map(|column| format!("e.{column}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // `+0` keeps SQLite on the partial index of pending rows (position order) rather than
+        // the tenant-less event index.
+        let sql = format!(
+            "SELECT m.position, m.emission_id, m.replay_of, m.attempts, m.first_attempt_at, \
+             {columns} FROM emissions AS m JOIN events AS e ON e.event_id = m.event_id \
+             WHERE m.status = 'pending' AND m.position > ?1 AND (?2 IS NULL OR m.tenant = ?2) \
+             ORDER BY m.position LIMIT ?3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after)
+            .bind(tenant)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.inner.readers)
+            .await
+            .map_err(read_error)?;
+        rows.iter().map(pending_from_row).collect()
+    }
+
+    pub(super) async fn parked_tenants(&self) -> Result<Vec<String>, JournalError> {
+        sqlx::query_scalar("SELECT DISTINCT tenant FROM emissions WHERE status = 'dead'")
+            .fetch_all(&self.inner.readers)
+            .await
+            .map_err(read_error)
+    }
+
+    pub(super) async fn count_pending(&self) -> Result<u64, JournalError> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM emissions WHERE status = 'pending'")
+                .fetch_one(&self.inner.readers)
+                .await
+                .map_err(read_error)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    pub(super) async fn delivery_attempts(
+        &self,
+        event_id: Uuid,
+    ) -> Result<Vec<StoredAttempt>, JournalError> {
+        let rows = sqlx::query(
+            "SELECT m.emission_id, a.attempt, a.started_at, a.finished_at, a.sink, a.outcome, \
+             a.status_code, a.error FROM emissions AS m \
+             JOIN delivery_attempts AS a ON a.position = m.position \
+             WHERE m.event_id = ?1 ORDER BY m.position, a.attempt",
+        )
+        .bind(event_id.to_string())
+        .fetch_all(&self.inner.readers)
+        .await
+        .map_err(read_error)?;
+        rows.iter()
+            .map(|row| {
+                let emission_id: String = row.try_get(0).map_err(read_error)?;
+                Ok(StoredAttempt {
+                    emission_id: parse_uuid(&emission_id, "emission id")?,
+                    attempt: row.try_get(1).map_err(read_error)?,
+                    started_at: row.try_get(2).map_err(read_error)?,
+                    finished_at: row.try_get(3).map_err(read_error)?,
+                    sink: row.try_get(4).map_err(read_error)?,
+                    outcome: row.try_get(5).map_err(read_error)?,
+                    status_code: row.try_get(6).map_err(read_error)?,
+                    error: row.try_get(7).map_err(read_error)?,
+                })
+            })
+            .collect()
     }
 
     pub(super) async fn find_by_origin(
@@ -306,6 +397,41 @@ fn read_error(error: sqlx::Error) -> JournalError {
     }
 }
 
+/// Parses a stored UUID, or says which row is unreadable.
+fn parse_uuid(value: &str, what: &str) -> Result<Uuid, JournalError> {
+    Uuid::parse_str(value).map_err(|error| JournalError::Corrupt {
+        event_id: value.to_owned(),
+        reason: format!("{what} is not a UUID: {error}"),
+    })
+}
+
+/// Decodes a row of [`SqliteJournal::pending_emissions`]: five emission columns, then the event.
+fn pending_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<PendingEmission, JournalError> {
+    use sqlx::FromRow;
+    let emission_id: String = row.try_get(1).map_err(read_error)?;
+    let replay_of: Option<String> = row.try_get(2).map_err(read_error)?;
+    let first_attempt_at: Option<String> = row.try_get(4).map_err(read_error)?;
+    let event = EventRow::from_row(row).map_err(read_error)?.into_stored()?;
+    let first_attempt_at = first_attempt_at
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(&t)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|error| JournalError::Corrupt {
+                    event_id: event.event_id.to_string(),
+                    reason: format!("first_attempt_at is not RFC 3339: {error}"),
+                })
+        })
+        .transpose()?;
+    Ok(PendingEmission {
+        position: row.try_get(0).map_err(read_error)?,
+        emission_id: parse_uuid(&emission_id, "emission id")?,
+        replay_of: replay_of.map(|r| parse_uuid(&r, "replay_of")).transpose()?,
+        attempts: row.try_get(3).map_err(read_error)?,
+        first_attempt_at,
+        event,
+    })
+}
+
 /// A row of `events` as SQLite returns it, before decoding the id and document.
 #[derive(sqlx::FromRow)]
 struct EventRow {
@@ -321,6 +447,7 @@ struct EventRow {
     document: String,
     content_hash: String,
     status: String,
+    lifecycle: String,
 }
 
 impl EventRow {
@@ -333,6 +460,11 @@ impl EventRow {
             serde_json::from_str(&self.document).map_err(|error| JournalError::Corrupt {
                 event_id: self.event_id.clone(),
                 reason: format!("document is not JSON: {error}"),
+            })?;
+        let lifecycle =
+            serde_json::from_str(&self.lifecycle).map_err(|error| JournalError::Corrupt {
+                event_id: self.event_id.clone(),
+                reason: format!("lifecycle is not JSON: {error}"),
             })?;
         Ok(StoredEvent {
             event_id,
@@ -347,6 +479,7 @@ impl EventRow {
             document,
             content_hash: self.content_hash,
             status: self.status,
+            lifecycle,
         })
     }
 }
@@ -412,15 +545,59 @@ fn bind_nulls<'q>(
 static INSERT_EVENTS: LazyLock<ChunkedStatement> = LazyLock::new(|| {
     ChunkedStatement::new(
         "INSERT INTO events (event_id, source, id, event_type, tenant, action, sequence, time, \
-         received_at, document, content_hash) \
+         received_at, document, content_hash, lifecycle) \
          SELECT column1, column2, column3, column4, column5, column6, column7, column8, \
-         column9, column10, column11 FROM (VALUES ",
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         column9, column10, column11, column12 FROM (VALUES ",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         ") WHERE column1 IS NOT NULL",
     )
 });
 /// Columns bound per inserted row.
-const INSERT_COLUMNS: usize = 11;
+const INSERT_COLUMNS: usize = 12;
+
+/// The first emission of each new event, in the same transaction: the transactional outbox.
+/// Rows go in sequence order, so positions follow sequences within a tenant.
+static INSERT_EMISSIONS: LazyLock<ChunkedStatement> = LazyLock::new(|| {
+    ChunkedStatement::new(
+        "INSERT INTO emissions (emission_id, event_id, tenant, created_at) \
+         SELECT column1, column1, column2, column3 FROM (VALUES ",
+        "(?, ?, ?)",
+        ") WHERE column1 IS NOT NULL",
+    )
+});
+
+/// Delivery attempts of a group.
+static INSERT_ATTEMPTS: LazyLock<ChunkedStatement> = LazyLock::new(|| {
+    ChunkedStatement::new(
+        "INSERT INTO delivery_attempts (position, attempt, started_at, finished_at, sink, \
+         outcome, status_code, error) \
+         SELECT column1, column2, column3, column4, column5, column6, column7, column8 \
+         FROM (VALUES ",
+        "(?, ?, ?, ?, ?, ?, ?, ?)",
+        ") WHERE column1 IS NOT NULL",
+    )
+});
+
+/// The emissions' state after their attempts (padding rows match no position).
+static UPDATE_EMISSIONS: LazyLock<ChunkedStatement> = LazyLock::new(|| {
+    ChunkedStatement::new(
+        "UPDATE emissions SET status = v.column2, attempts = v.column3, \
+         first_attempt_at = COALESCE(emissions.first_attempt_at, v.column4), \
+         finished_at = v.column5, last_error = COALESCE(v.column6, emissions.last_error) \
+         FROM (VALUES ",
+        "(?, ?, ?, ?, ?, ?)",
+        ") AS v WHERE emissions.position = v.column1",
+    )
+});
+
+/// The events' status follows their emission's, once it is final.
+static UPDATE_EVENT_STATUS: LazyLock<ChunkedStatement> = LazyLock::new(|| {
+    ChunkedStatement::new(
+        "UPDATE events SET status = v.column2 FROM (VALUES ",
+        "(?, ?)",
+        ") AS v WHERE events.event_id = v.column1",
+    )
+});
 
 /// The stored events among a group's origins: usually none, so usually no rows come back.
 /// A join from the VALUES list (CROSS JOIN fixes the order): SQLite plans
@@ -690,8 +867,22 @@ impl SqliteWriter {
                         .bind(&received_at)
                         .bind(&event.document)
                         .bind(&event.content_hash)
+                        .bind(&event.lifecycle)
                 });
             bind_nulls(query, INSERT_COLUMNS * chunk.padding)
+                .execute(&mut *connection)
+                .await?;
+        }
+        for chunk in INSERT_EMISSIONS.chunks(inserts) {
+            let query = chunk
+                .rows
+                .iter()
+                .fold(sqlx::query(chunk.sql), |q, planned| {
+                    q.bind(planned.event_id.to_string())
+                        .bind(&planned.event.tenant)
+                        .bind(&received_at)
+                });
+            bind_nulls(query, 3 * chunk.padding)
                 .execute(&mut *connection)
                 .await?;
         }
@@ -725,6 +916,57 @@ impl GroupStore for SqliteWriter {
         let (outcomes, inserts) = self.plan(requests, known);
         self.insert(&inserts).await?;
         Ok(outcomes)
+    }
+
+    async fn write_attempts(&mut self, attempts: &[&AttemptRecord]) -> Result<(), sqlx::Error> {
+        let connection = self.connection().await?;
+        let time = |t: &chrono::DateTime<chrono::Utc>| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        };
+        for chunk in INSERT_ATTEMPTS.chunks(attempts) {
+            let query = chunk.rows.iter().fold(sqlx::query(chunk.sql), |q, a| {
+                q.bind(a.position)
+                    .bind(a.attempt)
+                    .bind(time(&a.started_at))
+                    .bind(time(&a.finished_at))
+                    .bind(a.sink)
+                    .bind(a.outcome.as_str())
+                    .bind(a.status_code)
+                    .bind(a.error.as_deref())
+            });
+            bind_nulls(query, 8 * chunk.padding)
+                .execute(&mut *connection)
+                .await?;
+        }
+        for chunk in UPDATE_EMISSIONS.chunks(attempts) {
+            let query = chunk.rows.iter().fold(sqlx::query(chunk.sql), |q, a| {
+                let finished =
+                    (a.emission_status != EmissionStatus::Pending).then(|| time(&a.finished_at));
+                q.bind(a.position)
+                    .bind(a.emission_status.as_str())
+                    .bind(a.attempt)
+                    .bind(time(&a.started_at))
+                    .bind(finished)
+                    .bind(a.error.as_deref())
+            });
+            bind_nulls(query, 6 * chunk.padding)
+                .execute(&mut *connection)
+                .await?;
+        }
+        let finals: Vec<&&AttemptRecord> = attempts
+            .iter()
+            .filter(|a| a.emission_status != EmissionStatus::Pending)
+            .collect();
+        for chunk in UPDATE_EVENT_STATUS.chunks(&finals) {
+            let query = chunk.rows.iter().fold(sqlx::query(chunk.sql), |q, a| {
+                q.bind(a.event_id.to_string())
+                    .bind(a.emission_status.as_str())
+            });
+            bind_nulls(query, 2 * chunk.padding)
+                .execute(&mut *connection)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn commit(&mut self) -> Result<(), sqlx::Error> {

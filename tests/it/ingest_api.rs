@@ -397,6 +397,7 @@ async fn bearer_tokens_are_required_when_configured_and_limit_sources() {
 async fn non_loopback_listener_without_credentials_refuses_to_start() {
     let mut settings = tenant_gateway::config::Settings::local();
     settings.listen = "0.0.0.0:0".parse().unwrap();
+    settings.admin_listen = "127.0.0.1:0".parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
     settings.store = format!("sqlite://{}", dir.path().join("j.db").display());
     let err = tenant_gateway::app::Application::build(settings.clone())

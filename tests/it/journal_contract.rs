@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use tenant_gateway::journal::{
-    AppendError, AppendStatus, Appended, EventJournal, JournalError, JournalOptions, NewEvent,
+    AppendError, AppendStatus, Appended, AttemptOutcome, AttemptRecord, EmissionStatus,
+    EventJournal, JournalError, JournalOptions, NewEvent,
 };
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -45,6 +46,10 @@ macro_rules! journal_contract_suite {
                 locked_store_is_unavailable_then_recovers => short_busy_timeout(),
                 tenant_timeline_is_in_sequence_order => JournalOptions::default(),
                 stored_event_round_trips => JournalOptions::default(),
+                accepted_events_are_pending_emissions_in_sequence_order => JournalOptions::default(),
+                recorded_attempts_move_emissions_on => JournalOptions::default(),
+                dead_emission_parks_its_tenant_across_reopen => JournalOptions::default(),
+                commits_with_new_events_wake_subscribers => JournalOptions::default(),
             }
         }
     };
@@ -158,6 +163,7 @@ fn event_with_data(tenant: &str, id: &str, data: serde_json::Value) -> NewEvent 
         time: Some("2025-01-02T03:04:05Z".into()),
         content_hash: hex::encode(Sha256::digest(document.as_bytes())),
         document,
+        lifecycle: r#"{"parameters":{},"objectStorage":null}"#.into(),
     }
 }
 
@@ -805,6 +811,7 @@ async fn stored_event_round_trips(store: TestStore) {
         time: Some("2025-03-04T05:06:07.123+01:00".into()),
         content_hash: hex::encode(Sha256::digest(document_text.as_bytes())),
         document: document_text,
+        lifecycle: r#"{"parameters":{"plan":"gold"},"objectStorage":{"url":"s3://b/acme"}}"#.into(),
     };
     let without_time = NewEvent {
         id: "rt-2".into(),
@@ -1005,4 +1012,230 @@ async fn journal_throughput() {
             stats.events as f64 / stats.commits as f64,
         );
     }
+}
+
+/// An attempt record for `position` with the given result.
+fn attempt(
+    position: i64,
+    event_id: Uuid,
+    attempt: u32,
+    outcome: AttemptOutcome,
+    emission_status: EmissionStatus,
+) -> AttemptRecord {
+    let now = chrono::Utc::now();
+    AttemptRecord {
+        position,
+        event_id,
+        attempt,
+        started_at: now,
+        finished_at: now,
+        sink: "webhook",
+        outcome,
+        status_code: (outcome != AttemptOutcome::Delivered).then_some(503),
+        error: (outcome != AttemptOutcome::Delivered).then(|| "HTTP 503: publish failed".into()),
+        emission_status,
+    }
+}
+
+/// Every accepted event gets its first emission in the same commit, pending, with the event id
+/// as emission id; per tenant, positions follow sequences, and duplicates add nothing.
+async fn accepted_events_are_pending_emissions_in_sequence_order(store: TestStore) {
+    let journal = &store.journal;
+    let mut appended = Vec::new();
+    for i in 0..4 {
+        for tenant in ["acme", "globex"] {
+            appended.push((
+                tenant,
+                accept(journal, event(tenant, &format!("{tenant}-{i}"))).await,
+            ));
+        }
+    }
+    let duplicate = journal
+        .append(vec![event("acme", "acme-0")])
+        .await
+        .expect("duplicate");
+    assert_eq!(duplicate[0].status, AppendStatus::Duplicate);
+
+    let pending = journal
+        .pending_emissions(0, None, 100)
+        .await
+        .expect("pending");
+    assert_eq!(
+        pending.len(),
+        8,
+        "one emission per accepted event, none for the duplicate"
+    );
+    assert!(pending.windows(2).all(|w| w[0].position < w[1].position));
+    for emission in &pending {
+        assert_eq!(emission.emission_id, emission.event.event_id);
+        assert_eq!(emission.replay_of, None);
+        assert_eq!(emission.attempts, 0);
+        assert_eq!(emission.event.status, "pending");
+    }
+    for tenant in ["acme", "globex"] {
+        let sequences: Vec<i64> = pending
+            .iter()
+            .filter(|e| e.event.tenant == tenant)
+            .map(|e| e.event.sequence)
+            .collect();
+        assert_eq!(sequences, vec![1, 2, 3, 4], "{tenant}");
+        let only = journal
+            .pending_emissions(0, Some(tenant), 100)
+            .await
+            .expect("pending");
+        assert_eq!(only.len(), 4);
+    }
+    let after = journal
+        .pending_emissions(pending[5].position, None, 100)
+        .await
+        .expect("after");
+    assert_eq!(after, pending[6..].to_vec());
+    let limited = journal.pending_emissions(0, None, 3).await.expect("limit");
+    assert_eq!(limited, pending[..3].to_vec());
+    assert_eq!(journal.count_pending().await.expect("count"), 8);
+    let lifecycle = &pending[0].event.lifecycle;
+    assert_eq!(
+        lifecycle,
+        &serde_json::json!({"parameters": {}, "objectStorage": null})
+    );
+    store.journal.close().await;
+}
+
+/// A failed attempt keeps the emission pending (counting the attempt); a delivered one leaves
+/// the work list and marks the event delivered; every attempt is kept.
+async fn recorded_attempts_move_emissions_on(store: TestStore) {
+    let journal = &store.journal;
+    let first = accept(journal, event("acme", "a-1")).await;
+    accept(journal, event("acme", "a-2")).await;
+    let pending = journal
+        .pending_emissions(0, None, 10)
+        .await
+        .expect("pending");
+    let position = pending[0].position;
+
+    journal
+        .record_attempts(vec![attempt(
+            position,
+            first.event_id,
+            1,
+            AttemptOutcome::Retryable,
+            EmissionStatus::Pending,
+        )])
+        .await
+        .expect("record");
+    let pending = journal
+        .pending_emissions(0, None, 10)
+        .await
+        .expect("pending");
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[0].attempts, 1);
+    assert!(pending[0].first_attempt_at.is_some());
+
+    journal
+        .record_attempts(vec![attempt(
+            position,
+            first.event_id,
+            2,
+            AttemptOutcome::Delivered,
+            EmissionStatus::Delivered,
+        )])
+        .await
+        .expect("record");
+    let pending = journal
+        .pending_emissions(0, None, 10)
+        .await
+        .expect("pending");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].event.id, "a-2");
+    let stored = journal
+        .find_by_origin(SOURCE, "a-1")
+        .await
+        .expect("find")
+        .expect("stored");
+    assert_eq!(stored.status, "delivered");
+
+    let attempts = journal
+        .delivery_attempts(first.event_id)
+        .await
+        .expect("attempts");
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(
+        (attempts[0].attempt, attempts[0].outcome.as_str()),
+        (1, "retryable")
+    );
+    assert_eq!(attempts[0].status_code, Some(503));
+    assert_eq!(
+        attempts[0].error.as_deref(),
+        Some("HTTP 503: publish failed")
+    );
+    assert_eq!(
+        (attempts[1].attempt, attempts[1].outcome.as_str()),
+        (2, "delivered")
+    );
+    assert!(attempts
+        .iter()
+        .all(|a| a.emission_id == first.event_id && a.sink == "webhook"));
+    store.journal.close().await;
+}
+
+/// A dead emission parks its tenant, and that survives a restart; the tenant's later events
+/// stay pending.
+async fn dead_emission_parks_its_tenant_across_reopen(store: TestStore) {
+    let first = accept(&store.journal, event("acme", "d-1")).await;
+    accept(&store.journal, event("acme", "d-2")).await;
+    accept(&store.journal, event("globex", "g-1")).await;
+    let pending = store
+        .journal
+        .pending_emissions(0, None, 10)
+        .await
+        .expect("pending");
+    store
+        .journal
+        .record_attempts(vec![attempt(
+            pending[0].position,
+            first.event_id,
+            1,
+            AttemptOutcome::Permanent,
+            EmissionStatus::Dead,
+        )])
+        .await
+        .expect("record");
+    store.journal.close().await;
+    let journal = EventJournal::open(&store.url, store.options.clone())
+        .await
+        .expect("reopen");
+    assert_eq!(
+        journal.parked_tenants().await.expect("parked"),
+        vec!["acme".to_string()]
+    );
+    let pending = journal
+        .pending_emissions(0, None, 10)
+        .await
+        .expect("pending");
+    let ids: Vec<&str> = pending.iter().map(|e| e.event.id.as_str()).collect();
+    assert_eq!(ids, ["d-2", "g-1"]);
+    let dead = journal
+        .find_by_origin(SOURCE, "d-1")
+        .await
+        .expect("find")
+        .expect("stored");
+    assert_eq!(dead.status, "dead");
+    journal.close().await;
+}
+
+/// The commit watch changes when a commit stored new events, and not for a duplicate.
+async fn commits_with_new_events_wake_subscribers(store: TestStore) {
+    let mut commits = store.journal.subscribe_commits();
+    commits.borrow_and_update();
+    accept(&store.journal, event("acme", "w-1")).await;
+    assert!(commits.has_changed().expect("writer alive"));
+    commits.borrow_and_update();
+    let duplicate = store
+        .journal
+        .append(vec![event("acme", "w-1")])
+        .await
+        .expect("append");
+    assert_eq!(duplicate[0].status, AppendStatus::Duplicate);
+    assert!(!commits.has_changed().expect("writer alive"));
+    store.journal.close().await;
 }

@@ -16,6 +16,10 @@ use tokio::sync::oneshot;
 /// A gateway running inside the test process on a random port with its own journal file.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The admin listener (metrics, health).
+    pub admin_addr: SocketAddr,
+    /// The dispatcher's running totals.
+    pub progress: tokio::sync::watch::Receiver<tenant_gateway::dispatch::DispatchProgress>,
     pub client: reqwest::Client,
     pub journal: EventJournal,
     pub store_path: PathBuf,
@@ -33,9 +37,21 @@ impl TestApp {
     /// `customize` has changed what the test needs.
     pub async fn spawn_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
+        Self::spawn_in(dir, customize).await
+    }
+
+    /// Stops this gateway and starts a new one on the same journal file, as a restart would.
+    pub async fn restart(mut self, customize: impl FnOnce(&mut Settings)) -> TestApp {
+        self.shutdown_and_wait().await;
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("tempdir"));
+        Self::spawn_in(dir, customize).await
+    }
+
+    async fn spawn_in(dir: tempfile::TempDir, customize: impl FnOnce(&mut Settings)) -> TestApp {
         let store_path = dir.path().join("journal.db");
         let mut settings = Settings::local();
         settings.listen = "127.0.0.1:0".parse().unwrap();
+        settings.admin_listen = "127.0.0.1:0".parse().unwrap();
         settings.store = format!("sqlite://{}", store_path.display());
         settings.workers = 1;
         settings.shutdown_grace = Duration::ZERO;
@@ -44,6 +60,8 @@ impl TestApp {
             .await
             .expect("application builds");
         let addr = app.ingest_addr();
+        let admin_addr = app.admin_addr();
+        let progress = app.dispatch_progress();
         let journal = app.journal().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let running = tokio::spawn(app.run_until_stopped(async {
@@ -51,12 +69,33 @@ impl TestApp {
         }));
         TestApp {
             addr,
+            admin_addr,
+            progress,
             client: reqwest::Client::new(),
             journal,
             store_path,
             shutdown: Some(tx),
             running: Some(running),
             _dir: dir,
+        }
+    }
+
+    /// Waits until the dispatcher's totals satisfy `done`, failing with `what` after 30 s.
+    pub async fn wait_for_progress(
+        &mut self,
+        what: &str,
+        done: impl FnMut(&tenant_gateway::dispatch::DispatchProgress) -> bool,
+    ) {
+        let waited = tokio::time::timeout(Duration::from_secs(30), self.progress.wait_for(done))
+            .await
+            .map(|result| result.is_ok());
+        match waited {
+            Ok(true) => {}
+            Ok(false) => panic!("dispatcher stopped while waiting for {what}"),
+            Err(_) => panic!(
+                "timed out waiting for {what}; dispatch progress is {:?}",
+                *self.progress.borrow()
+            ),
         }
     }
 
@@ -94,6 +133,10 @@ impl TestApp {
 
     /// Begin shutdown and wait until the server has stopped and the journal is closed.
     pub async fn stop(mut self) {
+        self.shutdown_and_wait().await;
+    }
+
+    async fn shutdown_and_wait(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -197,6 +240,8 @@ impl GatewayProcess {
             .args([
                 "serve",
                 "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
                 "127.0.0.1:0",
                 "--log-format",
                 "json",

@@ -1,0 +1,528 @@
+//! The dispatcher: a transactional outbox reader that delivers pending emissions to the sink,
+//! concurrently across tenants and strictly in order within a tenant.
+//!
+//! One coordinator task reads pending emissions from the journal in position order (waking on
+//! every commit that stored new events, so nothing waits for a poll) into per-tenant queues.
+//! A tenant with queued work has exactly one worker task, which delivers its queue front to
+//! back: an emission's outcome is durable in the journal before the next one starts, so even a
+//! crash cannot reorder a tenant. A semaphore bounds attempts in flight across all tenants.
+//! A dead emission parks its tenant: its queue is dropped and the coordinator skips the tenant
+//! until an operator replays or skips the dead event.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::emission::{encode, EncodedEmission};
+use super::retry::RetryPolicy;
+use super::sinks::{DeliveryOutcome, Sink};
+use crate::journal::{
+    AppendError, AttemptOutcome, AttemptRecord, EmissionStatus, EventJournal, PendingEmission,
+};
+use crate::metrics::{DeliveryLabels, GatewayMetrics, SinkLabels};
+
+/// How the dispatcher runs; the defaults suit one replica in front of Argo Events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchSettings {
+    /// Delivery attempts in flight at once, across tenants (default 64).
+    pub concurrency: usize,
+    /// Pending emissions held in memory at once (default 10,000); the rest stay in the journal
+    /// until the queues drain, so a large backlog costs no memory.
+    pub buffer: usize,
+    /// Backoff and retry limit.
+    pub retry: RetryPolicy,
+    /// The gateway instance URI: the `source` of every emitted CloudEvent.
+    pub instance_source: String,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        DispatchSettings {
+            concurrency: 64,
+            buffer: 10_000,
+            retry: RetryPolicy::default(),
+            instance_source: String::from("urn:tenant-gateway"),
+        }
+    }
+}
+
+/// Running totals since start, published on a watch channel: for tests, logs and the admin API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DispatchProgress {
+    /// Emissions the sink took.
+    pub delivered: u64,
+    /// Emissions that became dead.
+    pub dead: u64,
+    /// Delivery attempts made, successful or not.
+    pub attempts: u64,
+}
+
+/// The running dispatcher. Stop it with [`Dispatcher::stop`] before closing the journal.
+pub struct Dispatcher {
+    /// State shared with the coordinator and the workers.
+    shared: Arc<Shared>,
+    /// The coordinator task (which owns the workers).
+    coordinator: tokio::task::JoinHandle<()>,
+    /// Progress, for [`Dispatcher::progress`].
+    progress: watch::Receiver<DispatchProgress>,
+}
+
+/// What the coordinator and the workers share.
+struct Shared {
+    journal: EventJournal,
+    sink: Sink,
+    settings: DispatchSettings,
+    metrics: GatewayMetrics,
+    /// Bounds attempts in flight across tenants.
+    permits: Semaphore,
+    /// The per-tenant queues and the parked tenants.
+    tenants: Mutex<Tenants>,
+    /// Wakes the coordinator when a full buffer has room again.
+    room: Notify,
+    /// Becomes true on stop; every wait selects on it.
+    stopping: watch::Sender<bool>,
+    /// Totals since start.
+    progress: watch::Sender<DispatchProgress>,
+}
+
+/// In-memory dispatch state. A tenant has an entry in `queues` exactly while its worker runs.
+#[derive(Default)]
+struct Tenants {
+    /// Emissions read from the journal and not yet started, per tenant, in position order.
+    queues: HashMap<String, VecDeque<PendingEmission>>,
+    /// Tenants behind a dead emission: their pending emissions are not read.
+    parked: HashSet<String>,
+    /// Emissions held in `queues`, bounded by `DispatchSettings::buffer`.
+    buffered: usize,
+}
+
+impl Shared {
+    fn tenants(&self) -> MutexGuard<'_, Tenants> {
+        // The lock is never held across an await or a panic-prone call; recover anyway.
+        self.tenants.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Resolves once stop has been requested.
+    async fn stopped(&self) {
+        let mut stopping = self.stopping.subscribe();
+        // An Err means the sender is gone, which only happens once everything stops.
+        let _ = stopping.wait_for(|stop| *stop).await;
+    }
+}
+
+impl Dispatcher {
+    /// Starts delivering the journal's pending emissions to `sink`, resuming whatever a previous
+    /// run left pending.
+    pub fn start(
+        journal: EventJournal,
+        sink: Sink,
+        settings: DispatchSettings,
+        metrics: GatewayMetrics,
+    ) -> Dispatcher {
+        let (progress_tx, progress) = watch::channel(DispatchProgress::default());
+        let shared = Arc::new(Shared {
+            permits: Semaphore::new(settings.concurrency.max(1)),
+            journal,
+            sink,
+            settings,
+            metrics,
+            tenants: Mutex::new(Tenants::default()),
+            room: Notify::new(),
+            stopping: watch::channel(false).0,
+            progress: progress_tx,
+        });
+        let coordinator = tokio::spawn(run_coordinator(Arc::clone(&shared)));
+        Dispatcher {
+            shared,
+            coordinator,
+            progress,
+        }
+    }
+
+    /// A receiver of running totals.
+    pub fn progress(&self) -> watch::Receiver<DispatchProgress> {
+        self.progress.clone()
+    }
+
+    /// Tenants parked right now, sorted.
+    pub fn parked_tenants(&self) -> Vec<String> {
+        let mut parked: Vec<String> = self.shared.tenants().parked.iter().cloned().collect();
+        parked.sort();
+        parked
+    }
+
+    /// Stops: no new attempt starts, attempts in flight are abandoned (their emissions stay
+    /// pending and are sent again after a restart), and every worker has ended on return.
+    pub async fn stop(self) {
+        self.shared.stopping.send_replace(true);
+        if let Err(error) = self.coordinator.await {
+            tracing::error!(%error, "dispatch coordinator ended abnormally");
+        }
+    }
+}
+
+/// Reads pending emissions into the tenant queues and starts workers, until stopped.
+async fn run_coordinator(shared: Arc<Shared>) {
+    let mut commits = shared.journal.subscribe_commits();
+    let mut workers = JoinSet::new();
+    if !load_parked(&shared).await {
+        return;
+    }
+    // Position of the last emission read; everything after it is still in the journal.
+    let mut cursor = 0;
+    let mut last_gauge_update: Option<Instant> = None;
+    while !shared.is_stopping() {
+        // Marked seen before reading, so a commit landing during the read wakes the next wait.
+        commits.borrow_and_update();
+        let room = {
+            let tenants = shared.tenants();
+            shared.settings.buffer.saturating_sub(tenants.buffered)
+        };
+        let mut more = false;
+        if room > 0 {
+            match shared.journal.pending_emissions(cursor, None, room).await {
+                Ok(emissions) => {
+                    more = emissions.len() == room;
+                    if let Some(last) = emissions.last() {
+                        cursor = last.position;
+                    }
+                    enqueue(&shared, &mut workers, emissions);
+                }
+                Err(error) => {
+                    tracing::error!(
+                        error = %crate::telemetry::ErrorChain(&error),
+                        "reading pending emissions failed; retrying in 1 s"
+                    );
+                    tokio::select! {
+                        () = shared.stopped() => break,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            }
+        }
+        if last_gauge_update.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            last_gauge_update = Some(Instant::now());
+            if let Ok(pending) = shared.journal.count_pending().await {
+                shared
+                    .metrics
+                    .pending_events
+                    .set(i64::try_from(pending).unwrap_or(i64::MAX));
+            }
+        }
+        if more {
+            continue;
+        }
+        tokio::select! {
+            () = shared.stopped() => break,
+            changed = commits.changed() => {
+                if changed.is_err() {
+                    // The journal's writer is gone: the journal is closing.
+                    break;
+                }
+            }
+            () = shared.room.notified() => {}
+            Some(result) = workers.join_next(), if !workers.is_empty() => {
+                if let Err(error) = result {
+                    tracing::error!(%error, "dispatch worker ended abnormally");
+                }
+            }
+        }
+    }
+    shared.stopping.send_replace(true);
+    while let Some(result) = workers.join_next().await {
+        if let Err(error) = result {
+            tracing::error!(%error, "dispatch worker ended abnormally");
+        }
+    }
+    tracing::debug!("dispatcher stopped");
+}
+
+/// Reads which tenants are parked; false if stopped before it succeeded.
+async fn load_parked(shared: &Shared) -> bool {
+    loop {
+        match shared.journal.parked_tenants().await {
+            Ok(parked) => {
+                shared
+                    .metrics
+                    .parked_tenants
+                    .set(i64::try_from(parked.len()).unwrap_or(i64::MAX));
+                if !parked.is_empty() {
+                    tracing::warn!(
+                        tenants = parked.len(),
+                        "tenants are parked behind dead events; replay or skip them"
+                    );
+                }
+                shared.tenants().parked.extend(parked);
+                return true;
+            }
+            Err(error) => {
+                tracing::error!(
+                    error = %crate::telemetry::ErrorChain(&error),
+                    "reading parked tenants failed; retrying in 1 s"
+                );
+                tokio::select! {
+                    () = shared.stopped() => return false,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Queues `emissions` behind their tenants' earlier ones, starting a worker for each tenant
+/// that had none. Parked tenants' emissions are left in the journal.
+fn enqueue(shared: &Arc<Shared>, workers: &mut JoinSet<()>, emissions: Vec<PendingEmission>) {
+    let mut tenants = shared.tenants();
+    for emission in emissions {
+        if tenants.parked.contains(&emission.event.tenant) {
+            continue;
+        }
+        tenants.buffered += 1;
+        let tenant = emission.event.tenant.clone();
+        match tenants.queues.get_mut(&tenant) {
+            Some(queue) => queue.push_back(emission),
+            None => {
+                tenants
+                    .queues
+                    .insert(tenant.clone(), VecDeque::from([emission]));
+                workers.spawn(run_tenant(Arc::clone(shared), tenant));
+            }
+        }
+    }
+}
+
+/// Delivers one tenant's queue in order until it is empty, the tenant is parked, or stop.
+async fn run_tenant(shared: Arc<Shared>, tenant: String) {
+    loop {
+        let next = {
+            let mut tenants = shared.tenants();
+            let next = tenants.queues.get_mut(&tenant).and_then(VecDeque::pop_front);
+            match next {
+                Some(emission) => {
+                    let was_full = tenants.buffered >= shared.settings.buffer;
+                    tenants.buffered -= 1;
+                    if was_full {
+                        shared.room.notify_one();
+                    }
+                    emission
+                }
+                None => {
+                    tenants.queues.remove(&tenant);
+                    return;
+                }
+            }
+        };
+        match deliver(&shared, next).await {
+            Some(EmissionStatus::Delivered) => {}
+            Some(EmissionStatus::Dead) => {
+                let mut tenants = shared.tenants();
+                let dropped = tenants.queues.remove(&tenant).map_or(0, |q| q.len());
+                tenants.buffered -= dropped;
+                tenants.parked.insert(tenant.clone());
+                shared
+                    .metrics
+                    .parked_tenants
+                    .set(i64::try_from(tenants.parked.len()).unwrap_or(i64::MAX));
+                shared.room.notify_one();
+                return;
+            }
+            // Stopped: what is left stays pending in the journal.
+            Some(EmissionStatus::Pending) | None => {
+                let mut tenants = shared.tenants();
+                let dropped = tenants.queues.remove(&tenant).map_or(0, |q| q.len());
+                tenants.buffered -= dropped;
+                return;
+            }
+        }
+    }
+}
+
+/// Attempts `emission` until it is delivered or dead; `None` if stopped first.
+async fn deliver(shared: &Shared, emission: PendingEmission) -> Option<EmissionStatus> {
+    let event = &emission.event;
+    let span = tracing::info_span!(
+        "dispatch",
+        event_id = %event.event_id,
+        emission_id = %emission.emission_id,
+        tenant = %event.tenant,
+        sequence = event.sequence,
+    );
+    async {
+        let encoded = match encode(&emission, &shared.settings.instance_source) {
+            Ok(encoded) => encoded,
+            Err(error) => {
+                // A corrupt row can never be sent: dead at once, recorded like any attempt.
+                let now = chrono::Utc::now();
+                let record = AttemptRecord {
+                    position: emission.position,
+                    event_id: event.event_id,
+                    attempt: emission.attempts + 1,
+                    started_at: now,
+                    finished_at: now,
+                    sink: shared.sink.kind(),
+                    outcome: AttemptOutcome::Permanent,
+                    status_code: None,
+                    error: Some(error.to_string()),
+                    emission_status: EmissionStatus::Dead,
+                };
+                tracing::error!(%error, "event cannot be emitted; it is dead and its tenant parked");
+                return record_durably(shared, record).await.then_some(EmissionStatus::Dead);
+            }
+        };
+        attempt_until_final(shared, &emission, &encoded).await
+    }
+    .instrument(span)
+    .await
+}
+
+/// The retry loop of one emission.
+async fn attempt_until_final(
+    shared: &Shared,
+    emission: &PendingEmission,
+    encoded: &EncodedEmission,
+) -> Option<EmissionStatus> {
+    let sink = shared.sink.kind();
+    let mut attempt = emission.attempts;
+    let mut first_attempt_at = emission.first_attempt_at;
+    loop {
+        let permit = tokio::select! {
+            () = shared.stopped() => return None,
+            permit = shared.permits.acquire() => permit.ok()?,
+        };
+        attempt += 1;
+        let started_at = chrono::Utc::now();
+        let clock = Instant::now();
+        let outcome = async {
+            tokio::select! {
+                () = shared.stopped() => None,
+                outcome = shared.sink.deliver(&encoded.id, &encoded.body) => Some(outcome),
+            }
+        }
+        .instrument(tracing::info_span!("delivery_attempt", attempt, sink))
+        .await;
+        drop(permit);
+        let outcome = outcome?;
+        let elapsed = clock.elapsed();
+        let finished_at = chrono::Utc::now();
+        let first = *first_attempt_at.get_or_insert(started_at);
+        let (recorded, status_code, error) = match &outcome {
+            DeliveryOutcome::Delivered { status } => (AttemptOutcome::Delivered, *status, None),
+            DeliveryOutcome::Retryable { status, error } => {
+                (AttemptOutcome::Retryable, *status, Some(error.clone()))
+            }
+            DeliveryOutcome::Permanent { status, error } => {
+                (AttemptOutcome::Permanent, *status, Some(error.clone()))
+            }
+        };
+        let emission_status = match recorded {
+            AttemptOutcome::Delivered => EmissionStatus::Delivered,
+            AttemptOutcome::Permanent => EmissionStatus::Dead,
+            AttemptOutcome::Retryable => {
+                let tried_for = (finished_at - first).to_std().unwrap_or_default();
+                if shared.settings.retry.exhausted(tried_for) {
+                    EmissionStatus::Dead
+                } else {
+                    EmissionStatus::Pending
+                }
+            }
+        };
+        shared
+            .metrics
+            .deliveries
+            .get_or_create(&DeliveryLabels {
+                sink: sink.to_owned(),
+                outcome: recorded.as_str().to_owned(),
+            })
+            .inc();
+        shared
+            .metrics
+            .delivery_seconds
+            .get_or_create(&SinkLabels {
+                sink: sink.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+        let record = AttemptRecord {
+            position: emission.position,
+            event_id: emission.event.event_id,
+            attempt,
+            started_at,
+            finished_at,
+            sink,
+            outcome: recorded,
+            status_code,
+            error: error.clone(),
+            emission_status,
+        };
+        if !record_durably(shared, record).await {
+            return None;
+        }
+        shared.progress.send_modify(|progress| {
+            progress.attempts += 1;
+            match emission_status {
+                EmissionStatus::Delivered => progress.delivered += 1,
+                EmissionStatus::Dead => progress.dead += 1,
+                EmissionStatus::Pending => {}
+            }
+        });
+        let error = error.unwrap_or_default();
+        match emission_status {
+            EmissionStatus::Delivered => {
+                tracing::debug!(attempt, workflow = %encoded.workflow_name, "delivered");
+                return Some(emission_status);
+            }
+            EmissionStatus::Dead => {
+                tracing::error!(
+                    attempt,
+                    status_code,
+                    %error,
+                    "delivery failed for good: the event is dead and its tenant parked until \
+                     an operator replays or skips it"
+                );
+                return Some(emission_status);
+            }
+            EmissionStatus::Pending => {
+                let wait = shared.settings.retry.backoff(attempt);
+                tracing::warn!(
+                    attempt,
+                    status_code,
+                    %error,
+                    retry_in = ?wait,
+                    "delivery failed; retrying"
+                );
+                tokio::select! {
+                    () = shared.stopped() => return None,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Writes `record` to the journal, retrying while the store is unavailable; false if the
+/// journal closed or the dispatcher stopped first (the emission then stays as it was stored).
+async fn record_durably(shared: &Shared, record: AttemptRecord) -> bool {
+    loop {
+        match shared.journal.record_attempts(vec![record.clone()]).await {
+            Ok(()) => return true,
+            Err(AppendError::Closed) => return false,
+            Err(error) => {
+                tracing::error!(
+                    error = %crate::telemetry::ErrorChain(&error),
+                    "recording a delivery attempt failed; retrying in 1 s"
+                );
+                tokio::select! {
+                    () = shared.stopped() => return false,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}

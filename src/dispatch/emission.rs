@@ -1,0 +1,108 @@
+//! From a pending emission in the journal to the bytes a sink sends: the canonical CloudEvent of
+//! DESIGN.md section 4 in structured JSON.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::cloudevents::format::event_from_json;
+use crate::journal::PendingEmission;
+use crate::normalize::canonical::{canonical_event, EmissionInput};
+use crate::normalize::{Lifecycle, ObjectStorage};
+
+/// What normalization found besides tenant and action, as the journal keeps it (the `lifecycle`
+/// column): fixed at ingest, so a rules change never alters what an accepted event emits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleDetails {
+    /// Named values for the workflow, from the rule's parameter mappings.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// Where a migration reads or writes the tenant's data.
+    #[serde(default, rename = "objectStorage")]
+    pub object_storage: Option<ObjectStorage>,
+}
+
+impl LifecycleDetails {
+    /// The details of a freshly normalized event.
+    pub fn of(lifecycle: &Lifecycle) -> Self {
+        LifecycleDetails {
+            parameters: lifecycle.parameters.clone(),
+            object_storage: lifecycle.object_storage.clone(),
+        }
+    }
+
+    /// The JSON text the journal stores.
+    pub fn to_json_string(&self) -> String {
+        // A map of strings and an optional struct of strings always serialize.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+/// An emission ready to send: its id and the structured-mode body.
+#[derive(Debug, Clone)]
+pub struct EncodedEmission {
+    /// The canonical event's id (also the eventbus `Nats-Msg-Id`).
+    pub id: String,
+    /// `application/cloudevents+json` body.
+    pub body: Bytes,
+    /// The Workflow name the Sensors will give this emission (for logs and links).
+    pub workflow_name: String,
+}
+
+/// Why a journaled event cannot be emitted (a corrupt row: no retry can fix it).
+#[derive(Debug, thiserror::Error)]
+#[error("stored event {event_id} cannot be emitted: {reason}")]
+pub struct EmissionError {
+    /// The event whose row is unusable.
+    pub event_id: uuid::Uuid,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Builds the canonical CloudEvent of `emission`, with `instance_source` as its `source`.
+pub fn encode(
+    emission: &PendingEmission,
+    instance_source: &str,
+) -> Result<EncodedEmission, EmissionError> {
+    let event = &emission.event;
+    let corrupt = |reason: String| EmissionError {
+        event_id: event.event_id,
+        reason,
+    };
+    let upstream = event_from_json(event.document.clone()).map_err(|violations| {
+        corrupt(format!(
+            "the stored document is not a valid CloudEvent: {}",
+            violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    })?;
+    let details: LifecycleDetails = serde_json::from_value(event.lifecycle.clone())
+        .map_err(|error| corrupt(format!("the stored lifecycle details are invalid: {error}")))?;
+    let canonical = canonical_event(&EmissionInput {
+        emission_id: emission.emission_id,
+        replay_of: emission.replay_of,
+        instance_source,
+        sequence: event.sequence,
+        tenant: &event.tenant,
+        action: &event.action,
+        parameters: &details.parameters,
+        object_storage: details.object_storage.as_ref(),
+        upstream: &upstream,
+        received_at: &event.received_at,
+    });
+    let json = canonical.to_json();
+    let workflow_name = json
+        .pointer("/data/workflowName")
+        .and_then(|name| name.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    Ok(EncodedEmission {
+        id: canonical.id.clone(),
+        body: Bytes::from(json.to_string()),
+        workflow_name,
+    })
+}

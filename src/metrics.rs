@@ -1,0 +1,145 @@
+//! The gateway's Prometheus metrics, served on the admin listener at `/metrics`.
+//!
+//! Labels stay low-cardinality: a reason, a sink kind, an outcome. Never the tenant: thousands
+//! of tenants would make thousands of series per metric.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::journal::EventJournal;
+
+/// Why ingest refused a request: the problem type's slug (`invalid-event`, `conflict`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// The problem slug, from a fixed set.
+    pub reason: String,
+}
+
+/// One delivery attempt's sink and result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    /// `log`, `webhook` or `eventbus`.
+    pub sink: String,
+    /// `delivered`, `retryable` or `permanent`.
+    pub outcome: String,
+}
+
+/// The sink a latency was measured on.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    /// `log`, `webhook` or `eventbus`.
+    pub sink: String,
+}
+
+/// Every metric of `serve`; cheap to clone (the metric handles are shared).
+#[derive(Clone)]
+pub struct GatewayMetrics {
+    /// The registry `/metrics` encodes.
+    registry: Arc<Registry>,
+    /// CloudEvents decoded from ingest requests.
+    pub events_received: Counter,
+    /// Events newly journaled (duplicates not counted).
+    pub events_accepted: Counter,
+    /// Ingest requests refused, by reason.
+    pub requests_rejected: Family<RejectLabels, Counter>,
+    /// Delivery attempts, by sink and outcome.
+    pub deliveries: Family<DeliveryLabels, Counter>,
+    /// Duration of delivery attempts, by sink.
+    pub delivery_seconds: Family<SinkLabels, Histogram>,
+    /// Emissions not delivered yet.
+    pub pending_events: Gauge,
+    /// Tenants waiting behind a dead emission.
+    pub parked_tenants: Gauge,
+}
+
+impl GatewayMetrics {
+    /// Registers every metric, including the journal's commit group sizes.
+    pub fn new(journal: &EventJournal) -> Self {
+        let mut registry = Registry::with_prefix("tenant_gateway");
+        let events_received = Counter::default();
+        registry.register(
+            "events_received",
+            "CloudEvents decoded from ingest requests",
+            events_received.clone(),
+        );
+        let events_accepted = Counter::default();
+        registry.register(
+            "events_accepted",
+            "Events newly journaled (duplicates are not counted)",
+            events_accepted.clone(),
+        );
+        let requests_rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "ingest_requests_rejected",
+            "Ingest requests refused, by problem type",
+            requests_rejected.clone(),
+        );
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Delivery attempts, by sink and outcome",
+            deliveries.clone(),
+        );
+        let delivery_seconds =
+            Family::<SinkLabels, Histogram>::new_with_constructor(|| {
+                // 1 ms .. ~65 s: a log line up to a webhook waiting on Argo's publish retries.
+                Histogram::new(exponential_buckets(0.001, 2.0, 17))
+            });
+        registry.register(
+            "delivery_duration_seconds",
+            "Duration of delivery attempts, by sink",
+            delivery_seconds.clone(),
+        );
+        let pending_events = Gauge::default();
+        registry.register(
+            "pending_events",
+            "Emissions not delivered yet (the dispatch backlog)",
+            pending_events.clone(),
+        );
+        let parked_tenants = Gauge::default();
+        registry.register(
+            "parked_tenants",
+            "Tenants whose deliveries wait behind a dead event",
+            parked_tenants.clone(),
+        );
+        registry.register(
+            "journal_commit_group_size",
+            "Rows (events and attempt records) written per journal commit",
+            journal.group_sizes(),
+        );
+        GatewayMetrics {
+            registry: Arc::new(registry),
+            events_received,
+            events_accepted,
+            requests_rejected,
+            deliveries,
+            delivery_seconds,
+            pending_events,
+            parked_tenants,
+        }
+    }
+
+    /// Counts one refused ingest request.
+    pub fn reject(&self, reason: &str) {
+        self.requests_rejected
+            .get_or_create(&RejectLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
