@@ -1,10 +1,13 @@
 //! Integration tests: one binary (faster to link than one per file).
 
+mod argo_webhook;
 mod conformance;
 mod discovery_kube;
 mod discovery_render;
+mod dispatch;
 mod ingest_api;
 mod interop;
 mod journal_contract;
+mod nats;
 mod process;
 mod support;

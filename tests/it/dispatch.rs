@@ -1,0 +1,493 @@
+//! The dispatcher end to end: events posted to the gateway reach a fake Argo webhook EventSource
+//! or a real JetStream EventBus, in sequence per tenant, with retries, dead events, parked
+//! tenants, restarts, metrics and readiness.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tenant_gateway::config::Settings;
+use tenant_gateway::dispatch::sinks::{EventbusConfig, SinkConfig, WebhookConfig};
+use tenant_gateway::dispatch::RetryPolicy;
+
+use crate::argo_webhook::{ArgoWebhook, Behaviour, Received};
+use crate::nats::{create_argo_stream, NatsServer};
+use crate::support::{lifecycle_event, TestApp};
+
+/// Long enough for any wait here; a test that reaches it has failed.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Test settings: the webhook sink on `hook`, quick retries, a short client timeout.
+fn webhook_settings(hook: &ArgoWebhook) -> impl FnOnce(&mut Settings) {
+    let url = hook.url();
+    move |settings| {
+        settings.sink = SinkConfig::Webhook(WebhookConfig {
+            url,
+            token_file: None,
+            timeout: Duration::from_millis(500),
+        });
+        settings.dispatch.retry = RetryPolicy {
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(50),
+            retry_limit: Duration::from_secs(3600),
+        };
+        settings.dispatch.instance_source = "urn:tenant-gateway:test".into();
+    }
+}
+
+async fn post(app: &TestApp, event: &Value) {
+    let resp = app.post_structured(event).await;
+    assert_eq!(
+        resp.status().as_u16(),
+        202,
+        "{}",
+        resp.text().await.unwrap_or_default()
+    );
+}
+
+/// (tenant, sequence, upstream id) of a request the fake received.
+fn delivered(request: &Received) -> (String, i64, String) {
+    let event = request.json.as_ref().expect("JSON body");
+    (
+        event["tenant"]
+            .as_str()
+            .expect("tenant extension")
+            .to_owned(),
+        event["sequence"].as_i64().expect("sequence extension"),
+        event["originid"]
+            .as_str()
+            .expect("originid extension")
+            .to_owned(),
+    )
+}
+
+/// The accepted (200) deliveries per tenant, in arrival order.
+fn accepted_by_tenant(requests: &[Received]) -> BTreeMap<String, Vec<(i64, String)>> {
+    let mut by_tenant: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+    for request in requests.iter().filter(|r| r.status == 200) {
+        let (tenant, sequence, id) = delivered(request);
+        by_tenant.entry(tenant).or_default().push((sequence, id));
+    }
+    by_tenant
+}
+
+async fn metrics(app: &TestApp) -> String {
+    let resp = reqwest::get(format!("http://{}/metrics", app.admin_addr))
+        .await
+        .expect("scrape");
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.text().await.expect("metrics text")
+}
+
+/// The value of the sample line starting with `series` (name and labels).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+/// 50 tenants x 20 events, posted concurrently across tenants (each tenant's events one after
+/// the other, so the post order is the sequence order), while the receiver fails every 7th
+/// request: every event arrives, once accepted, and each tenant's in sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_receives_every_tenant_strictly_in_sequence() {
+    const TENANTS: usize = 50;
+    const EVENTS: usize = 20;
+    let hook = ArgoWebhook::start().await;
+    for i in 0..(TENANTS * EVENTS) {
+        hook.push_behaviour(if i % 7 == 3 {
+            Behaviour::PublishFails
+        } else {
+            Behaviour::Accept
+        });
+    }
+    let mut app = TestApp::spawn_with(webhook_settings(&hook)).await;
+
+    let posters = (0..TENANTS).map(|t| {
+        let app = &app;
+        async move {
+            for e in 0..EVENTS {
+                let event =
+                    lifecycle_event(&format!("t{t}-e{e}"), &format!("tenant-{t}"), "upsert");
+                post(app, &event).await;
+            }
+        }
+    });
+    futures_util::future::join_all(posters).await;
+    app.wait_for_progress("every event delivered", |p| {
+        p.delivered == (TENANTS * EVENTS) as u64
+    })
+    .await;
+
+    let requests = hook.requests();
+    let by_tenant = accepted_by_tenant(&requests);
+    assert_eq!(by_tenant.len(), TENANTS);
+    for (tenant, deliveries) in &by_tenant {
+        let t: usize = tenant["tenant-".len()..].parse().expect("tenant number");
+        let expected: Vec<(i64, String)> = (0..EVENTS)
+            .map(|e| (e as i64 + 1, format!("t{t}-e{e}")))
+            .collect();
+        assert_eq!(
+            deliveries, &expected,
+            "{tenant} out of sequence or incomplete"
+        );
+    }
+    // Failed attempts were retried before anything later of the same tenant was sent.
+    let mut last_sent: BTreeMap<String, i64> = BTreeMap::new();
+    for request in &requests {
+        let (tenant, sequence, _) = delivered(request);
+        let last = last_sent.entry(tenant.clone()).or_insert(0);
+        assert!(
+            sequence >= *last,
+            "{tenant}: sequence {sequence} sent after {last}"
+        );
+        *last = sequence;
+    }
+    assert!(
+        requests.iter().any(|r| r.status == 500),
+        "the script made some attempts fail"
+    );
+    app.stop().await;
+}
+
+/// 500, 429 and a timeout are retried; the event is then delivered, and every attempt is in the
+/// journal with its outcome, status code and error.
+#[tokio::test]
+async fn retryable_failures_are_retried_and_every_attempt_recorded() {
+    let hook = ArgoWebhook::start().await;
+    hook.push_behaviour(Behaviour::PublishFails);
+    hook.push_behaviour(Behaviour::Status(429));
+    hook.push_behaviour(Behaviour::Slow(Duration::from_secs(2)));
+    let mut app = TestApp::spawn_with(webhook_settings(&hook)).await;
+    post(&app, &lifecycle_event("r-1", "acme", "upsert")).await;
+    app.wait_for_progress("the event delivered", |p| p.delivered == 1)
+        .await;
+
+    let stored = app
+        .journal
+        .find_by_origin("//billing.acme.example/invoices", "r-1")
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored.status, "delivered");
+    let attempts = app
+        .journal
+        .delivery_attempts(stored.event_id)
+        .await
+        .unwrap();
+    let summary: Vec<(u32, &str, Option<u16>)> = attempts
+        .iter()
+        .map(|a| (a.attempt, a.outcome.as_str(), a.status_code))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, "retryable", Some(500)),
+            (2, "retryable", Some(429)),
+            (3, "retryable", None),
+            (4, "delivered", Some(200)),
+        ]
+    );
+    assert!(attempts
+        .iter()
+        .all(|a| a.sink == "webhook" && a.emission_id == stored.event_id));
+    let timeout = attempts[2].error.as_deref().unwrap_or_default();
+    assert!(
+        timeout.contains("timed out") || timeout.contains("timeout"),
+        "{timeout}"
+    );
+    assert!(attempts[0]
+        .error
+        .as_deref()
+        .unwrap_or_default()
+        .contains("500"));
+    assert_eq!(attempts[3].error, None);
+    app.stop().await;
+}
+
+/// A 400 is permanent: the event is dead after one attempt, its tenant parked (later events of
+/// it wait, other tenants go on), and the metrics show it without naming any tenant.
+#[tokio::test]
+async fn permanent_failure_makes_the_event_dead_and_parks_the_tenant() {
+    let hook = ArgoWebhook::start().await;
+    hook.push_behaviour(Behaviour::BadPayload);
+    let mut app = TestApp::spawn_with(webhook_settings(&hook)).await;
+    post(&app, &lifecycle_event("a-1", "acme", "upsert")).await;
+    post(&app, &lifecycle_event("a-2", "acme", "delete")).await;
+    app.wait_for_progress("a-1 dead", |p| p.dead == 1).await;
+    post(&app, &lifecycle_event("g-1", "globex", "upsert")).await;
+    app.wait_for_progress("g-1 delivered", |p| p.delivered == 1)
+        .await;
+    post(&app, &lifecycle_event("a-3", "acme", "upsert")).await;
+    post(&app, &lifecycle_event("g-2", "globex", "upsert")).await;
+    app.wait_for_progress("g-2 delivered", |p| p.delivered == 2)
+        .await;
+
+    let sent: Vec<(String, i64, String)> = hook.requests().iter().map(delivered).collect();
+    assert_eq!(
+        sent,
+        [
+            ("acme".to_string(), 1, "a-1".to_string()),
+            ("globex".to_string(), 1, "g-1".to_string()),
+            ("globex".to_string(), 2, "g-2".to_string()),
+        ],
+        "nothing of acme after its dead event is sent"
+    );
+    let timeline = app.journal.tenant_timeline("acme").await.unwrap();
+    let statuses: Vec<&str> = timeline.iter().map(|e| e.status.as_str()).collect();
+    assert_eq!(statuses, ["dead", "pending", "pending"]);
+    let attempts = app
+        .journal
+        .delivery_attempts(timeline[0].event_id)
+        .await
+        .unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        (attempts[0].outcome.as_str(), attempts[0].status_code),
+        ("permanent", Some(400))
+    );
+
+    let invalid = app.post_structured(&json!({"specversion": "1.0"})).await;
+    assert_eq!(invalid.status().as_u16(), 400);
+    let text = metrics(&app).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"tenant_gateway_ingest_requests_rejected_total{reason="invalid-cloudevent"}"#
+        ),
+        Some(1.0)
+    );
+    let commits = sample(&text, "tenant_gateway_journal_commit_group_size_count");
+    assert!(commits.is_some_and(|c| c >= 5.0), "{text}");
+    assert_eq!(sample(&text, "tenant_gateway_parked_tenants"), Some(1.0));
+    assert_eq!(
+        sample(
+            &text,
+            r#"tenant_gateway_deliveries_total{sink="webhook",outcome="permanent"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"tenant_gateway_deliveries_total{sink="webhook",outcome="delivered"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&text, "tenant_gateway_events_received_total"),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(&text, "tenant_gateway_events_accepted_total"),
+        Some(5.0)
+    );
+    assert!(
+        !text.contains("acme") && !text.contains("globex"),
+        "no tenant label:\n{text}"
+    );
+    app.stop().await;
+}
+
+/// Retryable failures past the retry limit make the event dead too.
+#[tokio::test]
+async fn exhausted_retries_make_the_event_dead() {
+    let hook = ArgoWebhook::start().await;
+    hook.set_default(Behaviour::PublishFails);
+    let mut app = TestApp::spawn_with(|settings| {
+        webhook_settings(&hook)(settings);
+        settings.dispatch.retry.retry_limit = Duration::from_millis(100);
+    })
+    .await;
+    post(&app, &lifecycle_event("x-1", "acme", "upsert")).await;
+    app.wait_for_progress("x-1 dead", |p| p.dead == 1).await;
+    let stored = app.journal.tenant_timeline("acme").await.unwrap();
+    assert_eq!(stored[0].status, "dead");
+    let attempts = app
+        .journal
+        .delivery_attempts(stored[0].event_id)
+        .await
+        .unwrap();
+    assert!(
+        attempts.len() >= 2,
+        "retried before giving up: {attempts:?}"
+    );
+    assert!(attempts
+        .iter()
+        .all(|a| a.outcome == "retryable" && a.status_code == Some(500)));
+    app.stop().await;
+}
+
+/// Events left pending by a stopped gateway (the receiver failing meanwhile) are delivered
+/// after a restart: nothing lost, nothing out of order, already-delivered ones not resent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_resumes_pending_events_in_order() {
+    let hook = ArgoWebhook::start().await;
+    let mut app = TestApp::spawn_with(webhook_settings(&hook)).await;
+    for t in 0..3 {
+        post(
+            &app,
+            &lifecycle_event(&format!("t{t}-e0"), &format!("tenant-{t}"), "upsert"),
+        )
+        .await;
+    }
+    app.wait_for_progress("first events delivered", |p| p.delivered == 3)
+        .await;
+    hook.set_default(Behaviour::PublishFails);
+    for e in 1..5 {
+        for t in 0..3 {
+            let id = format!("t{t}-e{e}");
+            post(
+                &app,
+                &lifecycle_event(&id, &format!("tenant-{t}"), "upsert"),
+            )
+            .await;
+        }
+    }
+    app.wait_for_progress("failed attempts", |p| p.attempts >= 3 + 3)
+        .await;
+
+    let mut app = app.restart(webhook_settings(&hook)).await;
+    hook.set_default(Behaviour::Accept);
+    app.wait_for_progress("the backlog delivered", |p| p.delivered == 12)
+        .await;
+
+    let by_tenant = accepted_by_tenant(&hook.requests());
+    for t in 0..3 {
+        let expected: Vec<(i64, String)> = (0..5).map(|e| (e + 1, format!("t{t}-e{e}"))).collect();
+        assert_eq!(by_tenant[&format!("tenant-{t}")], expected, "tenant-{t}");
+    }
+    assert_eq!(app.journal.count_pending().await.unwrap(), 0);
+    app.stop().await;
+}
+
+/// The `eventbus` sink through `serve`: the message on Argo's subject is the canonical event,
+/// with the emission id as `Nats-Msg-Id` and the upstream traceparent passed through.
+#[tokio::test]
+async fn eventbus_sink_publishes_the_canonical_event() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let stream = create_argo_stream(&nats.url(), "default").await;
+    let url = nats.url();
+    let mut app = TestApp::spawn_with(move |settings| {
+        settings.sink = SinkConfig::Eventbus(EventbusConfig {
+            url,
+            stream: "default".into(),
+            event_source_name: "tenant-gateway".into(),
+            event_name: "lifecycle".into(),
+            user: None,
+            password_file: None,
+            token_file: None,
+            ack_timeout: Duration::from_secs(5),
+        });
+        settings.dispatch.instance_source = "urn:tenant-gateway:test".into();
+    })
+    .await;
+    let ready = reqwest::get(format!("http://{}/readyz", app.admin_addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+
+    let mut event = lifecycle_event("bus-1", "acme", "migrate-out");
+    event["traceparent"] = json!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    event["data"] = json!({"objectStorage": {"url": "s3://exports/acme"}, "region": "eu"});
+    post(&app, &event).await;
+    app.wait_for_progress("published", |p| p.delivered == 1)
+        .await;
+
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("test".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let message = tokio::time::timeout(WAIT, messages.next())
+        .await
+        .expect("a message")
+        .expect("stream open")
+        .expect("message");
+    assert_eq!(message.subject.as_str(), "default.tenant-gateway.lifecycle");
+    let stored = app.journal.tenant_timeline("acme").await.unwrap();
+    let event_id = stored[0].event_id.to_string();
+    let msg_id = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .map(|v| v.as_str().to_owned());
+    assert_eq!(msg_id.as_deref(), Some(event_id.as_str()));
+    let body: Value = serde_json::from_slice(&message.payload).expect("JSON body");
+    assert_eq!(body["specversion"], "1.0");
+    assert_eq!(body["id"], event_id);
+    assert_eq!(body["source"], "urn:tenant-gateway:test");
+    assert_eq!(body["type"], "lifecycle.migrate-out");
+    assert_eq!(body["subject"], "acme");
+    assert_eq!(body["time"], "2026-11-23T10:00:00Z");
+    assert_eq!(body["datacontenttype"], "application/json");
+    assert_eq!(body["tenant"], "acme");
+    assert_eq!(body["sequence"], 1);
+    assert_eq!(body["originid"], "bus-1");
+    assert_eq!(body["originsource"], "//billing.acme.example/invoices");
+    assert_eq!(body["origintype"], "com.acme.tenant.lifecycle.migrate-out");
+    assert_eq!(body["traceparent"], event["traceparent"]);
+    assert!(body.get("replayof").is_none());
+    let data = &body["data"];
+    assert_eq!(data["tenant"], "acme");
+    assert_eq!(data["action"], "migrate-out");
+    assert_eq!(data["objectStorage"], json!({"url": "s3://exports/acme"}));
+    assert_eq!(data["payload"], event["data"]);
+    assert_eq!(
+        data["origin"],
+        json!({"id": "bus-1", "source": "//billing.acme.example/invoices",
+               "type": "com.acme.tenant.lifecycle.migrate-out", "time": "2026-11-23T10:00:00Z"})
+    );
+    let workflow = data["workflowName"].as_str().expect("workflowName");
+    assert!(
+        workflow.starts_with("acme-migrate-out-") && workflow.len() <= 63,
+        "{workflow}"
+    );
+    message.ack().await.unwrap();
+    app.stop().await;
+}
+
+/// Without the EventBus stream the admin readiness says so, while ingest stays ready (events
+/// are journaled and wait).
+#[tokio::test]
+async fn eventbus_without_its_stream_is_not_ready() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let url = nats.url();
+    let app = TestApp::spawn_with(move |settings| {
+        settings.sink = SinkConfig::Eventbus(EventbusConfig {
+            url,
+            stream: "default".into(),
+            event_source_name: "tenant-gateway".into(),
+            event_name: "lifecycle".into(),
+            user: None,
+            password_file: None,
+            token_file: None,
+            ack_timeout: Duration::from_millis(500),
+        });
+    })
+    .await;
+    let resp = reqwest::get(format!("http://{}/readyz", app.admin_addr))
+        .await
+        .unwrap();
+    let body = crate::support::problem(resp, 503).await;
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("eventbus") && detail.contains("default"),
+        "{detail}"
+    );
+    let ingest = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ingest.status().as_u16(), 200);
+    post(&app, &lifecycle_event("wait-1", "acme", "upsert")).await;
+    app.stop().await;
+}
