@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{ByteSize, LogFormat};
+use crate::normalize::DEFAULT_ACTIONS;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +28,8 @@ pub enum Command {
     Send(SendArgs),
     /// Generate Argo WorkflowTemplates from suspended, annotated Jobs (the discovery sidecar).
     Discover(DiscoverArgs),
+    /// Work with normalization rules files (validate them, try them on an event).
+    Rules(RulesArgs),
 }
 
 /// `serve` flags. Every flag also reads `TENANT_GATEWAY_<FLAG>` and the TOML key of the same
@@ -72,6 +75,15 @@ pub struct ServeArgs {
         value_name = "DURATION"
     )]
     pub store_busy_timeout: Option<humantime::Duration>,
+    /// Admin listener: /metrics, /healthz, /readyz [default: 127.0.0.1:8081].
+    #[arg(long, env = "TENANT_GATEWAY_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// YAML normalization rules file [default: the built-in default rule only].
+    #[arg(long, env = "TENANT_GATEWAY_RULES", value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+    /// URI of this gateway: the `source` of emitted CloudEvents [default: urn:tenant-gateway].
+    #[arg(long, env = "TENANT_GATEWAY_INSTANCE_URI", value_name = "URI")]
+    pub instance_uri: Option<String>,
     /// Serve `POST /_bench/null`, which validates and normalizes but stores nothing: the
     /// baseline the ingest benchmark measures beside `/events`. Never enable in production.
     #[arg(long, env = "TENANT_GATEWAY_BENCH_NULL_ENDPOINT", hide = true)]
@@ -117,6 +129,40 @@ pub struct SendArgs {
     /// File holding the bearer token to send.
     #[arg(long, env = "TENANT_GATEWAY_SEND_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+}
+
+/// `rules` arguments: only a subcommand so far.
+#[derive(Debug, Args)]
+pub struct RulesArgs {
+    /// What to do with a rules file.
+    #[command(subcommand)]
+    pub command: RulesCommand,
+}
+
+/// `rules` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Validate a rules file; with --event, show how that event normalizes.
+    Check(RulesCheckArgs),
+}
+
+/// `rules check` arguments.
+#[derive(Debug, Args)]
+pub struct RulesCheckArgs {
+    /// The YAML rules file to validate.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// A structured-mode CloudEvent (JSON) to normalize with the rules.
+    #[arg(long, value_name = "FILE")]
+    pub event: Option<PathBuf>,
+    /// The allowed short action names, as the gateway is configured (comma-separated).
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_ACTIONS",
+        value_delimiter = ',',
+        default_values_t = DEFAULT_ACTIONS.map(String::from)
+    )]
+    pub actions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -2,8 +2,8 @@
 //! dispatch to library code.
 
 use clap::Parser;
-use tenant_gateway::cli::{Cli, Command};
-use tenant_gateway::{app, config, discovery, ingest, telemetry};
+use tenant_gateway::cli::{Cli, Command, RulesCommand};
+use tenant_gateway::{app, config, discovery, ingest, normalize, telemetry};
 
 fn main() {
     let cli = Cli::parse();
@@ -31,5 +31,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{answer}");
             Ok(())
         }
+        Command::Rules(rules) => match rules.command {
+            RulesCommand::Check(args) => {
+                let report =
+                    normalize::rules::check(&args.file, args.event.as_deref(), &args.actions)?;
+                println!("{report}");
+                Ok(())
+            }
+        },
     }
 }

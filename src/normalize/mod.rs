@@ -1,11 +1,27 @@
 //! Normalization: from an accepted upstream CloudEvent to the lifecycle facts the gateway acts on
-//! (which tenant, which action). This holds the built-in default rule of DESIGN section 4; YAML
-//! rules files come later behind the same [`Normalizer`].
+//! (tenant, action, parameters, object storage), and from those facts to the canonical CloudEvent
+//! it emits (DESIGN section 4).
+//!
+//! Layout:
+//! - this module: [`Lifecycle`], [`TenantName`], [`NormalizeError`], the [`Normalizer`] and the
+//!   built-in default rule;
+//! - [`rules`]: the YAML rules file that maps any other upstream shape, and `rules check`;
+//! - [`canonical`]: the canonical event and its `workflowName`.
 
-use std::collections::BTreeSet;
+pub mod canonical;
+pub mod rules;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::cloudevents::{CloudEvent, Data, ExtensionValue};
+
+pub use canonical::{canonical_event, workflow_name, EmissionInput};
+pub use rules::{RuleSet, RulesError};
 
 /// The actions a default deployment knows (DESIGN section 4).
 pub const DEFAULT_ACTIONS: [&str; 5] = ["upsert", "delete", "migrate-out", "migrate-in", "admin"];
@@ -50,30 +66,76 @@ impl fmt::Display for TenantName {
 /// What normalization extracts from an upstream event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lifecycle {
+    /// The tenant the event is about; scopes the journal sequence and the Argo mutex.
     pub tenant: TenantName,
     /// The short action name (`upsert`); the emitted CloudEvent type is `lifecycle.<action>`.
     pub action: String,
+    /// Named values for the teams' Jobs, carried in the canonical event's `data.parameters`.
+    pub parameters: BTreeMap<String, String>,
+    /// Where migrate-out exports to / migrate-in imports from; `None` when the event names none.
+    pub object_storage: Option<ObjectStorage>,
+    /// The rule that matched, for `rules check` and logs; `None` means the default rule.
+    pub rule: Option<String>,
 }
 
-/// Why a valid CloudEvent is not a lifecycle event this gateway can act on (HTTP 422).
+/// The object storage location of a migration, as emitted in `data.objectStorage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectStorage {
+    /// The location as the upstream system named it (e.g. `s3://bucket/tenant/export`).
+    pub url: String,
+}
+
+/// Why a valid CloudEvent is not a lifecycle event this gateway can act on (HTTP 422). Every
+/// message is meant to be read by the upstream team as the problem's detail.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NormalizeError {
-    #[error("type {ty:?} does not end in lifecycle.<action>, and no rule matches it")]
-    NotLifecycle { ty: String },
+    #[error("type {ty:?} does not end in lifecycle.<action>")]
+    NotLifecycle {
+        /// The event's type.
+        ty: String,
+    },
     #[error("action {action:?} is not one of the allowed actions ({allowed})")]
-    UnknownAction { action: String, allowed: String },
+    UnknownAction {
+        /// The action the type named.
+        action: String,
+        /// The configured actions, comma-separated, so the sender sees what would work.
+        allowed: String,
+    },
     #[error("no tenant: set the tenant extension, the subject, or data /tenant or /tenant/id")]
     NoTenant,
     #[error("{0}")]
     InvalidTenant(String),
+    /// A rule matched the event but could not take what it needs from it. Rules do not fall
+    /// through: the first matching rule owns the event.
+    #[error("rule {rule:?}: {reason}")]
+    Rule {
+        /// The name of the rule that matched.
+        rule: String,
+        /// The CloudEvent attribute the rule read (`data`, `subject`, an extension name, ...).
+        attribute: String,
+        /// What the rule could not find or use.
+        reason: String,
+    },
+    /// Rules are configured, none matched, and the default rule failed too.
+    #[error("no rule matches type {ty:?} source {event_source:?}; default rule: {default}")]
+    NoRuleMatches {
+        /// The event's type, which no rule's glob matched.
+        ty: String,
+        /// The event's source (not named `source`: thiserror reserves that for causes).
+        event_source: String,
+        /// Why the default rule failed.
+        default: Box<NormalizeError>,
+    },
 }
 
 impl NormalizeError {
     /// The CloudEvent attribute the problem is about, for per-index error lists.
-    pub fn attribute(&self) -> &'static str {
+    pub fn attribute(&self) -> &str {
         match self {
             NormalizeError::NotLifecycle { .. } | NormalizeError::UnknownAction { .. } => "type",
             NormalizeError::NoTenant | NormalizeError::InvalidTenant(_) => "tenant",
+            NormalizeError::Rule { attribute, .. } => attribute,
+            NormalizeError::NoRuleMatches { default, .. } => default.attribute(),
         }
     }
 }
@@ -81,8 +143,11 @@ impl NormalizeError {
 /// Maps upstream events to [`Lifecycle`] facts. Built once at start from configuration.
 #[derive(Debug, Clone)]
 pub struct Normalizer {
-    /// Short action names accepted after `lifecycle.`; anything else is a 422.
+    /// Short action names a lifecycle may carry; anything else is a 422.
     allowed_actions: BTreeSet<String>,
+    /// The rules file, tried in order before the default rule; shared because every ingest
+    /// worker holds a clone of the normalizer.
+    rules: Arc<[rules::Rule]>,
 }
 
 impl Default for Normalizer {
@@ -92,39 +157,93 @@ impl Default for Normalizer {
 }
 
 impl Normalizer {
+    /// A normalizer with the default rule only.
     pub fn new(allowed_actions: impl IntoIterator<Item = String>) -> Self {
         Normalizer {
             allowed_actions: allowed_actions.into_iter().collect(),
+            rules: Arc::from(Vec::new()),
         }
+    }
+
+    /// A normalizer that tries `rules` first. Fails when a rule names an action (literally or
+    /// as an `action-map` target) that is not allowed, so such a file never goes live.
+    pub fn with_rules(
+        allowed_actions: impl IntoIterator<Item = String>,
+        rules: RuleSet,
+    ) -> Result<Self, RulesError> {
+        let allowed_actions: BTreeSet<String> = allowed_actions.into_iter().collect();
+        rules.check_actions(&allowed_actions)?;
+        Ok(Normalizer {
+            allowed_actions,
+            rules: Arc::from(rules.into_rules()),
+        })
+    }
+
+    /// The first rule whose globs match the event owns it; a failure inside that rule is the
+    /// answer (no fall-through, so a half-matching event never silently takes the default
+    /// path). Without a matching rule the default rule applies.
+    pub fn normalize(&self, event: &CloudEvent) -> Result<Lifecycle, NormalizeError> {
+        if let Some(rule) = self.rules.iter().find(|r| r.matches(event)) {
+            return rule.apply(event, self);
+        }
+        self.default_rule(event).map_err(|e| {
+            if self.rules.is_empty() {
+                e
+            } else {
+                NormalizeError::NoRuleMatches {
+                    ty: event.ty.clone(),
+                    event_source: event.source.clone(),
+                    default: Box::new(e),
+                }
+            }
+        })
     }
 
     /// The default rule: the action from a `lifecycle.<action>` type suffix; the tenant from, in
     /// order, the `tenant` extension, `subject`, data `/tenant` (a string) or data `/tenant/id`.
     /// The first place that names a tenant decides; an invalid name there is an error rather
-    /// than a reason to look further.
-    pub fn normalize(&self, event: &CloudEvent) -> Result<Lifecycle, NormalizeError> {
+    /// than a reason to look further. Parameters come from data `/parameters` and the object
+    /// storage location from data `/objectStorage/url`, when they have those shapes.
+    fn default_rule(&self, event: &CloudEvent) -> Result<Lifecycle, NormalizeError> {
         let action = lifecycle_action(&event.ty).ok_or_else(|| NormalizeError::NotLifecycle {
             ty: event.ty.clone(),
         })?;
-        if !self.allowed_actions.contains(action) {
-            return Err(NormalizeError::UnknownAction {
-                action: action.to_owned(),
-                allowed: self
-                    .allowed_actions
-                    .iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
-        let tenant = match find_tenant(event)? {
-            Some(t) => TenantName::parse(t).map_err(NormalizeError::InvalidTenant)?,
-            None => return Err(NormalizeError::NoTenant),
+        self.check_action(action)?;
+        let tenant = default_tenant(event)?;
+        let data = match &event.data {
+            Some(Data::Json(data)) => Some(data),
+            _ => None,
         };
         Ok(Lifecycle {
             tenant,
             action: action.to_owned(),
+            parameters: data.map(default_parameters).unwrap_or_default(),
+            object_storage: data
+                .and_then(|d| d.pointer("/objectStorage/url"))
+                .and_then(Value::as_str)
+                .map(|url| ObjectStorage {
+                    url: url.to_owned(),
+                }),
+            rule: None,
         })
+    }
+
+    fn check_action(&self, action: &str) -> Result<(), NormalizeError> {
+        if self.allowed_actions.contains(action) {
+            return Ok(());
+        }
+        Err(NormalizeError::UnknownAction {
+            action: action.to_owned(),
+            allowed: self.allowed_list(),
+        })
+    }
+
+    fn allowed_list(&self) -> String {
+        self.allowed_actions
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -132,11 +251,23 @@ impl Normalizer {
 fn lifecycle_action(ty: &str) -> Option<&str> {
     let (prefix, action) = ty.rsplit_once('.')?;
     let is_lifecycle = prefix == "lifecycle" || prefix.ends_with(".lifecycle");
-    let valid = !action.is_empty()
+    (is_lifecycle && is_action_name(action)).then_some(action)
+}
+
+/// Short action names are what `lifecycle.<action>` and Workflow names can carry.
+pub(crate) fn is_action_name(action: &str) -> bool {
+    !action.is_empty()
         && action
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    (is_lifecycle && valid).then_some(action)
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The default tenant lookup order, shared with rules that do not say where the tenant is.
+pub(crate) fn default_tenant(event: &CloudEvent) -> Result<TenantName, NormalizeError> {
+    match find_tenant(event)? {
+        Some(t) => TenantName::parse(t).map_err(NormalizeError::InvalidTenant),
+        None => Err(NormalizeError::NoTenant),
+    }
 }
 
 fn find_tenant(event: &CloudEvent) -> Result<Option<&str>, NormalizeError> {
@@ -163,6 +294,30 @@ fn find_tenant(event: &CloudEvent) -> Result<Option<&str>, NormalizeError> {
     Ok(None)
 }
 
+/// Data `/parameters` when it is an object whose values are all strings, numbers or booleans;
+/// anything else yields no parameters, because the default rule has no one to report a
+/// half-usable shape to (a rules file makes it explicit).
+fn default_parameters(data: &Value) -> BTreeMap<String, String> {
+    let Some(Value::Object(members)) = data.pointer("/parameters") else {
+        return BTreeMap::new();
+    };
+    members
+        .iter()
+        .map(|(k, v)| scalar_string(v).map(|s| (k.clone(), s)))
+        .collect::<Option<_>>()
+        .unwrap_or_default()
+}
+
+/// Strings as they are, numbers and booleans in their JSON spelling; `None` for the rest.
+pub(crate) fn scalar_string(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,10 +341,9 @@ mod tests {
             ("com.acme.tenant.lifecycle.upsert", "upsert"),
             ("lifecycle.migrate-out", "migrate-out"),
         ] {
-            assert_eq!(
-                n.normalize(&with_tenant_ext(ty, "acme")).unwrap().action,
-                action
-            );
+            let l = n.normalize(&with_tenant_ext(ty, "acme")).unwrap();
+            assert_eq!(l.action, action);
+            assert_eq!(l.rule, None);
         }
         for ty in [
             "com.acme.tenant.upsert",
@@ -241,5 +395,56 @@ mod tests {
         }
         assert!(TenantName::parse(&"a".repeat(63)).is_ok());
         assert!(TenantName::parse("0tenant-9").is_ok());
+    }
+
+    #[test]
+    fn default_rule_parameters_and_object_storage() {
+        let n = Normalizer::default();
+        let mut e = with_tenant_ext("lifecycle.migrate-out", "acme");
+        e.data = Some(Data::Json(json!({
+            "parameters": {"plan": "gold", "seats": 12, "trial": false},
+            "objectStorage": {"url": "s3://exports/acme"}
+        })));
+        let l = n.normalize(&e).unwrap();
+        let expected: BTreeMap<String, String> =
+            [("plan", "gold"), ("seats", "12"), ("trial", "false")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+        assert_eq!(l.parameters, expected);
+        assert_eq!(
+            l.object_storage,
+            Some(ObjectStorage {
+                url: "s3://exports/acme".into()
+            })
+        );
+
+        // Shapes the default rule cannot use yield nothing rather than an error.
+        for data in [
+            json!({"parameters": {"nested": {"a": 1}}, "objectStorage": {"url": 5}}),
+            json!({"parameters": ["a"], "objectStorage": "s3://x"}),
+            json!({"parameters": {"n": null}}),
+            json!("text"),
+        ] {
+            e.data = Some(Data::Json(data.clone()));
+            let l = n.normalize(&e).unwrap();
+            assert!(l.parameters.is_empty(), "{data}");
+            assert_eq!(l.object_storage, None, "{data}");
+        }
+        e.data = Some(Data::Text("plain".into()));
+        assert!(n.normalize(&e).unwrap().parameters.is_empty());
+    }
+
+    #[test]
+    fn default_errors_keep_their_attribute() {
+        let n = Normalizer::default();
+        let e = n.normalize(&event("com.acme.invoice.paid")).unwrap_err();
+        assert_eq!(e.attribute(), "type");
+        assert_eq!(
+            e.to_string(),
+            "type \"com.acme.invoice.paid\" does not end in lifecycle.<action>"
+        );
+        let e = n.normalize(&event("lifecycle.upsert")).unwrap_err();
+        assert_eq!(e.attribute(), "tenant");
     }
 }

@@ -1,0 +1,418 @@
+//! The canonical CloudEvent the gateway emits to Argo Events (DESIGN section 4), and the
+//! `workflowName` the Sensors use as the Workflow's `metadata.name`.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::ObjectStorage;
+use crate::cloudevents::{CloudEvent, Data, ExtensionValue};
+
+/// Everything one emission of a stored event needs.
+#[derive(Debug, Clone, Copy)]
+pub struct EmissionInput<'a> {
+    /// The canonical event's `id`: the stored event id on first delivery, a new UUIDv7 on each
+    /// replay, so Argo sees a replay as a new event and a redelivery as the same one.
+    pub emission_id: Uuid,
+    /// The stored event id this emission replays; `None` on first delivery.
+    pub replay_of: Option<Uuid>,
+    /// The gateway instance URI, emitted as `source`.
+    pub instance_source: &'a str,
+    /// Per-tenant sequence of the stored event, so consumers can order a tenant's lifecycle.
+    pub sequence: i64,
+    /// The tenant (already a valid DNS-1123 label).
+    pub tenant: &'a str,
+    /// The short action name (`upsert`); the type is `lifecycle.<action>`.
+    pub action: &'a str,
+    /// Normalized parameters for the teams' Jobs.
+    pub parameters: &'a BTreeMap<String, String>,
+    /// Object storage location of a migration, if any.
+    pub object_storage: Option<&'a ObjectStorage>,
+    /// The stored upstream event: origin attributes, trace context and payload come from it.
+    pub upstream: &'a CloudEvent,
+    /// RFC 3339 receive time, the `time` when the upstream event has none.
+    pub received_at: &'a str,
+}
+
+/// The canonical event for one emission. Sinks send `canonical_event(..).to_json()`.
+pub fn canonical_event(input: &EmissionInput<'_>) -> CloudEvent {
+    let upstream = input.upstream;
+    let id = hyphenated(input.emission_id);
+    let mut event = CloudEvent::new(
+        id,
+        input.instance_source,
+        format!("lifecycle.{}", input.action),
+    );
+    event.subject = Some(input.tenant.to_owned());
+    event.time = Some(
+        upstream
+            .time
+            .clone()
+            .unwrap_or_else(|| input.received_at.to_owned()),
+    );
+    event.datacontenttype = Some("application/json".to_owned());
+
+    let string = |s: &str| ExtensionValue::String(s.to_owned());
+    let ext = &mut event.extensions;
+    ext.insert("tenant".into(), string(input.tenant));
+    ext.insert("sequence".into(), sequence_value(input.sequence));
+    ext.insert("originid".into(), string(&upstream.id));
+    ext.insert("originsource".into(), string(&upstream.source));
+    ext.insert("origintype".into(), string(&upstream.ty));
+    if let Some(original) = input.replay_of {
+        ext.insert(
+            "replayof".into(),
+            ExtensionValue::String(hyphenated(original)),
+        );
+    }
+    // W3C trace context passes through so the Workflow's spans join the upstream trace.
+    for name in ["traceparent", "tracestate"] {
+        if let Some(value) = upstream.extension(name) {
+            ext.insert(name.into(), value.clone());
+        }
+    }
+
+    event.data = Some(Data::Json(json!({
+        "tenant": input.tenant,
+        "action": input.action,
+        "parameters": input.parameters,
+        "objectStorage": input.object_storage,
+        "workflowName": workflow_name(input.tenant, input.action, input.emission_id),
+        "origin": {
+            "id": upstream.id,
+            "source": upstream.source,
+            "type": upstream.ty,
+            "time": upstream.time,
+        },
+        "payload": payload(upstream.data.as_ref()),
+    })));
+    event
+}
+
+fn hyphenated(id: Uuid) -> String {
+    id.hyphenated().to_string()
+}
+
+/// CloudEvents `Integer` is signed 32-bit; a sequence beyond it (not expected in practice) is
+/// sent as its decimal string rather than a wrong number, so ordering stays correct.
+fn sequence_value(sequence: i64) -> ExtensionValue {
+    match i32::try_from(sequence) {
+        Ok(n) => ExtensionValue::Integer(n),
+        Err(_) => ExtensionValue::String(sequence.to_string()),
+    }
+}
+
+/// Upstream data as JSON: JSON as is, text as a string, bytes as standard base64, none as null.
+fn payload(data: Option<&Data>) -> Value {
+    match data {
+        None => Value::Null,
+        Some(Data::Json(v)) => v.clone(),
+        Some(Data::Text(s)) => Value::String(s.clone()),
+        Some(Data::Binary(b)) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+    }
+}
+
+/// Length of `<tenant>-<action>` kept in a workflow name: 36 + '-' + 26 = 63, a DNS-1123 label.
+const PREFIX_MAX: usize = 36;
+
+/// `<tenant>-<action>` (truncated to 36 characters) `-` the emission id in base32 (26
+/// characters). Deterministic, so a redelivered emission maps to the same Workflow name and Argo
+/// refuses the duplicate; the id part is the whole UUID, so every emission (every replay) gets its
+/// own name. The readable prefix is for humans in the Argo UI only.
+pub fn workflow_name(tenant: &str, action: &str, emission_id: Uuid) -> String {
+    // Tenants are already DNS-1123 labels, but actions come from configuration: map anything
+    // outside [a-z0-9-] to '-' so the name is valid whatever they hold.
+    let prefix: String = format!("{tenant}-{action}")
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(PREFIX_MAX)
+        .collect();
+    let prefix = prefix.trim_matches('-');
+    let id = base32_lower(emission_id.as_bytes());
+    if prefix.is_empty() {
+        id
+    } else {
+        format!("{prefix}-{id}")
+    }
+}
+
+/// RFC 4648 base32, lower-case, without padding. Every character is a letter or digit, which is
+/// what a DNS-1123 label needs; a crate would be a dependency for twenty lines.
+fn base32_lower(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut out = String::with_capacity((bytes.len() * 8).div_ceil(5));
+    let mut buffer: u16 = 0;
+    let mut bits = 0;
+    for &byte in bytes {
+        buffer = (buffer << 8) | u16::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[usize::from((buffer >> bits) & 31)]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(
+            ALPHABET[usize::from((buffer << (5 - bits)) & 31)],
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloudevents::format::event_from_json;
+    use crate::cloudevents::SpecVersion;
+
+    const EVENT_ID: &str = "0190f6b2-5c1e-7a3b-8f00-0123456789ab";
+    const REPLAY_ID: &str = "0190f6b3-0000-7000-8000-fedcba987654";
+
+    fn upstream() -> CloudEvent {
+        let mut e = CloudEvent::new(
+            "up-1",
+            "https://billing.acme.example/v1",
+            "com.acme.billing.cancelled",
+        );
+        e.time = Some("2024-05-01T10:00:00Z".into());
+        e.data = Some(Data::Json(
+            json!({"account": "acme", "nested": {"x": [1, 2]}}),
+        ));
+        e.extensions.insert(
+            "traceparent".into(),
+            ExtensionValue::String(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            ),
+        );
+        e.extensions
+            .insert("tracestate".into(), ExtensionValue::String("acme=1".into()));
+        e.extensions
+            .insert("unrelated".into(), ExtensionValue::String("dropped".into()));
+        e
+    }
+
+    fn emit(upstream: &CloudEvent, emission: &str, replay_of: Option<&str>) -> CloudEvent {
+        let parameters: BTreeMap<String, String> = [("plan".to_owned(), "gold".to_owned())].into();
+        let storage = ObjectStorage {
+            url: "s3://exports/acme".into(),
+        };
+        canonical_event(&EmissionInput {
+            emission_id: Uuid::parse_str(emission).unwrap(),
+            replay_of: replay_of.map(|r| Uuid::parse_str(r).unwrap()),
+            instance_source: "https://gateway.acme.example/eu-1",
+            sequence: 42,
+            tenant: "acme",
+            action: "migrate-out",
+            parameters: &parameters,
+            object_storage: Some(&storage),
+            upstream,
+            received_at: "2024-05-01T10:00:01.5Z",
+        })
+    }
+
+    /// The emitted JSON parses back into an equal, valid CloudEvent.
+    fn round_trip(event: &CloudEvent) -> Value {
+        let json = event.to_json();
+        let back = event_from_json(serde_json::from_str(&json.to_string()).unwrap())
+            .unwrap_or_else(|v| panic!("{v:?}"));
+        assert_eq!(&back, event);
+        json
+    }
+
+    #[test]
+    fn first_emission_attributes_and_data() {
+        let up = upstream();
+        let j = round_trip(&emit(&up, EVENT_ID, None));
+        let name = workflow_name("acme", "migrate-out", Uuid::parse_str(EVENT_ID).unwrap());
+        assert_eq!(
+            j,
+            json!({
+                "specversion": "1.0",
+                "id": EVENT_ID,
+                "source": "https://gateway.acme.example/eu-1",
+                "type": "lifecycle.migrate-out",
+                "subject": "acme",
+                "time": "2024-05-01T10:00:00Z",
+                "datacontenttype": "application/json",
+                "tenant": "acme",
+                "sequence": 42,
+                "originid": "up-1",
+                "originsource": "https://billing.acme.example/v1",
+                "origintype": "com.acme.billing.cancelled",
+                "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "tracestate": "acme=1",
+                "data": {
+                    "tenant": "acme",
+                    "action": "migrate-out",
+                    "parameters": {"plan": "gold"},
+                    "objectStorage": {"url": "s3://exports/acme"},
+                    "workflowName": name,
+                    "origin": {
+                        "id": "up-1",
+                        "source": "https://billing.acme.example/v1",
+                        "type": "com.acme.billing.cancelled",
+                        "time": "2024-05-01T10:00:00Z"
+                    },
+                    "payload": {"account": "acme", "nested": {"x": [1, 2]}}
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn replay_gets_its_own_id_and_workflow_name() {
+        let up = upstream();
+        let first = round_trip(&emit(&up, EVENT_ID, None));
+        let replay = round_trip(&emit(&up, REPLAY_ID, Some(EVENT_ID)));
+        assert_eq!(replay["id"], REPLAY_ID);
+        assert_eq!(replay["replayof"], EVENT_ID);
+        assert!(first.get("replayof").is_none());
+        assert_ne!(
+            first["data"]["workflowName"],
+            replay["data"]["workflowName"]
+        );
+        // Everything that describes the upstream event is unchanged.
+        for key in [
+            "originid",
+            "originsource",
+            "origintype",
+            "time",
+            "sequence",
+            "traceparent",
+        ] {
+            assert_eq!(first[key], replay[key], "{key}");
+        }
+        assert_eq!(first["data"]["origin"], replay["data"]["origin"]);
+        assert_eq!(first["data"]["payload"], replay["data"]["payload"]);
+    }
+
+    #[test]
+    fn time_falls_back_to_receive_time_and_trace_context_is_optional() {
+        let mut up = CloudEvent::new("up-2", "/crm", "CrmAccountUpdated");
+        up.specversion = SpecVersion::V03;
+        let j = round_trip(&emit(&up, EVENT_ID, None));
+        assert_eq!(j["specversion"], "1.0");
+        assert_eq!(j["time"], "2024-05-01T10:00:01.5Z");
+        assert_eq!(j["data"]["origin"]["time"], Value::Null);
+        assert!(j.get("traceparent").is_none() && j.get("tracestate").is_none());
+        assert_eq!(j["data"]["payload"], Value::Null);
+    }
+
+    #[test]
+    fn payload_for_each_kind_of_data() {
+        let mut up = upstream();
+        for (data, expected) in [
+            (Some(Data::Json(json!([1, "a"]))), json!([1, "a"])),
+            (Some(Data::Json(json!("a string"))), json!("a string")),
+            (Some(Data::Text("<xml/>".into())), json!("<xml/>")),
+            (Some(Data::Binary(vec![0, 1, 2, 255])), json!("AAEC/w==")),
+            (None, Value::Null),
+        ] {
+            up.data = data;
+            let j = round_trip(&emit(&up, EVENT_ID, None));
+            assert_eq!(j["data"]["payload"], expected);
+            assert_eq!(j["datacontenttype"], "application/json");
+        }
+    }
+
+    #[test]
+    fn sequence_beyond_the_integer_range_is_a_string() {
+        assert_eq!(sequence_value(7), ExtensionValue::Integer(7));
+        assert_eq!(
+            sequence_value(i64::from(i32::MAX) + 1),
+            ExtensionValue::String("2147483648".into())
+        );
+    }
+
+    #[test]
+    fn base32_matches_rfc4648_vectors() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "my"),
+            ("fo", "mzxq"),
+            ("foo", "mzxw6"),
+            ("foob", "mzxw6yq"),
+            ("fooba", "mzxw6ytb"),
+            ("foobar", "mzxw6ytboi"),
+        ] {
+            assert_eq!(base32_lower(input.as_bytes()), expected);
+        }
+        assert_eq!(base32_lower(&[0xff; 16]).len(), 26);
+    }
+
+    fn is_dns_label(name: &str) -> bool {
+        let b = name.as_bytes();
+        !b.is_empty()
+            && b.len() <= 63
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+    }
+
+    #[test]
+    fn workflow_name_shape() {
+        let id = Uuid::parse_str(EVENT_ID).unwrap();
+        let name = workflow_name("acme", "upsert", id);
+        assert_eq!(name, format!("acme-upsert-{}", base32_lower(id.as_bytes())));
+        assert_eq!(name, workflow_name("acme", "upsert", id), "deterministic");
+        // The example in the normalization docs.
+        assert_eq!(
+            workflow_name("acme-corp", "delete", id),
+            "acme-corp-delete-agipnms4dz5dxdyaaerukz4jvm"
+        );
+
+        let long_tenant = format!("t{}9", "-a".repeat(30)); // 62 chars, many dashes
+        let tenant63 = "a".repeat(63);
+        for (tenant, action) in [
+            (
+                tenant63.as_str(),
+                "migrate-out-with-a-very-long-action-name",
+            ),
+            (long_tenant.as_str(), "migrate-in"),
+            ("a", "x"),
+            ("acme-corp-eu", "admin"),
+            ("acme", "Weird_Action.v2"),
+            ("0", "-"),
+            ("", ""),
+        ] {
+            for _ in 0..200 {
+                let name = workflow_name(tenant, action, Uuid::now_v7());
+                assert!(is_dns_label(&name), "{name:?} from {tenant:?}/{action:?}");
+            }
+        }
+        let name = workflow_name(&tenant63, "migrate-out-with-a-very-long-action-name", id);
+        assert_eq!(name.len(), 63);
+        assert!(name.starts_with(&"a".repeat(36)));
+        // A prefix cut right after a '-' does not leave "--".
+        let cut = workflow_name(&format!("{}-b", "a".repeat(35)), "upsert", id);
+        assert!(
+            cut.starts_with(&format!("{}-", "a".repeat(35))) && !cut.contains("--"),
+            "{cut}"
+        );
+    }
+
+    #[test]
+    fn workflow_names_are_distinct_per_emission() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..5000 {
+            let id = Uuid::from_u128(rand::random());
+            let name = workflow_name("acme", "upsert", id);
+            assert!(is_dns_label(&name));
+            assert!(seen.insert(name));
+        }
+        // Ids that differ in the last bit only still differ in the name.
+        let a = workflow_name("acme", "upsert", Uuid::from_u128(0));
+        let b = workflow_name("acme", "upsert", Uuid::from_u128(1));
+        assert_ne!(a, b);
+    }
+}
