@@ -491,3 +491,46 @@ async fn eventbus_without_its_stream_is_not_ready() {
     post(&app, &lifecycle_event("wait-1", "acme", "upsert")).await;
     app.stop().await;
 }
+
+/// `serve --rules`: an upstream shape only a rule understands is accepted, and the emitted event
+/// carries the rule's action, tenant and parameters; a matching rule that cannot find its value
+/// answers 422 naming the rule.
+#[tokio::test]
+async fn rules_file_shapes_the_emitted_event() {
+    let hook = ArgoWebhook::start().await;
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.example.yaml");
+    let mut app = TestApp::spawn_with(|settings| {
+        webhook_settings(&hook)(settings);
+        settings.rules = Some(rules);
+    })
+    .await;
+    let billing = json!({
+        "specversion": "1.0", "id": "sub-9", "type": "com.acme.billing.subscription.cancelled",
+        "source": "https://billing.acme.example/subscriptions",
+        "data": {"status": "cancelled", "account": {"slug": "acme-corp"},
+                 "plan": {"name": "enterprise", "seats": 250}}
+    });
+    post(&app, &billing).await;
+    app.wait_for_progress("delivered", |p| p.delivered == 1)
+        .await;
+    let sent = hook.requests()[0].json.clone().expect("JSON");
+    assert_eq!(sent["type"], "lifecycle.delete");
+    assert_eq!(sent["subject"], "acme-corp");
+    assert_eq!(
+        sent["data"]["parameters"],
+        json!({"plan": "enterprise", "seats": "250"})
+    );
+    assert_eq!(sent["data"]["payload"], billing["data"]);
+
+    let mut paused = billing.clone();
+    paused["id"] = json!("sub-10");
+    paused["data"]["status"] = json!("paused");
+    let resp = app.post_structured(&paused).await;
+    let body = crate::support::problem(resp, 422).await;
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("billing-subscriptions") && detail.contains("paused"),
+        "{detail}"
+    );
+    app.stop().await;
+}
