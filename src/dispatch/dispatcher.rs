@@ -304,7 +304,10 @@ async fn run_tenant(shared: Arc<Shared>, tenant: String) {
     loop {
         let next = {
             let mut tenants = shared.tenants();
-            let next = tenants.queues.get_mut(&tenant).and_then(VecDeque::pop_front);
+            let next = tenants
+                .queues
+                .get_mut(&tenant)
+                .and_then(VecDeque::pop_front);
             match next {
                 Some(emission) => {
                     let was_full = tenants.buffered >= shared.settings.buffer;
@@ -356,7 +359,8 @@ async fn deliver(shared: &Shared, emission: PendingEmission) -> Option<EmissionS
         sequence = event.sequence,
     );
     async {
-        let encoded = match encode(&emission, &shared.settings.instance_source) {
+        let routing = shared.sink.argo_routing();
+        let encoded = match encode(&emission, &shared.settings.instance_source, routing) {
             Ok(encoded) => encoded,
             Err(error) => {
                 // A corrupt row can never be sent: dead at once, recorded like any attempt.

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::sinks::ArgoRouting;
 use crate::cloudevents::format::event_from_json;
+use crate::cloudevents::ExtensionValue;
 use crate::journal::PendingEmission;
 use crate::normalize::canonical::{canonical_event, EmissionInput};
 use crate::normalize::{Lifecycle, ObjectStorage};
@@ -61,9 +63,15 @@ pub struct EmissionError {
 }
 
 /// Builds the canonical CloudEvent of `emission`, with `instance_source` as its `source`.
+///
+/// With `routing` (the `eventbus` sink), `source` and `subject` become the EventSource and event
+/// names, because Argo's JetStream Sensors match dependencies by exactly these two attributes
+/// and drop anything else; the instance URI moves to the `gatewaysource` extension, and the
+/// tenant stays in the `tenant` extension and in data.
 pub fn encode(
     emission: &PendingEmission,
     instance_source: &str,
+    routing: Option<&ArgoRouting>,
 ) -> Result<EncodedEmission, EmissionError> {
     let event = &emission.event;
     let corrupt = |reason: String| EmissionError {
@@ -82,7 +90,7 @@ pub fn encode(
     })?;
     let details: LifecycleDetails = serde_json::from_value(event.lifecycle.clone())
         .map_err(|error| corrupt(format!("the stored lifecycle details are invalid: {error}")))?;
-    let canonical = canonical_event(&EmissionInput {
+    let mut canonical = canonical_event(&EmissionInput {
         emission_id: emission.emission_id,
         replay_of: emission.replay_of,
         instance_source,
@@ -94,6 +102,14 @@ pub fn encode(
         upstream: &upstream,
         received_at: &event.received_at,
     });
+    if let Some(routing) = routing {
+        canonical.source = routing.event_source_name.clone();
+        canonical.subject = Some(routing.event_name.clone());
+        canonical.extensions.insert(
+            "gatewaysource".into(),
+            ExtensionValue::String(instance_source.to_owned()),
+        );
+    }
     let json = canonical.to_json();
     let workflow_name = json
         .pointer("/data/workflowName")

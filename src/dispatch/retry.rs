@@ -37,7 +37,7 @@ impl RetryPolicy {
 
     /// The backoff before jitter.
     fn ceiling(&self, failed_attempts: u32) -> Duration {
-        let doublings = failed_attempts.saturating_sub(1).min(32);
+        let doublings = failed_attempts.saturating_sub(1).min(31);
         self.initial_backoff
             .saturating_mul(1u32 << doublings)
             .min(self.max_backoff)
@@ -60,8 +60,14 @@ mod tests {
             max_backoff: Duration::from_secs(1),
             retry_limit: Duration::from_secs(60),
         };
-        for (attempt, ceiling_ms) in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1000), (60, 1000)]
-        {
+        for (attempt, ceiling_ms) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (60, 1000),
+        ] {
             let ceiling = Duration::from_millis(ceiling_ms);
             for _ in 0..50 {
                 let wait = policy.backoff(attempt);

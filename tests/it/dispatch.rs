@@ -365,8 +365,9 @@ async fn restart_resumes_pending_events_in_order() {
     app.stop().await;
 }
 
-/// The `eventbus` sink through `serve`: the message on Argo's subject is the canonical event,
-/// with the emission id as `Nats-Msg-Id` and the upstream traceparent passed through.
+/// The `eventbus` sink through `serve`: the message on Argo's subject is the canonical event
+/// with the emission id as `Nats-Msg-Id`, the upstream traceparent passed through, and the
+/// `source`/`subject` an Argo Sensor routes by.
 #[tokio::test]
 async fn eventbus_sink_publishes_the_canonical_event() {
     let Some(nats) = NatsServer::start().await else {
@@ -425,9 +426,11 @@ async fn eventbus_sink_publishes_the_canonical_event() {
     let body: Value = serde_json::from_slice(&message.payload).expect("JSON body");
     assert_eq!(body["specversion"], "1.0");
     assert_eq!(body["id"], event_id);
-    assert_eq!(body["source"], "urn:tenant-gateway:test");
+    // Argo's Sensors route by source = EventSource name and subject = event name.
+    assert_eq!(body["source"], "tenant-gateway");
+    assert_eq!(body["subject"], "lifecycle");
+    assert_eq!(body["gatewaysource"], "urn:tenant-gateway:test");
     assert_eq!(body["type"], "lifecycle.migrate-out");
-    assert_eq!(body["subject"], "acme");
     assert_eq!(body["time"], "2026-11-23T10:00:00Z");
     assert_eq!(body["datacontenttype"], "application/json");
     assert_eq!(body["tenant"], "acme");

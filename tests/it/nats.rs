@@ -1,0 +1,536 @@
+//! The `eventbus` sink against a real `nats-server` with JetStream, set up the way Argo's
+//! JetStream EventBus is, and the [`NatsServer`] helper other test modules reuse.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tenant_gateway::dispatch::sinks::{DeliveryOutcome, EventbusConfig, Sink, SinkConfig};
+use tokio::io::AsyncReadExt;
+
+use crate::support::skip_or_fail;
+
+/// A `nats-server` with JetStream on a free loopback port and its own store directory, killed
+/// on drop.
+pub(crate) struct NatsServer {
+    /// The server process, killed on drop.
+    child: Child,
+    /// The client port.
+    port: u16,
+    /// The JetStream store and the server log; removed on drop.
+    dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts a server without authentication. `None` means the test should return: `nats-server`
+    /// is not installed, and this is not CI (in CI that is a failure, see [`skip_or_fail`]).
+    pub(crate) async fn start() -> Option<NatsServer> {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a server with extra flags (e.g. `["--user", "u", "--pass", "p"]`).
+    pub(crate) async fn start_with(extra: &[&str]) -> Option<NatsServer> {
+        if !nats_server_installed() {
+            skip_or_fail("nats-server (the Debian package nats-server) on PATH");
+            return None;
+        }
+        // A free port can be taken by someone else before the server binds it: try again then.
+        let mut last_failure = String::new();
+        for _ in 0..3 {
+            match Self::try_start(extra).await {
+                Ok(server) => return Some(server),
+                Err(failure) => last_failure = failure,
+            }
+        }
+        panic!("nats-server did not start: {last_failure}");
+    }
+
+    async fn try_start(extra: &[&str]) -> Result<NatsServer, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("nats.log")).expect("log file");
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(port.to_string())
+            .arg("-sd")
+            .arg(dir.path().join("jetstream"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot spawn nats-server: {e}"))?;
+        let mut server = NatsServer { child, port, dir };
+        server.wait_until_accepting().await?;
+        Ok(server)
+    }
+
+    /// Polls until the server greets a client with its INFO line, or fails with its log.
+    async fn wait_until_accepting(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("nats-server exited ({status}): {}", self.log()));
+            }
+            if self.greets().await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "nats-server not accepting connections on port {} after 10s: {}",
+                    self.port,
+                    self.log()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn greets(&self) -> bool {
+        let Ok(mut socket) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        let mut greeting = [0u8; 5];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), socket.read_exact(&mut greeting)).await,
+            Ok(Ok(_)) if &greeting == b"INFO "
+        )
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub(crate) fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server now (to test a lost EventBus).
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn nats_server_installed() -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir: PathBuf| dir.join("nats-server").is_file())
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Creates the stream the way Argo's JetStream EventBus does (argoproj/argo-events
+/// `pkg/eventbus/jetstream/base/jetstream.go`, `CreateStream`): subjects `<name>.*.*`, file
+/// storage, limits retention (`retention: 0`), discard old (`discard: 0`), and the limits of the
+/// controller's default `streamConfig` (`manifests/base/controller-manager/controller-config.yaml`:
+/// `maxMsgs: 50000`, `maxAge: 168h`, `maxBytes: -1`, `duplicates: 300s`). Replicas are 1
+/// instead of Argo's 3: this is a single server.
+pub(crate) async fn create_argo_stream(url: &str, name: &str) -> stream::Stream {
+    create_argo_stream_with(async_nats::ConnectOptions::new(), url, name).await
+}
+
+/// [`create_argo_stream`] on a server that needs credentials (`options` carries them).
+pub(crate) async fn create_argo_stream_with(
+    options: async_nats::ConnectOptions,
+    url: &str,
+    name: &str,
+) -> stream::Stream {
+    let client = options.connect(url).await.expect("connect to nats-server");
+    jetstream::new(client)
+        .create_stream(stream::Config {
+            name: name.to_owned(),
+            subjects: vec![format!("{name}.*.*")],
+            retention: stream::RetentionPolicy::Limits,
+            discard: stream::DiscardPolicy::Old,
+            storage: stream::StorageType::File,
+            max_messages: 50_000,
+            max_age: Duration::from_secs(168 * 3600),
+            max_bytes: -1,
+            duplicate_window: Duration::from_secs(300),
+            num_replicas: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("create the Argo EventBus stream")
+}
+
+fn eventbus_config(url: &str) -> EventbusConfig {
+    EventbusConfig {
+        url: url.to_owned(),
+        stream: "default".to_owned(),
+        event_source_name: "tenant-gateway".to_owned(),
+        event_name: "lifecycle".to_owned(),
+        user: None,
+        password_file: None,
+        token_file: None,
+        ack_timeout: Duration::from_secs(2),
+    }
+}
+
+async fn eventbus_sink(config: EventbusConfig) -> Sink {
+    SinkConfig::Eventbus(config)
+        .build()
+        .await
+        .expect("eventbus sink builds")
+}
+
+/// A canonical emission as the dispatcher sends it (DESIGN.md section 4), compact JSON.
+fn canonical_event(emission_id: &str, tenant: &str) -> Bytes {
+    let event = json!({
+        "specversion": "1.0",
+        "id": emission_id,
+        "source": "urn:tenant-gateway:eu-west-1:gw-0",
+        "type": "lifecycle.upsert",
+        "subject": tenant,
+        "time": "2026-11-23T10:00:00Z",
+        "datacontenttype": "application/json",
+        "tenant": tenant,
+        "sequence": 7,
+        "originid": "inv-42",
+        "originsource": "//billing.acme.example/invoices",
+        "origintype": "com.acme.tenant.lifecycle.upsert",
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "data": {
+            "tenant": tenant,
+            "action": "lifecycle.upsert",
+            "parameters": {"plan": "gold", "region": "eu-west-1"},
+            "objectStorage": null,
+            "workflowName": format!("{tenant}-upsert-{}", &emission_id[..8]),
+            "origin": {
+                "id": "inv-42",
+                "source": "//billing.acme.example/invoices",
+                "type": "com.acme.tenant.lifecycle.upsert",
+                "time": "2026-11-23T10:00:00Z"
+            },
+            "payload": {"plan": "gold", "note": "unicode ✓ and \"quotes\""}
+        }
+    });
+    Bytes::from(serde_json::to_vec(&event).expect("serialize"))
+}
+
+/// Reads every message in the stream, through a pull consumer as a Sensor would.
+async fn stored_messages(stream: &stream::Stream, expected: usize) -> Vec<jetstream::Message> {
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::Explicit,
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .expect("create consumer");
+    let mut batch = consumer
+        .fetch()
+        .max_messages(expected + 1)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await
+        .expect("fetch");
+    let mut messages = Vec::new();
+    while let Some(message) = batch.next().await {
+        let message = message.expect("message");
+        message.ack().await.expect("ack");
+        messages.push(message);
+    }
+    messages
+}
+
+#[tokio::test]
+async fn publishes_like_an_argo_eventsource() {
+    let Some(server) = NatsServer::start().await else {
+        return;
+    };
+    let mut stream = create_argo_stream(&server.url(), "default").await;
+    let sink = eventbus_sink(eventbus_config(&server.url())).await;
+    assert_eq!(sink.kind(), "eventbus");
+    assert!(sink.describe().contains("default.tenant-gateway.lifecycle"));
+    sink.check_ready().await.expect("stream exists: ready");
+
+    let emission_id = "0193a6f0-7c1e-7b4a-9f00-6a1d2c3b4e5f";
+    let body = canonical_event(emission_id, "acme-prod");
+    let outcome = sink.deliver(emission_id, &body).await;
+    assert_eq!(outcome, DeliveryOutcome::Delivered { status: None });
+
+    let messages = stored_messages(&stream, 1).await;
+    assert_eq!(messages.len(), 1);
+    let message = &messages[0];
+    assert_eq!(message.subject.as_str(), "default.tenant-gateway.lifecycle");
+    assert_eq!(message.payload, body, "body bytes unchanged");
+    let headers = message.headers.as_ref().expect("headers");
+    assert_eq!(
+        headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+        Some(emission_id)
+    );
+
+    // What a Sensor unmarshals: the CloudEvent, attributes and data intact.
+    let event: Value = serde_json::from_slice(&message.payload).expect("JSON CloudEvent");
+    assert_eq!(event["specversion"], "1.0");
+    assert_eq!(event["id"], emission_id);
+    assert_eq!(event["type"], "lifecycle.upsert");
+    assert_eq!(event["source"], "urn:tenant-gateway:eu-west-1:gw-0");
+    assert_eq!(event["subject"], "acme-prod");
+    assert_eq!(event["datacontenttype"], "application/json");
+    assert_eq!(event["sequence"], 7);
+    assert_eq!(event["data"]["tenant"], "acme-prod");
+    assert_eq!(event["data"]["parameters"]["region"], "eu-west-1");
+    assert_eq!(event["data"]["payload"]["note"], "unicode ✓ and \"quotes\"");
+
+    let info = stream.info().await.expect("stream info");
+    assert_eq!(info.state.messages, 1);
+}
+
+#[tokio::test]
+async fn redelivery_within_the_duplicates_window_is_stored_once() {
+    let Some(server) = NatsServer::start().await else {
+        return;
+    };
+    let mut stream = create_argo_stream(&server.url(), "default").await;
+    let sink = eventbus_sink(eventbus_config(&server.url())).await;
+    let id = "0193a6f0-7c1e-7b4a-9f00-000000000001";
+    let body = canonical_event(id, "acme");
+
+    for attempt in 0..3 {
+        let outcome = sink.deliver(id, &body).await;
+        assert_eq!(
+            outcome,
+            DeliveryOutcome::Delivered { status: None },
+            "attempt {attempt}"
+        );
+    }
+    assert_eq!(stream.info().await.expect("info").state.messages, 1);
+
+    // The server acknowledges the repeat as a duplicate (what the sink logs and counts as
+    // delivered): seen here with a raw publish carrying the same message id.
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let ack = jetstream::new(client)
+        .send_publish(
+            "default.tenant-gateway.lifecycle",
+            jetstream::message::PublishMessage::build()
+                .payload(body.clone())
+                .message_id(id),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    assert!(ack.duplicate, "{ack:?}");
+
+    // A replay is a new emission id: stored again.
+    let replay_id = "0193a6f0-7c1e-7b4a-9f00-000000000002";
+    let outcome = sink
+        .deliver(replay_id, &canonical_event(replay_id, "acme"))
+        .await;
+    assert_eq!(outcome, DeliveryOutcome::Delivered { status: None });
+    assert_eq!(stream.info().await.expect("info").state.messages, 2);
+}
+
+#[tokio::test]
+async fn a_missing_stream_is_not_ready_and_deliveries_are_retryable() {
+    let Some(server) = NatsServer::start().await else {
+        return;
+    };
+    let sink = eventbus_sink(eventbus_config(&server.url())).await;
+
+    let err = sink.check_ready().await.expect_err("no stream: not ready");
+    let message = err.to_string();
+    assert!(
+        message.contains("JetStream stream `default` not found")
+            && message.contains(&server.url())
+            && message.contains("create the Argo EventBus first"),
+        "{message}"
+    );
+
+    let id = "0193a6f0-7c1e-7b4a-9f00-000000000003";
+    let started = Instant::now();
+    let outcome = sink.deliver(id, &canonical_event(id, "acme")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2) + Duration::from_millis(500),
+        "took {:?}",
+        started.elapsed()
+    );
+    let DeliveryOutcome::Retryable {
+        status: None,
+        error,
+    } = outcome
+    else {
+        panic!("expected retryable, got {outcome:?}");
+    };
+    assert!(
+        error.contains("stream `default` missing") && error.contains("no responders"),
+        "{error}"
+    );
+
+    // Once the EventBus exists, the same sink is ready and delivers.
+    create_argo_stream(&server.url(), "default").await;
+    sink.check_ready()
+        .await
+        .expect("ready once the stream exists");
+    let outcome = sink.deliver(id, &canonical_event(id, "acme")).await;
+    assert_eq!(outcome, DeliveryOutcome::Delivered { status: None });
+}
+
+#[tokio::test]
+async fn a_stream_that_does_not_take_the_subject_is_not_ready() {
+    let Some(server) = NatsServer::start().await else {
+        return;
+    };
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    jetstream::new(client)
+        .create_stream(stream::Config {
+            name: "default".to_owned(),
+            subjects: vec!["other.>".to_owned()],
+            ..Default::default()
+        })
+        .await
+        .expect("create stream");
+    let sink = eventbus_sink(eventbus_config(&server.url())).await;
+    let message = sink.check_ready().await.expect_err("not ready").to_string();
+    assert!(
+        message.contains("does not take subject `default.tenant-gateway.lifecycle`")
+            && message.contains("other.>"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_fails_the_build() {
+    // Nothing listens on a port just released.
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let err = SinkConfig::Eventbus(eventbus_config(&url))
+        .build()
+        .await
+        .expect_err("no server: build fails");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!("cannot connect to NATS at {url}: ")),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_lost_server_makes_deliveries_retryable_within_the_ack_timeout() {
+    let Some(mut server) = NatsServer::start().await else {
+        return;
+    };
+    create_argo_stream(&server.url(), "default").await;
+    let sink = eventbus_sink(eventbus_config(&server.url())).await;
+    server.kill();
+
+    let id = "0193a6f0-7c1e-7b4a-9f00-000000000004";
+    let started = Instant::now();
+    let outcome = sink.deliver(id, &canonical_event(id, "acme")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2) + Duration::from_millis(500),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(outcome, DeliveryOutcome::Retryable { status: None, .. }),
+        "{outcome:?}"
+    );
+    let message = tokio::time::timeout(Duration::from_secs(5), sink.check_ready())
+        .await
+        .expect("check_ready is bounded")
+        .expect_err("server gone: not ready")
+        .to_string();
+    assert!(message.contains(&server.url()), "{message}");
+}
+
+#[tokio::test]
+async fn connects_with_the_eventbus_credentials() {
+    let Some(server) = NatsServer::start_with(&["--user", "argo", "--pass", "s3cret-pw"]).await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, "s3cret-pw\n").expect("write password");
+    create_argo_stream_with(
+        async_nats::ConnectOptions::with_user_and_password("argo".into(), "s3cret-pw".into()),
+        &server.url(),
+        "default",
+    )
+    .await;
+
+    let mut config = eventbus_config(&server.url());
+    config.user = Some("argo".to_owned());
+    config.password_file = Some(password_file.clone());
+    let sink = eventbus_sink(config.clone()).await;
+    sink.check_ready().await.expect("ready");
+    let id = "0193a6f0-7c1e-7b4a-9f00-000000000005";
+    let outcome = sink.deliver(id, &canonical_event(id, "acme")).await;
+    assert_eq!(outcome, DeliveryOutcome::Delivered { status: None });
+
+    std::fs::write(&password_file, "wrong-pw").expect("write password");
+    let message = SinkConfig::Eventbus(config.clone())
+        .build()
+        .await
+        .expect_err("wrong password")
+        .to_string();
+    assert!(message.contains("authorization violation"), "{message}");
+    assert!(!message.contains("wrong-pw"), "{message}");
+
+    // The client would ignore credentials in the URL: refused, and masked in the message.
+    config.user = None;
+    config.password_file = None;
+    config.url = format!(
+        "nats://argo:s3cret-pw@{}",
+        server.url().trim_start_matches("nats://")
+    );
+    let message = SinkConfig::Eventbus(config)
+        .build()
+        .await
+        .expect_err("credentials in the URL")
+        .to_string();
+    assert!(
+        message.contains("nats://***@127.0.0.1") && message.contains("password-file"),
+        "{message}"
+    );
+    assert!(!message.contains("s3cret-pw"), "{message}");
+}
+
+#[tokio::test]
+async fn connects_with_a_token() {
+    let Some(server) = NatsServer::start_with(&["--auth", "t0ken"]).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "t0ken\n").expect("write token");
+    create_argo_stream_with(
+        async_nats::ConnectOptions::with_token("t0ken".into()),
+        &server.url(),
+        "default",
+    )
+    .await;
+    let mut config = eventbus_config(&server.url());
+    config.token_file = Some(token_file);
+    let sink = eventbus_sink(config).await;
+    let id = "0193a6f0-7c1e-7b4a-9f00-000000000006";
+    assert_eq!(
+        sink.deliver(id, &canonical_event(id, "acme")).await,
+        DeliveryOutcome::Delivered { status: None }
+    );
+}
