@@ -232,6 +232,8 @@ pub async fn problem(resp: reqwest::Response, status: u16) -> Value {
 pub struct GatewayProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Lines the gateway writes on stdout (the `log` sink's emitted events), read by a thread.
+    stdout: std::sync::mpsc::Receiver<String>,
 }
 
 impl GatewayProcess {
@@ -250,10 +252,20 @@ impl GatewayProcess {
             .arg(format!("sqlite://{}", store.display()))
             .args(extra)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn tenant-gateway");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (lines_tx, stdout_lines) = std::sync::mpsc::channel();
+        // Read continuously, so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         let stderr = child.stderr.take().expect("stderr piped");
         let mut lines = BufReader::new(stderr).lines();
         let addr = loop {
@@ -274,7 +286,18 @@ impl GatewayProcess {
         };
         // Keep draining stderr so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        GatewayProcess { child, addr }
+        GatewayProcess {
+            child,
+            addr,
+            stdout: stdout_lines,
+        }
+    }
+
+    /// The next line the gateway printed on stdout; panics after `timeout`.
+    pub fn stdout_line(&self, timeout: Duration) -> String {
+        self.stdout
+            .recv_timeout(timeout)
+            .unwrap_or_else(|e| panic!("no stdout line from the gateway within {timeout:?}: {e}"))
     }
 
     pub fn url(&self, path: &str) -> String {
