@@ -109,7 +109,8 @@ impl Application {
         .map_err(bind_admin)?
         .run();
         let sink_kind = sink.kind();
-        let dispatcher = Dispatcher::start(journal.clone(), sink, settings.dispatch.clone(), metrics);
+        let dispatcher =
+            Dispatcher::start(journal.clone(), sink, settings.dispatch.clone(), metrics);
         let bench_null = settings.bench_null_endpoint;
         let server = HttpServer::new(move || {
             App::new()

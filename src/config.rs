@@ -344,7 +344,11 @@ fn resolve_dispatch(
     } = &mut settings.retry;
     for (key, text, target) in [
         ("dispatch.retry-limit", file.retry_limit, retry_limit),
-        ("dispatch.initial-backoff", file.initial_backoff, initial_backoff),
+        (
+            "dispatch.initial-backoff",
+            file.initial_backoff,
+            initial_backoff,
+        ),
         ("dispatch.max-backoff", file.max_backoff, max_backoff),
     ] {
         if let Some(v) = duration(key, None, text)? {
@@ -492,8 +496,8 @@ mod tests {
             max-backoff = "1m"
             "#,
         );
-        let s = Settings::resolve(parse(&["--rules", "/etc/tenant-gateway/rules.yaml"]), f)
-            .unwrap();
+        let s =
+            Settings::resolve(parse(&["--rules", "/etc/tenant-gateway/rules.yaml"]), f).unwrap();
         assert_eq!(s.admin_listen.to_string(), "127.0.0.1:9091");
         assert_eq!(s.dispatch.instance_source, "urn:tenant-gateway:prod-eu");
         assert!(matches!(s.sink, SinkConfig::Webhook(_)));
@@ -507,7 +511,10 @@ mod tests {
         );
         let defaults = Settings::resolve(ServeArgs::default(), FileConfig::default()).unwrap();
         assert_eq!(defaults.sink, SinkConfig::Log);
-        assert_eq!(defaults.dispatch.retry.retry_limit, Duration::from_secs(24 * 3600));
+        assert_eq!(
+            defaults.dispatch.retry.retry_limit,
+            Duration::from_secs(24 * 3600)
+        );
         for bad in [
             "[dispatch]\nconcurrency = 0",
             "[dispatch]\nretry-limit = \"forever\"",

@@ -87,11 +87,10 @@ impl GatewayMetrics {
             "Delivery attempts, by sink and outcome",
             deliveries.clone(),
         );
-        let delivery_seconds =
-            Family::<SinkLabels, Histogram>::new_with_constructor(|| {
-                // 1 ms .. ~65 s: a log line up to a webhook waiting on Argo's publish retries.
-                Histogram::new(exponential_buckets(0.001, 2.0, 17))
-            });
+        let delivery_seconds = Family::<SinkLabels, Histogram>::new_with_constructor(|| {
+            // 1 ms .. ~65 s: a log line up to a webhook waiting on Argo's publish retries.
+            Histogram::new(exponential_buckets(0.001, 2.0, 17))
+        });
         registry.register(
             "delivery_duration_seconds",
             "Duration of delivery attempts, by sink",

@@ -21,9 +21,9 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use crate::cloudevents::{decode_request, CloudEvent, ContentMode, DecodeError, Violation};
+use crate::dispatch::emission::LifecycleDetails;
 use crate::error::Problem;
 use crate::journal::{AppendError, AppendStatus, EventJournal, NewEvent};
-use crate::dispatch::emission::LifecycleDetails;
 use crate::metrics::GatewayMetrics;
 use crate::normalize::{Lifecycle, Normalizer};
 use auth::{presented_token, AuthError, IngestAuth};

@@ -323,7 +323,10 @@ async fn kill_9_during_dispatch_loses_nothing_and_keeps_order() {
     gw.child.kill().unwrap();
     gw.child.wait().unwrap();
     let before_restart = hook.requests().len();
-    assert!(before_restart < TENANTS * EVENTS, "the kill came before the backlog was sent");
+    assert!(
+        before_restart < TENANTS * EVENTS,
+        "the kill came before the backlog was sent"
+    );
     hook.set_default(Behaviour::Accept);
 
     let _gw = GatewayProcess::start(&store, &args);
