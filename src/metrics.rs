@@ -53,7 +53,7 @@ pub struct GatewayMetrics {
     pub deliveries: Family<DeliveryLabels, Counter>,
     /// Duration of delivery attempts, by sink.
     pub delivery_seconds: Family<SinkLabels, Histogram>,
-    /// Emissions not delivered yet.
+    /// Emissions not delivered yet; set from the journal at each scrape.
     pub pending_events: Gauge,
     /// Tenants waiting behind a dead emission.
     pub parked_tenants: Gauge,

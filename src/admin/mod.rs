@@ -29,6 +29,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
+    // Counted at scrape time: exact, and no timer in the dispatcher (an index-only count over
+    // the pending rows).
+    match state.journal.count_pending().await {
+        Ok(pending) => {
+            let pending = i64::try_from(pending).unwrap_or(i64::MAX);
+            state.metrics.pending_events.set(pending);
+        }
+        Err(error) => tracing::warn!(%error, "counting pending events for /metrics failed"),
+    }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.encode())

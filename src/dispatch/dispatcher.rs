@@ -178,7 +178,6 @@ async fn run_coordinator(shared: Arc<Shared>) {
     }
     // Position of the last emission read; everything after it is still in the journal.
     let mut cursor = 0;
-    let mut last_gauge_update: Option<Instant> = None;
     while !shared.is_stopping() {
         // Marked seen before reading, so a commit landing during the read wakes the next wait.
         commits.borrow_and_update();
@@ -206,15 +205,6 @@ async fn run_coordinator(shared: Arc<Shared>) {
                         () = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     }
                 }
-            }
-        }
-        if last_gauge_update.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-            last_gauge_update = Some(Instant::now());
-            if let Ok(pending) = shared.journal.count_pending().await {
-                shared
-                    .metrics
-                    .pending_events
-                    .set(i64::try_from(pending).unwrap_or(i64::MAX));
             }
         }
         if more {

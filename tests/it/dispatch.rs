@@ -264,6 +264,8 @@ async fn permanent_failure_makes_the_event_dead_and_parks_the_tenant() {
     let commits = sample(&text, "tenant_gateway_journal_commit_group_size_count");
     assert!(commits.is_some_and(|c| c >= 5.0), "{text}");
     assert_eq!(sample(&text, "tenant_gateway_parked_tenants"), Some(1.0));
+    // a-2 and a-3 wait behind the dead a-1.
+    assert_eq!(sample(&text, "tenant_gateway_pending_events"), Some(2.0));
     assert_eq!(
         sample(
             &text,
