@@ -81,7 +81,7 @@ struct Shared {
     permits: Semaphore,
     /// The per-tenant queues and the parked tenants.
     tenants: Mutex<Tenants>,
-    /// Wakes the coordinator when a full buffer has room again.
+    /// Wakes the coordinator when the buffer has room for a refill again.
     room: Notify,
     /// Becomes true on stop; every wait selects on it.
     stopping: watch::Sender<bool>,
@@ -186,7 +186,9 @@ async fn run_coordinator(shared: Arc<Shared>) {
             shared.settings.buffer.saturating_sub(tenants.buffered)
         };
         let mut more = false;
-        if room > 0 {
+        // Refill in large reads only: with a backlog, topping the buffer up by one row per
+        // delivered event would cost a query per event.
+        if room >= refill_threshold(shared.settings.buffer) {
             match shared.journal.pending_emissions(cursor, None, room).await {
                 Ok(emissions) => {
                     more = emissions.len() == room;
@@ -300,11 +302,7 @@ async fn run_tenant(shared: Arc<Shared>, tenant: String) {
                 .and_then(VecDeque::pop_front);
             match next {
                 Some(emission) => {
-                    let was_full = tenants.buffered >= shared.settings.buffer;
-                    tenants.buffered -= 1;
-                    if was_full {
-                        shared.room.notify_one();
-                    }
+                    release_buffer(&shared, &mut tenants, 1);
                     emission
                 }
                 None => {
@@ -318,23 +316,39 @@ async fn run_tenant(shared: Arc<Shared>, tenant: String) {
             Some(EmissionStatus::Dead) => {
                 let mut tenants = shared.tenants();
                 let dropped = tenants.queues.remove(&tenant).map_or(0, |q| q.len());
-                tenants.buffered -= dropped;
+                release_buffer(&shared, &mut tenants, dropped);
                 tenants.parked.insert(tenant.clone());
                 shared
                     .metrics
                     .parked_tenants
                     .set(i64::try_from(tenants.parked.len()).unwrap_or(i64::MAX));
-                shared.room.notify_one();
                 return;
             }
             // Stopped: what is left stays pending in the journal.
             Some(EmissionStatus::Pending) | None => {
                 let mut tenants = shared.tenants();
                 let dropped = tenants.queues.remove(&tenant).map_or(0, |q| q.len());
-                tenants.buffered -= dropped;
+                release_buffer(&shared, &mut tenants, dropped);
                 return;
             }
         }
+    }
+}
+
+/// The free buffer space worth a read: half the buffer.
+fn refill_threshold(buffer: usize) -> usize {
+    buffer.div_ceil(2).max(1)
+}
+
+/// Takes `count` emissions off the buffer count, waking the coordinator when that frees
+/// enough room for a refill.
+fn release_buffer(shared: &Shared, tenants: &mut Tenants, count: usize) {
+    let buffer = shared.settings.buffer;
+    let had_room = buffer.saturating_sub(tenants.buffered) >= refill_threshold(buffer);
+    tenants.buffered -= count;
+    let has_room = buffer.saturating_sub(tenants.buffered) >= refill_threshold(buffer);
+    if has_room && !had_room {
+        shared.room.notify_one();
     }
 }
 

@@ -539,3 +539,41 @@ async fn rules_file_shapes_the_emitted_event() {
     );
     app.stop().await;
 }
+
+/// A backlog many times the in-memory buffer is read in refills and still delivered completely
+/// and in sequence; a parked tenant's dropped queue frees its buffer space.
+#[tokio::test]
+async fn backlog_larger_than_the_buffer_is_delivered_in_order() {
+    let hook = ArgoWebhook::start().await;
+    hook.set_default(Behaviour::PublishFails);
+    let mut app = TestApp::spawn_with(|settings| {
+        webhook_settings(&hook)(settings);
+        settings.dispatch.buffer = 3;
+    })
+    .await;
+    // tenant-0's first event fails for good: its queue is dropped and the tenant parked.
+    hook.push_behaviour(Behaviour::BadPayload);
+    post(&app, &lifecycle_event("t0-e0", "tenant-0", "upsert")).await;
+    app.wait_for_progress("t0-e0 dead", |p| p.dead == 1).await;
+    for e in 1..=8 {
+        for t in 0..4 {
+            let id = format!("t{t}-e{e}");
+            post(
+                &app,
+                &lifecycle_event(&id, &format!("tenant-{t}"), "upsert"),
+            )
+            .await;
+        }
+    }
+    hook.set_default(Behaviour::Accept);
+    app.wait_for_progress("the backlog delivered", |p| p.delivered == 3 * 8)
+        .await;
+    let by_tenant = accepted_by_tenant(&hook.requests());
+    assert!(!by_tenant.contains_key("tenant-0"), "parked tenant-0 waits");
+    for t in 1..4 {
+        let expected: Vec<(i64, String)> = (1..=8).map(|e| (e, format!("t{t}-e{e}"))).collect();
+        assert_eq!(by_tenant[&format!("tenant-{t}")], expected, "tenant-{t}");
+    }
+    assert_eq!(app.journal.count_pending().await.unwrap(), 8);
+    app.stop().await;
+}
