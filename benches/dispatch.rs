@@ -167,6 +167,7 @@ async fn drain(journal: EventJournal, sink: SinkConfig, events: usize, concurren
         concurrency,
         ..DispatchSettings::default()
     };
+    let commits_before = journal.commit_stats().commits;
     let started = Instant::now();
     let dispatcher = Dispatcher::start(journal.clone(), sink, settings, metrics);
     let mut progress = dispatcher.progress();
@@ -175,6 +176,11 @@ async fn drain(journal: EventJournal, sink: SinkConfig, events: usize, concurren
         .await
         .expect("dispatcher running");
     let rate = events as f64 / started.elapsed().as_secs_f64();
+    let commits = journal.commit_stats().commits - commits_before;
+    println!(
+        "  ({commits} journal commits, {:.0} attempt records per commit)",
+        events as f64 / commits.max(1) as f64
+    );
     dispatcher.stop().await;
     journal.close().await;
     rate

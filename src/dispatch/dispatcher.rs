@@ -17,7 +17,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::emission::{encode, EncodedEmission};
+use super::emission::{EncodedEmission, QueuedEmission};
 use super::retry::RetryPolicy;
 use super::sinks::{DeliveryOutcome, Sink};
 use crate::journal::{
@@ -93,7 +93,7 @@ struct Shared {
 #[derive(Default)]
 struct Tenants {
     /// Emissions read from the journal and not yet started, per tenant, in position order.
-    queues: HashMap<String, VecDeque<PendingEmission>>,
+    queues: HashMap<String, VecDeque<QueuedEmission>>,
     /// Tenants behind a dead emission: their pending emissions are not read.
     parked: HashSet<String>,
     /// Emissions held in `queues`, bounded by `DispatchSettings::buffer`.
@@ -186,16 +186,25 @@ async fn run_coordinator(shared: Arc<Shared>) {
             shared.settings.buffer.saturating_sub(tenants.buffered)
         };
         let mut more = false;
-        // Refill in large reads only: with a backlog, topping the buffer up by one row per
-        // delivered event would cost a query per event.
         if room >= refill_threshold(shared.settings.buffer) {
-            match shared.journal.pending_emissions(cursor, None, room).await {
+            let page = room.min(READ_PAGE);
+            match shared.journal.pending_emissions(cursor, None, page).await {
                 Ok(emissions) => {
-                    more = emissions.len() == room;
-                    if let Some(last) = emissions.last() {
-                        cursor = last.position;
+                    more = emissions.len() == page;
+                    let last = emissions.last().map(|e| e.position);
+                    match prepare(&shared, emissions).await {
+                        Some(queued) => {
+                            cursor = last.unwrap_or(cursor);
+                            enqueue(&shared, &mut workers, queued);
+                        }
+                        // Not queued, so the cursor stays: the next read takes them again.
+                        None => {
+                            tokio::select! {
+                                () = shared.stopped() => break,
+                                () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            }
+                        }
                     }
-                    enqueue(&shared, &mut workers, emissions);
                 }
                 Err(error) => {
                     tracing::error!(
@@ -237,6 +246,33 @@ async fn run_coordinator(shared: Arc<Shared>) {
     tracing::debug!("dispatcher stopped");
 }
 
+/// Below this many emissions a read is encoded in place; above, on a blocking thread, so a
+/// backlog's JSON work does not hold up the deliveries and commits on the async thread.
+const ENCODE_INLINE_UP_TO: usize = 8;
+
+/// Encodes freshly read emissions; `None` (logged) if the encoding task failed.
+async fn prepare(shared: &Shared, emissions: Vec<PendingEmission>) -> Option<Vec<QueuedEmission>> {
+    let inline = emissions.len() <= ENCODE_INLINE_UP_TO;
+    let instance_source = shared.settings.instance_source.clone();
+    let routing = shared.sink.argo_routing().cloned();
+    let encode_all = move || {
+        emissions
+            .into_iter()
+            .map(|emission| QueuedEmission::prepare(emission, &instance_source, routing.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    if inline {
+        return Some(encode_all());
+    }
+    match tokio::task::spawn_blocking(encode_all).await {
+        Ok(queued) => Some(queued),
+        Err(error) => {
+            tracing::error!(%error, "encoding pending emissions failed; reading them again");
+            None
+        }
+    }
+}
+
 /// Reads which tenants are parked; false if stopped before it succeeded.
 async fn load_parked(shared: &Shared) -> bool {
     loop {
@@ -271,14 +307,14 @@ async fn load_parked(shared: &Shared) -> bool {
 
 /// Queues `emissions` behind their tenants' earlier ones, starting a worker for each tenant
 /// that had none. Parked tenants' emissions are left in the journal.
-fn enqueue(shared: &Arc<Shared>, workers: &mut JoinSet<()>, emissions: Vec<PendingEmission>) {
+fn enqueue(shared: &Arc<Shared>, workers: &mut JoinSet<()>, emissions: Vec<QueuedEmission>) {
     let mut tenants = shared.tenants();
     for emission in emissions {
-        if tenants.parked.contains(&emission.event.tenant) {
+        if tenants.parked.contains(&emission.tenant) {
             continue;
         }
         tenants.buffered += 1;
-        let tenant = emission.event.tenant.clone();
+        let tenant = emission.tenant.clone();
         match tenants.queues.get_mut(&tenant) {
             Some(queue) => queue.push_back(emission),
             None => {
@@ -335,9 +371,15 @@ async fn run_tenant(shared: Arc<Shared>, tenant: String) {
     }
 }
 
-/// The free buffer space worth a read: half the buffer.
+/// Most emissions read at once. Pages keep the first deliveries of a large backlog from
+/// waiting for the whole buffer to be read and encoded, and let the next page be read while
+/// the previous one is being delivered.
+const READ_PAGE: usize = 1000;
+
+/// The free buffer space worth a read: a page, or half the buffer if that is smaller. Reading
+/// whenever a single slot frees up would cost a query per delivered event.
 fn refill_threshold(buffer: usize) -> usize {
-    buffer.div_ceil(2).max(1)
+    READ_PAGE.min(buffer.div_ceil(2)).max(1)
 }
 
 /// Takes `count` emissions off the buffer count, waking the coordinator when that frees
@@ -353,25 +395,23 @@ fn release_buffer(shared: &Shared, tenants: &mut Tenants, count: usize) {
 }
 
 /// Attempts `emission` until it is delivered or dead; `None` if stopped first.
-async fn deliver(shared: &Shared, emission: PendingEmission) -> Option<EmissionStatus> {
-    let event = &emission.event;
+async fn deliver(shared: &Shared, emission: QueuedEmission) -> Option<EmissionStatus> {
     let span = tracing::info_span!(
         "dispatch",
-        event_id = %event.event_id,
+        event_id = %emission.event_id,
         emission_id = %emission.emission_id,
-        tenant = %event.tenant,
-        sequence = event.sequence,
+        tenant = %emission.tenant,
+        sequence = emission.sequence,
     );
     async {
-        let routing = shared.sink.argo_routing();
-        let encoded = match encode(&emission, &shared.settings.instance_source, routing) {
-            Ok(encoded) => encoded,
+        match &emission.encoded {
+            Ok(encoded) => attempt_until_final(shared, &emission, encoded).await,
             Err(error) => {
                 // A corrupt row can never be sent: dead at once, recorded like any attempt.
                 let now = chrono::Utc::now();
                 let record = AttemptRecord {
                     position: emission.position,
-                    event_id: event.event_id,
+                    event_id: emission.event_id,
                     attempt: emission.attempts + 1,
                     started_at: now,
                     finished_at: now,
@@ -382,10 +422,11 @@ async fn deliver(shared: &Shared, emission: PendingEmission) -> Option<EmissionS
                     emission_status: EmissionStatus::Dead,
                 };
                 tracing::error!(%error, "event cannot be emitted; it is dead and its tenant parked");
-                return record_durably(shared, record).await.then_some(EmissionStatus::Dead);
+                record_durably(shared, record)
+                    .await
+                    .then_some(EmissionStatus::Dead)
             }
-        };
-        attempt_until_final(shared, &emission, &encoded).await
+        }
     }
     .instrument(span)
     .await
@@ -394,7 +435,7 @@ async fn deliver(shared: &Shared, emission: PendingEmission) -> Option<EmissionS
 /// The retry loop of one emission.
 async fn attempt_until_final(
     shared: &Shared,
-    emission: &PendingEmission,
+    emission: &QueuedEmission,
     encoded: &EncodedEmission,
 ) -> Option<EmissionStatus> {
     let sink = shared.sink.kind();
@@ -459,7 +500,7 @@ async fn attempt_until_final(
             .observe(elapsed.as_secs_f64());
         let record = AttemptRecord {
             position: emission.position,
-            event_id: emission.event.event_id,
+            event_id: emission.event_id,
             attempt,
             started_at,
             finished_at,

@@ -52,6 +52,50 @@ pub struct EncodedEmission {
     pub workflow_name: String,
 }
 
+/// A pending emission as the dispatcher queues it: encoded once when read from the journal
+/// (the stored document is dropped then), with what the retry loop and the records need.
+#[derive(Debug)]
+pub struct QueuedEmission {
+    /// The emission's journal position (the attempt records' key).
+    pub position: i64,
+    /// The emission's id (logs).
+    pub emission_id: uuid::Uuid,
+    /// Its event (the records update the event's status; logs).
+    pub event_id: uuid::Uuid,
+    /// The tenant whose queue it joins.
+    pub tenant: String,
+    /// The event's per-tenant sequence (logs).
+    pub sequence: i64,
+    /// Attempts made before it was read (a restart): the backoff continues from there.
+    pub attempts: u32,
+    /// When the first attempt started, if any: the retry limit counts from there.
+    pub first_attempt_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The bytes to send, or why the stored row cannot be sent (then it is dead at once).
+    pub encoded: Result<EncodedEmission, EmissionError>,
+}
+
+impl QueuedEmission {
+    /// Encodes `pending` for the sink.
+    pub fn prepare(
+        mut pending: PendingEmission,
+        instance_source: &str,
+        routing: Option<&ArgoRouting>,
+    ) -> Self {
+        let encoded = encode(&mut pending, instance_source, routing);
+        let event = pending.event;
+        QueuedEmission {
+            position: pending.position,
+            emission_id: pending.emission_id,
+            event_id: event.event_id,
+            tenant: event.tenant,
+            sequence: event.sequence,
+            attempts: pending.attempts,
+            first_attempt_at: pending.first_attempt_at,
+            encoded,
+        }
+    }
+}
+
 /// Why a journaled event cannot be emitted (a corrupt row: no retry can fix it).
 #[derive(Debug, thiserror::Error)]
 #[error("stored event {event_id} cannot be emitted: {reason}")]
@@ -68,17 +112,20 @@ pub struct EmissionError {
 /// names, because Argo's JetStream Sensors match dependencies by exactly these two attributes
 /// and drop anything else; the instance URI moves to the `gatewaysource` extension, and the
 /// tenant stays in the `tenant` extension and in data.
-pub fn encode(
-    emission: &PendingEmission,
+fn encode(
+    emission: &mut PendingEmission,
     instance_source: &str,
     routing: Option<&ArgoRouting>,
 ) -> Result<EncodedEmission, EmissionError> {
+    // The queue keeps only the encoded bytes, so the stored JSON is moved out, not copied.
+    let document = std::mem::take(&mut emission.event.document);
+    let lifecycle = std::mem::take(&mut emission.event.lifecycle);
     let event = &emission.event;
     let corrupt = |reason: String| EmissionError {
         event_id: event.event_id,
         reason,
     };
-    let upstream = event_from_json(event.document.clone()).map_err(|violations| {
+    let upstream = event_from_json(document).map_err(|violations| {
         corrupt(format!(
             "the stored document is not a valid CloudEvent: {}",
             violations
@@ -88,7 +135,7 @@ pub fn encode(
                 .join("; ")
         ))
     })?;
-    let details: LifecycleDetails = serde_json::from_value(event.lifecycle.clone())
+    let details: LifecycleDetails = serde_json::from_value(lifecycle)
         .map_err(|error| corrupt(format!("the stored lifecycle details are invalid: {error}")))?;
     let mut canonical = canonical_event(&EmissionInput {
         emission_id: emission.emission_id,

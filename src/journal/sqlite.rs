@@ -172,8 +172,6 @@ impl SqliteJournal {
             .map(|column| format!("e.{column}"))
             .collect::<Vec<_>>()
             .join(", ");
-        // `+0` keeps SQLite on the partial index of pending rows (position order) rather than
-        // the tenant-less event index.
         let sql = format!(
             "SELECT m.position, m.emission_id, m.replay_of, m.attempts, m.first_attempt_at, \
              {columns} FROM emissions AS m JOIN events AS e ON e.event_id = m.event_id \
@@ -187,7 +185,14 @@ impl SqliteJournal {
             .fetch_all(&self.inner.readers)
             .await
             .map_err(read_error)?;
-        rows.iter().map(pending_from_row).collect()
+        // Decoding a backlog's documents is real CPU work: off the async thread when it is more
+        // than a few rows.
+        if rows.len() <= 8 {
+            return rows.iter().map(pending_from_row).collect();
+        }
+        tokio::task::spawn_blocking(move || rows.iter().map(pending_from_row).collect())
+            .await
+            .map_err(|error| JournalError::Query(sqlx::Error::Protocol(error.to_string())))?
     }
 
     pub(super) async fn parked_tenants(&self) -> Result<Vec<String>, JournalError> {
