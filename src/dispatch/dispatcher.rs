@@ -2,10 +2,13 @@
 //! concurrently across tenants and strictly in order within a tenant.
 //!
 //! One coordinator task reads pending emissions from the journal in position order (waking on
-//! every commit that stored new events, so nothing waits for a poll) into per-tenant queues.
+//! every commit that stored new events, so nothing waits for a poll), in pages decoded and
+//! encoded on blocking threads while the next page is read, into per-tenant queues.
 //! A tenant with queued work has exactly one worker task, which delivers its queue front to
-//! back: an emission's outcome is durable in the journal before the next one starts, so even a
-//! crash cannot reorder a tenant. A semaphore bounds attempts in flight across all tenants.
+//! back. A delivery's record is queued to the journal's writer before the tenant's next
+//! emission starts (a failure's record is awaited until durable); the writer commits in queue
+//! order, so a crash can only lose a tenant's newest records, and the restart sends those again
+//! in sequence. A semaphore bounds attempts in flight across all tenants.
 //! A dead emission parks its tenant: its queue is dropped and the coordinator skips the tenant
 //! until an operator replays or skips the dead event.
 
@@ -21,7 +24,8 @@ use super::emission::{EncodedEmission, QueuedEmission};
 use super::retry::RetryPolicy;
 use super::sinks::{DeliveryOutcome, Sink};
 use crate::journal::{
-    AppendError, AttemptOutcome, AttemptRecord, EmissionStatus, EventJournal, PendingEmission,
+    AppendError, AttemptOutcome, AttemptRecord, EmissionStatus, EventJournal, JournalError,
+    PendingPage,
 };
 use crate::metrics::{DeliveryLabels, GatewayMetrics, SinkLabels};
 
@@ -169,6 +173,24 @@ impl Dispatcher {
     }
 }
 
+/// Pages read from the journal and still being decoded and encoded, at most: reading the next
+/// page overlaps with encoding the previous ones.
+const PAGES_IN_FLIGHT: usize = 2;
+
+/// Below this many rows a page is decoded and encoded in place: cheaper than the hand-off to a
+/// blocking thread, and an idle gateway's single events go out sooner.
+const ENCODE_INLINE_UP_TO: usize = 8;
+
+/// A page being decoded and encoded on a blocking thread.
+struct PageInFlight {
+    /// Rows in the page, counted against the buffer until they are queued.
+    rows: usize,
+    /// Position just before the page: where reading restarts if the page fails.
+    after: i64,
+    /// The decoding and encoding.
+    task: tokio::task::JoinHandle<Result<Vec<QueuedEmission>, JournalError>>,
+}
+
 /// Reads pending emissions into the tenant queues and starts workers, until stopped.
 async fn run_coordinator(shared: Arc<Shared>) {
     let mut commits = shared.journal.subscribe_commits();
@@ -178,32 +200,31 @@ async fn run_coordinator(shared: Arc<Shared>) {
     }
     // Position of the last emission read; everything after it is still in the journal.
     let mut cursor = 0;
+    let mut pages: VecDeque<PageInFlight> = VecDeque::new();
     while !shared.is_stopping() {
         // Marked seen before reading, so a commit landing during the read wakes the next wait.
         commits.borrow_and_update();
         let room = {
             let tenants = shared.tenants();
-            shared.settings.buffer.saturating_sub(tenants.buffered)
+            let in_flight: usize = pages.iter().map(|page| page.rows).sum();
+            shared
+                .settings
+                .buffer
+                .saturating_sub(tenants.buffered + in_flight)
         };
         let mut more = false;
-        if room >= refill_threshold(shared.settings.buffer) {
-            let page = room.min(READ_PAGE);
-            match shared.journal.pending_emissions(cursor, None, page).await {
-                Ok(emissions) => {
-                    more = emissions.len() == page;
-                    let last = emissions.last().map(|e| e.position);
-                    match prepare(&shared, emissions).await {
-                        Some(queued) => {
-                            cursor = last.unwrap_or(cursor);
-                            enqueue(&shared, &mut workers, queued);
-                        }
-                        // Not queued, so the cursor stays: the next read takes them again.
-                        None => {
-                            tokio::select! {
-                                () = shared.stopped() => break,
-                                () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                            }
-                        }
+        if room >= refill_threshold(shared.settings.buffer) && pages.len() < PAGES_IN_FLIGHT {
+            let limit = room.min(READ_PAGE);
+            match shared.journal.pending_page(cursor, None, limit).await {
+                Ok(page) => {
+                    more = page.len() == limit;
+                    if let Some(last) = page.last_position() {
+                        pages.push_back(PageInFlight {
+                            rows: page.len(),
+                            after: cursor,
+                            task: encode_page(&shared, page),
+                        });
+                        cursor = last;
                     }
                 }
                 Err(error) => {
@@ -218,11 +239,28 @@ async fn run_coordinator(shared: Arc<Shared>) {
                 }
             }
         }
-        if more {
+        if more && pages.len() < PAGES_IN_FLIGHT {
             continue;
         }
         tokio::select! {
             () = shared.stopped() => break,
+            encoded = next_page(&mut pages), if !pages.is_empty() => {
+                match encoded {
+                    Ok(queued) => enqueue(&shared, &mut workers, queued),
+                    Err((after, error)) => {
+                        // Read it, and whatever came after it, again (in order) in a moment.
+                        tracing::error!(%error, "decoding pending emissions failed; reading them again in 1 s");
+                        cursor = after;
+                        for page in pages.drain(..) {
+                            page.task.abort();
+                        }
+                        tokio::select! {
+                            () = shared.stopped() => break,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            }
             changed = commits.changed() => {
                 if changed.is_err() {
                     // The journal's writer is gone: the journal is closing.
@@ -238,6 +276,9 @@ async fn run_coordinator(shared: Arc<Shared>) {
         }
     }
     shared.stopping.send_replace(true);
+    for page in pages {
+        page.task.abort();
+    }
     while let Some(result) = workers.join_next().await {
         if let Err(error) = result {
             tracing::error!(%error, "dispatch worker ended abnormally");
@@ -246,30 +287,44 @@ async fn run_coordinator(shared: Arc<Shared>) {
     tracing::debug!("dispatcher stopped");
 }
 
-/// Below this many emissions a read is encoded in place; above, on a blocking thread, so a
-/// backlog's JSON work does not hold up the deliveries and commits on the async thread.
-const ENCODE_INLINE_UP_TO: usize = 8;
+/// Waits for the oldest page in flight and takes it off the list; on failure, the position to
+/// read again from and why.
+async fn next_page(
+    pages: &mut VecDeque<PageInFlight>,
+) -> Result<Vec<QueuedEmission>, (i64, String)> {
+    let Some(page) = pages.front_mut() else {
+        return std::future::pending().await;
+    };
+    let result = (&mut page.task).await;
+    let after = page.after;
+    pages.pop_front();
+    match result {
+        Ok(Ok(queued)) => Ok(queued),
+        Ok(Err(error)) => Err((after, crate::telemetry::ErrorChain(&error).to_string())),
+        Err(error) => Err((after, error.to_string())),
+    }
+}
 
-/// Encodes freshly read emissions; `None` (logged) if the encoding task failed.
-async fn prepare(shared: &Shared, emissions: Vec<PendingEmission>) -> Option<Vec<QueuedEmission>> {
-    let inline = emissions.len() <= ENCODE_INLINE_UP_TO;
+/// Decodes and encodes a page: in place when it is small, else on a blocking thread.
+fn encode_page(
+    shared: &Shared,
+    page: PendingPage,
+) -> tokio::task::JoinHandle<Result<Vec<QueuedEmission>, JournalError>> {
     let instance_source = shared.settings.instance_source.clone();
     let routing = shared.sink.argo_routing().cloned();
-    let encode_all = move || {
-        emissions
+    let small = page.len() <= ENCODE_INLINE_UP_TO;
+    let encode = move || {
+        let emissions = page.decode()?;
+        Ok(emissions
             .into_iter()
             .map(|emission| QueuedEmission::prepare(emission, &instance_source, routing.as_ref()))
-            .collect::<Vec<_>>()
+            .collect())
     };
-    if inline {
-        return Some(encode_all());
-    }
-    match tokio::task::spawn_blocking(encode_all).await {
-        Ok(queued) => Some(queued),
-        Err(error) => {
-            tracing::error!(%error, "encoding pending emissions failed; reading them again");
-            None
-        }
+    if small {
+        let encoded = encode();
+        tokio::spawn(async move { encoded })
+    } else {
+        tokio::task::spawn_blocking(encode)
     }
 }
 
@@ -395,7 +450,7 @@ fn release_buffer(shared: &Shared, tenants: &mut Tenants, count: usize) {
 }
 
 /// Attempts `emission` until it is delivered or dead; `None` if stopped first.
-async fn deliver(shared: &Shared, emission: QueuedEmission) -> Option<EmissionStatus> {
+async fn deliver(shared: &Arc<Shared>, emission: QueuedEmission) -> Option<EmissionStatus> {
     let span = tracing::info_span!(
         "dispatch",
         event_id = %emission.event_id,
@@ -434,7 +489,7 @@ async fn deliver(shared: &Shared, emission: QueuedEmission) -> Option<EmissionSt
 
 /// The retry loop of one emission.
 async fn attempt_until_final(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     emission: &QueuedEmission,
     encoded: &EncodedEmission,
 ) -> Option<EmissionStatus> {
@@ -510,6 +565,10 @@ async fn attempt_until_final(
             error: error.clone(),
             emission_status,
         };
+        if emission_status == EmissionStatus::Delivered {
+            tracing::debug!(attempt, workflow = %encoded.workflow_name, "delivered");
+            return submit_delivered(shared, record).await;
+        }
         if !record_durably(shared, record).await {
             return None;
         }
@@ -523,10 +582,8 @@ async fn attempt_until_final(
         });
         let error = error.unwrap_or_default();
         match emission_status {
-            EmissionStatus::Delivered => {
-                tracing::debug!(attempt, workflow = %encoded.workflow_name, "delivered");
-                return Some(emission_status);
-            }
+            // Handled above; kept so the match stays exhaustive.
+            EmissionStatus::Delivered => return Some(emission_status),
             EmissionStatus::Dead => {
                 tracing::error!(
                     attempt,
@@ -553,6 +610,31 @@ async fn attempt_until_final(
             }
         }
     }
+}
+
+/// Queues the record of a delivered emission and lets the tenant's next emission go without
+/// waiting for the commit. Safe for order: the writer commits records in the order they were
+/// queued, so a crash can only lose the newest records of a tenant, never one before a kept
+/// one, and the restart sends the lost ones again in sequence (at-least-once; the Sensors'
+/// Workflow name turns a repeat into a no-op). Progress counts the delivery once it is durable.
+async fn submit_delivered(shared: &Arc<Shared>, record: AttemptRecord) -> Option<EmissionStatus> {
+    // Submission only fails once the journal is closed.
+    let receipt = shared.journal.submit_attempts(vec![record]).await.ok()?;
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        match receipt.durable().await {
+            Ok(()) => shared.progress.send_modify(|progress| {
+                progress.attempts += 1;
+                progress.delivered += 1;
+            }),
+            Err(error) => tracing::error!(
+                error = %crate::telemetry::ErrorChain(&error),
+                "recording a delivery failed; the event stays pending and is sent again after \
+                 a restart"
+            ),
+        }
+    });
+    Some(EmissionStatus::Delivered)
 }
 
 /// Writes `record` to the journal, retrying while the store is unavailable; false if the

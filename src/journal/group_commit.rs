@@ -200,19 +200,25 @@ impl GroupCommitter {
         answer.await.map_err(|_| AppendError::Closed)?
     }
 
-    /// Queues delivery attempts and waits until they are durable. Unlike appends they are
-    /// taken while the journal drains, until the writer has stopped: the dispatcher stops
-    /// before the journal closes, and its last records must land.
-    pub(crate) async fn record(&self, attempts: Vec<AttemptRecord>) -> Result<(), AppendError> {
-        if attempts.is_empty() {
-            return Ok(());
-        }
+    /// Queues delivery attempts behind every request queued before them and returns at once;
+    /// the receiver answers when they are durable. Requests are committed in queue order, so
+    /// records queued one after the other can never become durable out of order. Records are
+    /// taken until the writer stops taking requests (the dispatcher stops before the journal
+    /// closes, and its last records must land).
+    pub(crate) async fn submit(
+        &self,
+        attempts: Vec<AttemptRecord>,
+    ) -> Result<oneshot::Receiver<Result<(), AppendError>>, AppendError> {
         let (reply, answer) = oneshot::channel();
+        if attempts.is_empty() {
+            let _ = reply.send(Ok(()));
+            return Ok(answer);
+        }
         self.requests
             .send(WriteRequest::Record { attempts, reply })
             .await
             .map_err(|_| AppendError::Closed)?;
-        answer.await.map_err(|_| AppendError::Closed)?
+        Ok(answer)
     }
 
     /// A receiver that changes after every commit that stored new events.

@@ -242,6 +242,55 @@ pub struct PendingEmission {
     pub event: StoredEvent,
 }
 
+/// The answer to [`EventJournal::submit_attempts`]: resolves once the records are durable.
+#[derive(Debug)]
+pub struct RecordReceipt(tokio::sync::oneshot::Receiver<Result<(), AppendError>>);
+
+impl RecordReceipt {
+    /// Waits until the submitted records are committed (or the commit failed).
+    pub async fn durable(self) -> Result<(), AppendError> {
+        // A dropped reply means the writer task is gone: a closed journal to the caller.
+        self.0.await.map_err(|_| AppendError::Closed)?
+    }
+}
+
+/// A page of pending emissions as the store returned it, not decoded yet.
+pub enum PendingPage {
+    /// Rows of the SQLite read.
+    Sqlite(Vec<sqlx::sqlite::SqliteRow>),
+}
+
+impl PendingPage {
+    /// Rows in the page.
+    pub fn len(&self) -> usize {
+        match self {
+            PendingPage::Sqlite(rows) => rows.len(),
+        }
+    }
+
+    /// Whether the page is empty (nothing pending after the cursor).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Position of the page's last emission: where the next read starts.
+    pub fn last_position(&self) -> Option<i64> {
+        match self {
+            PendingPage::Sqlite(rows) => {
+                use sqlx::Row;
+                rows.last().and_then(|row| row.try_get(0).ok())
+            }
+        }
+    }
+
+    /// Decodes every row (JSON parsing: CPU work, worth a blocking thread for a full page).
+    pub fn decode(self) -> Result<Vec<PendingEmission>, JournalError> {
+        match self {
+            PendingPage::Sqlite(rows) => rows.iter().map(sqlite::pending_from_row).collect(),
+        }
+    }
+}
+
 /// Where an emission stands after a delivery attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmissionStatus {
@@ -425,9 +474,20 @@ impl EventJournal {
     /// Records delivery attempts and the emission states they lead to; returns once durable.
     /// Shares the writer (and its transactions) with appends.
     pub async fn record_attempts(&self, attempts: Vec<AttemptRecord>) -> Result<(), AppendError> {
-        match self {
-            Self::Sqlite(journal) => journal.record_attempts(attempts).await,
-        }
+        self.submit_attempts(attempts).await?.durable().await
+    }
+
+    /// Queues delivery attempts for the writer and returns without waiting for the commit.
+    /// Submissions become durable in the order they were made, so a caller that submits one
+    /// record after the other never sees a later one survive a crash without the earlier ones.
+    pub async fn submit_attempts(
+        &self,
+        attempts: Vec<AttemptRecord>,
+    ) -> Result<RecordReceipt, AppendError> {
+        let receipt = match self {
+            Self::Sqlite(journal) => journal.submit_attempts(attempts).await?,
+        };
+        Ok(RecordReceipt(receipt))
     }
 
     /// Pending emissions after `position` in position order (of one tenant, if given), at most
@@ -438,8 +498,29 @@ impl EventJournal {
         tenant: Option<&str>,
         limit: usize,
     ) -> Result<Vec<PendingEmission>, JournalError> {
+        let page = self.pending_page(after, tenant, limit).await?;
+        if page.len() <= 8 {
+            return page.decode();
+        }
+        // Decoding many documents is real CPU work: off the async thread.
+        tokio::task::spawn_blocking(move || page.decode())
+            .await
+            .map_err(|error| JournalError::Query(sqlx::Error::Protocol(error.to_string())))?
+    }
+
+    /// Like [`pending_emissions`](Self::pending_emissions), but returns the rows undecoded, so
+    /// the caller can decode them on a thread of its choice while it reads the next page.
+    pub async fn pending_page(
+        &self,
+        after: i64,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> Result<PendingPage, JournalError> {
         match self {
-            Self::Sqlite(journal) => journal.pending_emissions(after, tenant, limit).await,
+            Self::Sqlite(journal) => journal
+                .pending_page(after, tenant, limit)
+                .await
+                .map(PendingPage::Sqlite),
         }
     }
 

@@ -146,11 +146,11 @@ impl SqliteJournal {
         self.inner.committer.append(events).await
     }
 
-    pub(super) async fn record_attempts(
+    pub(super) async fn submit_attempts(
         &self,
         attempts: Vec<AttemptRecord>,
-    ) -> Result<(), AppendError> {
-        self.inner.committer.record(attempts).await
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), AppendError>>, AppendError> {
+        self.inner.committer.submit(attempts).await
     }
 
     pub(super) fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -161,12 +161,12 @@ impl SqliteJournal {
         self.inner.committer.group_sizes()
     }
 
-    pub(super) async fn pending_emissions(
+    pub(super) async fn pending_page(
         &self,
         after: i64,
         tenant: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<PendingEmission>, JournalError> {
+    ) -> Result<Vec<sqlx::sqlite::SqliteRow>, JournalError> {
         let columns = STORED_EVENT_COLUMNS
             .split(", ")
             .map(|column| format!("e.{column}"))
@@ -178,21 +178,13 @@ impl SqliteJournal {
              WHERE m.status = 'pending' AND m.position > ?1 AND (?2 IS NULL OR m.tenant = ?2) \
              ORDER BY m.position LIMIT ?3"
         );
-        let rows = sqlx::query(&sql)
+        sqlx::query(&sql)
             .bind(after)
             .bind(tenant)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.inner.readers)
             .await
-            .map_err(read_error)?;
-        // Decoding a backlog's documents is real CPU work: off the async thread when it is more
-        // than a few rows.
-        if rows.len() <= 8 {
-            return rows.iter().map(pending_from_row).collect();
-        }
-        tokio::task::spawn_blocking(move || rows.iter().map(pending_from_row).collect())
-            .await
-            .map_err(|error| JournalError::Query(sqlx::Error::Protocol(error.to_string())))?
+            .map_err(read_error)
     }
 
     pub(super) async fn parked_tenants(&self) -> Result<Vec<String>, JournalError> {
@@ -410,8 +402,10 @@ fn parse_uuid(value: &str, what: &str) -> Result<Uuid, JournalError> {
     })
 }
 
-/// Decodes a row of [`SqliteJournal::pending_emissions`]: five emission columns, then the event.
-fn pending_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<PendingEmission, JournalError> {
+/// Decodes a row of [`SqliteJournal::pending_page`]: five emission columns, then the event.
+pub(super) fn pending_from_row(
+    row: &sqlx::sqlite::SqliteRow,
+) -> Result<PendingEmission, JournalError> {
     use sqlx::FromRow;
     let emission_id: String = row.try_get(1).map_err(read_error)?;
     let replay_of: Option<String> = row.try_get(2).map_err(read_error)?;
