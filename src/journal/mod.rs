@@ -5,10 +5,12 @@
 //!   duplicate, a repeat with other content is a conflict;
 //! - the per-tenant sequence numbers (1, 2, 3, ... in commit order) the dispatcher delivers by;
 //! - durability before acknowledgement: [`EventJournal::append`] returns only after the commit
-//!   reached the disk, so the HTTP layer can answer 2xx right after it.
+//!   reached the disk, so the HTTP layer can answer 2xx right after it;
+//! - the dispatch outbox: each accepted event's first emission is written in the same
+//!   transaction, and delivery attempts are recorded against it (see `docs/dispatch.md`).
 //!
-//! Writes go through one group-commit writer per journal (see `group_commit`): concurrent requests
-//! share one transaction and one fsync, which is what makes tens of thousands of small requests
+//! Writes (appends and attempt records) go through one group-commit writer per journal (see
+//! `group_commit`): concurrent requests share one transaction and one fsync, which is what makes tens of thousands of small requests
 //! per second possible on a durable store.
 //!
 //! [`EventJournal`] is an enum over storage backends, chosen once from the store URL. SQLite is the
@@ -85,7 +87,8 @@ pub struct NewEvent {
     pub event_type: String,
     /// Tenant named by normalization (already validated as a DNS-1123 label); the sequence scope.
     pub tenant: String,
-    /// Canonical lifecycle action from normalization (e.g. `lifecycle.upsert`).
+    /// Short lifecycle action from normalization (e.g. `upsert`); emitted as
+    /// `lifecycle.<action>`.
     pub action: String,
     /// Upstream `time` attribute exactly as sent (RFC 3339), if the event had one.
     pub time: Option<String>,
@@ -344,11 +347,13 @@ pub struct AttemptRecord {
     pub event_id: Uuid,
     /// 1 for the first attempt of the emission, then 2, 3, ...
     pub attempt: u32,
-    /// When the attempt started and ended.
+    /// When the attempt started (the first one also starts the retry-limit clock).
     pub started_at: chrono::DateTime<chrono::Utc>,
+    /// When the sink answered or the attempt timed out.
     pub finished_at: chrono::DateTime<chrono::Utc>,
     /// The sink kind (`log`, `webhook`, `eventbus`).
     pub sink: &'static str,
+    /// How the attempt ended.
     pub outcome: AttemptOutcome,
     /// The sink's HTTP status, when it answered over HTTP.
     pub status_code: Option<u16>,
@@ -363,12 +368,19 @@ pub struct AttemptRecord {
 pub struct StoredAttempt {
     /// The emission attempted.
     pub emission_id: Uuid,
+    /// 1, 2, 3, ... within the emission.
     pub attempt: u32,
+    /// Start and end (RFC 3339, UTC, microseconds).
     pub started_at: String,
+    /// See `started_at`.
     pub finished_at: String,
+    /// The sink kind it went to.
     pub sink: String,
+    /// `delivered`, `retryable` or `permanent`.
     pub outcome: String,
+    /// The sink's HTTP status, when it answered over HTTP.
     pub status_code: Option<u16>,
+    /// What went wrong, for failed attempts.
     pub error: Option<String>,
 }
 
