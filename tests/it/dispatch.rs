@@ -13,7 +13,7 @@ use tenant_gateway::dispatch::sinks::{EventbusConfig, SinkConfig, WebhookConfig}
 use tenant_gateway::dispatch::RetryPolicy;
 
 use crate::argo_webhook::{ArgoWebhook, Behaviour, Received};
-use crate::nats::{create_argo_stream, NatsServer};
+use crate::nats::{create_argo_stream, eventbus_config, NatsServer};
 use crate::support::{lifecycle_event, TestApp};
 
 /// Long enough for any wait here; a test that reaches it has failed.
@@ -379,14 +379,8 @@ async fn eventbus_sink_publishes_the_canonical_event() {
     let url = nats.url();
     let mut app = TestApp::spawn_with(move |settings| {
         settings.sink = SinkConfig::Eventbus(EventbusConfig {
-            url,
-            stream: "default".into(),
-            event_source_name: "tenant-gateway".into(),
-            event_name: "lifecycle".into(),
-            user: None,
-            password_file: None,
-            token_file: None,
             ack_timeout: Duration::from_secs(5),
+            ..eventbus_config(&url)
         });
         settings.dispatch.instance_source = "urn:tenant-gateway:test".into();
     })
@@ -471,14 +465,8 @@ async fn eventbus_without_its_stream_is_not_ready() {
     let url = nats.url();
     let app = TestApp::spawn_with(move |settings| {
         settings.sink = SinkConfig::Eventbus(EventbusConfig {
-            url,
-            stream: "default".into(),
-            event_source_name: "tenant-gateway".into(),
-            event_name: "lifecycle".into(),
-            user: None,
-            password_file: None,
-            token_file: None,
             ack_timeout: Duration::from_millis(500),
+            ..eventbus_config(&url)
         });
     })
     .await;

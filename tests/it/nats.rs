@@ -171,7 +171,9 @@ pub(crate) async fn create_argo_stream_with(
         .expect("create the Argo EventBus stream")
 }
 
-fn eventbus_config(url: &str) -> EventbusConfig {
+/// The sink settings tests use: Argo's stream `default`, EventSource `tenant-gateway`, event
+/// `lifecycle`, no credentials, a 2 s ack timeout.
+pub(crate) fn eventbus_config(url: &str) -> EventbusConfig {
     EventbusConfig {
         url: url.to_owned(),
         stream: "default".to_owned(),
