@@ -77,9 +77,13 @@ pub struct Dispatcher {
 
 /// What the coordinator and the workers share.
 struct Shared {
+    /// Source of pending emissions and destination of attempt records.
     journal: EventJournal,
+    /// Where emissions go.
     sink: Sink,
+    /// Concurrency, buffer, retries, instance URI.
     settings: DispatchSettings,
+    /// Delivery counters and latency, parked tenants.
     metrics: GatewayMetrics,
     /// Bounds attempts in flight across tenants.
     permits: Semaphore,
@@ -154,13 +158,6 @@ impl Dispatcher {
     /// A receiver of running totals.
     pub fn progress(&self) -> watch::Receiver<DispatchProgress> {
         self.progress.clone()
-    }
-
-    /// Tenants parked right now, sorted.
-    pub fn parked_tenants(&self) -> Vec<String> {
-        let mut parked: Vec<String> = self.shared.tenants().parked.iter().cloned().collect();
-        parked.sort();
-        parked
     }
 
     /// Stops: no new attempt starts, attempts in flight are abandoned (their emissions stay
