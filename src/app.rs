@@ -108,7 +108,7 @@ impl Application {
         .listen(admin_listener)
         .map_err(bind_admin)?
         .run();
-        let sink_kind = sink.kind();
+        let sink_description = sink.describe();
         let dispatcher =
             Dispatcher::start(journal.clone(), sink, settings.dispatch.clone(), metrics);
         let bench_null = settings.bench_null_endpoint;
@@ -128,7 +128,7 @@ impl Application {
             listen = %ingest_addr,
             admin = %admin_addr,
             store = %redact_url(&settings.store),
-            sink = sink_kind,
+            sink = %sink_description,
             auth = if settings.tokens.is_empty() { "none" } else { "tokens" },
             "tenant-gateway listening"
         );

@@ -514,15 +514,12 @@ async fn attempt_until_final(
         let elapsed = clock.elapsed();
         let finished_at = chrono::Utc::now();
         let first = *first_attempt_at.get_or_insert(started_at);
-        let (recorded, status_code, error) = match &outcome {
-            DeliveryOutcome::Delivered { status } => (AttemptOutcome::Delivered, *status, None),
-            DeliveryOutcome::Retryable { status, error } => {
-                (AttemptOutcome::Retryable, *status, Some(error.clone()))
-            }
-            DeliveryOutcome::Permanent { status, error } => {
-                (AttemptOutcome::Permanent, *status, Some(error.clone()))
-            }
+        let recorded = match &outcome {
+            DeliveryOutcome::Delivered { .. } => AttemptOutcome::Delivered,
+            DeliveryOutcome::Retryable { .. } => AttemptOutcome::Retryable,
+            DeliveryOutcome::Permanent { .. } => AttemptOutcome::Permanent,
         };
+        let (status_code, error) = (outcome.status(), outcome.error().map(str::to_owned));
         let emission_status = match recorded {
             AttemptOutcome::Delivered => EmissionStatus::Delivered,
             AttemptOutcome::Permanent => EmissionStatus::Dead,

@@ -167,15 +167,6 @@ impl SinkConfig {
             SinkConfig::Eventbus(config) => Sink::Eventbus(EventbusSink::build(config).await?),
         })
     }
-
-    /// The sink kind this configuration builds (the metrics label).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SinkConfig::Log => "log",
-            SinkConfig::Webhook(_) => "webhook",
-            SinkConfig::Eventbus(_) => "eventbus",
-        }
-    }
 }
 
 /// The EventSource and event names an Argo JetStream Sensor matches a dependency by. It reads
@@ -465,7 +456,6 @@ mod tests {
                 timeout: Duration::from_secs(30),
             })
         );
-        assert_eq!(sink.kind(), "webhook");
     }
 
     #[test]
