@@ -15,6 +15,9 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub struct Problem {
     #[serde(rename = "type")]
     pub problem_type: String,
+    /// The last part of `type` (`invalid-cloudevent`): a fixed set, so it can be a metrics label.
+    #[serde(skip)]
+    pub slug: &'static str,
     pub title: &'static str,
     #[serde(serialize_with = "serialize_status")]
     pub status: StatusCode,
@@ -37,12 +40,13 @@ fn serialize_status<S: serde::Serializer>(s: &StatusCode, ser: S) -> Result<S::O
 impl Problem {
     pub fn new(
         status: StatusCode,
-        slug: &str,
+        slug: &'static str,
         title: &'static str,
         detail: impl Into<String>,
     ) -> Self {
         Problem {
             problem_type: format!("urn:tenant-gateway:problem:{slug}"),
+            slug,
             title,
             status,
             detail: detail.into(),

@@ -536,16 +536,14 @@ async fn attempt_until_final(
             .metrics
             .deliveries
             .get_or_create(&DeliveryLabels {
-                sink: sink.to_owned(),
-                outcome: recorded.as_str().to_owned(),
+                sink,
+                outcome: recorded.as_str(),
             })
             .inc();
         shared
             .metrics
             .delivery_seconds
-            .get_or_create(&SinkLabels {
-                sink: sink.to_owned(),
-            })
+            .get_or_create(&SinkLabels { sink })
             .observe(elapsed.as_secs_f64());
         let record = AttemptRecord {
             position: emission.position,

@@ -284,13 +284,7 @@ async fn post_events(
     .instrument(span)
     .await;
     if let Err(error) = &result {
-        let problem = error.problem();
-        let slug = problem
-            .problem_type
-            .rsplit(':')
-            .next()
-            .unwrap_or(&problem.problem_type);
-        state.metrics.reject(slug);
+        state.metrics.reject(error.problem().slug);
     }
     result
 }

@@ -44,6 +44,21 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 const STORED_EVENT_COLUMNS: &str = "event_id, source, id, event_type, tenant, action, sequence, \
                                     time, received_at, document, content_hash, status, lifecycle";
 
+/// A page of pending emissions with their events, in position order (see `pending_from_row`).
+static SELECT_PENDING_PAGE: LazyLock<String> = LazyLock::new(|| {
+    let columns = STORED_EVENT_COLUMNS
+        .split(", ")
+        .map(|column| format!("e.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT m.position, m.emission_id, m.replay_of, m.attempts, m.first_attempt_at, \
+         {columns} FROM emissions AS m JOIN events AS e ON e.event_id = m.event_id \
+         WHERE m.status = 'pending' AND m.position > ?1 AND (?2 IS NULL OR m.tenant = ?2) \
+         ORDER BY m.position LIMIT ?3"
+    )
+});
+
 /// Turns the part of a `sqlite://PATH` URL after `sqlite://` into a file path.
 pub(super) fn parse_path(rest: &str) -> Result<PathBuf, JournalError> {
     if rest.is_empty() {
@@ -167,18 +182,7 @@ impl SqliteJournal {
         tenant: Option<&str>,
         limit: usize,
     ) -> Result<Vec<sqlx::sqlite::SqliteRow>, JournalError> {
-        let columns = STORED_EVENT_COLUMNS
-            .split(", ")
-            .map(|column| format!("e.{column}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT m.position, m.emission_id, m.replay_of, m.attempts, m.first_attempt_at, \
-             {columns} FROM emissions AS m JOIN events AS e ON e.event_id = m.event_id \
-             WHERE m.status = 'pending' AND m.position > ?1 AND (?2 IS NULL OR m.tenant = ?2) \
-             ORDER BY m.position LIMIT ?3"
-        );
-        sqlx::query(&sql)
+        sqlx::query(&SELECT_PENDING_PAGE)
             .bind(after)
             .bind(tenant)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -1013,6 +1017,40 @@ impl GroupStore for SqliteWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The dispatcher's page read walks the partial index of pending rows in position order:
+    /// no scan of the (ever growing) emissions or events tables, and no sort.
+    #[tokio::test]
+    async fn pending_page_reads_the_pending_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.db");
+        let mut connection = connect_options(&path, &JournalOptions::default())
+            .connect()
+            .await
+            .unwrap();
+        MIGRATOR.run(&mut connection).await.unwrap();
+        let sql = format!("EXPLAIN QUERY PLAN {}", *SELECT_PENDING_PAGE);
+        let plan: Vec<String> = sqlx::query(&sql)
+            .bind(0_i64)
+            .bind(None::<String>)
+            .bind(1000_i64)
+            .fetch_all(&mut connection)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<String, _>(3))
+            .collect();
+        assert!(
+            plan.iter().any(|step| step.contains("emissions_pending")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|step| step.starts_with("SCAN") || step.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
+    }
 
     /// The writer's reads must stay index searches: a scan would make every group's cost grow
     /// with the size of the journal.
