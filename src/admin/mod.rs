@@ -3,6 +3,8 @@
 //! reports whether the sink can take deliveries (ingest keeps accepting while it cannot: that is
 //! what the journal is for).
 
+pub mod api;
+
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 

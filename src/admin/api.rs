@@ -1,0 +1,315 @@
+//! The admin API's request and response bodies (JSON, camelCase), shared by the server
+//! handlers and the operator CLI, and described by `docs/openapi.json`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Which events a listing or a bulk replay selects. Every condition is optional; conditions
+/// combine with AND. Times compare with the event's `receivedAt` (`since` inclusive, `until`
+/// exclusive).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventFilter {
+    /// Only this tenant's events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Short action name (`upsert`) or the emitted type (`lifecycle.upsert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// `pending`, `delivered`, `dead` or `skipped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Upstream CloudEvent `source`, exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// RFC 3339; events received at or after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// RFC 3339; events received before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+impl EventFilter {
+    /// True when no condition is set (it would select the whole journal).
+    pub fn is_empty(&self) -> bool {
+        self == &EventFilter::default()
+    }
+}
+
+/// One journaled event, as listings show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventSummary {
+    /// The gateway's id of the event.
+    pub event_id: Uuid,
+    /// The tenant it is about.
+    pub tenant: String,
+    /// Short lifecycle action (`upsert`).
+    pub action: String,
+    /// Per-tenant sequence number.
+    pub sequence: i64,
+    /// Delivery state of its latest emission.
+    pub status: String,
+    /// Upstream CloudEvent `source`.
+    pub source: String,
+    /// Upstream CloudEvent `id`.
+    pub id: String,
+    /// Upstream CloudEvent `type`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Upstream `time`, if it had one.
+    pub time: Option<String>,
+    /// When the gateway accepted it.
+    pub received_at: String,
+}
+
+/// `GET /admin/v1/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventPage {
+    /// At most `limit` events in journal order.
+    pub events: Vec<EventSummary>,
+    /// Pass as `cursor` for the next page; `null` when this page is the last one so far.
+    pub next_cursor: Option<String>,
+}
+
+/// One delivery attempt of an emission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptView {
+    /// 1, 2, 3, ... within the emission.
+    pub attempt: u32,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// When the sink answered or the attempt failed.
+    pub finished_at: String,
+    /// Sink kind: `log`, `webhook` or `eventbus`.
+    pub sink: String,
+    /// `delivered`, `retryable` or `permanent`.
+    pub outcome: String,
+    /// The sink's HTTP status, when it answered over HTTP.
+    pub status_code: Option<u16>,
+    /// What went wrong.
+    pub error: Option<String>,
+}
+
+/// One emission of an event: the first delivery, or a replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EmissionView {
+    /// The emitted CloudEvent's id.
+    pub emission_id: Uuid,
+    /// Set on replays: the event replayed.
+    pub replay_of: Option<Uuid>,
+    /// The bulk replay job that created it, if any.
+    pub replay_job: Option<Uuid>,
+    /// `pending`, `delivered`, `dead` or `skipped`.
+    pub status: String,
+    /// When it was created.
+    pub created_at: String,
+    /// When it reached delivered, dead or skipped.
+    pub finished_at: Option<String>,
+    /// The last failure's message.
+    pub last_error: Option<String>,
+    /// Set when a dead emission was replayed: the emission that took its place.
+    pub replaced_by: Option<Uuid>,
+    /// The Workflow name the Sensors give this emission.
+    pub workflow_name: String,
+    /// Link to that Workflow in the Argo Workflows UI, when `argo-ui-url` is configured.
+    pub workflow_url: Option<String>,
+    /// Every attempt, oldest first (only on `GET /admin/v1/events/{eventId}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delivery_attempts: Vec<AttemptView>,
+}
+
+/// An operator's action, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorActionView {
+    /// When it was taken.
+    pub at: String,
+    /// Who: the admin token's name, or `loopback` for an unauthenticated local call.
+    pub actor: String,
+    /// `replay`, `skip`, `bulk-replay` or `cancel-replay`.
+    pub action: String,
+    /// The event acted on (replay, skip).
+    pub event_id: Option<Uuid>,
+    /// The tenant acted on (replay, skip).
+    pub tenant: Option<String>,
+    /// The emission created (replay) or skipped (skip).
+    pub emission_id: Option<Uuid>,
+    /// The bulk replay job (bulk-replay, cancel-replay).
+    pub job_id: Option<Uuid>,
+    /// Why, as the operator said.
+    pub reason: Option<String>,
+}
+
+/// `GET /admin/v1/events/{eventId}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventDetail {
+    /// The event's summary.
+    pub event: EventSummary,
+    /// The upstream CloudEvent as received (structured JSON).
+    pub upstream: Value,
+    /// The canonical CloudEvent of its first emission, as every sink but `eventbus` sends it.
+    pub canonical: Value,
+    /// Every emission, oldest first, with its attempts.
+    pub emissions: Vec<EmissionView>,
+    /// Operator actions on this event, oldest first.
+    pub operator_actions: Vec<OperatorActionView>,
+}
+
+/// Body of `POST /admin/v1/events/{eventId}/replay` and `.../skip`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ActionRequest {
+    /// Why; recorded with the action (required for skip).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Answer of `POST /admin/v1/events/{eventId}/replay`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayResult {
+    /// The event replayed.
+    pub event_id: Uuid,
+    /// Its tenant.
+    pub tenant: String,
+    /// The new emission's id (the emitted CloudEvent's id).
+    pub emission_id: Uuid,
+    /// The Workflow name of the new emission.
+    pub workflow_name: String,
+    /// `in-place` (a dead emission that parked its tenant is retried in its own place, before
+    /// the events waiting behind it) or `queued` (behind the tenant's pending events).
+    pub placement: String,
+}
+
+/// Answer of `POST /admin/v1/events/{eventId}/skip`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SkipResult {
+    /// The event skipped.
+    pub event_id: Uuid,
+    /// Its tenant.
+    pub tenant: String,
+    /// The dead emission now marked skipped.
+    pub emission_id: Uuid,
+    /// Whether the tenant is still parked (by another dead event).
+    pub tenant_parked: bool,
+}
+
+/// Per-status event counts of a tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusCounts {
+    /// Events not delivered yet.
+    pub pending: u64,
+    /// Events delivered.
+    pub delivered: u64,
+    /// Events dead.
+    pub dead: u64,
+    /// Events skipped by an operator.
+    pub skipped: u64,
+}
+
+/// A tenant's timeline entry: an event and its emissions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEntry {
+    /// The event.
+    #[serde(flatten)]
+    pub event: EventSummary,
+    /// Its emissions, oldest first (without attempts).
+    pub emissions: Vec<EmissionView>,
+}
+
+/// `GET /admin/v1/tenants/{tenant}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantView {
+    /// The tenant.
+    pub tenant: String,
+    /// Whether delivery is stopped behind a dead event.
+    pub parked: bool,
+    /// The dead event that parks it.
+    pub parked_by: Option<EventSummary>,
+    /// Events per status.
+    pub counts: StatusCounts,
+    /// The tenant's highest sequence number.
+    pub last_sequence: i64,
+    /// The latest `limit` events in sequence order, with their emissions.
+    pub timeline: Vec<TimelineEntry>,
+    /// The latest operator actions on the tenant, oldest first.
+    pub operator_actions: Vec<OperatorActionView>,
+}
+
+/// Body of `POST /admin/v1/replays`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BulkReplayRequest {
+    /// Which events; at least one condition.
+    pub filter: EventFilter,
+    /// Count and sample only; nothing is replayed.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Replays per second (default 100); keeps recovery from flooding Argo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Why; recorded with the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The count a dry run showed: the job is refused (409) if the filter now selects another
+    /// number of events, so what runs is what the operator confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_count: Option<u64>,
+}
+
+/// Answer of a dry run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRunResult {
+    /// Events the job would replay.
+    pub count: u64,
+    /// The first few of them, in journal order.
+    pub sample: Vec<EventSummary>,
+}
+
+/// A bulk replay job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayJobView {
+    /// The job id.
+    pub id: Uuid,
+    /// `running`, `completed`, `cancelled` or `failed`.
+    pub status: String,
+    /// The filter it was created with.
+    pub filter: EventFilter,
+    /// Replays per second.
+    pub rate: f64,
+    /// Who created it.
+    pub actor: String,
+    /// Why.
+    pub reason: Option<String>,
+    /// When it was created.
+    pub created_at: String,
+    /// When it reached completed, cancelled or failed.
+    pub finished_at: Option<String>,
+    /// Events selected when it was created.
+    pub total: u64,
+    /// Events replayed so far.
+    pub replayed: u64,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// `GET /admin/v1/replays`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayJobList {
+    /// The latest jobs, newest first.
+    pub jobs: Vec<ReplayJobView>,
+}
