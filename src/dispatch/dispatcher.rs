@@ -10,13 +10,17 @@
 //! order, so a crash can only lose a tenant's newest records, and the restart sends those again
 //! in sequence. A semaphore bounds attempts in flight across all tenants.
 //! A dead emission parks its tenant: its queue is dropped and the coordinator skips the tenant
-//! until an operator replays or skips the dead event.
+//! until an operator replays or skips the dead event. Then the admin API unparks it through
+//! [`DispatchControl::unpark`], and the coordinator catches the tenant up: it reads the
+//! tenant's pending emissions in the tenant's delivery order (an in-place replay of the dead
+//! emission first), page by page, while its position-ordered reads skip that tenant; rows they
+//! meet later that the catch-up already read are skipped too.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -69,10 +73,29 @@ pub struct DispatchProgress {
 pub struct Dispatcher {
     /// State shared with the coordinator and the workers.
     shared: Arc<Shared>,
+    /// Handed to the admin API.
+    control: DispatchControl,
     /// The coordinator task (which owns the workers).
     coordinator: tokio::task::JoinHandle<()>,
     /// Progress, for [`Dispatcher::progress`].
     progress: watch::Receiver<DispatchProgress>,
+}
+
+/// What the admin API may ask of a running dispatcher; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DispatchControl {
+    /// Into the coordinator, which applies commands between its reads.
+    commands: mpsc::UnboundedSender<String>,
+}
+
+impl DispatchControl {
+    /// Takes `tenant` up again after an operator replayed or skipped the dead emission that
+    /// parked it (the journal says it has no dead emission left): its pending emissions are
+    /// read again, in its delivery order. A tenant that is not parked is left alone.
+    pub fn unpark(&self, tenant: &str) {
+        // Fails only once the dispatcher has stopped; a restart reads the journal anyway.
+        let _ = self.commands.send(tenant.to_owned());
+    }
 }
 
 /// What the coordinator and the workers share.
@@ -97,15 +120,43 @@ struct Shared {
     progress: watch::Sender<DispatchProgress>,
 }
 
-/// In-memory dispatch state. A tenant has an entry in `queues` exactly while its worker runs.
+/// In-memory dispatch state. A tenant has an entry in `queues` while its worker delivers.
 #[derive(Default)]
 struct Tenants {
-    /// Emissions read from the journal and not yet started, per tenant, in position order.
+    /// Emissions read from the journal and not yet started, per tenant, in delivery order.
     queues: HashMap<String, VecDeque<QueuedEmission>>,
     /// Tenants behind a dead emission: their pending emissions are not read.
     parked: HashSet<String>,
+    /// Unparked tenants whose pending emissions are being read in their delivery order: the
+    /// place read up to. The position-ordered reads skip these tenants.
+    catching_up: HashMap<String, CatchUp>,
+    /// For tenants that caught up: the highest position the catch-up read. The
+    /// position-ordered reads skip the tenant's rows up to it (already queued).
+    caught_up_to: HashMap<String, i64>,
     /// Emissions held in `queues`, bounded by `DispatchSettings::buffer`.
     buffered: usize,
+}
+
+/// Progress of one tenant's catch-up.
+#[derive(Debug, Clone, Copy, Default)]
+struct CatchUp {
+    /// Place of the last emission read.
+    after_place: i64,
+    /// Highest position read so far.
+    max_position: i64,
+}
+
+impl Tenants {
+    /// Whether a position-ordered read must leave this row to the journal (parked tenant) or
+    /// to a catch-up (which reads it, or already did).
+    fn leaves_to_others(&self, tenant: &str, position: i64) -> bool {
+        self.parked.contains(tenant)
+            || self.catching_up.contains_key(tenant)
+            || self
+                .caught_up_to
+                .get(tenant)
+                .is_some_and(|until| position <= *until)
+    }
 }
 
 impl Shared {
@@ -136,6 +187,7 @@ impl Dispatcher {
         metrics: GatewayMetrics,
     ) -> Dispatcher {
         let (progress_tx, progress) = watch::channel(DispatchProgress::default());
+        let (commands_tx, commands) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             permits: Semaphore::new(settings.concurrency.max(1)),
             journal,
@@ -147,12 +199,20 @@ impl Dispatcher {
             stopping: watch::channel(false).0,
             progress: progress_tx,
         });
-        let coordinator = tokio::spawn(run_coordinator(Arc::clone(&shared)));
+        let coordinator = tokio::spawn(run_coordinator(Arc::clone(&shared), commands));
         Dispatcher {
             shared,
+            control: DispatchControl {
+                commands: commands_tx,
+            },
             coordinator,
             progress,
         }
+    }
+
+    /// A handle for the admin API (unparking tenants).
+    pub fn control(&self) -> DispatchControl {
+        self.control.clone()
     }
 
     /// A receiver of running totals.
@@ -189,7 +249,7 @@ struct PageInFlight {
 }
 
 /// Reads pending emissions into the tenant queues and starts workers, until stopped.
-async fn run_coordinator(shared: Arc<Shared>) {
+async fn run_coordinator(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<String>) {
     let mut commits = shared.journal.subscribe_commits();
     let mut workers = JoinSet::new();
     if !load_parked(&shared).await {
@@ -210,6 +270,24 @@ async fn run_coordinator(shared: Arc<Shared>) {
                 .saturating_sub(tenants.buffered + in_flight)
         };
         let mut more = false;
+        let catch_up = room >= refill_threshold(shared.settings.buffer)
+            && !shared.tenants().catching_up.is_empty();
+        if catch_up {
+            // Unparked tenants first: their emissions waited longest.
+            match catch_up_page(&shared, &mut workers, room.min(READ_PAGE)).await {
+                Ok(()) => continue,
+                Err(error) => {
+                    tracing::error!(
+                        error = %crate::telemetry::ErrorChain(&error),
+                        "reading an unparked tenant's emissions failed; retrying in 1 s"
+                    );
+                    tokio::select! {
+                        () = shared.stopped() => break,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            }
+        }
         if room >= refill_threshold(shared.settings.buffer) && pages.len() < PAGES_IN_FLIGHT {
             let limit = room.min(READ_PAGE);
             match shared.journal.pending_page(cursor, None, limit).await {
@@ -243,7 +321,14 @@ async fn run_coordinator(shared: Arc<Shared>) {
             () = shared.stopped() => break,
             encoded = next_page(&mut pages), if !pages.is_empty() => {
                 match encoded {
-                    Ok(queued) => enqueue(&shared, &mut workers, queued),
+                    Ok(queued) => {
+                        enqueue(&shared, &mut workers, queued);
+                        if pages.is_empty() {
+                            // Every row up to the cursor has been through `enqueue`: the
+                            // catch-up marks at or below it have done their work.
+                            shared.tenants().caught_up_to.retain(|_, until| *until > cursor);
+                        }
+                    }
                     Err((after, error)) => {
                         // Read it, and whatever came after it, again (in order) in a moment.
                         tracing::error!(%error, "decoding pending emissions failed; reading them again in 1 s");
@@ -265,6 +350,7 @@ async fn run_coordinator(shared: Arc<Shared>) {
                 }
             }
             () = shared.room.notified() => {}
+            Some(tenant) = commands.recv() => unpark(&shared, &tenant),
             Some(result) = workers.join_next(), if !workers.is_empty() => {
                 if let Err(error) = result {
                     tracing::error!(%error, "dispatch worker ended abnormally");
@@ -325,11 +411,18 @@ fn encode_page(
     }
 }
 
-/// Reads which tenants are parked; false if stopped before it succeeded.
+/// Reads which tenants are parked, and which have an in-place replay pending (they start
+/// catching up: the replay goes before the emissions that waited behind its dead one); false
+/// if stopped before it succeeded.
 async fn load_parked(shared: &Shared) -> bool {
     loop {
-        match shared.journal.parked_tenants().await {
-            Ok(parked) => {
+        let read = async {
+            let parked = shared.journal.parked_tenants().await?;
+            let replayed = shared.journal.tenants_with_in_place_replays().await?;
+            Ok::<_, JournalError>((parked, replayed))
+        };
+        match read.await {
+            Ok((parked, replayed)) => {
                 shared
                     .metrics
                     .parked_tenants
@@ -340,7 +433,13 @@ async fn load_parked(shared: &Shared) -> bool {
                         "tenants are parked behind dead events; replay or skip them"
                     );
                 }
-                shared.tenants().parked.extend(parked);
+                let mut tenants = shared.tenants();
+                for tenant in replayed {
+                    if !parked.contains(&tenant) {
+                        tenants.catching_up.insert(tenant, CatchUp::default());
+                    }
+                }
+                tenants.parked.extend(parked);
                 return true;
             }
             Err(error) => {
@@ -357,26 +456,96 @@ async fn load_parked(shared: &Shared) -> bool {
     }
 }
 
-/// Queues `emissions` behind their tenants' earlier ones, starting a worker for each tenant
-/// that had none. Parked tenants' emissions are left in the journal.
+/// Queues `emissions` of a position-ordered read behind their tenants' earlier ones, starting
+/// a worker for each tenant that had none. Parked tenants' emissions are left in the journal,
+/// and those of tenants catching up to their catch-up.
 fn enqueue(shared: &Arc<Shared>, workers: &mut JoinSet<()>, emissions: Vec<QueuedEmission>) {
     let mut tenants = shared.tenants();
     for emission in emissions {
-        if tenants.parked.contains(&emission.tenant) {
+        if tenants.leaves_to_others(&emission.tenant, emission.position) {
             continue;
         }
-        tenants.buffered += 1;
-        let tenant = emission.tenant.clone();
-        match tenants.queues.get_mut(&tenant) {
-            Some(queue) => queue.push_back(emission),
-            None => {
-                tenants
-                    .queues
-                    .insert(tenant.clone(), VecDeque::from([emission]));
-                workers.spawn(run_tenant(Arc::clone(shared), tenant));
-            }
+        queue_emission(shared, &mut tenants, workers, emission);
+    }
+}
+
+/// Appends one emission to its tenant's queue, starting the tenant's worker if it had none.
+fn queue_emission(
+    shared: &Arc<Shared>,
+    tenants: &mut Tenants,
+    workers: &mut JoinSet<()>,
+    emission: QueuedEmission,
+) {
+    tenants.buffered += 1;
+    let tenant = emission.tenant.clone();
+    match tenants.queues.get_mut(&tenant) {
+        Some(queue) => queue.push_back(emission),
+        None => {
+            tenants
+                .queues
+                .insert(tenant.clone(), VecDeque::from([emission]));
+            workers.spawn(run_tenant(Arc::clone(shared), tenant));
         }
     }
+}
+
+/// Applies [`DispatchControl::unpark`]: a parked tenant starts catching up.
+fn unpark(shared: &Shared, tenant: &str) {
+    let mut tenants = shared.tenants();
+    if !tenants.parked.remove(tenant) {
+        return;
+    }
+    tracing::info!(tenant, "tenant unparked; delivering its waiting events");
+    tenants
+        .catching_up
+        .insert(tenant.to_owned(), CatchUp::default());
+    shared
+        .metrics
+        .parked_tenants
+        .set(i64::try_from(tenants.parked.len()).unwrap_or(i64::MAX));
+}
+
+/// Reads the next page of one catching-up tenant's pending emissions, in its delivery order,
+/// into its queue; a short page ends its catch-up.
+async fn catch_up_page(
+    shared: &Arc<Shared>,
+    workers: &mut JoinSet<()>,
+    limit: usize,
+) -> Result<(), JournalError> {
+    let Some((tenant, progress)) = shared
+        .tenants()
+        .catching_up
+        .iter()
+        .next()
+        .map(|(tenant, progress)| (tenant.clone(), *progress))
+    else {
+        return Ok(());
+    };
+    let page = shared
+        .journal
+        .tenant_pending_page(&tenant, progress.after_place, limit)
+        .await?;
+    let full = page.len() == limit;
+    let emissions = encode_page(shared, page)
+        .await
+        .map_err(|error| JournalError::Query(sqlx::Error::Protocol(error.to_string())))??;
+    let mut tenants = shared.tenants();
+    // Parked again meanwhile (its replay died): the catch-up is over.
+    let Some(mut progress) = tenants.catching_up.remove(&tenant) else {
+        return Ok(());
+    };
+    for emission in emissions {
+        progress.after_place = emission.place;
+        progress.max_position = progress.max_position.max(emission.position);
+        queue_emission(shared, &mut tenants, workers, emission);
+    }
+    if full {
+        tenants.catching_up.insert(tenant, progress);
+    } else {
+        let until = tenants.caught_up_to.entry(tenant).or_default();
+        *until = (*until).max(progress.max_position);
+    }
+    Ok(())
 }
 
 /// Delivers one tenant's queue in order until it is empty, the tenant is parked, or stop.
@@ -401,17 +570,8 @@ async fn run_tenant(shared: Arc<Shared>, tenant: String) {
         };
         match deliver(&shared, next).await {
             Some(EmissionStatus::Delivered) => {}
-            Some(EmissionStatus::Dead) => {
-                let mut tenants = shared.tenants();
-                let dropped = tenants.queues.remove(&tenant).map_or(0, |q| q.len());
-                release_buffer(&shared, &mut tenants, dropped);
-                tenants.parked.insert(tenant.clone());
-                shared
-                    .metrics
-                    .parked_tenants
-                    .set(i64::try_from(tenants.parked.len()).unwrap_or(i64::MAX));
-                return;
-            }
+            // `park` already took the queue; after an unpark a new worker may own the tenant.
+            Some(EmissionStatus::Dead) => return,
             // Stopped: what is left stays pending in the journal.
             Some(EmissionStatus::Pending) | None => {
                 let mut tenants = shared.tenants();
@@ -421,6 +581,21 @@ async fn run_tenant(shared: Arc<Shared>, tenant: String) {
             }
         }
     }
+}
+
+/// Parks `tenant` behind a dead emission: drops its queue (the emissions stay pending in the
+/// journal) and stops reading it. Called before the dead emission's record is written, so an
+/// operator, who acts on what the journal says, can only unpark the tenant after this.
+fn park(shared: &Shared, tenant: &str) {
+    let mut tenants = shared.tenants();
+    let dropped = tenants.queues.remove(tenant).map_or(0, |q| q.len());
+    release_buffer(shared, &mut tenants, dropped);
+    tenants.catching_up.remove(tenant);
+    tenants.parked.insert(tenant.to_owned());
+    shared
+        .metrics
+        .parked_tenants
+        .set(i64::try_from(tenants.parked.len()).unwrap_or(i64::MAX));
 }
 
 /// Most emissions read at once. Pages keep the first deliveries of a large backlog from
@@ -474,6 +649,7 @@ async fn deliver(shared: &Arc<Shared>, emission: QueuedEmission) -> Option<Emiss
                     emission_status: EmissionStatus::Dead,
                 };
                 tracing::error!(%error, "event cannot be emitted; it is dead and its tenant parked");
+                park(shared, &emission.tenant);
                 record_durably(shared, record)
                     .await
                     .then_some(EmissionStatus::Dead)
@@ -560,6 +736,9 @@ async fn attempt_until_final(
         if emission_status == EmissionStatus::Delivered {
             tracing::debug!(attempt, workflow = %encoded.workflow_name, "delivered");
             return submit_delivered(shared, record).await;
+        }
+        if emission_status == EmissionStatus::Dead {
+            park(shared, &emission.tenant);
         }
         if !record_durably(shared, record).await {
             return None;

@@ -58,6 +58,8 @@ pub struct EncodedEmission {
 pub struct QueuedEmission {
     /// The emission's journal position (the attempt records' key).
     pub position: i64,
+    /// Its place in the tenant's delivery order (see `PendingEmission::place`).
+    pub place: i64,
     /// The emission's id (logs).
     pub emission_id: uuid::Uuid,
     /// Its event (the records update the event's status; logs).
@@ -85,6 +87,7 @@ impl QueuedEmission {
         let event = pending.event;
         QueuedEmission {
             position: pending.position,
+            place: pending.place,
             emission_id: pending.emission_id,
             event_id: event.event_id,
             tenant: event.tenant,

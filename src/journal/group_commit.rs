@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use super::recovery::{OperatorError, OperatorOutcome, OperatorWrite};
 use super::{AppendError, AppendStatus, Appended, AttemptRecord, CommitStats, NewEvent};
 
 /// What became of one request inside a group transaction (before the commit).
@@ -63,6 +64,14 @@ pub(crate) trait GroupStore: Send + 'static {
         attempts: &[&AttemptRecord],
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
+    /// Applies the group's operator writes (replays, skips, replay jobs), each atomically: a
+    /// refusal (`Ok(Err(..))`) must leave no trace. One result per write, in order; `Err` is
+    /// reserved for database failures.
+    fn write_operations(
+        &mut self,
+        operations: &[&OperatorWrite],
+    ) -> impl Future<Output = Result<Vec<Result<OperatorOutcome, OperatorError>>, sqlx::Error>> + Send;
+
     /// Commits the group durably.
     fn commit(&mut self) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
@@ -89,6 +98,12 @@ enum WriteRequest {
         /// Where the writer answers once they are durable.
         reply: oneshot::Sender<Result<(), AppendError>>,
     },
+    Operate {
+        /// The operator write to apply.
+        operation: OperatorWrite,
+        /// Where the writer answers once it is durable (or refused).
+        reply: oneshot::Sender<Result<OperatorOutcome, OperatorError>>,
+    },
 }
 
 impl WriteRequest {
@@ -97,6 +112,10 @@ impl WriteRequest {
         match self {
             WriteRequest::Append { events, .. } => events.len(),
             WriteRequest::Record { attempts, .. } => attempts.len(),
+            WriteRequest::Operate { operation, .. } => match operation {
+                OperatorWrite::JobBatch { max, .. } => *max,
+                _ => 1,
+            },
         }
     }
 
@@ -106,6 +125,7 @@ impl WriteRequest {
         match self {
             WriteRequest::Append { reply, .. } => drop(reply.send(Err(error))),
             WriteRequest::Record { reply, .. } => drop(reply.send(Err(error))),
+            WriteRequest::Operate { reply, .. } => drop(reply.send(Err(error.into()))),
         }
     }
 }
@@ -221,7 +241,23 @@ impl GroupCommitter {
         Ok(answer)
     }
 
-    /// A receiver that changes after every commit that stored new events.
+    /// Queues an operator write and waits until it is durable (or refused).
+    pub(crate) async fn operate(
+        &self,
+        operation: OperatorWrite,
+    ) -> Result<OperatorOutcome, OperatorError> {
+        if !self.is_accepting() {
+            return Err(AppendError::Closed.into());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(WriteRequest::Operate { operation, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// A receiver that changes after every commit that stored new events or emissions.
     pub(crate) fn subscribe_commits(&self) -> watch::Receiver<u64> {
         self.commits.clone()
     }
@@ -344,7 +380,7 @@ async fn commit_group<S: GroupStore>(
     writer: &Writer,
 ) {
     match write_group(store, group).await {
-        Ok(mut outcomes) => {
+        Ok((mut outcomes, operations)) => {
             let accepted = outcomes
                 .iter()
                 .map(|outcome| match outcome {
@@ -360,10 +396,18 @@ async fn commit_group<S: GroupStore>(
             counters.events.fetch_add(accepted, Ordering::Relaxed);
             let rows: usize = group.iter().map(WriteRequest::weight).sum();
             counters.group_sizes.observe(rows as f64);
-            if accepted > 0 {
+            // Replays are new emissions: the dispatcher must look, as for new events.
+            let replays = operations.iter().any(|outcome| {
+                matches!(
+                    outcome,
+                    Ok(OperatorOutcome::Replayed(_) | OperatorOutcome::JobProgress { .. })
+                )
+            });
+            if accepted > 0 || replays {
                 writer.commits.send_modify(|commits| *commits += 1);
             }
             let mut outcomes = outcomes.drain(..);
+            let mut operations = operations.into_iter();
             for request in group.drain(..) {
                 // A caller that stopped waiting is not an error: its writes are stored anyway.
                 match request {
@@ -380,6 +424,13 @@ async fn commit_group<S: GroupStore>(
                     }
                     WriteRequest::Record { reply, .. } => {
                         let _ = reply.send(Ok(()));
+                    }
+                    WriteRequest::Operate { reply, .. } => {
+                        // write_group checked there is one result per operation.
+                        let answer = operations
+                            .next()
+                            .unwrap_or(Err(OperatorError::Store(AppendError::Closed)));
+                        let _ = reply.send(answer);
                     }
                 }
             }
@@ -400,20 +451,30 @@ async fn commit_group<S: GroupStore>(
     }
 }
 
-/// The transaction of one group: begin, every append in order, the attempt records, commit.
+/// What a group's transaction answers: one outcome per append, one result per operator write.
+type GroupOutcomes = (
+    Vec<RequestOutcome>,
+    Vec<Result<OperatorOutcome, OperatorError>>,
+);
+
+/// The transaction of one group: begin, every append in order, the attempt records, the
+/// operator writes, commit. Operator writes come last so they see the attempts recorded with
+/// them (a replay requested right after a delivery failed sees the emission dead).
 async fn write_group<S: GroupStore>(
     store: &mut S,
     group: &[WriteRequest],
-) -> Result<Vec<RequestOutcome>, sqlx::Error> {
+) -> Result<GroupOutcomes, sqlx::Error> {
     store.begin().await?;
     let mut appends: Vec<&[NewEvent]> = Vec::new();
     let mut attempts: Vec<&AttemptRecord> = Vec::new();
+    let mut operations: Vec<&OperatorWrite> = Vec::new();
     for request in group {
         match request {
             WriteRequest::Append { events, .. } => appends.push(events),
             WriteRequest::Record {
                 attempts: records, ..
             } => attempts.extend(records),
+            WriteRequest::Operate { operation, .. } => operations.push(operation),
         }
     }
     let outcomes = if appends.is_empty() {
@@ -432,6 +493,18 @@ async fn write_group<S: GroupStore>(
     if !attempts.is_empty() {
         store.write_attempts(&attempts).await?;
     }
+    let results = if operations.is_empty() {
+        Vec::new()
+    } else {
+        store.write_operations(&operations).await?
+    };
+    if results.len() != operations.len() {
+        return Err(sqlx::Error::Protocol(format!(
+            "journal backend answered {} of {} operator writes",
+            results.len(),
+            operations.len()
+        )));
+    }
     store.commit().await?;
-    Ok(outcomes)
+    Ok((outcomes, results))
 }

@@ -18,6 +18,7 @@
 //! is added behind the same API.
 
 mod group_commit;
+pub mod recovery;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -26,6 +27,10 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+pub use recovery::{
+    EventHeader, EventQuery, EventStatus, NewReplayJob, Operator, OperatorAction, OperatorError,
+    OperatorOutcome, OperatorWrite, ReplayJob, Replayed, StoredEmission, TenantState,
+};
 pub use sqlite::SqliteJournal;
 
 /// Tuning of an [`EventJournal`]; the defaults suit the embedded single-replica deployment.
@@ -241,6 +246,9 @@ pub struct PendingEmission {
     pub attempts: u32,
     /// When the first attempt started, if any: the retry limit counts from there.
     pub first_attempt_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Its place in the tenant's delivery order: its position, or for the replay of a dead
+    /// emission, the dead one's place.
+    pub place: i64,
     /// The journaled event the emission sends.
     pub event: StoredEvent,
 }
@@ -533,6 +541,125 @@ impl EventJournal {
                 .pending_page(after, tenant, limit)
                 .await
                 .map(PendingPage::Sqlite),
+        }
+    }
+
+    /// Like [`pending_page`](Self::pending_page) for one tenant, in its delivery order (by
+    /// place: an in-place replay comes before the emissions that waited behind its dead one),
+    /// after `after_place`.
+    pub async fn tenant_pending_page(
+        &self,
+        tenant: &str,
+        after_place: i64,
+        limit: usize,
+    ) -> Result<PendingPage, JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal
+                .tenant_pending_page(tenant, after_place, limit)
+                .await
+                .map(PendingPage::Sqlite),
+        }
+    }
+
+    /// Tenants with a pending in-place replay: at start, the dispatcher reads them in their
+    /// delivery order rather than in position order.
+    pub async fn tenants_with_in_place_replays(&self) -> Result<Vec<String>, JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal.tenants_with_in_place_replays().await,
+        }
+    }
+
+    /// Events the query selects after journal position `after`, in journal order, at most
+    /// `limit`. New events only ever come after the last position, so paging by position
+    /// never skips or repeats an event.
+    pub async fn list_events(
+        &self,
+        query: &EventQuery,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<EventHeader>, JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal.list_events(query, after, limit).await,
+        }
+    }
+
+    /// How many events the query selects.
+    pub async fn count_events(&self, query: &EventQuery) -> Result<u64, JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal.count_events(query).await,
+        }
+    }
+
+    /// The event with this id, if any.
+    pub async fn find_event(&self, event_id: Uuid) -> Result<Option<StoredEvent>, JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal.find_event(event_id).await,
+        }
+    }
+
+    /// Every emission of the event, oldest first.
+    pub async fn event_emissions(
+        &self,
+        event_id: Uuid,
+    ) -> Result<Vec<StoredEmission>, JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal.event_emissions(event_id).await,
+        }
+    }
+
+    /// The tenant's latest `limit` events in sequence order, and every emission of theirs.
+    pub async fn tenant_events(
+        &self,
+        tenant: &str,
+        limit: usize,
+    ) -> Result<(Vec<EventHeader>, Vec<StoredEmission>), JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal.tenant_events(tenant, limit).await,
+        }
+    }
+
+    /// The tenant's counts, last sequence and parking event; `None` for an unknown tenant.
+    pub async fn tenant_state(&self, tenant: &str) -> Result<Option<TenantState>, JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal.tenant_state(tenant).await,
+        }
+    }
+
+    /// The latest `limit` operator actions on an event or a tenant, oldest first.
+    pub async fn operator_actions(
+        &self,
+        event_id: Option<Uuid>,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OperatorAction>, JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal.operator_actions(event_id, tenant, limit).await,
+        }
+    }
+
+    /// The replay job with this id, if any.
+    pub async fn replay_job(&self, job_id: Uuid) -> Result<Option<ReplayJob>, JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal.replay_job(job_id).await,
+        }
+    }
+
+    /// The latest `limit` replay jobs (only the running ones, if asked), newest first.
+    pub async fn replay_jobs(
+        &self,
+        running_only: bool,
+        limit: usize,
+    ) -> Result<Vec<ReplayJob>, JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal.replay_jobs(running_only, limit).await,
+        }
+    }
+
+    /// Applies an operator write (replay, skip, replay job) atomically through the writer and
+    /// returns once it is durable; a refusal writes nothing.
+    pub async fn operate(&self, write: OperatorWrite) -> Result<OperatorOutcome, OperatorError> {
+        match self {
+            Self::Sqlite(journal) => journal.operate(write).await,
         }
     }
 

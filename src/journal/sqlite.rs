@@ -13,6 +13,8 @@
 //! than a row, so the number of statements per group is what is kept small. WAL checkpoints run
 //! on their own connection ([`WalCheckpointer`]), never inside a commit.
 
+mod recovery;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
@@ -32,6 +34,7 @@ use sqlx::{ConnectOptions, Connection, Row};
 use uuid::Uuid;
 
 use super::group_commit::{GroupCommitter, GroupStore, RequestOutcome};
+use super::recovery::{OperatorError, OperatorOutcome, OperatorWrite};
 use super::{
     AppendError, AppendStatus, Appended, AttemptRecord, CommitStats, EmissionStatus, JournalError,
     JournalOptions, NewEvent, PendingEmission, StoredAttempt, StoredEvent,
@@ -44,8 +47,9 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 const STORED_EVENT_COLUMNS: &str = "event_id, source, id, event_type, tenant, action, sequence, \
                                     time, received_at, document, content_hash, status, lifecycle";
 
-/// A page of pending emissions with their events, in position order (see `pending_from_row`).
-static SELECT_PENDING_PAGE: LazyLock<String> = LazyLock::new(|| {
+/// Pending emissions with their events (see `pending_from_row`), followed by the conditions
+/// and order of one of the two reads below.
+fn select_pending(conditions: &str) -> String {
     let columns = STORED_EVENT_COLUMNS
         .split(", ")
         .map(|column| format!("e.{column}"))
@@ -53,9 +57,23 @@ static SELECT_PENDING_PAGE: LazyLock<String> = LazyLock::new(|| {
         .join(", ");
     format!(
         "SELECT m.position, m.emission_id, m.replay_of, m.attempts, m.first_attempt_at, \
-         {columns} FROM emissions AS m JOIN events AS e ON e.event_id = m.event_id \
-         WHERE m.status = 'pending' AND m.position > ?1 AND (?2 IS NULL OR m.tenant = ?2) \
-         ORDER BY m.position LIMIT ?3"
+         COALESCE(m.place, m.position), {columns} \
+         FROM emissions AS m JOIN events AS e ON e.event_id = m.event_id \
+         WHERE m.status = 'pending' AND {conditions}"
+    )
+}
+
+/// The dispatcher's read: a page of pending emissions in position order.
+static SELECT_PENDING_PAGE: LazyLock<String> = LazyLock::new(|| {
+    select_pending("m.position > ?1 AND (?2 IS NULL OR m.tenant = ?2) ORDER BY m.position LIMIT ?3")
+});
+
+/// One tenant's pending emissions in its delivery order (an in-place replay first), read when
+/// the tenant is unparked.
+static SELECT_TENANT_PENDING_PAGE: LazyLock<String> = LazyLock::new(|| {
+    select_pending(
+        "m.tenant = ?1 AND COALESCE(m.place, m.position) > ?2 \
+         ORDER BY COALESCE(m.place, m.position) LIMIT ?3",
     )
 });
 
@@ -168,6 +186,13 @@ impl SqliteJournal {
         self.inner.committer.submit(attempts).await
     }
 
+    pub(super) async fn operate(
+        &self,
+        write: OperatorWrite,
+    ) -> Result<OperatorOutcome, OperatorError> {
+        self.inner.committer.operate(write).await
+    }
+
     pub(super) fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.committer.subscribe_commits()
     }
@@ -191,11 +216,28 @@ impl SqliteJournal {
             .map_err(read_error)
     }
 
-    pub(super) async fn parked_tenants(&self) -> Result<Vec<String>, JournalError> {
-        sqlx::query_scalar("SELECT DISTINCT tenant FROM emissions WHERE status = 'dead'")
+    pub(super) async fn tenant_pending_page(
+        &self,
+        tenant: &str,
+        after_place: i64,
+        limit: usize,
+    ) -> Result<Vec<sqlx::sqlite::SqliteRow>, JournalError> {
+        sqlx::query(&SELECT_TENANT_PENDING_PAGE)
+            .bind(tenant)
+            .bind(after_place)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.inner.readers)
             .await
             .map_err(read_error)
+    }
+
+    pub(super) async fn parked_tenants(&self) -> Result<Vec<String>, JournalError> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT tenant FROM emissions WHERE status = 'dead' AND replaced_by IS NULL",
+        )
+        .fetch_all(&self.inner.readers)
+        .await
+        .map_err(read_error)
     }
 
     pub(super) async fn count_pending(&self) -> Result<u64, JournalError> {
@@ -406,7 +448,7 @@ fn parse_uuid(value: &str, what: &str) -> Result<Uuid, JournalError> {
     })
 }
 
-/// Decodes a row of [`SqliteJournal::pending_page`]: five emission columns, then the event.
+/// Decodes a row of [`SqliteJournal::pending_page`]: six emission columns, then the event.
 pub(super) fn pending_from_row(
     row: &sqlx::sqlite::SqliteRow,
 ) -> Result<PendingEmission, JournalError> {
@@ -431,6 +473,7 @@ pub(super) fn pending_from_row(
         replay_of: replay_of.map(|r| parse_uuid(&r, "replay_of")).transpose()?,
         attempts: row.try_get(3).map_err(read_error)?,
         first_attempt_at,
+        place: row.try_get(5).map_err(read_error)?,
         event,
     })
 }
@@ -970,6 +1013,18 @@ impl GroupStore for SqliteWriter {
                 .await?;
         }
         Ok(())
+    }
+
+    async fn write_operations(
+        &mut self,
+        operations: &[&OperatorWrite],
+    ) -> Result<Vec<Result<OperatorOutcome, OperatorError>>, sqlx::Error> {
+        let connection = self.connection().await?;
+        let mut outcomes = Vec::with_capacity(operations.len());
+        for operation in operations {
+            outcomes.push(recovery::apply(connection, operation).await?);
+        }
+        Ok(outcomes)
     }
 
     async fn commit(&mut self) -> Result<(), sqlx::Error> {
