@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use actix_web::{web, App, HttpServer};
 
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminAuth, AdminState, ReplayRunner, WorkflowLinks};
 use crate::config::Settings;
 use crate::dispatch::sinks::SinkError;
 use crate::dispatch::Dispatcher;
@@ -26,6 +26,11 @@ pub enum StartupError {
          configure --token-file, or pass --insecure-no-auth to accept unauthenticated events"
     )]
     InsecureListener(SocketAddr),
+    #[error(
+        "refusing to serve the admin API on non-loopback address {0} without credentials: \
+         configure --admin-token-file, or pass --insecure-no-auth"
+    )]
+    InsecureAdminListener(SocketAddr),
     #[error(transparent)]
     Credentials(#[from] CredentialError),
     #[error("cannot open the journal: {0}")]
@@ -52,6 +57,9 @@ pub struct Application {
     journal: EventJournal,
     /// Delivers what ingest journals; stopped after ingest and before the journal closes.
     dispatcher: Dispatcher,
+    /// The admin handlers' state, which holds the replay job runner (stopped before the
+    /// dispatcher).
+    admin_state: web::Data<AdminState>,
     draining: Arc<AtomicBool>,
     /// How long to answer 503 before closing the listener on shutdown.
     shutdown_grace: std::time::Duration,
@@ -65,6 +73,11 @@ impl Application {
             && !settings.insecure_no_auth
         {
             return Err(StartupError::InsecureListener(settings.listen));
+        }
+        let admin_loopback = settings.admin_listen.ip().is_loopback();
+        let admin_auth = AdminAuth::load(&settings.admin_tokens, admin_loopback)?;
+        if !admin_auth.has_tokens() && !admin_loopback && !settings.insecure_no_auth {
+            return Err(StartupError::InsecureAdminListener(settings.admin_listen));
         }
         let normalizer = match &settings.rules {
             Some(path) => {
@@ -92,14 +105,30 @@ impl Application {
             queue_limit: settings.journal.queue_capacity,
             metrics: metrics.clone(),
         });
+        let sink_description = sink.describe();
+        let dispatcher = Dispatcher::start(
+            journal.clone(),
+            sink.clone(),
+            settings.dispatch.clone(),
+            metrics.clone(),
+        );
         let admin_state = web::Data::new(AdminState {
-            metrics: metrics.clone(),
+            metrics,
             journal: journal.clone(),
-            sink: sink.clone(),
+            sink,
+            dispatch: dispatcher.control(),
+            auth: admin_auth,
+            replays: ReplayRunner::start(journal.clone(), dispatcher.control()),
+            instance_source: settings.dispatch.instance_source.clone(),
+            workflow_links: settings.argo_ui_url.clone().map(|base_url| WorkflowLinks {
+                base_url,
+                namespace: settings.workflow_namespace.clone(),
+            }),
         });
+        let admin_data = admin_state.clone();
         let admin_server = HttpServer::new(move || {
             App::new()
-                .app_data(admin_state.clone())
+                .app_data(admin_data.clone())
                 .configure(admin::routes)
         })
         .workers(1)
@@ -108,9 +137,6 @@ impl Application {
         .listen(admin_listener)
         .map_err(bind_admin)?
         .run();
-        let sink_description = sink.describe();
-        let dispatcher =
-            Dispatcher::start(journal.clone(), sink, settings.dispatch.clone(), metrics);
         let bench_null = settings.bench_null_endpoint;
         let server = HttpServer::new(move || {
             App::new()
@@ -139,6 +165,7 @@ impl Application {
             admin_addr,
             journal,
             dispatcher,
+            admin_state,
             draining,
             shutdown_grace: settings.shutdown_grace,
         })
@@ -192,6 +219,7 @@ impl Application {
                 flatten(server.await)
             }
         };
+        self.admin_state.replays.stop().await;
         self.dispatcher.stop().await;
         admin_handle.stop(true).await;
         if let Err(error) = flatten(admin.await) {

@@ -78,6 +78,21 @@ pub struct ServeArgs {
     /// Admin listener: /metrics, /healthz, /readyz [default: 127.0.0.1:8081].
     #[arg(long, env = "TENANT_GATEWAY_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
+    /// File holding one admin API bearer token (repeatable; comma-separated in the
+    /// environment); the file name is the token's name in the operator action records.
+    #[arg(
+        long = "admin-token-file",
+        env = "TENANT_GATEWAY_ADMIN_TOKEN_FILE",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub admin_token_files: Vec<PathBuf>,
+    /// Base URL of the Argo Workflows UI; event details then link to each emission's Workflow.
+    #[arg(long, env = "TENANT_GATEWAY_ARGO_UI_URL", value_name = "URL")]
+    pub argo_ui_url: Option<String>,
+    /// Namespace the Workflows run in (for the Argo UI links) [default: argo].
+    #[arg(long, env = "TENANT_GATEWAY_WORKFLOW_NAMESPACE", value_name = "NS")]
+    pub workflow_namespace: Option<String>,
     /// YAML normalization rules file [default: the built-in default rule only].
     #[arg(long, env = "TENANT_GATEWAY_RULES", value_name = "FILE")]
     pub rules: Option<PathBuf>,

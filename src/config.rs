@@ -18,6 +18,8 @@ use crate::normalize::DEFAULT_ACTIONS;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The admin listener (metrics now, the operator API later): loopback unless configured.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+/// Where Workflows run unless configured (the discovery sidecar's default too).
+pub const DEFAULT_WORKFLOW_NAMESPACE: &str = "argo";
 /// `source` of emitted CloudEvents unless `instance-uri` says otherwise.
 pub const DEFAULT_INSTANCE_URI: &str = "urn:tenant-gateway";
 pub const DEFAULT_STORE: &str = "sqlite://./data/tenant-gateway.db";
@@ -109,6 +111,16 @@ pub struct TokenConfig {
     pub sources: Vec<String>,
 }
 
+/// One admin API credential as written in the TOML file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTokenConfig {
+    /// Recorded as the actor of every operator action taken with the token.
+    pub name: String,
+    /// File with the token; surrounding whitespace is ignored.
+    pub file: PathBuf,
+}
+
 /// The TOML file: every key optional, same words as the flags.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -126,6 +138,12 @@ pub struct FileConfig {
     pub store_busy_timeout: Option<String>,
     pub actions: Option<Vec<String>>,
     pub admin_listen: Option<SocketAddr>,
+    pub admin_token_file: Option<Vec<PathBuf>>,
+    /// `[[admin-tokens]]` tables: named admin API tokens.
+    #[serde(default)]
+    pub admin_tokens: Vec<AdminTokenConfig>,
+    pub argo_ui_url: Option<String>,
+    pub workflow_namespace: Option<String>,
     pub rules: Option<PathBuf>,
     pub instance_uri: Option<String>,
     /// The `[sink]` table: where emissions go (`kind = "log" | "webhook" | "eventbus"`).
@@ -184,8 +202,15 @@ pub struct Settings {
     pub actions: Vec<String>,
     /// Serve the storage-free baseline endpoint for benchmarks.
     pub bench_null_endpoint: bool,
-    /// Admin listener: `/metrics`, `/healthz`, `/readyz` (the sink's readiness).
+    /// Admin listener: the admin API, `/metrics`, `/healthz`, `/readyz`.
     pub admin_listen: SocketAddr,
+    /// Admin API credentials (same form as ingest tokens, without source limits); required
+    /// when `admin_listen` is not loopback (unless `insecure_no_auth`).
+    pub admin_tokens: Vec<TokenConfig>,
+    /// Argo Workflows UI base URL, for links from event details to Workflows.
+    pub argo_ui_url: Option<String>,
+    /// Namespace of the Workflows, for those links.
+    pub workflow_namespace: String,
     /// YAML normalization rules; `None` means the default rule only.
     pub rules: Option<PathBuf>,
     /// Where emissions go; chosen once at start.
@@ -214,6 +239,9 @@ impl Settings {
             admin_listen: DEFAULT_ADMIN_LISTEN
                 .parse()
                 .expect("valid default admin address"),
+            admin_tokens: Vec::new(),
+            argo_ui_url: None,
+            workflow_namespace: DEFAULT_WORKFLOW_NAMESPACE.to_owned(),
             rules: None,
             sink: SinkConfig::default(),
             dispatch: DispatchSettings {
@@ -240,23 +268,29 @@ impl Settings {
         if let Some(v) = args.store.or(file.store) {
             s.store = v;
         }
-        // Flag/env token files replace the file's list; the file's [[tokens]] tables always add.
-        let token_files = if args.token_files.is_empty() {
-            file.token_file.unwrap_or_default()
-        } else {
-            args.token_files
-        };
-        s.tokens = token_files
-            .into_iter()
-            .map(|path| TokenConfig {
-                name: path
-                    .file_stem()
-                    .map_or_else(|| "token".into(), |n| n.to_string_lossy().into_owned()),
-                file: path,
-                sources: Vec::new(),
-            })
+        // Flag/env token files replace the file's list; the file's tables always add.
+        s.tokens = token_files(args.token_files, file.token_file)
             .chain(file.tokens)
             .collect();
+        s.admin_tokens = token_files(args.admin_token_files, file.admin_token_file)
+            .chain(file.admin_tokens.into_iter().map(|t| TokenConfig {
+                name: t.name,
+                file: t.file,
+                sources: Vec::new(),
+            }))
+            .collect();
+        if let Some(url) = args.argo_ui_url.or(file.argo_ui_url) {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Invalid {
+                    key: "argo-ui-url",
+                    reason: format!("{url:?} is not an http:// or https:// URL"),
+                });
+            }
+            s.argo_ui_url = Some(url.trim_end_matches('/').to_owned());
+        }
+        if let Some(namespace) = args.workflow_namespace.or(file.workflow_namespace) {
+            s.workflow_namespace = namespace;
+        }
         if let Some(v) = args.insecure_no_auth.or(file.insecure_no_auth) {
             s.insecure_no_auth = v;
         }
@@ -314,6 +348,26 @@ impl Settings {
         resolve_dispatch(&mut s.dispatch, file.dispatch)?;
         Ok(s)
     }
+}
+
+/// Token files from the flag/environment, else from the file's key; each named after its file
+/// (`/run/secrets/alice` is `alice`).
+fn token_files(
+    flags: Vec<PathBuf>,
+    file: Option<Vec<PathBuf>>,
+) -> impl Iterator<Item = TokenConfig> {
+    let paths = if flags.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        flags
+    };
+    paths.into_iter().map(|path| TokenConfig {
+        name: path
+            .file_stem()
+            .map_or_else(|| "token".into(), |n| n.to_string_lossy().into_owned()),
+        file: path,
+        sources: Vec::new(),
+    })
 }
 
 /// Applies the `[dispatch]` table over the defaults.

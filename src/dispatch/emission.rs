@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::sinks::ArgoRouting;
 use crate::cloudevents::format::event_from_json;
+use crate::cloudevents::CloudEvent;
 use crate::cloudevents::ExtensionValue;
-use crate::journal::PendingEmission;
+use crate::journal::{PendingEmission, StoredEvent};
 use crate::normalize::canonical::{canonical_event, EmissionInput};
 use crate::normalize::{Lifecycle, ObjectStorage};
 
@@ -109,21 +111,35 @@ pub struct EmissionError {
     pub reason: String,
 }
 
-/// Builds the canonical CloudEvent of `emission`, with `instance_source` as its `source`.
-///
-/// With `routing` (the `eventbus` sink), `source` and `subject` become the EventSource and event
-/// names, because Argo's JetStream Sensors match dependencies by exactly these two attributes
-/// and drop anything else; the instance URI moves to the `gatewaysource` extension, and the
-/// tenant stays in the `tenant` extension and in data.
-fn encode(
-    emission: &mut PendingEmission,
+/// The canonical CloudEvent (structured JSON, as the `log` and `webhook` sinks send it) of an
+/// emission of `event`: what the admin API shows as an event's canonical form.
+pub fn canonical_json(
+    event: &StoredEvent,
+    emission_id: Uuid,
+    replay_of: Option<Uuid>,
     instance_source: &str,
-    routing: Option<&ArgoRouting>,
-) -> Result<EncodedEmission, EmissionError> {
-    // The queue keeps only the encoded bytes, so the stored JSON is moved out, not copied.
-    let document = std::mem::take(&mut emission.event.document);
-    let lifecycle = std::mem::take(&mut emission.event.lifecycle);
-    let event = &emission.event;
+) -> Result<serde_json::Value, EmissionError> {
+    canonical_of(
+        event,
+        event.document.clone(),
+        event.lifecycle.clone(),
+        emission_id,
+        replay_of,
+        instance_source,
+    )
+    .map(|canonical| canonical.to_json())
+}
+
+/// The canonical CloudEvent of an emission of `event`, from its stored upstream document and
+/// lifecycle details (passed separately so the dispatcher can move them out of the row).
+fn canonical_of(
+    event: &StoredEvent,
+    document: serde_json::Value,
+    lifecycle: serde_json::Value,
+    emission_id: Uuid,
+    replay_of: Option<Uuid>,
+    instance_source: &str,
+) -> Result<CloudEvent, EmissionError> {
     let corrupt = |reason: String| EmissionError {
         event_id: event.event_id,
         reason,
@@ -140,9 +156,9 @@ fn encode(
     })?;
     let details: LifecycleDetails = serde_json::from_value(lifecycle)
         .map_err(|error| corrupt(format!("the stored lifecycle details are invalid: {error}")))?;
-    let mut canonical = canonical_event(&EmissionInput {
-        emission_id: emission.emission_id,
-        replay_of: emission.replay_of,
+    Ok(canonical_event(&EmissionInput {
+        emission_id,
+        replay_of,
         instance_source,
         sequence: event.sequence,
         tenant: &event.tenant,
@@ -151,7 +167,31 @@ fn encode(
         object_storage: details.object_storage.as_ref(),
         upstream: &upstream,
         received_at: &event.received_at,
-    });
+    }))
+}
+
+/// Builds the canonical CloudEvent of `emission`, with `instance_source` as its `source`.
+///
+/// With `routing` (the `eventbus` sink), `source` and `subject` become the EventSource and event
+/// names, because Argo's JetStream Sensors match dependencies by exactly these two attributes
+/// and drop anything else; the instance URI moves to the `gatewaysource` extension, and the
+/// tenant stays in the `tenant` extension and in data.
+fn encode(
+    emission: &mut PendingEmission,
+    instance_source: &str,
+    routing: Option<&ArgoRouting>,
+) -> Result<EncodedEmission, EmissionError> {
+    // The queue keeps only the encoded bytes, so the stored JSON is moved out, not copied.
+    let document = std::mem::take(&mut emission.event.document);
+    let lifecycle = std::mem::take(&mut emission.event.lifecycle);
+    let mut canonical = canonical_of(
+        &emission.event,
+        document,
+        lifecycle,
+        emission.emission_id,
+        emission.replay_of,
+        instance_source,
+    )?;
     if let Some(routing) = routing {
         canonical.source = routing.event_source_name.clone();
         canonical.subject = Some(routing.event_name.clone());

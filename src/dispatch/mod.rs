@@ -2,7 +2,7 @@
 //! (DESIGN.md section 5).
 //!
 //! - `dispatcher`: the outbox reader; concurrent across tenants, in sequence within a tenant,
-//!   retries with backoff, dead events park their tenant.
+//!   retries with backoff, dead events park their tenant until [`DispatchControl::unpark`].
 //! - `emission`: a pending emission -> the canonical CloudEvent's bytes.
 //! - `retry`: backoff with jitter and the retry limit.
 //! - `sinks/`: where emissions go (`log`, `webhook`, `eventbus`), one enum chosen from config.
@@ -12,5 +12,6 @@ pub mod emission;
 mod retry;
 pub mod sinks;
 
-pub use dispatcher::{DispatchProgress, DispatchSettings, Dispatcher};
+pub use dispatcher::{DispatchControl, DispatchProgress, DispatchSettings, Dispatcher};
+pub use emission::canonical_json;
 pub use retry::RetryPolicy;

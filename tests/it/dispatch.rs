@@ -20,7 +20,7 @@ use crate::support::{lifecycle_event, TestApp};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Test settings: the webhook sink on `hook`, quick retries, a short client timeout.
-fn webhook_settings(hook: &ArgoWebhook) -> impl FnOnce(&mut Settings) {
+pub(crate) fn webhook_settings(hook: &ArgoWebhook) -> impl FnOnce(&mut Settings) {
     let url = hook.url();
     move |settings| {
         settings.sink = SinkConfig::Webhook(WebhookConfig {
@@ -37,7 +37,7 @@ fn webhook_settings(hook: &ArgoWebhook) -> impl FnOnce(&mut Settings) {
     }
 }
 
-async fn post(app: &TestApp, event: &Value) {
+pub(crate) async fn post(app: &TestApp, event: &Value) {
     let resp = app.post_structured(event).await;
     assert_eq!(
         resp.status().as_u16(),

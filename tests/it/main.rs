@@ -1,5 +1,6 @@
 //! Integration tests: one binary (faster to link than one per file).
 
+mod admin;
 mod argo_webhook;
 mod conformance;
 mod discovery_kube;

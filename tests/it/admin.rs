@@ -1,0 +1,816 @@
+//! The admin API end to end: a dead event parks its tenant, replay and skip take it up again
+//! in sequence, bulk replay jobs (dry run, progress, rate limit, cancel), stable pagination,
+//! authentication, and the OpenAPI document against what is served.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sqlx::{ConnectOptions, Row};
+use tenant_gateway::config::{Settings, TokenConfig};
+
+use crate::argo_webhook::{ArgoWebhook, Behaviour, Received};
+use crate::dispatch::{post, webhook_settings};
+use crate::support::{json_body, lifecycle_event, problem, TestApp};
+
+/// Long enough for any wait here; a test that reaches it has failed.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A client of one gateway's admin listener.
+pub(crate) struct AdminApi {
+    /// `http://<admin addr>`.
+    base: String,
+    /// Sent as `Authorization: Bearer`, when set.
+    token: Option<String>,
+    /// Shared connection pool.
+    client: reqwest::Client,
+}
+
+impl AdminApi {
+    pub(crate) fn of(app: &TestApp) -> AdminApi {
+        AdminApi {
+            base: format!("http://127.0.0.1:{}", app.admin_addr.port()),
+            token: None,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    fn with_token(mut self, token: &str) -> AdminApi {
+        self.token = Some(token.to_owned());
+        self
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self.client.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
+        self.request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("admin request sent")
+    }
+
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.request(reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .expect("admin request sent")
+    }
+
+    /// GET that must answer `status` with JSON.
+    async fn get_json(&self, path: &str) -> Value {
+        let resp = self.get(path).await;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).expect("JSON body")
+    }
+
+    /// POST that must answer `status` with JSON.
+    async fn post_json(&self, path: &str, body: &Value, status: u16) -> Value {
+        let resp = self.post(path, body).await;
+        let got = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        assert_eq!(got, status, "POST {path}: {text}");
+        serde_json::from_str(&text).expect("JSON body")
+    }
+
+    /// Waits until the replay job is no longer running; returns every state seen on the way.
+    async fn wait_for_job(&self, job: &str) -> Vec<Value> {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        loop {
+            let state = self.get_json(&format!("/admin/v1/replays/{job}")).await;
+            let running = state["status"] == "running";
+            seen.push(state);
+            if !running {
+                return seen;
+            }
+            assert!(Instant::now() < deadline, "replay job {job} still running");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The JSON Schema of `#/components/schemas/<name>` in the OpenAPI document, compiled with the
+/// whole document as its root so every `$ref` resolves.
+fn schema_of(document: &Value, name: &str) -> jsonschema::Validator {
+    let mut root = document.clone();
+    root["$ref"] = json!(format!("#/components/schemas/{name}"));
+    jsonschema::draft202012::new(&root).unwrap_or_else(|error| panic!("schema {name}: {error}"))
+}
+
+/// The checked-in OpenAPI document.
+fn openapi_document() -> Value {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json"))
+        .expect("docs/openapi.json");
+    serde_json::from_str(&text).expect("docs/openapi.json is JSON")
+}
+
+/// Asserts that `value` is valid against the named schema of the OpenAPI document.
+fn assert_schema(name: &str, value: &Value) {
+    let validator = schema_of(&openapi_document(), name);
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{name}: {errors:?}\n{value:#}");
+}
+
+/// (sequence, CloudEvent id, replayof) of the requests the fake received for `tenant`, with
+/// the status it answered, in arrival order.
+fn tenant_requests(requests: &[Received], tenant: &str) -> Vec<(i64, String, Option<String>, u16)> {
+    requests
+        .iter()
+        .filter_map(|r| {
+            let event = r.json.as_ref()?;
+            (event["tenant"] == tenant).then(|| {
+                (
+                    event["sequence"].as_i64().expect("sequence"),
+                    event["id"].as_str().expect("id").to_owned(),
+                    event["replayof"].as_str().map(str::to_owned),
+                    r.status,
+                )
+            })
+        })
+        .collect()
+}
+
+/// Event ids by upstream id, from the journal.
+async fn event_id(app: &TestApp, upstream_id: &str) -> String {
+    app.journal
+        .find_by_origin("//billing.acme.example/invoices", upstream_id)
+        .await
+        .expect("journal read")
+        .expect("event stored")
+        .event_id
+        .to_string()
+}
+
+/// A gateway whose webhook sink answers event `acme` #2 with a 400: the event is dead and
+/// `acme` parked, with events 3 to 5 waiting and `beta` delivered meanwhile.
+async fn parked_tenant(hook: &ArgoWebhook) -> (TestApp, String) {
+    let mut app = TestApp::spawn_with(webhook_settings(hook)).await;
+    post(&app, &lifecycle_event("a-1", "acme", "upsert")).await;
+    app.wait_for_progress("acme #1 delivered", |p| p.delivered == 1)
+        .await;
+    hook.push_behaviour(Behaviour::BadPayload);
+    post(&app, &lifecycle_event("a-2", "acme", "migrate-out")).await;
+    app.wait_for_progress("acme #2 dead", |p| p.dead == 1).await;
+    for n in 3..=5 {
+        post(&app, &lifecycle_event(&format!("a-{n}"), "acme", "upsert")).await;
+    }
+    post(&app, &lifecycle_event("b-1", "beta", "upsert")).await;
+    app.wait_for_progress("beta delivered", |p| p.delivered == 2)
+        .await;
+    let dead = event_id(&app, "a-2").await;
+    (app, dead)
+}
+
+#[tokio::test]
+async fn replaying_the_dead_event_delivers_it_then_the_waiting_ones_in_sequence() {
+    let hook = ArgoWebhook::start().await;
+    let (mut app, dead) = parked_tenant(&hook).await;
+    let admin = AdminApi::of(&app);
+
+    let tenant = admin.get_json("/admin/v1/tenants/acme").await;
+    assert_schema("TenantView", &tenant);
+    assert_eq!(tenant["parked"], true, "{tenant:#}");
+    assert_eq!(tenant["parkedBy"]["eventId"], dead.as_str());
+    assert_eq!(
+        tenant["counts"],
+        json!({"pending": 3, "delivered": 1, "dead": 1, "skipped": 0})
+    );
+    assert_eq!(
+        tenant_requests(&hook.requests(), "acme")
+            .iter()
+            .map(|(sequence, _, _, status)| (*sequence, *status))
+            .collect::<Vec<_>>(),
+        [(1, 200), (2, 400)],
+        "the waiting events must not be sent while the tenant is parked"
+    );
+
+    // The sink has recovered (its script is empty again): replay.
+    let replayed = admin
+        .post_json(
+            &format!("/admin/v1/events/{dead}/replay"),
+            &json!({"reason": "bad payload fixed upstream"}),
+            202,
+        )
+        .await;
+    assert_schema("ReplayResult", &replayed);
+    assert_eq!(replayed["placement"], "in-place");
+    app.wait_for_progress("replay and waiting events delivered", |p| p.delivered == 6)
+        .await;
+
+    let acme = tenant_requests(&hook.requests(), "acme");
+    let order: Vec<(i64, u16)> = acme.iter().map(|(s, _, _, status)| (*s, *status)).collect();
+    assert_eq!(
+        order,
+        [(1, 200), (2, 400), (2, 200), (3, 200), (4, 200), (5, 200)]
+    );
+    let (_, replay_id, replay_of, _) = &acme[2];
+    assert_eq!(replay_id, replayed["emissionId"].as_str().unwrap());
+    assert_ne!(replay_id, &dead, "a replay is a new emission");
+    assert_eq!(replay_of.as_deref(), Some(dead.as_str()));
+
+    let detail = admin.get_json(&format!("/admin/v1/events/{dead}")).await;
+    assert_schema("EventDetail", &detail);
+    assert_eq!(detail["event"]["status"], "delivered");
+    let emissions = detail["emissions"].as_array().unwrap();
+    assert_eq!(emissions.len(), 2);
+    assert_eq!(emissions[0]["status"], "dead");
+    assert_eq!(emissions[0]["replacedBy"], replayed["emissionId"]);
+    assert_eq!(emissions[0]["deliveryAttempts"][0]["statusCode"], 400);
+    assert_eq!(emissions[1]["status"], "delivered");
+    assert_ne!(emissions[0]["workflowName"], emissions[1]["workflowName"]);
+    let action = &detail["operatorActions"][0];
+    assert_eq!(action["action"], "replay");
+    assert_eq!(action["actor"], "loopback");
+    assert_eq!(action["reason"], "bad payload fixed upstream");
+    assert_eq!(detail["canonical"]["id"], dead.as_str());
+    assert_eq!(detail["canonical"]["type"], "lifecycle.migrate-out");
+
+    let tenant = admin.get_json("/admin/v1/tenants/acme").await;
+    assert_eq!(tenant["parked"], false);
+    assert_eq!(tenant["counts"]["delivered"], 5);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn skipping_the_dead_event_lets_the_waiting_ones_go() {
+    let hook = ArgoWebhook::start().await;
+    let (mut app, dead) = parked_tenant(&hook).await;
+    let admin = AdminApi::of(&app);
+
+    let missing = admin
+        .post(&format!("/admin/v1/events/{dead}/skip"), &json!({}))
+        .await;
+    let body = problem(missing, 400).await;
+    assert_eq!(body["type"], "urn:tenant-gateway:problem:missing-reason");
+    let delivered = event_id(&app, "a-1").await;
+    let not_dead = admin
+        .post(
+            &format!("/admin/v1/events/{delivered}/skip"),
+            &json!({"reason": "x"}),
+        )
+        .await;
+    assert_eq!(
+        problem(not_dead, 409).await["type"],
+        "urn:tenant-gateway:problem:not-dead"
+    );
+
+    let skipped = admin
+        .post_json(
+            &format!("/admin/v1/events/{dead}/skip"),
+            &json!({"reason": "tenant data migrated by hand"}),
+            200,
+        )
+        .await;
+    assert_schema("SkipResult", &skipped);
+    assert_eq!(skipped["tenantParked"], false);
+    app.wait_for_progress("waiting events delivered", |p| p.delivered == 5)
+        .await;
+    let order: Vec<(i64, u16)> = tenant_requests(&hook.requests(), "acme")
+        .iter()
+        .map(|(s, _, _, status)| (*s, *status))
+        .collect();
+    assert_eq!(order, [(1, 200), (2, 400), (3, 200), (4, 200), (5, 200)]);
+    let detail = admin.get_json(&format!("/admin/v1/events/{dead}")).await;
+    assert_eq!(detail["event"]["status"], "skipped");
+    assert_eq!(detail["operatorActions"][0]["action"], "skip");
+    assert_eq!(
+        detail["operatorActions"][0]["reason"],
+        "tenant data migrated by hand"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn replaying_a_delivered_event_queues_a_new_emission_with_a_workflow_link() {
+    let hook = ArgoWebhook::start().await;
+    let mut app = TestApp::spawn_with(|settings| {
+        webhook_settings(&hook)(settings);
+        settings.argo_ui_url = Some("https://argo.example.com".into());
+        settings.workflow_namespace = "workflows".into();
+    })
+    .await;
+    post(&app, &lifecycle_event("d-1", "acme", "upsert")).await;
+    app.wait_for_progress("delivered", |p| p.delivered == 1)
+        .await;
+    let admin = AdminApi::of(&app);
+    let id = event_id(&app, "d-1").await;
+    let replayed = admin
+        .post_json(&format!("/admin/v1/events/{id}/replay"), &json!(null), 202)
+        .await;
+    assert_eq!(replayed["placement"], "queued");
+    app.wait_for_progress("replay delivered", |p| p.delivered == 2)
+        .await;
+    let requests = hook.requests();
+    let sent = requests
+        .last()
+        .and_then(|r| r.json.clone())
+        .expect("replay sent");
+    assert_eq!(sent["replayof"], id.as_str());
+    assert_eq!(sent["data"]["workflowName"], replayed["workflowName"]);
+    let detail = admin.get_json(&format!("/admin/v1/events/{id}")).await;
+    let replay = &detail["emissions"][1];
+    assert_eq!(
+        replay["workflowUrl"],
+        format!(
+            "https://argo.example.com/workflows/workflows/{}",
+            sent["data"]["workflowName"].as_str().unwrap()
+        )
+    );
+    let unknown = admin
+        .post(
+            "/admin/v1/events/0190d1a4-0000-7000-8000-000000000000/replay",
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        problem(unknown, 404).await["type"],
+        "urn:tenant-gateway:problem:event-not-found"
+    );
+    app.stop().await;
+}
+
+/// Posts `count` events over `tenants` tenants, in batches of 100.
+async fn post_many(app: &TestApp, count: usize, tenants: usize, prefix: &str) {
+    let events: Vec<Value> = (0..count)
+        .map(|n| {
+            lifecycle_event(
+                &format!("{prefix}-{n}"),
+                &format!("t{}", n % tenants),
+                "upsert",
+            )
+        })
+        .collect();
+    for batch in events.chunks(100) {
+        let resp = app.post_batch(batch).await;
+        assert_eq!(resp.status().as_u16(), 202);
+    }
+}
+
+/// Emissions a replay job created, and the first and last creation times, from the journal.
+async fn job_emissions(app: &TestApp, job: &str) -> (i64, Option<(String, String)>) {
+    let mut connection = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&app.store_path)
+        .read_only(true)
+        .connect()
+        .await
+        .expect("read the journal");
+    let row = sqlx::query(
+        "SELECT COUNT(*), MIN(created_at), MAX(created_at) FROM emissions WHERE replay_job = ?1",
+    )
+    .bind(job)
+    .fetch_one(&mut connection)
+    .await
+    .expect("count");
+    let first: Option<String> = row.get(1);
+    let last: Option<String> = row.get(2);
+    (row.get(0), first.zip(last))
+}
+
+fn seconds_between(first: &str, last: &str) -> f64 {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).expect("RFC 3339");
+    (parse(last) - parse(first)).as_seconds_f64()
+}
+
+#[tokio::test]
+async fn bulk_replay_of_ten_thousand_events_counts_exactly_reports_progress_and_keeps_its_rate() {
+    const EVENTS: usize = 10_000;
+    const RATE: f64 = 4_000.0;
+    let hook = ArgoWebhook::start().await;
+    let mut app = TestApp::spawn_with(webhook_settings(&hook)).await;
+    post_many(&app, EVENTS, 100, "bulk").await;
+    app.wait_for_progress("first deliveries", |p| p.delivered == EVENTS as u64)
+        .await;
+    let admin = AdminApi::of(&app);
+    let filter = json!({"action": "upsert", "status": "delivered"});
+
+    let dry = admin
+        .post_json(
+            "/admin/v1/replays",
+            &json!({"filter": filter, "dryRun": true}),
+            200,
+        )
+        .await;
+    assert_schema("DryRunResult", &dry);
+    assert_eq!(dry["count"], EVENTS);
+    assert_eq!(dry["sample"].as_array().unwrap().len(), 10);
+    assert_eq!(hook.requests().len(), EVENTS, "a dry run sends nothing");
+
+    let changed = admin
+        .post(
+            "/admin/v1/replays",
+            &json!({"filter": filter, "expectedCount": EVENTS + 1}),
+        )
+        .await;
+    assert_eq!(
+        problem(changed, 409).await["type"],
+        "urn:tenant-gateway:problem:count-changed"
+    );
+
+    let job = admin
+        .post_json(
+            "/admin/v1/replays",
+            &json!({"filter": filter, "rate": RATE, "reason": "argo outage",
+                    "expectedCount": dry["count"]}),
+            202,
+        )
+        .await;
+    assert_schema("ReplayJobView", &job);
+    assert_eq!(job["total"], EVENTS);
+    let id = job["id"].as_str().unwrap().to_owned();
+    let states = admin.wait_for_job(&id).await;
+    let last = states.last().unwrap();
+    assert_eq!(last["status"], "completed", "{last:#}");
+    assert_eq!(last["replayed"], EVENTS);
+    assert!(
+        states.iter().any(|s| {
+            let replayed = s["replayed"].as_u64().unwrap();
+            replayed > 0 && replayed < EVENTS as u64
+        }),
+        "progress was reported on the way: {:?}",
+        states.iter().map(|s| &s["replayed"]).collect::<Vec<_>>()
+    );
+
+    let (created, span) = job_emissions(&app, &id).await;
+    assert_eq!(
+        created, EVENTS as i64,
+        "the job replays exactly what the dry run counted"
+    );
+    // The first batch (rate x 100 ms) goes at once; each later one waits for the rate.
+    let (first, last_created) = span.expect("replays created");
+    let floor = (EVENTS as f64 - RATE * 0.1) / RATE;
+    let took = seconds_between(&first, &last_created);
+    assert!(
+        took >= floor,
+        "{EVENTS} replays at {RATE}/s took {took:.3} s, less than {floor:.3} s"
+    );
+    app.wait_for_progress("replays delivered", |p| p.delivered == 2 * EVENTS as u64)
+        .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_stops_a_replay_job() {
+    let hook = ArgoWebhook::start().await;
+    let mut app = TestApp::spawn_with(webhook_settings(&hook)).await;
+    post_many(&app, 2_000, 20, "c").await;
+    app.wait_for_progress("delivered", |p| p.delivered == 2_000)
+        .await;
+    let admin = AdminApi::of(&app);
+    let job = admin
+        .post_json(
+            "/admin/v1/replays",
+            &json!({"filter": {"action": "upsert"}, "rate": 200}),
+            202,
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let state = admin.get_json(&format!("/admin/v1/replays/{id}")).await;
+        if state["replayed"].as_u64().unwrap() > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancelled = admin
+        .post_json(
+            &format!("/admin/v1/replays/{id}/cancel"),
+            &json!({"reason": "wrong filter"}),
+            200,
+        )
+        .await;
+    assert_eq!(cancelled["status"], "cancelled");
+    let replayed = cancelled["replayed"].as_u64().unwrap();
+    assert!(replayed < 2_000, "cancelled after {replayed}");
+    let again = admin
+        .post(&format!("/admin/v1/replays/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(
+        problem(again, 409).await["type"],
+        "urn:tenant-gateway:problem:job-finished"
+    );
+
+    // Jobs run one after the other: once a later job has completed, the runner has left the
+    // cancelled one for good.
+    let later = admin
+        .post_json(
+            "/admin/v1/replays",
+            &json!({"filter": {"tenant": "t1"}, "rate": 10000}),
+            202,
+        )
+        .await;
+    let states = admin.wait_for_job(later["id"].as_str().unwrap()).await;
+    assert_eq!(states.last().unwrap()["status"], "completed");
+    let (created, _) = job_emissions(&app, &id).await;
+    assert_eq!(
+        created as u64, replayed,
+        "nothing replayed after the cancel"
+    );
+    let state = admin.get_json(&format!("/admin/v1/replays/{id}")).await;
+    assert_eq!(state["replayed"].as_u64(), Some(replayed));
+    let jobs = admin.get_json("/admin/v1/replays").await;
+    assert_schema("ReplayJobList", &jobs);
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn pagination_never_skips_or_repeats_while_events_arrive() {
+    let app = TestApp::spawn().await;
+    post_many(&app, 300, 7, "p").await;
+    let admin = AdminApi::of(&app);
+    // Events keep arriving while the pages are read.
+    let ingest = app.client.clone();
+    let url = app.url("/events");
+    let writer = tokio::spawn(async move {
+        for n in 0..300 {
+            let event = lifecycle_event(&format!("late-{n}"), &format!("t{}", n % 7), "delete");
+            let resp = ingest
+                .post(&url)
+                .header("content-type", "application/cloudevents+json")
+                .body(event.to_string())
+                .send()
+                .await
+                .expect("post");
+            assert_eq!(resp.status().as_u16(), 202);
+        }
+    });
+    let mut paged: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!("/admin/v1/events?limit=7&cursor={cursor}"),
+            None => "/admin/v1/events?limit=7".to_owned(),
+        };
+        let page = admin.get_json(&path).await;
+        assert_schema("EventPage", &page);
+        for event in page["events"].as_array().unwrap() {
+            paged.push(event["eventId"].as_str().unwrap().to_owned());
+        }
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    writer.await.expect("writer");
+    let unique: HashSet<&String> = paged.iter().collect();
+    assert_eq!(unique.len(), paged.len(), "an event was repeated");
+    // Everything the pages returned is a prefix of the journal order, with nothing skipped.
+    let mut all: Vec<String> = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = admin
+            .get_json(&format!("/admin/v1/events?limit=1000{cursor}"))
+            .await;
+        all.extend(
+            page["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["eventId"].as_str().unwrap().to_owned()),
+        );
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(all.len(), 600);
+    assert!(
+        paged.len() >= 300,
+        "the events stored before paging are all there"
+    );
+    assert_eq!(
+        paged[..],
+        all[..paged.len()],
+        "pages skipped or reordered events"
+    );
+
+    // Filters combine; a bad parameter is a problem naming it.
+    let deletes = admin
+        .get_json("/admin/v1/events?tenant=t3&action=lifecycle.delete&limit=1000")
+        .await;
+    let expected = (0..300).filter(|n| n % 7 == 3).count();
+    assert_eq!(deletes["events"].as_array().unwrap().len(), expected);
+    assert!(deletes["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["tenant"] == "t3" && e["action"] == "delete"));
+    for (query, names) in [
+        ("status=lost", "status"),
+        ("since=yesterday", "since"),
+        ("limit=0", "limit"),
+        ("cursor=nope", "cursor"),
+        ("colour=red", "colour"),
+    ] {
+        let resp = admin.get(&format!("/admin/v1/events?{query}")).await;
+        let body = problem(resp, 400).await;
+        assert_eq!(body["type"], "urn:tenant-gateway:problem:invalid-query");
+        assert!(
+            body["detail"].as_str().unwrap().contains(names),
+            "{query}: {body}"
+        );
+    }
+    app.stop().await;
+}
+
+/// An admin token file named `alice` (its name in the operator action records).
+fn admin_token(dir: &tempfile::TempDir, secret: &str) -> TokenConfig {
+    let path = dir.path().join("alice");
+    std::fs::write(&path, format!("{secret}\n")).expect("token file");
+    TokenConfig {
+        name: "alice".into(),
+        file: path,
+        sources: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_non_loopback_admin_listener_requires_the_admin_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = admin_token(&dir, "op3rator");
+    let mut app = TestApp::spawn_with(|settings: &mut Settings| {
+        settings.admin_listen = "0.0.0.0:0".parse().unwrap();
+        settings.admin_tokens = vec![token];
+    })
+    .await;
+    post(&app, &lifecycle_event("z-1", "acme", "upsert")).await;
+    app.wait_for_progress("delivered", |p| p.delivered == 1)
+        .await;
+    let id = event_id(&app, "z-1").await;
+    let anonymous = AdminApi::of(&app);
+    let wrong = AdminApi::of(&app).with_token("guess");
+    for (method, path) in tenant_gateway::admin::ROUTES {
+        if !path.starts_with("/admin/v1/") {
+            continue;
+        }
+        let path = path
+            .replace("{eventId}", &id)
+            .replace("{tenant}", "acme")
+            .replace("{jobId}", "0190d1a4-0000-7000-8000-000000000000");
+        for client in [&anonymous, &wrong] {
+            let resp = match *method {
+                "get" => client.get(&path).await,
+                _ => client.post(&path, &json!({"reason": "r"})).await,
+            };
+            assert!(
+                resp.headers().contains_key("www-authenticate"),
+                "{method} {path}"
+            );
+            let body = problem(resp, 401).await;
+            assert_eq!(body["type"], "urn:tenant-gateway:problem:unauthorized");
+        }
+    }
+    // Probes and scrapes stay open.
+    for path in ["/healthz", "/readyz", "/metrics", "/admin/openapi.json"] {
+        assert_eq!(anonymous.get(path).await.status().as_u16(), 200, "{path}");
+    }
+    assert_eq!(
+        app.journal
+            .find_event(id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "delivered",
+        "refused calls changed nothing"
+    );
+    let alice = AdminApi::of(&app).with_token("op3rator");
+    alice
+        .post_json(
+            &format!("/admin/v1/events/{id}/replay"),
+            &json!({"reason": "check"}),
+            202,
+        )
+        .await;
+    let detail = alice.get_json(&format!("/admin/v1/events/{id}")).await;
+    assert_eq!(detail["operatorActions"][0]["actor"], "alice");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_loopback_listener_takes_no_token_but_refuses_a_wrong_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = admin_token(&dir, "op3rator");
+    let app =
+        TestApp::spawn_with(|settings: &mut Settings| settings.admin_tokens = vec![token]).await;
+    let anonymous = AdminApi::of(&app);
+    assert_eq!(
+        anonymous.get("/admin/v1/events").await.status().as_u16(),
+        200
+    );
+    let wrong = AdminApi::of(&app).with_token("guess");
+    problem(wrong.get("/admin/v1/events").await, 401).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_non_loopback_admin_listener_without_tokens_refuses_to_start() {
+    let mut settings = Settings::local();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.admin_listen = "0.0.0.0:0".parse().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    settings.store = format!("sqlite://{}", dir.path().join("j.db").display());
+    let error = tenant_gateway::app::Application::build(settings)
+        .await
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("admin-token-file"), "{error}");
+}
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_served_routes() {
+    let app = TestApp::spawn().await;
+    let admin = AdminApi::of(&app);
+    let document = openapi_document();
+    let served = admin.get("/admin/openapi.json").await;
+    assert_eq!(served.status().as_u16(), 200);
+    assert_eq!(json_body(served).await, document, "served as checked in");
+    assert_eq!(document["openapi"], "3.1.0");
+
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+    }
+    let mut routes: Vec<(String, String)> = tenant_gateway::admin::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    documented.sort();
+    routes.sort();
+    assert_eq!(
+        documented, routes,
+        "docs/openapi.json and the served routes differ"
+    );
+
+    // Every documented route is served (a route-level 404 has no problem body), and an
+    // undocumented one is not.
+    for (method, path) in &routes {
+        let path = path
+            .replace("{eventId}", "0190d1a4-0000-7000-8000-000000000000")
+            .replace("{tenant}", "nobody")
+            .replace("{jobId}", "0190d1a4-0000-7000-8000-000000000000");
+        let resp = match method.as_str() {
+            "get" => admin.get(&path).await,
+            _ => {
+                admin
+                    .post(
+                        &path,
+                        &json!({"filter": {"tenant": "nobody"}, "reason": "r"}),
+                    )
+                    .await
+            }
+        };
+        let status = resp.status().as_u16();
+        let problem_body = resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|ct| ct == "application/problem+json");
+        assert!(
+            status != 404 && status != 405 || problem_body,
+            "{method} {path} is documented but not served ({status})"
+        );
+        if let Some(responses) =
+            document["paths"][path_template(&path, &routes)][method]["responses"].as_object()
+        {
+            assert!(
+                responses.contains_key(&status.to_string()),
+                "{method} {path} answered {status}, which the document does not list"
+            );
+        }
+    }
+    let resp = admin.get("/admin/v1/everything").await;
+    assert_eq!(resp.status().as_u16(), 404);
+    app.stop().await;
+}
+
+/// The route template a concrete path was made from.
+fn path_template(path: &str, routes: &[(String, String)]) -> String {
+    routes
+        .iter()
+        .map(|(_, template)| template)
+        .find(|template| {
+            let t: Vec<&str> = template.split('/').collect();
+            let p: Vec<&str> = path.split('/').collect();
+            t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| t == p || t.starts_with('{'))
+        })
+        .cloned()
+        .unwrap_or_default()
+}
