@@ -1,5 +1,6 @@
 //! Integration tests: one binary (faster to link than one per file).
 
+mod argo_chain;
 mod argo_webhook;
 mod conformance;
 mod discovery_kube;
@@ -8,6 +9,7 @@ mod dispatch;
 mod ingest_api;
 mod interop;
 mod journal_contract;
+mod manifests;
 mod nats;
 mod process;
 mod support;
