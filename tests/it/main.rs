@@ -1,6 +1,7 @@
 //! Integration tests: one binary (faster to link than one per file).
 
 mod admin;
+mod argo_chain;
 mod argo_webhook;
 mod conformance;
 mod discovery_kube;
@@ -9,6 +10,7 @@ mod dispatch;
 mod ingest_api;
 mod interop;
 mod journal_contract;
+mod manifests;
 mod nats;
 mod process;
 mod support;

@@ -1,0 +1,912 @@
+//! The Kubernetes manifests: every YAML file under sensors/, eventsources/ and deploy/ parses,
+//! every Argo object validates against the Argo JSON schemas (tests/fixtures/argo/), each
+//! deploy overlay renders with `kubectl kustomize`, and the rendered objects grant exactly the
+//! documented RBAC, run the pod locked down, and configure the sink of their variant.
+//!
+//! Also the YAML and schema helpers the chain test (`argo_chain.rs`) shares.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tenant_gateway::config::FileConfig;
+use tenant_gateway::normalize::rules::RuleSet;
+
+use crate::support::skip_or_fail;
+
+/// The repository root (where Cargo.toml is).
+pub(crate) fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every non-empty document of a YAML file (or stream), as JSON values.
+pub(crate) fn yaml_documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    yaml_stream(&text, &path.display().to_string())
+}
+
+/// The non-empty documents of YAML text; `what` names it in failures.
+fn yaml_stream(text: &str, what: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .enumerate()
+        .map(|(n, document)| {
+            Value::deserialize(document)
+                .unwrap_or_else(|e| panic!("{what} document {}: not YAML: {e}", n + 1))
+        })
+        .filter(|document| !document.is_null())
+        .collect()
+}
+
+/// The schema definitions of both Argo projects, compiled once per definition used.
+struct Schemas {
+    /// Definition name -> validator.
+    validators: BTreeMap<&'static str, jsonschema::Validator>,
+}
+
+/// The definitions objects here are validated against, and the schema file holding each.
+const DEFINITIONS: [(&str, &str); 5] = [
+    ("io.argoproj.events.v1alpha1.Sensor", "argo-events"),
+    ("io.argoproj.events.v1alpha1.EventSource", "argo-events"),
+    ("io.argoproj.events.v1alpha1.EventBus", "argo-events"),
+    ("io.argoproj.workflow.v1alpha1.Workflow", "argo-workflows"),
+    (
+        "io.argoproj.workflow.v1alpha1.WorkflowTemplate",
+        "argo-workflows",
+    ),
+];
+
+fn schemas() -> &'static Schemas {
+    static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        let mut files: BTreeMap<&str, Value> = BTreeMap::new();
+        for project in ["argo-events", "argo-workflows"] {
+            let path = crate_dir().join(format!("tests/fixtures/argo/{project}.schema.json"));
+            let mut document: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).expect("schema file"))
+                    .expect("schema JSON");
+            if project == "argo-events" {
+                relax_event_context(&mut document);
+            }
+            files.insert(project, document);
+        }
+        let validators = DEFINITIONS
+            .iter()
+            .map(|&(definition, project)| {
+                let schema = json!({
+                    "$schema": "https://json-schema.org/draft/2020-12/schema",
+                    "definitions": files[project]["definitions"],
+                    "$ref": format!("#/definitions/{definition}"),
+                });
+                let validator = jsonschema::draft202012::new(&schema)
+                    .unwrap_or_else(|e| panic!("{definition} compiles: {e}"));
+                (definition, validator)
+            })
+            .collect();
+        Schemas { validators }
+    })
+}
+
+/// The one place the events schema is looser than the file. It is generated from Go structs
+/// and lists every `EventContext` field as required, because none has `omitempty`; but a
+/// context filter is a partial context: Argo compares only the non-empty `type`, `subject`,
+/// `source` and `datacontenttype` (argo-events `pkg/sensors/dependencies/filter.go`,
+/// `filterContext`), its own examples set one or two fields
+/// (`examples/sensors/filter-with-context.yaml`), and the Sensor CRD is schemaless, so the API
+/// server accepts them. A `time` placeholder would even break the Sensor (metav1.Time cannot
+/// parse ""). Everything else stays as published.
+fn relax_event_context(document: &mut Value) {
+    let context = &mut document["definitions"]["io.argoproj.events.v1alpha1.EventContext"];
+    assert!(
+        context["required"].is_array(),
+        "the schema still lists EventContext's required fields"
+    );
+    if let Some(object) = context.as_object_mut() {
+        object.remove("required");
+    }
+}
+
+/// Asserts `object` validates against the Argo schema `definition`; `origin` names it.
+pub(crate) fn assert_valid(definition: &str, object: &Value, origin: &Path) {
+    let validator = schemas()
+        .validators
+        .get(definition)
+        .unwrap_or_else(|| panic!("no validator for {definition}"));
+    let errors: Vec<String> = validator
+        .iter_errors(object)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{} ({definition}) in {}: {errors:#?}",
+        object["metadata"]["name"],
+        origin.display()
+    );
+}
+
+/// The schema definition of an Argo object, by kind.
+fn definition_of(kind: &str) -> &'static str {
+    DEFINITIONS
+        .iter()
+        .map(|&(definition, _)| definition)
+        .find(|definition| definition.rsplit('.').next() == Some(kind))
+        .unwrap_or_else(|| panic!("no schema for the Argo kind {kind}"))
+}
+
+/// Every `*.yaml`/`*.yml` below `dir`, sorted.
+fn yaml_files(dir: &Path, files: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            yaml_files(&path, files);
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            files.push(path);
+        }
+    }
+    files.sort();
+}
+
+/// Validates one Argo object, and the Workflows a Sensor would create from it (before
+/// parameters) as Workflows.
+fn validate_argo_object(object: &Value, origin: &Path) {
+    let kind = object["kind"].as_str().expect("kind");
+    assert_valid(definition_of(kind), object, origin);
+    if kind == "Sensor" {
+        for trigger in object["spec"]["triggers"].as_array().expect("triggers") {
+            let resource = &trigger["template"]["k8s"]["source"]["resource"];
+            assert_eq!(resource["kind"], "Workflow", "{}", origin.display());
+            assert_valid(definition_of("Workflow"), resource, origin);
+        }
+    }
+}
+
+#[test]
+fn every_manifest_parses_and_every_argo_object_validates() {
+    let mut files = Vec::new();
+    for dir in ["sensors", "eventsources", "deploy"] {
+        yaml_files(&crate_dir().join(dir), &mut files);
+    }
+    let mut argo_kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for file in &files {
+        let documents = yaml_documents(file);
+        assert!(!documents.is_empty(), "{} is empty", file.display());
+        for document in &documents {
+            let api_version = document["apiVersion"].as_str().unwrap_or_default();
+            if api_version == "argoproj.io/v1alpha1" {
+                validate_argo_object(document, file);
+                let kind = document["kind"].as_str().expect("kind").to_owned();
+                *argo_kinds.entry(kind).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(
+        argo_kinds,
+        BTreeMap::from([
+            ("EventBus".to_owned(), 1),
+            ("EventSource".to_owned(), 1),
+            ("Sensor".to_owned(), 2),
+        ]),
+        "the Argo objects of both variants were all found and checked"
+    );
+    // The deploy base's rules file is a valid rules file.
+    RuleSet::load(&crate_dir().join("deploy/base/rules.yaml")).expect("deploy rules load");
+}
+
+/// Both Sensors: every trigger is at-least-once with retries and a dead-letter trigger, waits
+/// for exactly its own dependency, and submits the template of its action.
+#[test]
+fn every_sensor_trigger_is_at_least_once_with_retries_and_a_dead_letter() {
+    for variant in ["webhook", "eventbus"] {
+        let path = crate_dir().join(format!("sensors/{variant}/sensor.yaml"));
+        let sensor = yaml_documents(&path).remove(0);
+        let dependencies: BTreeSet<&str> = sensor["spec"]["dependencies"]
+            .as_array()
+            .expect("dependencies")
+            .iter()
+            .map(|d| d["name"].as_str().expect("name"))
+            .collect();
+        let mut actions = BTreeSet::new();
+        for trigger in sensor["spec"]["triggers"].as_array().expect("triggers") {
+            let name = trigger["template"]["name"].as_str().expect("name");
+            assert_eq!(trigger["atLeastOnce"], true, "{variant}/{name}");
+            assert!(
+                trigger["retryStrategy"]["steps"].as_u64() > Some(1),
+                "{variant}/{name} retries"
+            );
+            assert_eq!(
+                trigger["dlqTrigger"]["template"]["k8s"]["operation"], "create",
+                "{variant}/{name} has a dead-letter trigger"
+            );
+            assert_eq!(trigger["template"]["conditions"], name);
+            assert_eq!(
+                trigger["template"]["k8s"]["source"]["resource"]["spec"]["workflowTemplateRef"]
+                    ["name"],
+                format!("tenant-lifecycle-{name}")
+            );
+            actions.insert(name);
+        }
+        assert_eq!(
+            actions, dependencies,
+            "{variant}: one trigger per dependency"
+        );
+        assert_eq!(
+            actions,
+            BTreeSet::from(["upsert", "delete", "migrate-out", "migrate-in", "admin"]),
+            "{variant}: every default action"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rendered overlays
+
+/// `kubectl kustomize <dir>`'s objects, or `None` when kubectl is missing (skipped; a failure
+/// in CI).
+fn kustomize(dir: &Path) -> Option<Vec<Value>> {
+    let output = match Command::new("kubectl").arg("kustomize").arg(dir).output() {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            skip_or_fail("kubectl (for kubectl kustomize)");
+            return None;
+        }
+        Err(e) => panic!("cannot run kubectl: {e}"),
+    };
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {} failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).expect("UTF-8");
+    Some(yaml_stream(&text, &format!("kustomize {}", dir.display())))
+}
+
+/// The only object of `kind` (and `name`, when given).
+fn one<'a>(objects: &'a [Value], kind: &str, name: Option<&str>) -> &'a Value {
+    let found: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == kind && name.is_none_or(|n| o["metadata"]["name"] == n))
+        .collect();
+    let [object] = found.as_slice() else {
+        panic!("expected one {kind} {name:?}, found {}", found.len());
+    };
+    object
+}
+
+/// One permission: (subject, where, apiGroup, resource, verb, resourceNames). `where` is
+/// `cluster` or a namespace.
+type Grant = (String, String, String, String, String, String);
+
+/// Every permission the bindings in `objects` give, per service account.
+fn grants(objects: &[Value]) -> BTreeSet<Grant> {
+    let roles: BTreeMap<(String, String, String), &Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Role" || o["kind"] == "ClusterRole")
+        .map(|o| {
+            (
+                (
+                    o["kind"].as_str().expect("kind").to_owned(),
+                    o["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    o["metadata"]["name"].as_str().expect("name").to_owned(),
+                ),
+                o,
+            )
+        })
+        .collect();
+    let mut grants = BTreeSet::new();
+    for binding in objects
+        .iter()
+        .filter(|o| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding")
+    {
+        let scope = match binding["kind"].as_str() {
+            Some("ClusterRoleBinding") => "cluster".to_owned(),
+            _ => binding["metadata"]["namespace"]
+                .as_str()
+                .expect("a RoleBinding's namespace")
+                .to_owned(),
+        };
+        let role_kind = binding["roleRef"]["kind"].as_str().expect("roleRef kind");
+        let role_namespace = if role_kind == "Role" {
+            scope.clone()
+        } else {
+            String::new()
+        };
+        let key = (
+            role_kind.to_owned(),
+            role_namespace,
+            binding["roleRef"]["name"]
+                .as_str()
+                .expect("roleRef name")
+                .to_owned(),
+        );
+        let role = roles
+            .get(&key)
+            .unwrap_or_else(|| panic!("binding to a missing role {key:?}"));
+        for subject in binding["subjects"].as_array().expect("subjects") {
+            assert_eq!(subject["kind"], "ServiceAccount", "only service accounts");
+            let subject = format!(
+                "{}/{}",
+                subject["namespace"].as_str().expect("subject namespace"),
+                subject["name"].as_str().expect("subject name")
+            );
+            for rule in role["rules"].as_array().expect("rules") {
+                for (group, resource, verb, names) in expand(rule) {
+                    grants.insert((subject.clone(), scope.clone(), group, resource, verb, names));
+                }
+            }
+        }
+    }
+    grants
+}
+
+/// A rule as (apiGroup, resource, verb, resourceNames) tuples; wildcards and non-resource URLs
+/// are refused outright.
+fn expand(rule: &Value) -> Vec<(String, String, String, String)> {
+    assert!(rule.get("nonResourceURLs").is_none(), "{rule}");
+    let strings = |key: &str| -> Vec<String> {
+        rule[key]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|i| i.as_str().expect("string").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let names = strings("resourceNames").join(",");
+    let mut out = Vec::new();
+    for group in strings("apiGroups") {
+        for resource in strings("resources") {
+            for verb in strings("verbs") {
+                for item in [&group, &resource, &verb] {
+                    assert!(!item.contains('*'), "wildcard in {rule}");
+                }
+                out.push((group.clone(), resource.clone(), verb, names.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The documented RBAC (deploy/README.md): per service account, every (where, apiGroup,
+/// resource, verb, resourceNames).
+fn expected_grants(workflow_namespace: &str) -> BTreeSet<Grant> {
+    let mut expected = BTreeSet::new();
+    let mut add =
+        |subject: &str, scope: &str, group: &str, resource: &str, verbs: &[&str], names: &str| {
+            for verb in verbs {
+                expected.insert((
+                    subject.to_owned(),
+                    scope.to_owned(),
+                    group.to_owned(),
+                    resource.to_owned(),
+                    (*verb).to_owned(),
+                    names.to_owned(),
+                ));
+            }
+        };
+    let discovery = "tenant-gateway/tenant-gateway-discovery";
+    add(
+        discovery,
+        "cluster",
+        "batch",
+        "jobs",
+        &["list", "watch"],
+        "",
+    );
+    add(
+        discovery,
+        "cluster",
+        "events.k8s.io",
+        "events",
+        &["create"],
+        "",
+    );
+    add(
+        discovery,
+        workflow_namespace,
+        "argoproj.io",
+        "workflowtemplates",
+        &["list", "create", "patch", "delete"],
+        "",
+    );
+    add(
+        discovery,
+        workflow_namespace,
+        "coordination.k8s.io",
+        "leases",
+        &["create"],
+        "",
+    );
+    add(
+        discovery,
+        workflow_namespace,
+        "coordination.k8s.io",
+        "leases",
+        &["get", "patch"],
+        "tenant-gateway-discovery",
+    );
+    let bridge = format!("{workflow_namespace}/tenant-lifecycle-bridge");
+    add(
+        &bridge,
+        workflow_namespace,
+        "argoproj.io",
+        "workflowtaskresults",
+        &["create", "patch"],
+        "",
+    );
+    let sensor = "argo-events/tenant-lifecycle-sensor";
+    add(
+        sensor,
+        workflow_namespace,
+        "argoproj.io",
+        "workflows",
+        &["create"],
+        "",
+    );
+    add(sensor, "argo-events", "", "configmaps", &["create"], "");
+    expected
+}
+
+/// The pod spec of the gateway Deployment and its container `name`.
+fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("container {name}"))
+}
+
+/// An env value of a container.
+fn env<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)?["value"]
+        .as_str()
+}
+
+/// Where the container mounts volume `volume`, if it does.
+fn mount_path<'a>(container: &'a Value, volume: &str) -> Option<&'a str> {
+    container["volumeMounts"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == volume)?["mountPath"]
+        .as_str()
+}
+
+/// Whether `path` lies under one of the container's mounts of a volume for which `accept` holds.
+fn under_mount(
+    pod: &Value,
+    container: &Value,
+    path: &str,
+    accept: impl Fn(&Value) -> bool,
+) -> bool {
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|mount| {
+            let volume = volumes
+                .iter()
+                .find(|v| v["name"] == mount["name"])
+                .expect("mounted volume exists");
+            let dir = mount["mountPath"].as_str().expect("mountPath");
+            path.strip_prefix(dir)
+                .is_some_and(|rest| rest.starts_with('/'))
+                && accept(volume)
+        })
+}
+
+/// The security settings every container of the pod must have.
+fn assert_locked_down(pod: &Value) {
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert!(pod["securityContext"]["runAsUser"].as_u64() > Some(0));
+    for c in pod["containers"].as_array().expect("containers") {
+        let name = c["name"].as_str().expect("name");
+        let security = &c["securityContext"];
+        assert_eq!(security["runAsNonRoot"], true, "{name}");
+        assert_eq!(security["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(security["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(security["capabilities"], json!({"drop": ["ALL"]}), "{name}");
+        assert!(security.get("privileged").is_none(), "{name}");
+        for resource in ["cpu", "memory"] {
+            assert!(
+                c["resources"]["requests"][resource].is_string(),
+                "{name} requests {resource}"
+            );
+        }
+        assert!(
+            c["resources"]["limits"]["memory"].is_string(),
+            "{name} memory limit"
+        );
+        assert!(
+            c["livenessProbe"]["httpGet"]["path"] == "/healthz",
+            "{name} liveness"
+        );
+    }
+}
+
+/// What both overlays must render: the RBAC, the pod, and the Argo objects of `variant`.
+/// Returns the parsed config.toml of the gateway.
+fn check_overlay(variant: &str, objects: &[Value]) -> toml::Table {
+    // No Secret values are committed: the operator creates every Secret.
+    assert!(
+        objects.iter().all(|o| o["kind"] != "Secret"),
+        "{variant} renders a Secret"
+    );
+    let deployment = one(objects, "Deployment", Some("tenant-gateway"));
+    assert_eq!(deployment["spec"]["replicas"], 1, "one SQLite writer");
+    assert_eq!(deployment["spec"]["strategy"], json!({"type": "Recreate"}));
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_locked_down(pod);
+    let gateway = container(pod, "gateway");
+    let discovery = container(pod, "discovery");
+    let workflow_namespace = env(discovery, "TENANT_GATEWAY_WORKFLOW_NAMESPACE")
+        .expect("the sidecar names the workflow namespace");
+
+    // RBAC: exactly the documented grants, to exactly these subjects.
+    assert_eq!(
+        grants(objects),
+        expected_grants(workflow_namespace),
+        "{variant}: rendered RBAC"
+    );
+    assert_eq!(pod["serviceAccountName"], "tenant-gateway-discovery");
+    // The bridge's team-namespace ClusterRole exists but is never bound cluster-wide; the
+    // per-namespace RoleBinding the operator applies binds it to the bridge account only.
+    let bridge_role = one(objects, "ClusterRole", Some("tenant-lifecycle-bridge"));
+    let rules: BTreeSet<_> = bridge_role["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .flat_map(expand)
+        .collect();
+    let expected_rules: BTreeSet<_> = [("batch", "jobs"), ("", "configmaps")]
+        .iter()
+        .flat_map(|&(group, resource)| {
+            ["create", "get"].map(|verb| {
+                (
+                    group.to_owned(),
+                    resource.to_owned(),
+                    verb.to_owned(),
+                    String::new(),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(rules, expected_rules);
+    let team_binding =
+        yaml_documents(&crate_dir().join("deploy/team-namespace/rolebinding.yaml")).remove(0);
+    assert_eq!(team_binding["roleRef"]["name"], "tenant-lifecycle-bridge");
+    assert!(
+        team_binding["metadata"].get("namespace").is_none(),
+        "applied per namespace"
+    );
+    assert_eq!(
+        team_binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "tenant-lifecycle-bridge",
+                "namespace": workflow_namespace}])
+    );
+    let accounts: BTreeMap<String, &Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ServiceAccount")
+        .map(|o| {
+            (
+                format!(
+                    "{}/{}",
+                    o["metadata"]["namespace"].as_str().expect("namespace"),
+                    o["metadata"]["name"].as_str().expect("name")
+                ),
+                o,
+            )
+        })
+        .collect();
+    assert_eq!(
+        accounts.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        BTreeSet::from([
+            "tenant-gateway/tenant-gateway-discovery",
+            "argo-events/tenant-lifecycle-sensor",
+            &format!("{workflow_namespace}/tenant-lifecycle-bridge") as &str,
+        ])
+    );
+    assert_eq!(
+        accounts["tenant-gateway/tenant-gateway-discovery"]["automountServiceAccountToken"],
+        false
+    );
+
+    // Credentials: only the discovery container mounts a service-account token.
+    let token_volumes: Vec<&str> = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter(|v| {
+            v["projected"]["sources"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s.get("serviceAccountToken").is_some()))
+        })
+        .map(|v| v["name"].as_str().expect("name"))
+        .collect();
+    let [token_volume] = token_volumes.as_slice() else {
+        panic!("one projected token volume: {token_volumes:?}");
+    };
+    assert_eq!(
+        mount_path(discovery, token_volume),
+        Some("/var/run/secrets/kubernetes.io/serviceaccount")
+    );
+    assert_eq!(
+        mount_path(gateway, token_volume),
+        None,
+        "the gateway has no token"
+    );
+
+    // Probes: ingest readiness that ignores the sink; discovery has no readiness probe, so it
+    // cannot take ingest out of the Service.
+    assert_eq!(gateway["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(gateway["readinessProbe"]["httpGet"]["port"], "ingest");
+    assert!(discovery.get("readinessProbe").is_none());
+    assert_eq!(
+        env(discovery, "TENANT_GATEWAY_DISCOVERY_LISTEN"),
+        Some("0.0.0.0:8082")
+    );
+    assert_eq!(
+        env(discovery, "TENANT_GATEWAY_LEADER_ELECTION"),
+        Some("true")
+    );
+    assert_eq!(
+        env(discovery, "TENANT_GATEWAY_BRIDGE_SERVICE_ACCOUNT"),
+        Some("tenant-lifecycle-bridge")
+    );
+
+    // The config: mounted where --config points, every file it names mounted.
+    let config_map = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "ConfigMap"
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("tenant-gateway-config-"))
+        })
+        .expect("the generated config ConfigMap");
+    let config_path = {
+        let args: Vec<&str> = gateway["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a.as_str().expect("arg"))
+            .collect();
+        assert_eq!(args[0], "serve");
+        let at = args
+            .iter()
+            .position(|a| *a == "--config")
+            .expect("--config");
+        args[at + 1].to_owned()
+    };
+    let config_dir = mount_path(gateway, "config").expect("config mounted");
+    assert_eq!(
+        Path::new(&config_path).parent(),
+        Some(Path::new(config_dir)),
+        "--config is in the mounted ConfigMap"
+    );
+    let config_volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "config")
+        .expect("config volume");
+    assert_eq!(
+        config_volume["configMap"]["name"],
+        config_map["metadata"]["name"]
+    );
+    let text = config_map["data"]["config.toml"]
+        .as_str()
+        .expect("config.toml");
+    let config: toml::Table = toml::from_str(text).expect("config.toml is TOML");
+    let rules_file = config["rules"].as_str().expect("rules");
+    assert_eq!(
+        Path::new(rules_file).strip_prefix(config_dir).ok(),
+        Some(Path::new("rules.yaml"))
+    );
+    RuleSet::parse(
+        config_map["data"]["rules.yaml"]
+            .as_str()
+            .expect("rules.yaml"),
+    )
+    .expect("the rules parse");
+    let is_secret = |v: &Value| v["secret"]["secretName"].is_string();
+    let is_journal =
+        |v: &Value| v["persistentVolumeClaim"]["claimName"] == "tenant-gateway-journal";
+    let admin_token = config["admin-token-file"]
+        .as_str()
+        .expect("admin-token-file");
+    assert!(
+        under_mount(pod, gateway, admin_token, is_secret),
+        "admin-token-file {admin_token}"
+    );
+    for file in config["token-file"].as_array().expect("token-file") {
+        let file = file.as_str().expect("path");
+        assert!(
+            under_mount(pod, gateway, file, is_secret),
+            "token-file {file}"
+        );
+    }
+    let store = config["store"].as_str().expect("store");
+    let journal_file = store.strip_prefix("sqlite://").expect("sqlite store");
+    assert!(
+        under_mount(pod, gateway, journal_file, is_journal),
+        "the journal is on the PVC"
+    );
+    assert_eq!(mount_path(discovery, "journal"), None);
+    assert_eq!(config["listen"].as_str(), Some("0.0.0.0:8080"));
+    assert_eq!(config["admin-listen"].as_str(), Some("0.0.0.0:8081"));
+
+    // Everything but [sink] is real configuration of today's `serve`. `admin-token-file` is
+    // set aside: the admin-token change adds that key (until it lands, `serve` would refuse it).
+    let mut rest = config.clone();
+    rest.remove("sink");
+    rest.remove("admin-token-file");
+    let rest = toml::to_string(&rest).expect("TOML");
+    toml::from_str::<FileConfig>(&rest).expect("known configuration keys");
+
+    // The Argo objects of this variant, all in argo-events, the Workflows in the namespace
+    // discovery renders the templates in.
+    let bus = one(objects, "EventBus", Some("default"));
+    assert_eq!(bus["metadata"]["namespace"], "argo-events");
+    let sensor = one(objects, "Sensor", None);
+    assert_eq!(
+        sensor["spec"]["template"]["serviceAccountName"],
+        "tenant-lifecycle-sensor"
+    );
+    for trigger in sensor["spec"]["triggers"].as_array().expect("triggers") {
+        assert_eq!(
+            trigger["template"]["k8s"]["source"]["resource"]["metadata"]["namespace"],
+            workflow_namespace
+        );
+    }
+    config
+}
+
+/// The Sensor's single EventSource/event pair.
+fn sensor_source(objects: &[Value]) -> (String, String) {
+    let sensor = one(objects, "Sensor", None);
+    let pairs: BTreeSet<(String, String)> = sensor["spec"]["dependencies"]
+        .as_array()
+        .expect("dependencies")
+        .iter()
+        .map(|d| {
+            (
+                d["eventSourceName"]
+                    .as_str()
+                    .expect("eventSourceName")
+                    .to_owned(),
+                d["eventName"].as_str().expect("eventName").to_owned(),
+            )
+        })
+        .collect();
+    let [pair] = pairs
+        .into_iter()
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap_or_else(|p: Vec<_>| panic!("one EventSource/event pair: {p:?}"));
+    pair
+}
+
+#[test]
+fn the_webhook_overlay_renders_the_webhook_variant() {
+    let Some(objects) = kustomize(&crate_dir().join("deploy/overlays/webhook")) else {
+        return;
+    };
+    let config = check_overlay("webhook", &objects);
+    let sink = config["sink"].as_table().expect("[sink]");
+    assert_eq!(sink["kind"].as_str(), Some("webhook"));
+
+    let source = one(&objects, "EventSource", None);
+    let (event_source, event_name) = sensor_source(&objects);
+    assert_eq!(source["metadata"]["name"], event_source.as_str());
+    let webhook = &source["spec"]["webhook"][&event_name];
+    assert_eq!(webhook["method"], "POST");
+    assert_eq!(webhook["maxPayloadSize"], 1_048_576);
+    // Argo's Service for an EventSource is <name>-eventsource-svc.
+    assert_eq!(
+        sink["url"].as_str(),
+        Some(
+            format!(
+                "http://{}-eventsource-svc.{}.svc:{}{}",
+                event_source,
+                source["metadata"]["namespace"].as_str().expect("namespace"),
+                webhook["port"].as_str().expect("port"),
+                webhook["endpoint"].as_str().expect("endpoint")
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(
+        source["spec"]["service"]["ports"][0]["port"].to_string(),
+        webhook["port"].as_str().expect("port")
+    );
+    // Both ends of the bearer token: the EventSource's authSecret, the sink's token file.
+    assert!(webhook["authSecret"]["name"].is_string() && webhook["authSecret"]["key"].is_string());
+    let pod = &one(&objects, "Deployment", None)["spec"]["template"]["spec"];
+    let token_file = sink["token-file"].as_str().expect("token-file");
+    assert!(under_mount(
+        pod,
+        container(pod, "gateway"),
+        token_file,
+        |v| { v["secret"]["secretName"] == "tenant-gateway-sink" }
+    ));
+}
+
+#[test]
+fn the_eventbus_overlay_renders_the_eventbus_variant() {
+    let Some(objects) = kustomize(&crate_dir().join("deploy/overlays/eventbus")) else {
+        return;
+    };
+    let config = check_overlay("eventbus", &objects);
+    let sink = config["sink"].as_table().expect("[sink]");
+    assert_eq!(sink["kind"].as_str(), Some("eventbus"));
+    assert!(
+        objects.iter().all(|o| o["kind"] != "EventSource"),
+        "no EventSource: the gateway publishes itself"
+    );
+    let (event_source, event_name) = sensor_source(&objects);
+    assert_eq!(
+        sink["event-source-name"].as_str(),
+        Some(event_source.as_str())
+    );
+    assert_eq!(sink["event-name"].as_str(), Some(event_name.as_str()));
+    assert_eq!(
+        sink["stream"].as_str(),
+        Some("default"),
+        "Argo's stream name"
+    );
+    // Argo's Service for a JetStream EventBus is eventbus-<name>-js-svc, client port 4222.
+    let bus = one(&objects, "EventBus", None);
+    assert_eq!(
+        sink["url"].as_str(),
+        Some(
+            format!(
+                "tls://eventbus-{}-js-svc.{}.svc:4222",
+                bus["metadata"]["name"].as_str().expect("name"),
+                bus["metadata"]["namespace"].as_str().expect("namespace")
+            )
+            .as_str()
+        )
+    );
+    let pod = &one(&objects, "Deployment", None)["spec"]["template"]["spec"];
+    let gateway = container(pod, "gateway");
+    let from_sink_secret = |v: &Value| v["secret"]["secretName"] == "tenant-gateway-sink";
+    let password_file = sink["password-file"].as_str().expect("password-file");
+    assert!(under_mount(pod, gateway, password_file, from_sink_secret));
+    let ca = env(gateway, "SSL_CERT_FILE").expect("the EventBus CA is trusted");
+    assert!(under_mount(pod, gateway, ca, from_sink_secret));
+}
+
+/// The two overlays differ in [sink] only, so switching variants changes nothing else.
+#[test]
+fn the_overlay_configs_differ_only_in_the_sink() {
+    let read = |variant: &str| -> toml::Table {
+        let path = crate_dir().join(format!("deploy/overlays/{variant}/config.toml"));
+        let mut table: toml::Table =
+            toml::from_str(&std::fs::read_to_string(path).expect("config")).expect("TOML");
+        let sink = table.remove("sink").expect("[sink]");
+        assert_eq!(sink["kind"].as_str(), Some(variant));
+        table
+    };
+    assert_eq!(read("webhook"), read("eventbus"));
+}
