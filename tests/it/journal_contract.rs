@@ -19,7 +19,8 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use tenant_gateway::journal::{
     AppendError, AppendStatus, Appended, AttemptOutcome, AttemptRecord, EmissionStatus,
-    EventJournal, JournalError, JournalOptions, NewEvent,
+    EventJournal, EventQuery, EventStatus, JournalError, JournalOptions, NewEvent, NewReplayJob,
+    Operator, OperatorError, OperatorOutcome, OperatorWrite,
 };
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -50,6 +51,11 @@ macro_rules! journal_contract_suite {
                 recorded_attempts_move_emissions_on => JournalOptions::default(),
                 dead_emission_parks_its_tenant_across_reopen => JournalOptions::default(),
                 commits_with_new_events_wake_subscribers => JournalOptions::default(),
+                replaying_a_dead_emission_takes_its_place_and_unparks => JournalOptions::default(),
+                replaying_a_delivered_event_queues_behind => JournalOptions::default(),
+                skipping_needs_a_dead_emission_and_unparks => JournalOptions::default(),
+                replay_job_replays_exactly_its_selection_and_resumes => JournalOptions::default(),
+                event_search_filters_and_pages_in_journal_order => JournalOptions::default(),
             }
         }
     };
@@ -1237,5 +1243,308 @@ async fn commits_with_new_events_wake_subscribers(store: TestStore) {
         .expect("append");
     assert_eq!(duplicate[0].status, AppendStatus::Duplicate);
     assert!(!commits.has_changed().expect("writer alive"));
+    store.journal.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operator recovery
+// ---------------------------------------------------------------------------------------------
+
+fn operator(reason: &str) -> Operator {
+    Operator {
+        actor: "alice".into(),
+        reason: Some(reason.into()),
+    }
+}
+
+/// Makes the first pending emission of `tenant` dead, as the dispatcher records it.
+async fn kill_first_pending(journal: &EventJournal, tenant: &str) -> Uuid {
+    let pending = journal
+        .pending_emissions(0, Some(tenant), 1)
+        .await
+        .expect("pending");
+    let emission = &pending[0];
+    journal
+        .record_attempts(vec![attempt(
+            emission.position,
+            emission.event.event_id,
+            1,
+            AttemptOutcome::Permanent,
+            EmissionStatus::Dead,
+        )])
+        .await
+        .expect("record");
+    emission.event.event_id
+}
+
+/// The upstream ids of a tenant's pending emissions in its delivery order.
+async fn delivery_order(journal: &EventJournal, tenant: &str) -> Vec<(String, bool)> {
+    journal
+        .tenant_pending_page(tenant, 0, 100)
+        .await
+        .expect("tenant page")
+        .decode()
+        .expect("decode")
+        .into_iter()
+        .map(|e| (e.event.id, e.replay_of.is_some()))
+        .collect()
+}
+
+/// DESIGN 6: replaying the dead event that parks a tenant retries it in its own place, before
+/// the events waiting behind it; the tenant is no longer parked by it, also after a reopen.
+async fn replaying_a_dead_emission_takes_its_place_and_unparks(store: TestStore) {
+    let journal = &store.journal;
+    for id in ["r-1", "r-2", "r-3"] {
+        accept(journal, event("acme", id)).await;
+    }
+    let dead = kill_first_pending(journal, "acme").await;
+    assert_eq!(journal.parked_tenants().await.unwrap(), ["acme"]);
+    let outcome = journal
+        .operate(OperatorWrite::Replay {
+            event_id: dead,
+            operator: operator("fixed"),
+        })
+        .await
+        .expect("replay");
+    let OperatorOutcome::Replayed(replayed) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(replayed.in_place && replayed.tenant_unparked);
+    assert_ne!(replayed.emission_id, dead);
+    assert!(journal.parked_tenants().await.unwrap().is_empty());
+    let expected = [
+        ("r-1".to_string(), true),
+        ("r-2".to_string(), false),
+        ("r-3".to_string(), false),
+    ];
+    assert_eq!(delivery_order(journal, "acme").await, expected);
+    assert_eq!(
+        journal.tenants_with_in_place_replays().await.unwrap(),
+        ["acme"]
+    );
+    let emissions = journal.event_emissions(dead).await.unwrap();
+    assert_eq!(emissions.len(), 2);
+    assert_eq!(emissions[0].replaced_by, Some(replayed.emission_id));
+    assert_eq!(emissions[1].replay_of, Some(dead));
+    let actions = journal
+        .operator_actions(Some(dead), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(actions.len(), 1);
+    assert_eq!(
+        (actions[0].actor.as_str(), actions[0].action.as_str()),
+        ("alice", "replay")
+    );
+    assert_eq!(actions[0].reason.as_deref(), Some("fixed"));
+    store.journal.close().await;
+    let journal = EventJournal::open(&store.url, store.options.clone())
+        .await
+        .expect("reopen");
+    assert!(journal.parked_tenants().await.unwrap().is_empty());
+    assert_eq!(delivery_order(&journal, "acme").await, expected);
+    journal.close().await;
+}
+
+/// Replaying an event that is not dead adds an emission behind the tenant's pending ones and
+/// wakes the dispatcher.
+async fn replaying_a_delivered_event_queues_behind(store: TestStore) {
+    let journal = &store.journal;
+    let first = accept(journal, event("acme", "q-1")).await;
+    let pending = journal.pending_emissions(0, None, 1).await.unwrap();
+    journal
+        .record_attempts(vec![attempt(
+            pending[0].position,
+            first.event_id,
+            1,
+            AttemptOutcome::Delivered,
+            EmissionStatus::Delivered,
+        )])
+        .await
+        .unwrap();
+    accept(journal, event("acme", "q-2")).await;
+    let mut commits = journal.subscribe_commits();
+    commits.borrow_and_update();
+    let outcome = journal
+        .operate(OperatorWrite::Replay {
+            event_id: first.event_id,
+            operator: operator("again"),
+        })
+        .await
+        .unwrap();
+    let OperatorOutcome::Replayed(replayed) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(!replayed.in_place && !replayed.tenant_unparked);
+    assert!(
+        commits.has_changed().unwrap(),
+        "a replay wakes the dispatcher"
+    );
+    assert_eq!(
+        delivery_order(journal, "acme").await,
+        [("q-2".to_string(), false), ("q-1".to_string(), true)]
+    );
+    let missing = journal
+        .operate(OperatorWrite::Replay {
+            event_id: Uuid::now_v7(),
+            operator: operator("x"),
+        })
+        .await;
+    assert!(matches!(missing, Err(OperatorError::EventNotFound(_))));
+    store.journal.close().await;
+}
+
+/// Only a dead emission can be skipped; skipping it unparks the tenant and records who did it.
+async fn skipping_needs_a_dead_emission_and_unparks(store: TestStore) {
+    let journal = &store.journal;
+    accept(journal, event("acme", "s-1")).await;
+    let waiting = accept(journal, event("acme", "s-2")).await;
+    let refused = journal
+        .operate(OperatorWrite::Skip {
+            event_id: waiting.event_id,
+            operator: operator("x"),
+        })
+        .await;
+    assert!(
+        matches!(&refused, Err(OperatorError::NotDead { status, .. }) if status == "pending"),
+        "{refused:?}"
+    );
+    let dead = kill_first_pending(journal, "acme").await;
+    let outcome = journal
+        .operate(OperatorWrite::Skip {
+            event_id: dead,
+            operator: operator("obsolete"),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        outcome,
+        OperatorOutcome::Skipped {
+            tenant_parked: false,
+            ..
+        }
+    ));
+    assert!(journal.parked_tenants().await.unwrap().is_empty());
+    let stored = journal.find_event(dead).await.unwrap().unwrap();
+    assert_eq!(stored.status, "skipped");
+    let state = journal.tenant_state("acme").await.unwrap().unwrap();
+    assert_eq!(state.counts, [1, 0, 0, 1]);
+    assert!(state.parked_by.is_none());
+    assert!(journal.tenant_state("nobody").await.unwrap().is_none());
+    store.journal.close().await;
+}
+
+/// A job replays exactly the events its query selected at creation (not those accepted
+/// later), in batches whose progress survives a reopen; a finished job refuses more work.
+async fn replay_job_replays_exactly_its_selection_and_resumes(store: TestStore) {
+    let journal = &store.journal;
+    for n in 0..5 {
+        accept(journal, event(&format!("t{n}"), &format!("j-{n}"))).await;
+    }
+    let query = EventQuery {
+        status: Some(EventStatus::Pending),
+        ..EventQuery::default()
+    };
+    assert_eq!(journal.count_events(&query).await.unwrap(), 5);
+    let job_id = Uuid::now_v7();
+    let new_job = |expected_count| {
+        OperatorWrite::CreateJob(NewReplayJob {
+            job_id,
+            query: query.clone(),
+            filter: "{}".into(),
+            rate: 10.0,
+            operator: operator("outage"),
+            expected_count,
+        })
+    };
+    let changed = journal.operate(new_job(Some(4))).await;
+    assert!(matches!(
+        changed,
+        Err(OperatorError::CountChanged {
+            count: 5,
+            expected: 4
+        })
+    ));
+    let OperatorOutcome::JobCreated(job) = journal.operate(new_job(Some(5))).await.unwrap() else {
+        panic!("job not created")
+    };
+    assert_eq!(
+        (job.total, job.replayed, job.status.as_str()),
+        (5, 0, "running")
+    );
+    accept(journal, event("t9", "j-late")).await;
+    let batch = OperatorWrite::JobBatch { job_id, max: 2 };
+    let OperatorOutcome::JobProgress { job, .. } = journal.operate(batch.clone()).await.unwrap()
+    else {
+        panic!("no progress")
+    };
+    assert_eq!(job.replayed, 2);
+    store.journal.close().await;
+    let journal = EventJournal::open(&store.url, store.options.clone())
+        .await
+        .expect("reopen");
+    let running = journal.replay_jobs(true, 10).await.unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].replayed, 2);
+    let mut last = None;
+    for _ in 0..2 {
+        last = Some(journal.operate(batch.clone()).await.unwrap());
+    }
+    let Some(OperatorOutcome::JobProgress { job, .. }) = last else {
+        panic!("no progress")
+    };
+    assert_eq!((job.replayed, job.status.as_str()), (5, "completed"));
+    assert!(matches!(
+        journal.operate(batch).await,
+        Err(OperatorError::JobFinished { .. })
+    ));
+    let replays: usize = journal
+        .pending_emissions(0, None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.replay_of.is_some())
+        .count();
+    assert_eq!(replays, 5, "each selected event once, the late one not");
+    journal.close().await;
+}
+
+/// Search: filters combine, pages follow journal order from a position, counts agree.
+async fn event_search_filters_and_pages_in_journal_order(store: TestStore) {
+    let journal = &store.journal;
+    for n in 0..9 {
+        accept(journal, event(&format!("t{}", n % 3), &format!("e-{n}"))).await;
+    }
+    let everything = EventQuery::default();
+    let first = journal.list_events(&everything, 0, 4).await.unwrap();
+    let rest = journal
+        .list_events(&everything, first[3].position, 100)
+        .await
+        .unwrap();
+    let ids: Vec<String> = first.iter().chain(&rest).map(|e| e.id.clone()).collect();
+    assert_eq!(ids, (0..9).map(|n| format!("e-{n}")).collect::<Vec<_>>());
+    let t1 = EventQuery {
+        tenant: Some("t1".into()),
+        ..EventQuery::default()
+    };
+    let found = journal.list_events(&t1, 0, 100).await.unwrap();
+    assert_eq!(
+        found.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["e-1", "e-4", "e-7"]
+    );
+    assert_eq!(journal.count_events(&t1).await.unwrap(), 3);
+    let future = EventQuery {
+        since: Some("2999-01-01T00:00:00.000000Z".into()),
+        ..EventQuery::default()
+    };
+    assert_eq!(journal.count_events(&future).await.unwrap(), 0);
+    let delivered = EventQuery {
+        status: Some(EventStatus::Delivered),
+        ..t1
+    };
+    assert!(journal
+        .list_events(&delivered, 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
     store.journal.close().await;
 }

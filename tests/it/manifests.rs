@@ -736,7 +736,10 @@ fn check_overlay(variant: &str, objects: &[Value]) -> toml::Table {
     let admin_token_files = config["admin-token-file"]
         .as_array()
         .expect("admin-token-file");
-    assert!(!admin_token_files.is_empty(), "the admin listener is off loopback");
+    assert!(
+        !admin_token_files.is_empty(),
+        "the admin listener is off loopback"
+    );
     for file in token_files.iter().chain(admin_token_files) {
         let file = file.as_str().expect("path");
         assert!(
