@@ -211,18 +211,24 @@ pub(super) async fn list(
     }))
 }
 
-/// `GET /admin/v1/events/{eventId}`.
+/// `GET /admin/v1/events/{eventId}` (an event id, or the id of one of its emissions).
 pub(super) async fn show(
     _actor: Actor,
     state: web::Data<AdminState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
-    let event_id = event_id(&path)?;
+    let id = event_id(&path)?;
     let journal = &state.journal;
-    let event = journal
-        .find_event(event_id)
-        .await?
-        .ok_or(crate::journal::OperatorError::EventNotFound(event_id))?;
+    // An emission id (a Workflow's `event-id`) leads to its event too.
+    let event = match journal.find_event(id).await? {
+        Some(event) => Some(event),
+        None => match journal.event_of_emission(id).await? {
+            Some(event_id) => journal.find_event(event_id).await?,
+            None => None,
+        },
+    };
+    let event = event.ok_or(crate::journal::OperatorError::EventNotFound(id))?;
+    let event_id = event.event_id;
     let emissions = journal.event_emissions(event_id).await?;
     let mut attempts: HashMap<Uuid, Vec<AttemptView>> = HashMap::new();
     for attempt in journal.delivery_attempts(event_id).await? {

@@ -597,6 +597,13 @@ impl EventJournal {
         }
     }
 
+    /// The event an emission emits (an emission id is what a Workflow's `event-id` shows).
+    pub async fn event_of_emission(&self, emission_id: Uuid) -> Result<Option<Uuid>, JournalError> {
+        match self {
+            Self::Sqlite(journal) => journal.event_of_emission(emission_id).await,
+        }
+    }
+
     /// Every emission of the event, oldest first.
     pub async fn event_emissions(
         &self,

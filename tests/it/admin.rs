@@ -236,6 +236,9 @@ async fn replaying_the_dead_event_delivers_it_then_the_waiting_ones_in_sequence(
     assert_eq!(action["reason"], "bad payload fixed upstream");
     assert_eq!(detail["canonical"]["id"], dead.as_str());
     assert_eq!(detail["canonical"]["type"], "lifecycle.migrate-out");
+    // A Workflow's `event-id` is the emission id: it leads to the same event.
+    let by_emission = admin.get_json(&format!("/admin/v1/events/{replay_id}")).await;
+    assert_eq!(by_emission["event"]["eventId"], dead.as_str());
 
     let tenant = admin.get_json("/admin/v1/tenants/acme").await;
     assert_eq!(tenant["parked"], false);

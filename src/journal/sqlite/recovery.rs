@@ -180,6 +180,19 @@ impl SqliteJournal {
         row.map(EventRow::into_stored).transpose()
     }
 
+    pub(in crate::journal) async fn event_of_emission(
+        &self,
+        emission_id: Uuid,
+    ) -> Result<Option<Uuid>, JournalError> {
+        let event_id: Option<String> =
+            sqlx::query_scalar("SELECT event_id FROM emissions WHERE emission_id = ?1")
+                .bind(emission_id.to_string())
+                .fetch_optional(&self.inner.readers)
+                .await
+                .map_err(read_error)?;
+        optional_uuid(event_id, "event id")
+    }
+
     pub(in crate::journal) async fn event_emissions(
         &self,
         event_id: Uuid,
