@@ -4,6 +4,7 @@
 //! what the journal is for).
 
 pub mod api;
+pub mod client;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
