@@ -4,8 +4,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use uuid::Uuid;
 
+use crate::admin::client::{parse_rate, TimeSpec};
 use crate::config::{ByteSize, LogFormat};
 use crate::normalize::DEFAULT_ACTIONS;
 
@@ -30,6 +32,14 @@ pub enum Command {
     Discover(DiscoverArgs),
     /// Work with normalization rules files (validate them, try them on an event).
     Rules(RulesArgs),
+    /// Search journaled events and show one with its deliveries (admin API).
+    Events(EventsArgs),
+    /// Replay events by id, or in bulk by filter as a rate-limited job (admin API).
+    Replay(ReplayArgs),
+    /// Mark a dead event skipped, so its tenant's later events can flow (admin API).
+    Skip(SkipArgs),
+    /// Show a tenant: whether it is parked, its counts and its timeline (admin API).
+    Tenants(TenantsArgs),
 }
 
 /// `serve` flags. Every flag also reads `TENANT_GATEWAY_<FLAG>` and the TOML key of the same
@@ -302,4 +312,189 @@ pub struct DiscoverArgs {
     /// Log line format.
     #[arg(long, env = "TENANT_GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+}
+
+/// How the admin commands print their answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AdminOutput {
+    /// Tables and reports for people.
+    Table,
+    /// The API's JSON answer, for scripts.
+    Json,
+}
+
+/// Flags every admin command takes: where the admin API is and how to authenticate.
+#[derive(Debug, Clone, Args)]
+pub struct AdminClientArgs {
+    /// Admin API base URL.
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_SERVER",
+        default_value = "http://127.0.0.1:8081",
+        value_name = "URL"
+    )]
+    pub server: String,
+    /// File holding the admin bearer token (the token itself may be given in
+    /// TENANT_GATEWAY_ADMIN_TOKEN instead); not needed against a loopback-only admin listener.
+    #[arg(long, env = "TENANT_GATEWAY_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = AdminOutput::Table)]
+    pub output: AdminOutput,
+}
+
+/// Conditions selecting events (combined with AND), shared by `events list` and bulk `replay`.
+#[derive(Debug, Clone, Default, Args)]
+#[group(id = "filter", multiple = true)]
+pub struct FilterArgs {
+    /// Only this tenant's events.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Short action name (upsert) or emitted type (lifecycle.upsert).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Delivery status of the event's latest emission.
+    #[arg(long, value_parser = ["pending", "delivered", "dead", "skipped"])]
+    pub status: Option<String>,
+    /// Upstream CloudEvent source, exactly.
+    #[arg(long, value_name = "SRC")]
+    pub source: Option<String>,
+    /// Events received at or after TIME: RFC 3339, or a duration meaning that long ago (2h).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<TimeSpec>,
+    /// Events received before TIME: RFC 3339, or a duration meaning that long ago (30m).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<TimeSpec>,
+}
+
+/// `events` arguments.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// What to do with events.
+    #[command(subcommand)]
+    pub command: EventsCommand,
+}
+
+/// `events` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// List journaled events, oldest first, a page at a time.
+    List(EventsListArgs),
+    /// Show one event: its upstream form, emissions, delivery attempts and operator actions.
+    Show(EventsShowArgs),
+}
+
+/// `events list` arguments.
+#[derive(Debug, Args)]
+pub struct EventsListArgs {
+    /// Server, token and output format.
+    #[command(flatten)]
+    pub client: AdminClientArgs,
+    /// Which events.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Events per page (1-1000) [server default: 100].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+    /// Start after this cursor (a previous page's next cursor).
+    #[arg(long, value_name = "CURSOR")]
+    pub cursor: Option<String>,
+    /// Follow the next cursors until the end of the journal.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `events show` arguments.
+#[derive(Debug, Args)]
+pub struct EventsShowArgs {
+    /// Server, token and output format.
+    #[command(flatten)]
+    pub client: AdminClientArgs,
+    /// The gateway's event id.
+    #[arg(value_name = "EVENT_ID")]
+    pub event_id: Uuid,
+}
+
+/// `replay` arguments: event ids (one replay each), or filter flags (a bulk replay job), or
+/// `--cancel JOB_ID`.
+#[derive(Debug, Args)]
+#[command(
+    override_usage = "tenant-gateway replay [OPTIONS] <EVENT_ID>...\n       \
+        tenant-gateway replay [OPTIONS] <--tenant T|--action A|--status S|--source SRC|--since TIME|--until TIME>... [--dry-run] [--rate N] [--yes]\n       \
+        tenant-gateway replay [OPTIONS] --cancel <JOB_ID>"
+)]
+#[command(group(
+    ArgGroup::new("target")
+        .required(true)
+        .multiple(true)
+        .args(["event_ids", "cancel", "tenant", "action", "status", "source", "since", "until"])
+))]
+pub struct ReplayArgs {
+    /// Server, token and output format.
+    #[command(flatten)]
+    pub client: AdminClientArgs,
+    /// Events to replay, one request each.
+    #[arg(value_name = "EVENT_ID", conflicts_with_all = ["filter", "cancel", "dry_run", "rate", "yes"])]
+    pub event_ids: Vec<Uuid>,
+    /// Bulk replay: the events the job replays.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Bulk replay: only show how many events match, and a sample.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Bulk replay: replays per second (0 < N <= 10000) [server default: 100].
+    #[arg(long, value_name = "N", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Why; recorded with each replay or with the job.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Bulk replay: do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Cancel a running bulk replay job.
+    #[arg(long, value_name = "JOB_ID", conflicts_with_all = ["filter", "dry_run", "rate", "yes", "reason"])]
+    pub cancel: Option<Uuid>,
+}
+
+/// `skip` arguments.
+#[derive(Debug, Args)]
+pub struct SkipArgs {
+    /// Server, token and output format.
+    #[command(flatten)]
+    pub client: AdminClientArgs,
+    /// The dead event to skip.
+    #[arg(value_name = "EVENT_ID")]
+    pub event_id: Uuid,
+    /// Why; recorded with the action.
+    #[arg(long)]
+    pub reason: String,
+}
+
+/// `tenants` arguments.
+#[derive(Debug, Args)]
+pub struct TenantsArgs {
+    /// What to do with tenants.
+    #[command(subcommand)]
+    pub command: TenantsCommand,
+}
+
+/// `tenants` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Show a tenant: parked or not, counts per status, its latest events and operator actions.
+    Show(TenantsShowArgs),
+}
+
+/// `tenants show` arguments.
+#[derive(Debug, Args)]
+pub struct TenantsShowArgs {
+    /// Server, token and output format.
+    #[command(flatten)]
+    pub client: AdminClientArgs,
+    /// The tenant.
+    #[arg(value_name = "TENANT")]
+    pub tenant: String,
+    /// Timeline length (1-1000) [server default: 100].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
 }

@@ -2,6 +2,7 @@
 //! dispatch to library code.
 
 use clap::Parser;
+use tenant_gateway::admin::client::{self as admin_client, Console};
 use tenant_gateway::cli::{Cli, Command, RulesCommand};
 use tenant_gateway::{app, config, discovery, ingest, normalize, telemetry};
 
@@ -39,5 +40,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Events(args) => Ok(admin_client::events(args, &mut Console::stdio()).await?),
+        Command::Replay(args) => Ok(admin_client::replay(args, &mut Console::stdio()).await?),
+        Command::Skip(args) => Ok(admin_client::skip(args, &mut Console::stdio()).await?),
+        Command::Tenants(args) => Ok(admin_client::tenants(args, &mut Console::stdio()).await?),
     }
 }

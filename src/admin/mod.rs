@@ -11,6 +11,7 @@
 
 pub mod api;
 mod auth;
+pub mod client;
 mod events;
 mod replays;
 mod tenants;
