@@ -237,7 +237,9 @@ async fn replaying_the_dead_event_delivers_it_then_the_waiting_ones_in_sequence(
     assert_eq!(detail["canonical"]["id"], dead.as_str());
     assert_eq!(detail["canonical"]["type"], "lifecycle.migrate-out");
     // A Workflow's `event-id` is the emission id: it leads to the same event.
-    let by_emission = admin.get_json(&format!("/admin/v1/events/{replay_id}")).await;
+    let by_emission = admin
+        .get_json(&format!("/admin/v1/events/{replay_id}"))
+        .await;
     assert_eq!(by_emission["event"]["eventId"], dead.as_str());
 
     let tenant = admin.get_json("/admin/v1/tenants/acme").await;
@@ -772,14 +774,12 @@ async fn the_openapi_document_matches_the_served_routes() {
             .replace("{jobId}", "0190d1a4-0000-7000-8000-000000000000");
         let resp = match method.as_str() {
             "get" => admin.get(&path).await,
-            _ => {
-                admin
-                    .post(
-                        &path,
-                        &json!({"filter": {"tenant": "nobody"}, "reason": "r"}),
-                    )
-                    .await
+            // Each route's own body, so the answers are the route's, not a body error.
+            _ if path == "/admin/v1/replays" => {
+                let body = json!({"filter": {"tenant": "nobody"}, "reason": "r"});
+                admin.post(&path, &body).await
             }
+            _ => admin.post(&path, &json!({"reason": "r"})).await,
         };
         let status = resp.status().as_u16();
         let problem_body = resp
