@@ -98,6 +98,42 @@ impl AdminApi {
     }
 }
 
+/// Runs the real `tenant-gateway` binary against the app's admin listener with `stdin` as its
+/// input; returns (exit success, stdout, stderr).
+pub(crate) async fn cli(app: &TestApp, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-gateway"));
+    command
+        .args(args)
+        .args([
+            "--server",
+            &format!("http://127.0.0.1:{}", app.admin_addr.port()),
+        ])
+        .env_remove("TENANT_GATEWAY_ADMIN_TOKEN")
+        .env_remove("TENANT_GATEWAY_ADMIN_TOKEN_FILE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let stdin = stdin.to_owned();
+    // The CLI talks to the app in this process: wait for it off the async threads.
+    let run = tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().expect("run tenant-gateway");
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(stdin.as_bytes()).expect("write stdin");
+        drop(input);
+        child.wait_with_output().expect("CLI output")
+    });
+    let output = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("the CLI finished")
+        .expect("CLI thread");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// The JSON Schema of `#/components/schemas/<name>` in the OpenAPI document, compiled with the
 /// whole document as its root so every `$ref` resolves.
 fn schema_of(document: &Value, name: &str) -> jsonschema::Validator {
@@ -196,15 +232,24 @@ async fn replaying_the_dead_event_delivers_it_then_the_waiting_ones_in_sequence(
         "the waiting events must not be sent while the tenant is parked"
     );
 
-    // The sink has recovered (its script is empty again): replay.
-    let replayed = admin
-        .post_json(
-            &format!("/admin/v1/events/{dead}/replay"),
-            &json!({"reason": "bad payload fixed upstream"}),
-            202,
-        )
-        .await;
-    assert_schema("ReplayResult", &replayed);
+    // The sink has recovered (its script is empty again): replay through the CLI.
+    let (ok, stdout, stderr) = cli(
+        &app,
+        &[
+            "replay",
+            &dead,
+            "--reason",
+            "bad payload fixed upstream",
+            "-o",
+            "json",
+        ],
+        "",
+    )
+    .await;
+    assert!(ok, "replay failed: {stderr}");
+    let replayed: Value = serde_json::from_str(&stdout).expect("JSON output");
+    let replayed = &replayed[0];
+    assert_schema("ReplayResult", replayed);
     assert_eq!(replayed["placement"], "in-place");
     app.wait_for_progress("replay and waiting events delivered", |p| p.delivered == 6)
         .await;
@@ -271,13 +316,21 @@ async fn skipping_the_dead_event_lets_the_waiting_ones_go() {
         "urn:tenant-gateway:problem:not-dead"
     );
 
-    let skipped = admin
-        .post_json(
-            &format!("/admin/v1/events/{dead}/skip"),
-            &json!({"reason": "tenant data migrated by hand"}),
-            200,
-        )
-        .await;
+    let (ok, stdout, stderr) = cli(
+        &app,
+        &[
+            "skip",
+            &dead,
+            "--reason",
+            "tenant data migrated by hand",
+            "-o",
+            "json",
+        ],
+        "",
+    )
+    .await;
+    assert!(ok, "skip failed: {stderr}");
+    let skipped: Value = serde_json::from_str(&stdout).expect("JSON output");
     assert_schema("SkipResult", &skipped);
     assert_eq!(skipped["tenantParked"], false);
     app.wait_for_progress("waiting events delivered", |p| p.delivered == 5)
@@ -534,7 +587,8 @@ async fn cancel_stops_a_replay_job() {
 
 #[tokio::test]
 async fn pagination_never_skips_or_repeats_while_events_arrive() {
-    let app = TestApp::spawn().await;
+    let hook = ArgoWebhook::start().await;
+    let app = TestApp::spawn_with(webhook_settings(&hook)).await;
     post_many(&app, 300, 7, "p").await;
     let admin = AdminApi::of(&app);
     // Events keep arriving while the pages are read.
@@ -647,7 +701,9 @@ fn admin_token(dir: &tempfile::TempDir, secret: &str) -> TokenConfig {
 async fn a_non_loopback_admin_listener_requires_the_admin_token() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = admin_token(&dir, "op3rator");
+    let hook = ArgoWebhook::start().await;
     let mut app = TestApp::spawn_with(|settings: &mut Settings| {
+        webhook_settings(&hook)(settings);
         settings.admin_listen = "0.0.0.0:0".parse().unwrap();
         settings.admin_tokens = vec![token];
     })
@@ -816,4 +872,70 @@ fn path_template(path: &str, routes: &[(String, String)]) -> String {
         })
         .cloned()
         .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn bulk_replay_through_the_cli_asks_first_and_follows_the_job() {
+    let hook = ArgoWebhook::start().await;
+    let mut app = TestApp::spawn_with(webhook_settings(&hook)).await;
+    post_many(&app, 300, 3, "k").await;
+    app.wait_for_progress("delivered", |p| p.delivered == 300)
+        .await;
+    let filter = ["--tenant", "t1", "--status", "delivered"];
+
+    let (ok, _, stderr) = cli(
+        &app,
+        &[&["replay"][..], &filter, &["--rate", "500"]].concat(),
+        "n\n",
+    )
+    .await;
+    assert!(!ok, "declining must fail the command");
+    assert!(stderr.contains("aborted: nothing replayed"), "{stderr}");
+    let jobs = AdminApi::of(&app).get_json("/admin/v1/replays").await;
+    assert!(
+        jobs["jobs"].as_array().unwrap().is_empty(),
+        "nothing was created"
+    );
+
+    let (ok, _, stderr) = cli(
+        &app,
+        &[&["replay"][..], &filter, &["--dry-run"]].concat(),
+        "",
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    assert_eq!(hook.requests().len(), 300, "a dry run sends nothing");
+
+    let (ok, stdout, stderr) = cli(
+        &app,
+        &[
+            &["replay"][..],
+            &filter,
+            &["--rate", "500", "--reason", "argo outage", "-o", "json"],
+        ]
+        .concat(),
+        "y\n",
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("Replay 100 events"),
+        "the prompt names the count: {stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.contains("replayed") || line.contains("/100")),
+        "plain progress lines without a terminal: {stderr}"
+    );
+    let job: Value = serde_json::from_str(&stdout).expect("the final job as JSON");
+    assert_eq!(job["status"], "completed");
+    assert_eq!(
+        (job["total"].as_u64(), job["replayed"].as_u64()),
+        (Some(100), Some(100))
+    );
+    assert_eq!(job["actor"], "loopback");
+    app.wait_for_progress("replays delivered", |p| p.delivered == 400)
+        .await;
+    app.stop().await;
 }
