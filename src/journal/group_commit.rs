@@ -99,8 +99,9 @@ enum WriteRequest {
         reply: oneshot::Sender<Result<(), AppendError>>,
     },
     Operate {
-        /// The operator write to apply.
-        operation: OperatorWrite,
+        /// The operator write to apply (boxed: it is much larger than the other requests, and
+        /// rare).
+        operation: Box<OperatorWrite>,
         /// Where the writer answers once it is durable (or refused).
         reply: oneshot::Sender<Result<OperatorOutcome, OperatorError>>,
     },
@@ -112,7 +113,7 @@ impl WriteRequest {
         match self {
             WriteRequest::Append { events, .. } => events.len(),
             WriteRequest::Record { attempts, .. } => attempts.len(),
-            WriteRequest::Operate { operation, .. } => match operation {
+            WriteRequest::Operate { operation, .. } => match operation.as_ref() {
                 OperatorWrite::JobBatch { max, .. } => *max,
                 _ => 1,
             },
@@ -251,7 +252,10 @@ impl GroupCommitter {
         }
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(WriteRequest::Operate { operation, reply })
+            .send(WriteRequest::Operate {
+                operation: Box::new(operation),
+                reply,
+            })
             .await
             .map_err(|_| AppendError::Closed)?;
         answer.await.map_err(|_| AppendError::Closed)?
@@ -474,7 +478,7 @@ async fn write_group<S: GroupStore>(
             WriteRequest::Record {
                 attempts: records, ..
             } => attempts.extend(records),
-            WriteRequest::Operate { operation, .. } => operations.push(operation),
+            WriteRequest::Operate { operation, .. } => operations.push(operation.as_ref()),
         }
     }
     let outcomes = if appends.is_empty() {
