@@ -391,13 +391,7 @@ impl AdminClient {
         &self,
         request: &BulkReplayRequest,
     ) -> Result<DryRunResult, ClientError> {
-        let request = BulkReplayRequest {
-            dry_run: true,
-            ..request.clone()
-        };
-        let url = self.url(&["admin", "v1", "replays"]);
-        self.call(self.request(Method::POST, url).json(&request))
-            .await
+        self.post_replays(request, true).await
     }
 
     /// `POST /admin/v1/replays` (`dryRun` is forced off): create a bulk replay job.
@@ -405,8 +399,17 @@ impl AdminClient {
         &self,
         request: &BulkReplayRequest,
     ) -> Result<ReplayJobView, ClientError> {
+        self.post_replays(request, false).await
+    }
+
+    /// `POST /admin/v1/replays` with `dryRun` set as given.
+    async fn post_replays<T: serde::de::DeserializeOwned>(
+        &self,
+        request: &BulkReplayRequest,
+        dry_run: bool,
+    ) -> Result<T, ClientError> {
         let request = BulkReplayRequest {
-            dry_run: false,
+            dry_run,
             ..request.clone()
         };
         let url = self.url(&["admin", "v1", "replays"]);

@@ -274,12 +274,11 @@ pub(super) async fn show(
     }))
 }
 
-/// The operator, from the caller and the body's reason (blank means none).
-fn operator(actor: Actor, request: ActionRequest) -> Operator {
+/// The operator, from the caller and the reason given (blank means none).
+pub(super) fn operator(actor: Actor, reason: Option<String>) -> Operator {
     Operator {
         actor: actor.0,
-        reason: request
-            .reason
+        reason: reason
             .map(|reason| reason.trim().to_owned())
             .filter(|reason| !reason.is_empty()),
     }
@@ -293,7 +292,7 @@ pub(super) async fn replay(
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
     let event_id = event_id(&path)?;
-    let operator = operator(actor, optional_body(&body)?);
+    let operator = operator(actor, optional_body::<ActionRequest>(&body)?.reason);
     let outcome = state
         .journal
         .operate(OperatorWrite::Replay { event_id, operator })
@@ -333,7 +332,7 @@ pub(super) async fn skip(
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
     let event_id = event_id(&path)?;
-    let operator = operator(actor, optional_body(&body)?);
+    let operator = operator(actor, optional_body::<ActionRequest>(&body)?.reason);
     if operator.reason.is_none() {
         return Err(AdminError::MissingReason);
     }

@@ -15,12 +15,12 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::api::{ActionRequest, BulkReplayRequest, DryRunResult, ReplayJobList, ReplayJobView};
-use super::events::{parse_filter, summary, unexpected};
+use super::events::{operator, parse_filter, summary, unexpected};
 use super::{optional_body, Actor, AdminError, AdminState};
 use crate::dispatch::DispatchControl;
 use crate::journal::{
-    AppendError, EventJournal, NewReplayJob, Operator, OperatorError, OperatorOutcome,
-    OperatorWrite, ReplayJob,
+    AppendError, EventJournal, NewReplayJob, OperatorError, OperatorOutcome, OperatorWrite,
+    ReplayJob,
 };
 
 /// Replays per second when the request names no rate.
@@ -95,10 +95,7 @@ pub(super) async fn create(
             query,
             filter,
             rate,
-            operator: Operator {
-                actor: actor.0,
-                reason: request.reason.filter(|reason| !reason.trim().is_empty()),
-            },
+            operator: operator(actor, request.reason),
             expected_count: request.expected_count,
         }))
         .await?;
@@ -149,11 +146,7 @@ pub(super) async fn cancel(
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
     let job_id = job_id(&path)?;
-    let request: ActionRequest = optional_body(&body)?;
-    let operator = Operator {
-        actor: actor.0,
-        reason: request.reason.filter(|reason| !reason.trim().is_empty()),
-    };
+    let operator = operator(actor, optional_body::<ActionRequest>(&body)?.reason);
     let outcome = state
         .journal
         .operate(OperatorWrite::CancelJob { job_id, operator })
