@@ -1132,16 +1132,7 @@ pub fn render_event_detail(detail: &EventDetail) -> String {
         report.push('\n');
         report.push_str(&render_emission(emission));
     }
-    report.push_str("\noperator actions:");
-    if detail.operator_actions.is_empty() {
-        report.push_str(" none\n");
-    } else {
-        report.push('\n');
-        report.push_str(&indent(
-            &render_operator_actions(&detail.operator_actions),
-            "  ",
-        ));
-    }
+    push_operator_actions(&mut report, &detail.operator_actions);
     report
 }
 
@@ -1280,17 +1271,19 @@ pub fn render_tenant(view: &TenantView) -> String {
         );
         report.push_str(&indent(&table, "  "));
     }
+    push_operator_actions(&mut report, &view.operator_actions);
+    report
+}
+
+/// Appends the "operator actions" section of a report.
+fn push_operator_actions(report: &mut String, actions: &[OperatorActionView]) {
     report.push_str("\noperator actions:");
-    if view.operator_actions.is_empty() {
+    if actions.is_empty() {
         report.push_str(" none\n");
     } else {
         report.push('\n');
-        report.push_str(&indent(
-            &render_operator_actions(&view.operator_actions),
-            "  ",
-        ));
+        report.push_str(&indent(&render_operator_actions(actions), "  "));
     }
-    report
 }
 
 fn write_out(writer: &mut dyn Write, text: &str) -> Result<(), ClientError> {
