@@ -1107,6 +1107,41 @@ mod tests {
         );
     }
 
+    /// An unparked tenant's catch-up read searches the per-tenant pending index in delivery
+    /// order: no scan of the emissions table, and no sort.
+    #[tokio::test]
+    async fn tenant_pending_page_reads_the_tenant_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.db");
+        let mut connection = connect_options(&path, &JournalOptions::default())
+            .connect()
+            .await
+            .unwrap();
+        MIGRATOR.run(&mut connection).await.unwrap();
+        let sql = format!("EXPLAIN QUERY PLAN {}", *SELECT_TENANT_PENDING_PAGE);
+        let plan: Vec<String> = sqlx::query(&sql)
+            .bind("acme")
+            .bind(0_i64)
+            .bind(1000_i64)
+            .fetch_all(&mut connection)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<String, _>(3))
+            .collect();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("emissions_tenant_pending")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|step| step.starts_with("SCAN") || step.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
+    }
+
     /// The writer's reads must stay index searches: a scan would make every group's cost grow
     /// with the size of the journal.
     #[tokio::test]

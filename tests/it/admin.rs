@@ -939,3 +939,48 @@ async fn bulk_replay_through_the_cli_asks_first_and_follows_the_job() {
         .await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_in_place_replay_keeps_its_place_across_a_restart() {
+    let hook = ArgoWebhook::start().await;
+    let (mut app, dead) = parked_tenant(&hook).await;
+    // Argo is down: the replay is retried, and stays pending, in the dead event's place.
+    hook.set_default(Behaviour::PublishFails);
+    let admin = AdminApi::of(&app);
+    let replayed = admin
+        .post_json(&format!("/admin/v1/events/{dead}/replay"), &json!({}), 202)
+        .await;
+    assert_eq!(replayed["placement"], "in-place");
+    let before = hook.requests().len();
+    app.wait_for_progress("the replay failed once", |p| p.attempts >= 4)
+        .await;
+    let sent = hook.requests();
+    assert!(
+        sent[before..].iter().all(|r| r
+            .json
+            .as_ref()
+            .is_some_and(|e| e["replayof"] == dead.as_str())),
+        "nothing passes the pending replay"
+    );
+    // Restart with Argo back: the replay still goes first, then acme #3 to #5.
+    hook.set_default(Behaviour::Accept);
+    let mut app = app.restart(webhook_settings(&hook)).await;
+    app.wait_for_progress("replay and waiting events delivered", |p| p.delivered == 4)
+        .await;
+    let after_restart: Vec<(i64, Option<String>)> = tenant_requests(&hook.requests(), "acme")
+        .into_iter()
+        .filter(|(_, _, _, status)| *status == 200)
+        .map(|(sequence, _, replay_of, _)| (sequence, replay_of))
+        .collect();
+    assert_eq!(
+        after_restart,
+        [
+            (1, None),
+            (2, Some(dead.clone())),
+            (3, None),
+            (4, None),
+            (5, None)
+        ]
+    );
+    app.stop().await;
+}
