@@ -102,7 +102,6 @@ impl Application {
             auth,
             max_body: settings.max_body,
             draining: draining.clone(),
-            queue_limit: settings.journal.queue_capacity,
             metrics: metrics.clone(),
         });
         let sink_description = sink.describe();

@@ -37,9 +37,6 @@ pub struct IngestState {
     pub max_body: usize,
     /// Set when shutdown begins: readiness and new posts answer 503 from then on.
     pub draining: Arc<AtomicBool>,
-    /// Journal requests allowed to wait for the writer; past it posts get 429 rather than
-    /// queueing without bound while the store is slow.
-    pub queue_limit: usize,
     /// Received, accepted and rejected counters.
     pub metrics: GatewayMetrics,
 }
@@ -84,8 +81,8 @@ pub enum IngestError {
     Conflict { index: usize, event_id: uuid::Uuid },
     #[error("the journal is unavailable")]
     Unavailable(#[source] AppendError),
-    #[error("{queued} requests are already waiting for the journal; retry shortly")]
-    Overloaded { queued: usize },
+    #[error(transparent)]
+    Overloaded(AppendError),
 }
 
 impl IngestError {
@@ -175,7 +172,7 @@ impl IngestError {
                 "the journal could not commit the events; nothing was stored, retry later",
             )
             .retry_after(1),
-            Overloaded { .. } => Problem::new(
+            Overloaded(_) => Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "overloaded",
                 "Ingest queue full",
@@ -231,10 +228,6 @@ async fn post_events(
     );
     let result = async {
         let (events, lifecycles) = accept_request(&req, payload, &state).await?;
-        let queued = state.journal.queued_requests();
-        if queued >= state.queue_limit {
-            return Err(IngestError::Overloaded { queued });
-        }
         let new_events: Vec<NewEvent> = events
             .iter()
             .zip(&lifecycles)
@@ -244,6 +237,7 @@ async fn post_events(
             AppendError::Conflict { index, event_id } => IngestError::Conflict { index, event_id },
             // The journal closes only during shutdown: the same answer as any post while draining.
             AppendError::Closed => IngestError::Draining,
+            overloaded @ AppendError::Overloaded { .. } => IngestError::Overloaded(overloaded),
             other => IngestError::Unavailable(other),
         })?;
         let mut accepted = 0;
@@ -279,7 +273,7 @@ async fn post_events(
         // (including an empty batch, which stores nothing).
         state.metrics.events_accepted.inc_by(accepted as u64);
         let status = if accepted > 0 { StatusCode::ACCEPTED } else { StatusCode::OK };
-        Ok(HttpResponse::build(status).json(body))
+        Ok::<_, IngestError>(HttpResponse::build(status).json(body))
     }
     .instrument(span)
     .await;

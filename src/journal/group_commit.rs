@@ -12,10 +12,17 @@
 //! database failure fails the whole group (nothing of it is stored) and the writer carries on
 //! with the next one.
 //!
+//! Two queues feed the writer: ingest's appends, bounded by the bytes they hold (an append over
+//! the bound is refused at once, which ingest answers with 429), and the gateway's own writes
+//! (delivery records, operator writes), bounded by count (a full queue makes the dispatcher
+//! wait). So the gateway's bookkeeping never takes room from ingest: a dispatcher catching up on
+//! a backlog queues one record per delivered event, and those once made ingest refuse events
+//! while a few clients were connected. Each queue is committed in its own order.
+//!
 //! The loop is backend-neutral: a backend supplies the statements through [`GroupStore`].
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -89,6 +96,8 @@ enum WriteRequest {
     Append {
         /// The events to store atomically.
         events: Vec<NewEvent>,
+        /// The bytes these events hold against [`JournalBudget`], given back once answered.
+        _reserved: ReservedBytes,
         /// Where the writer sends the answer once the group's commit is done (or failed).
         reply: oneshot::Sender<Result<Vec<Appended>, AppendError>>,
     },
@@ -141,6 +150,8 @@ struct CommitCounters {
     /// Rows written per committed group (events and attempt records): the metric that shows
     /// whether group commit is grouping.
     group_sizes: Histogram,
+    /// Requests sent to either queue and not yet taken by the writer.
+    queued_requests: AtomicUsize,
 }
 
 impl Default for CommitCounters {
@@ -150,14 +161,82 @@ impl Default for CommitCounters {
             events: AtomicU64::default(),
             // 1, 2, 4, ... 4096: up to the default group bound.
             group_sizes: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            queued_requests: AtomicUsize::new(0),
         }
     }
 }
 
+/// The bytes ingest's appends may hold while they wait for the writer or are being written.
+struct JournalBudget {
+    /// Bytes held now.
+    held: AtomicUsize,
+    /// Most bytes held at once; one request is always let in when nothing is held, so a
+    /// request larger than the bound is not refused forever.
+    limit: usize,
+}
+
+/// Bytes an append holds against the [`JournalBudget`]; given back when dropped (the request
+/// answered, or refused before it queued).
+struct ReservedBytes {
+    budget: Arc<JournalBudget>,
+    bytes: usize,
+}
+
+impl Drop for ReservedBytes {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+impl JournalBudget {
+    /// Reserves `bytes`, or says how many are held already.
+    fn reserve(self: &Arc<Self>, bytes: usize) -> Result<ReservedBytes, usize> {
+        let before = self.held.fetch_add(bytes, Ordering::AcqRel);
+        let reserved = ReservedBytes {
+            budget: Arc::clone(self),
+            bytes,
+        };
+        if before > 0 && before + bytes > self.limit {
+            drop(reserved);
+            return Err(before);
+        }
+        Ok(reserved)
+    }
+}
+
+/// Bytes an event holds in the writer's queue: what it carries, plus a fixed allowance for the
+/// rest of the request.
+fn queued_bytes(event: &NewEvent) -> usize {
+    const PER_EVENT: usize = 256;
+    PER_EVENT
+        + event.document.len()
+        + event.lifecycle.len()
+        + event.source.len()
+        + event.id.len()
+        + event.event_type.len()
+}
+
+/// How big the writer's queues may grow.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueBounds {
+    /// Bytes of appends queued or being written; over it an append is refused at once.
+    pub(crate) append_bytes: usize,
+    /// The gateway's own writes (delivery records, operator writes) that may wait; when full,
+    /// their callers wait.
+    pub(crate) internal_requests: usize,
+    /// Upper bound on rows per group.
+    pub(crate) max_group_events: usize,
+}
+
 /// The handle the journal keeps on its writer task.
 pub(crate) struct GroupCommitter {
-    /// Queue into the writer; bounded, so a slow disk pushes back on ingest.
-    requests: mpsc::Sender<WriteRequest>,
+    /// Ingest's appends into the writer; bounded by bytes through `budget`.
+    appends: mpsc::UnboundedSender<WriteRequest>,
+    /// The gateway's own writes into the writer; bounded by count, so a dispatcher that outruns
+    /// the disk waits.
+    internal: mpsc::Sender<WriteRequest>,
+    /// The bytes appends may hold.
+    budget: Arc<JournalBudget>,
     /// False once `close` has started: later appends are refused before they queue.
     accepting: AtomicBool,
     /// Wakes the writer to stop taking requests and drain the queue.
@@ -174,27 +253,33 @@ pub(crate) struct GroupCommitter {
 
 impl GroupCommitter {
     /// Spawns the writer task over `store`. Must be called inside a Tokio runtime.
-    pub(crate) fn start<S: GroupStore>(
-        store: S,
-        queue_capacity: usize,
-        max_group_events: usize,
-    ) -> Self {
-        let (requests, queue) = mpsc::channel(queue_capacity.max(1));
+    pub(crate) fn start<S: GroupStore>(store: S, bounds: QueueBounds) -> Self {
+        let (appends, append_queue) = mpsc::unbounded_channel();
+        let (internal, internal_queue) = mpsc::channel(bounds.internal_requests.max(1));
         let shutdown = Arc::new(Notify::new());
         let counters = Arc::new(CommitCounters::default());
         let (notify_commits, commits) = watch::channel(0);
         let writer = tokio::spawn(run_writer(
             store,
-            queue,
+            Queues {
+                appends: append_queue,
+                internal: internal_queue,
+                draining: false,
+            },
             Arc::clone(&shutdown),
             Writer {
                 counters: Arc::clone(&counters),
                 commits: notify_commits,
-                max_group_events: max_group_events.max(1),
+                max_group_events: bounds.max_group_events.max(1),
             },
         ));
         GroupCommitter {
-            requests,
+            appends,
+            internal,
+            budget: Arc::new(JournalBudget {
+                held: AtomicUsize::new(0),
+                limit: bounds.append_bytes.max(1),
+            }),
             accepting: AtomicBool::new(true),
             shutdown,
             writer: Mutex::new(Some(writer)),
@@ -203,7 +288,8 @@ impl GroupCommitter {
         }
     }
 
-    /// Queues `events` as one request (waiting for queue space) and waits for the writer's answer.
+    /// Queues `events` as one request and waits for the writer's answer; refused at once with
+    /// [`AppendError::Overloaded`] when the appends already waiting hold the byte bound.
     pub(crate) async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, AppendError> {
         if !self.is_accepting() {
             return Err(AppendError::Closed);
@@ -211,11 +297,28 @@ impl GroupCommitter {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let bytes = events.iter().map(queued_bytes).sum();
+        let reserved = self
+            .budget
+            .reserve(bytes)
+            .map_err(|held| AppendError::Overloaded {
+                queued_bytes: held,
+                limit: self.budget.limit,
+            })?;
         let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(WriteRequest::Append { events, reply })
-            .await
-            .map_err(|_| AppendError::Closed)?;
+        self.counters.queued_requests.fetch_add(1, Ordering::AcqRel);
+        if self
+            .appends
+            .send(WriteRequest::Append {
+                events,
+                _reserved: reserved,
+                reply,
+            })
+            .is_err()
+        {
+            self.counters.queued_requests.fetch_sub(1, Ordering::AcqRel);
+            return Err(AppendError::Closed);
+        }
         // The writer answers every request it receives; a dropped reply means the writer task
         // itself is gone (runtime shutting down), which is a closed journal to the caller.
         answer.await.map_err(|_| AppendError::Closed)?
@@ -235,11 +338,19 @@ impl GroupCommitter {
             let _ = reply.send(Ok(()));
             return Ok(answer);
         }
-        self.requests
-            .send(WriteRequest::Record { attempts, reply })
-            .await
-            .map_err(|_| AppendError::Closed)?;
+        self.send_internal(WriteRequest::Record { attempts, reply })
+            .await?;
         Ok(answer)
+    }
+
+    /// Queues one of the gateway's own writes, waiting for room.
+    async fn send_internal(&self, request: WriteRequest) -> Result<(), AppendError> {
+        self.counters.queued_requests.fetch_add(1, Ordering::AcqRel);
+        let sent = self.internal.send(request).await;
+        if sent.is_err() {
+            self.counters.queued_requests.fetch_sub(1, Ordering::AcqRel);
+        }
+        sent.map_err(|_| AppendError::Closed)
     }
 
     /// Queues an operator write and waits until it is durable (or refused).
@@ -251,13 +362,11 @@ impl GroupCommitter {
             return Err(AppendError::Closed.into());
         }
         let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(WriteRequest::Operate {
-                operation: Box::new(operation),
-                reply,
-            })
-            .await
-            .map_err(|_| AppendError::Closed)?;
+        self.send_internal(WriteRequest::Operate {
+            operation: Box::new(operation),
+            reply,
+        })
+        .await?;
         answer.await.map_err(|_| AppendError::Closed)?
     }
 
@@ -286,9 +395,12 @@ impl GroupCommitter {
 
     /// Requests queued (or being queued) and not yet taken by the writer.
     pub(crate) fn queued_requests(&self) -> usize {
-        self.requests
-            .max_capacity()
-            .saturating_sub(self.requests.capacity())
+        self.counters.queued_requests.load(Ordering::Acquire)
+    }
+
+    /// Bytes held by appends queued or being written.
+    pub(crate) fn queued_append_bytes(&self) -> usize {
+        self.budget.held.load(Ordering::Acquire)
     }
 
     /// Refuses new appends, lets the writer finish every queued request, and waits for it to
@@ -318,31 +430,78 @@ struct Writer {
     max_group_events: usize,
 }
 
+/// The writer's two inputs.
+struct Queues {
+    /// Ingest's appends.
+    appends: mpsc::UnboundedReceiver<WriteRequest>,
+    /// The gateway's own writes.
+    internal: mpsc::Receiver<WriteRequest>,
+    /// True once shutdown closed both queues: what is queued is still written.
+    draining: bool,
+}
+
+impl Queues {
+    /// Waits for the next request from either queue. On the shutdown signal it closes both
+    /// (later sends fail) and keeps returning what was already queued; `None` once both are
+    /// empty and closed, or every sender is gone.
+    async fn next(&mut self, shutdown: &Notify) -> Option<WriteRequest> {
+        if !self.draining {
+            tokio::select! {
+                biased;
+                () = shutdown.notified() => {
+                    self.draining = true;
+                    self.appends.close();
+                    self.internal.close();
+                }
+                Some(request) = self.appends.recv() => return Some(request),
+                Some(request) = self.internal.recv() => return Some(request),
+                else => return None,
+            }
+        }
+        if let Some(request) = self.appends.recv().await {
+            return Some(request);
+        }
+        self.internal.recv().await
+    }
+
+    /// A request already queued, if any: ingest's first, then the gateway's own.
+    fn try_next(&mut self) -> Option<WriteRequest> {
+        self.appends
+            .try_recv()
+            .or_else(|_| self.internal.try_recv())
+            .ok()
+    }
+}
+
 /// The writer loop: group, write, commit, answer; until shutdown or until every handle is gone.
 async fn run_writer<S: GroupStore>(
     mut store: S,
-    mut queue: mpsc::Receiver<WriteRequest>,
+    mut queues: Queues,
     shutdown: Arc<Notify>,
     writer: Writer,
 ) {
     let mut group: Vec<WriteRequest> = Vec::new();
-    // A request taken from the queue that did not fit in the previous group.
+    // A request taken from a queue that did not fit in the previous group.
     let mut carried_over: Option<WriteRequest> = None;
-    let mut draining = false;
+    let taken = || writer.counters.queued_requests.fetch_sub(1, Ordering::AcqRel);
     loop {
         let first = match carried_over.take() {
             Some(request) => request,
-            None => match next_request(&mut queue, &shutdown, &mut draining).await {
-                Some(request) => request,
+            None => match queues.next(&shutdown).await {
+                Some(request) => {
+                    taken();
+                    request
+                }
                 None => break,
             },
         };
         let mut group_rows = first.weight();
         group.push(first);
         while group_rows < writer.max_group_events {
-            let Ok(request) = queue.try_recv() else {
+            let Some(request) = queues.try_next() else {
                 break;
             };
+            taken();
             if group_rows + request.weight() > writer.max_group_events {
                 carried_over = Some(request);
                 break;
@@ -354,27 +513,6 @@ async fn run_writer<S: GroupStore>(
     }
     store.close().await;
     tracing::debug!("journal writer stopped");
-}
-
-/// Waits for the next request. On the shutdown signal it closes the queue (later sends fail)
-/// and keeps returning what was already queued; `None` once the queue is empty and closed, or
-/// every sender is gone.
-async fn next_request(
-    queue: &mut mpsc::Receiver<WriteRequest>,
-    shutdown: &Notify,
-    draining: &mut bool,
-) -> Option<WriteRequest> {
-    if !*draining {
-        tokio::select! {
-            biased;
-            () = shutdown.notified() => {
-                *draining = true;
-                queue.close();
-            }
-            request = queue.recv() => return request,
-        }
-    }
-    queue.recv().await
 }
 
 /// Writes `group` in one transaction and answers each request; empties `group`.

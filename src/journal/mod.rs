@@ -44,9 +44,14 @@ pub struct JournalOptions {
     /// cannot hold the write lock, and the callers waiting on it, for too long. A single request
     /// larger than this is still written, alone.
     pub max_group_events: usize,
-    /// Number of append requests that may wait for the writer (default 1024). When it is full,
-    /// [`EventJournal::append`] waits for space: this is the backpressure towards ingest.
-    pub queue_capacity: usize,
+    /// Bytes that ingest's appends may hold while they wait for the writer or are being written
+    /// (default 64 MiB). An append that would go over it is refused at once with
+    /// [`AppendError::Overloaded`] (ingest answers 429), so memory stays bounded when ingest
+    /// outruns the disk. The gateway's own writes do not count against it.
+    pub queue_bytes: usize,
+    /// The gateway's own writes (delivery records, operator writes) that may wait for the
+    /// writer (default 1024); when it is full their callers wait, never ingest.
+    pub internal_queue: usize,
     /// Size of the read connection pool (default 4), used by lookups, timelines and readiness
     /// checks so reads never wait behind the writer.
     pub read_connections: u32,
@@ -57,7 +62,8 @@ impl Default for JournalOptions {
         JournalOptions {
             busy_timeout: Duration::from_secs(5),
             max_group_events: 4096,
-            queue_capacity: 1024,
+            queue_bytes: 64 << 20,
+            internal_queue: 1024,
             read_connections: 4,
         }
     }
@@ -69,7 +75,8 @@ impl JournalOptions {
     fn validate(&self) -> Result<(), JournalError> {
         let zero = [
             ("max_group_events", self.max_group_events == 0),
-            ("queue_capacity", self.queue_capacity == 0),
+            ("queue_bytes", self.queue_bytes == 0),
+            ("internal_queue", self.internal_queue == 0),
             ("read_connections", self.read_connections == 0),
         ];
         match zero.iter().find(|(_, is_zero)| *is_zero) {
@@ -152,6 +159,18 @@ pub enum AppendError {
     /// The journal is closed or closing for shutdown (HTTP 503).
     #[error("journal is closed")]
     Closed,
+    /// Appends already waiting for the writer hold [`JournalOptions::queue_bytes`]: nothing was
+    /// queued and retrying shortly is safe (HTTP 429).
+    #[error(
+        "{queued_bytes} bytes of events are already waiting for the journal (the bound is \
+         {limit}); retry shortly"
+    )]
+    Overloaded {
+        /// Bytes held by waiting appends when this one was refused.
+        queued_bytes: usize,
+        /// [`JournalOptions::queue_bytes`].
+        limit: usize,
+    },
 }
 
 /// Why the journal could not be opened or read.
@@ -716,11 +735,18 @@ impl EventJournal {
         }
     }
 
-    /// Append requests waiting for the writer right now: a gauge, and what ingest can compare to
-    /// [`JournalOptions::queue_capacity`] to answer 429 instead of waiting.
+    /// Write requests (appends and the gateway's own) waiting for the writer right now: a gauge.
     pub fn queued_requests(&self) -> usize {
         match self {
             Self::Sqlite(journal) => journal.queued_requests(),
+        }
+    }
+
+    /// Bytes held by appends waiting for the writer or being written: a gauge, bounded by
+    /// [`JournalOptions::queue_bytes`].
+    pub fn queued_append_bytes(&self) -> usize {
+        match self {
+            Self::Sqlite(journal) => journal.queued_append_bytes(),
         }
     }
 

@@ -33,7 +33,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection, Row};
 use uuid::Uuid;
 
-use super::group_commit::{GroupCommitter, GroupStore, RequestOutcome};
+use super::group_commit::{GroupCommitter, GroupStore, QueueBounds, RequestOutcome};
 use super::recovery::{OperatorError, OperatorOutcome, OperatorWrite};
 use super::{
     AppendError, AppendStatus, Appended, AttemptRecord, CommitStats, EmissionStatus, JournalError,
@@ -164,7 +164,14 @@ impl SqliteJournal {
             uncommitted_sequences: HashMap::new(),
         };
         let committer =
-            GroupCommitter::start(writer, options.queue_capacity, options.max_group_events);
+            GroupCommitter::start(
+                writer,
+                QueueBounds {
+                    append_bytes: options.queue_bytes,
+                    internal_requests: options.internal_queue,
+                    max_group_events: options.max_group_events,
+                },
+            );
         Ok(SqliteJournal {
             inner: Arc::new(SqliteJournalInner {
                 path,
@@ -340,6 +347,10 @@ impl SqliteJournal {
 
     pub(super) fn queued_requests(&self) -> usize {
         self.inner.committer.queued_requests()
+    }
+
+    pub(super) fn queued_append_bytes(&self) -> usize {
+        self.inner.committer.queued_append_bytes()
     }
 
     pub(super) async fn close(&self) {

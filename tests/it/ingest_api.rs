@@ -448,7 +448,9 @@ async fn locked_store_is_a_503_with_retry_after_and_recovers() {
 async fn full_journal_queue_is_a_429_with_retry_after() {
     let app = std::sync::Arc::new(
         TestApp::spawn_with(|s| {
-            s.journal.queue_capacity = 1;
+            // One event's bytes: the first post is let in (nothing is held), the next refused
+            // while the writer holds it.
+            s.journal.queue_bytes = 1;
             s.journal.busy_timeout = std::time::Duration::from_secs(30);
             s.workers = 2;
         })
@@ -456,8 +458,8 @@ async fn full_journal_queue_is_a_429_with_retry_after() {
     );
     // Stall the writer on a lock held elsewhere, so requests pile up in its queue.
     let locker = app.lock_store().await;
-    // Post until one is refused: the writer takes a request and blocks on the lock, the next
-    // one fills the queue, and the one after must be refused at once. Which post is which
+    // Post until one is refused: the writer takes a request and blocks on the lock, holding its
+    // bytes, and the next one must be refused at once. Which post is which
     // depends on scheduling, so no post is assumed to be the refused one; a post that has not
     // answered within the wait is one of those held by the stalled writer.
     let mut held = Vec::new();
@@ -494,10 +496,7 @@ async fn full_journal_queue_is_a_429_with_retry_after() {
     assert_eq!(status, 429, "{body}");
     assert_eq!(retry_after.as_deref(), Some("1"));
     assert_eq!(body["type"], "urn:tenant-gateway:problem:overloaded");
-    assert!(
-        held.len() >= 2,
-        "the writer holds one request and the queue another"
-    );
+    assert!(!held.is_empty(), "the writer holds one request");
     locker.release().await;
     for post in held {
         let (_, status, _, body) = post.await.unwrap();

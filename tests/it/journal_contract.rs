@@ -56,6 +56,11 @@ macro_rules! journal_contract_suite {
                 skipping_needs_a_dead_emission_and_unparks => JournalOptions::default(),
                 replay_job_replays_exactly_its_selection_and_resumes => JournalOptions::default(),
                 event_search_filters_and_pages_in_journal_order => JournalOptions::default(),
+                own_writes_never_take_room_from_appends => JournalOptions {
+                    queue_bytes: 8 << 10,
+                    internal_queue: 2,
+                    ..parked_options(2)
+                },
             }
         }
     };
@@ -922,12 +927,12 @@ async fn malformed_urls_and_options_are_refused() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = format!("sqlite://{}", dir.path().join("x.db").display());
     let zero_queue = JournalOptions {
-        queue_capacity: 0,
+        queue_bytes: 0,
         ..JournalOptions::default()
     };
     match EventJournal::open(&url, zero_queue).await {
         Err(JournalError::InvalidOptions(message)) => {
-            assert!(message.contains("queue_capacity"), "{message}")
+            assert!(message.contains("queue_bytes"), "{message}")
         }
         other => panic!("expected InvalidOptions, got {other:?}"),
     }
@@ -1018,6 +1023,64 @@ async fn journal_throughput() {
             stats.events as f64 / stats.commits as f64,
         );
     }
+}
+
+/// The gateway's own writes (delivery records) have their own queue: while the writer is held
+/// and that queue is full, an append still queues. Appends are bounded by the bytes they hold:
+/// over the bound one is refused at once, saying so, and nothing of it is stored.
+async fn own_writes_never_take_room_from_appends(store: TestStore) {
+    let journal = &store.journal;
+    let first = accept(journal, event("acme", "a-1")).await;
+    let position = journal
+        .pending_emissions(0, None, 10)
+        .await
+        .expect("pending")[0]
+        .position;
+    let parked = ParkedWriter::park(&store).await;
+    // More record requests than their queue holds (2): the third waits for room.
+    let records: Vec<_> = (1..=3)
+        .map(|n| {
+            let journal = journal.clone();
+            let record = attempt(
+                position,
+                first.event_id,
+                n,
+                AttemptOutcome::Retryable,
+                EmissionStatus::Pending,
+            );
+            tokio::spawn(async move {
+                let receipt = journal.submit_attempts(vec![record]).await?;
+                receipt.durable().await
+            })
+        })
+        .collect();
+    wait_until("three record requests are waiting", || {
+        journal.queued_requests() == 3
+    })
+    .await;
+    let queued = queue_behind(&store, vec![event("acme", "a-2")], 4).await;
+    assert!(journal.queued_append_bytes() > 0);
+
+    // The parked request and a-2 hold some of the 8 KiB; 16 KiB of data cannot fit.
+    let large = event_with_data("beta", "b-1", serde_json::json!({ "blob": "x".repeat(16 << 10) }));
+    match journal.append(vec![large]).await {
+        Err(error @ AppendError::Overloaded { queued_bytes, limit }) => {
+            assert!(queued_bytes > 0, "{error}");
+            assert_eq!(limit, 8 << 10);
+            assert!(error.to_string().contains("bound is 8192"), "{error}");
+        }
+        other => panic!("expected Overloaded, got {other:?}"),
+    }
+
+    parked.release().await;
+    assert_eq!(answer(queued).await.expect("a-2 stored")[0].sequence, 2);
+    for record in records {
+        record.await.expect("record task").expect("record durable");
+    }
+    assert_eq!(timeline_ids(journal, "beta").await, Vec::<String>::new());
+    // Everything queued was answered: the bytes are given back.
+    assert_eq!(journal.queued_append_bytes(), 0);
+    accept(journal, event("beta", "b-2")).await;
 }
 
 /// An attempt record for `position` with the given result.
