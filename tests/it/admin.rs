@@ -962,9 +962,15 @@ async fn an_in_place_replay_keeps_its_place_across_a_restart() {
             .is_some_and(|e| e["replayof"] == dead.as_str())),
         "nothing passes the pending replay"
     );
-    // Restart with Argo back: the replay still goes first, then acme #3 to #5.
-    hook.set_default(Behaviour::Accept);
-    let mut app = app.restart(webhook_settings(&hook)).await;
+    // Restart with Argo back: the replay still goes first, then acme #3 to #5. Argo comes back
+    // only once the first gateway has stopped (`restart` calls this between the two): before
+    // it, the stopping gateway could still deliver the replay itself (the next test).
+    let mut app = app
+        .restart(|settings| {
+            hook.set_default(Behaviour::Accept);
+            webhook_settings(&hook)(settings)
+        })
+        .await;
     app.wait_for_progress("replay and waiting events delivered", |p| p.delivered == 4)
         .await;
     let after_restart: Vec<(i64, Option<String>)> = tenant_requests(&hook.requests(), "acme")
@@ -984,3 +990,65 @@ async fn an_in_place_replay_keeps_its_place_across_a_restart() {
     );
     app.stop().await;
 }
+
+/// The interleaving the previous test rules out, forced: the replay is delivered just before the
+/// gateway stops, while the next waiting event is failing. After the restart nothing is caught
+/// up (no in-place replay is pending): the waiting events follow in sequence, from the
+/// position-ordered reads, and the delivered replay is not sent again.
+#[tokio::test]
+async fn a_replay_delivered_just_before_a_restart_is_not_sent_again() {
+    let hook = ArgoWebhook::start().await;
+    let (app, dead) = parked_tenant(&hook).await;
+    hook.set_default(Behaviour::PublishFails);
+    hook.push_behaviour(Behaviour::Accept);
+    let admin = AdminApi::of(&app);
+    let replayed = admin
+        .post_json(&format!("/admin/v1/events/{dead}/replay"), &json!({}), 202)
+        .await;
+    assert_eq!(replayed["placement"], "in-place");
+    // The replay is taken, then #3 fails at least once: the replay's delivery is recorded (the
+    // dispatcher queues it before #3 starts, and the journal writes it before it closes).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let acme = tenant_requests(&hook.requests(), "acme");
+        let replay_taken = acme
+            .iter()
+            .any(|(_, _, replay_of, status)| replay_of.as_deref() == Some(&dead) && *status == 200);
+        let third_failed = acme
+            .iter()
+            .any(|(sequence, _, _, status)| *sequence == 3 && *status == 500);
+        if replay_taken && third_failed {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replay was never taken, or #3 never tried: {acme:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut app = app
+        .restart(|settings| {
+            hook.set_default(Behaviour::Accept);
+            webhook_settings(&hook)(settings)
+        })
+        .await;
+    app.wait_for_progress("acme #3 to #5 delivered", |p| p.delivered == 3)
+        .await;
+    let accepted: Vec<(i64, Option<String>)> = tenant_requests(&hook.requests(), "acme")
+        .into_iter()
+        .filter(|(_, _, _, status)| *status == 200)
+        .map(|(sequence, _, replay_of, _)| (sequence, replay_of))
+        .collect();
+    assert_eq!(
+        accepted,
+        [
+            (1, None),
+            (2, Some(dead.clone())),
+            (3, None),
+            (4, None),
+            (5, None)
+        ]
+    );
+    app.stop().await;
+}
+
