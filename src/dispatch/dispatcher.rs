@@ -16,7 +16,7 @@
 //! emission first), page by page, while its position-ordered reads skip that tenant; rows they
 //! meet later that the catch-up already read are skipped too.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use tracing::Instrument;
 use super::emission::{EncodedEmission, QueuedEmission};
 use super::retry::RetryPolicy;
 use super::sinks::{DeliveryOutcome, Sink};
+use super::tenant_book::{BookEntry, Queued, TenantBook, READ_PAGE};
 use crate::journal::{
     AppendError, AttemptOutcome, AttemptRecord, EmissionStatus, EventJournal, JournalError,
     PendingPage,
@@ -110,8 +111,8 @@ struct Shared {
     metrics: GatewayMetrics,
     /// Bounds attempts in flight across tenants.
     permits: Semaphore,
-    /// The per-tenant queues and the parked tenants.
-    tenants: Mutex<Tenants>,
+    /// The per-tenant queues, the parked tenants and the catch-ups.
+    tenants: Mutex<TenantBook<QueuedEmission>>,
     /// Wakes the coordinator when the buffer has room for a refill again.
     room: Notify,
     /// Becomes true on stop; every wait selects on it.
@@ -120,47 +121,20 @@ struct Shared {
     progress: watch::Sender<DispatchProgress>,
 }
 
-/// In-memory dispatch state. A tenant has an entry in `queues` while its worker delivers.
-#[derive(Default)]
-struct Tenants {
-    /// Emissions read from the journal and not yet started, per tenant, in delivery order.
-    queues: HashMap<String, VecDeque<QueuedEmission>>,
-    /// Tenants behind a dead emission: their pending emissions are not read.
-    parked: HashSet<String>,
-    /// Unparked tenants whose pending emissions are being read in their delivery order: the
-    /// place read up to. The position-ordered reads skip these tenants.
-    catching_up: HashMap<String, CatchUp>,
-    /// For tenants that caught up: the highest position the catch-up read. The
-    /// position-ordered reads skip the tenant's rows up to it (already queued).
-    caught_up_to: HashMap<String, i64>,
-    /// Emissions held in `queues`, bounded by `DispatchSettings::buffer`.
-    buffered: usize,
-}
-
-/// Progress of one tenant's catch-up.
-#[derive(Debug, Clone, Copy, Default)]
-struct CatchUp {
-    /// Place of the last emission read.
-    after_place: i64,
-    /// Highest position read so far.
-    max_position: i64,
-}
-
-impl Tenants {
-    /// Whether a position-ordered read must leave this row to the journal (parked tenant) or
-    /// to a catch-up (which reads it, or already did).
-    fn leaves_to_others(&self, tenant: &str, position: i64) -> bool {
-        self.parked.contains(tenant)
-            || self.catching_up.contains_key(tenant)
-            || self
-                .caught_up_to
-                .get(tenant)
-                .is_some_and(|until| position <= *until)
+impl BookEntry for QueuedEmission {
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+    fn position(&self) -> i64 {
+        self.position
+    }
+    fn place(&self) -> i64 {
+        self.place
     }
 }
 
 impl Shared {
-    fn tenants(&self) -> MutexGuard<'_, Tenants> {
+    fn tenants(&self) -> MutexGuard<'_, TenantBook<QueuedEmission>> {
         // The lock is never held across an await or a panic-prone call; recover anyway.
         self.tenants.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -188,13 +162,14 @@ impl Dispatcher {
     ) -> Dispatcher {
         let (progress_tx, progress) = watch::channel(DispatchProgress::default());
         let (commands_tx, commands) = mpsc::unbounded_channel();
+        let book = TenantBook::new(settings.buffer);
         let shared = Arc::new(Shared {
             permits: Semaphore::new(settings.concurrency.max(1)),
             journal,
             sink,
             settings,
             metrics,
-            tenants: Mutex::new(Tenants::default()),
+            tenants: Mutex::new(book),
             room: Notify::new(),
             stopping: watch::channel(false).0,
             progress: progress_tx,
@@ -261,20 +236,17 @@ async fn run_coordinator(shared: Arc<Shared>, mut commands: mpsc::UnboundedRecei
     while !shared.is_stopping() {
         // Marked seen before reading, so a commit landing during the read wakes the next wait.
         commits.borrow_and_update();
-        let room = {
+        let (room, catch_up) = {
             let tenants = shared.tenants();
             let in_flight: usize = pages.iter().map(|page| page.rows).sum();
-            shared
-                .settings
-                .buffer
-                .saturating_sub(tenants.buffered + in_flight)
+            let room = tenants.room_for_read(in_flight);
+            (room, room.and(tenants.next_catch_up()))
         };
         let mut more = false;
-        let catch_up = room >= refill_threshold(shared.settings.buffer)
-            && !shared.tenants().catching_up.is_empty();
-        if catch_up {
+        if let (Some(room), Some((tenant, progress))) = (room, catch_up) {
             // Unparked tenants first: their emissions waited longest.
-            match catch_up_page(&shared, &mut workers, room.min(READ_PAGE)).await {
+            let limit = room.min(READ_PAGE);
+            match catch_up_page(&shared, &mut workers, &tenant, progress.after_place, limit).await {
                 Ok(()) => continue,
                 Err(error) => {
                     tracing::error!(
@@ -288,7 +260,7 @@ async fn run_coordinator(shared: Arc<Shared>, mut commands: mpsc::UnboundedRecei
                 }
             }
         }
-        if room >= refill_threshold(shared.settings.buffer) && pages.len() < PAGES_IN_FLIGHT {
+        if let Some(room) = room.filter(|_| pages.len() < PAGES_IN_FLIGHT) {
             let limit = room.min(READ_PAGE);
             match shared.journal.pending_page(cursor, None, limit).await {
                 Ok(page) => {
@@ -326,7 +298,7 @@ async fn run_coordinator(shared: Arc<Shared>, mut commands: mpsc::UnboundedRecei
                         if pages.is_empty() {
                             // Every row up to the cursor has been through `enqueue`: the
                             // catch-up marks at or below it have done their work.
-                            shared.tenants().caught_up_to.retain(|_, until| *until > cursor);
+                            shared.tenants().reads_passed(cursor);
                         }
                     }
                     Err((after, error)) => {
@@ -433,13 +405,7 @@ async fn load_parked(shared: &Shared) -> bool {
                         "tenants are parked behind dead events; replay or skip them"
                     );
                 }
-                let mut tenants = shared.tenants();
-                for tenant in replayed {
-                    if !parked.contains(&tenant) {
-                        tenants.catching_up.insert(tenant, CatchUp::default());
-                    }
-                }
-                tenants.parked.extend(parked);
+                shared.tenants().load(parked, replayed);
                 return true;
             }
             Err(error) => {
@@ -462,28 +428,7 @@ async fn load_parked(shared: &Shared) -> bool {
 fn enqueue(shared: &Arc<Shared>, workers: &mut JoinSet<()>, emissions: Vec<QueuedEmission>) {
     let mut tenants = shared.tenants();
     for emission in emissions {
-        if tenants.leaves_to_others(&emission.tenant, emission.position) {
-            continue;
-        }
-        queue_emission(shared, &mut tenants, workers, emission);
-    }
-}
-
-/// Appends one emission to its tenant's queue, starting the tenant's worker if it had none.
-fn queue_emission(
-    shared: &Arc<Shared>,
-    tenants: &mut Tenants,
-    workers: &mut JoinSet<()>,
-    emission: QueuedEmission,
-) {
-    tenants.buffered += 1;
-    let tenant = emission.tenant.clone();
-    match tenants.queues.get_mut(&tenant) {
-        Some(queue) => queue.push_back(emission),
-        None => {
-            tenants
-                .queues
-                .insert(tenant.clone(), VecDeque::from([emission]));
+        if let Some((tenant, Queued::StartWorker)) = tenants.queue_read(emission) {
             workers.spawn(run_tenant(Arc::clone(shared), tenant));
         }
     }
@@ -492,58 +437,36 @@ fn queue_emission(
 /// Applies [`DispatchControl::unpark`]: a parked tenant starts catching up.
 fn unpark(shared: &Shared, tenant: &str) {
     let mut tenants = shared.tenants();
-    if !tenants.parked.remove(tenant) {
+    if !tenants.unpark(tenant) {
         return;
     }
     tracing::info!(tenant, "tenant unparked; delivering its waiting events");
-    tenants
-        .catching_up
-        .insert(tenant.to_owned(), CatchUp::default());
     shared
         .metrics
         .parked_tenants
-        .set(i64::try_from(tenants.parked.len()).unwrap_or(i64::MAX));
+        .set(i64::try_from(tenants.parked_count()).unwrap_or(i64::MAX));
 }
 
-/// Reads the next page of one catching-up tenant's pending emissions, in its delivery order,
-/// into its queue; a short page ends its catch-up.
+/// Reads the next page of a catching-up tenant's pending emissions (after `after_place`, in
+/// its delivery order) into its queue; a short page ends its catch-up.
 async fn catch_up_page(
     shared: &Arc<Shared>,
     workers: &mut JoinSet<()>,
+    tenant: &str,
+    after_place: i64,
     limit: usize,
 ) -> Result<(), JournalError> {
-    let Some((tenant, progress)) = shared
-        .tenants()
-        .catching_up
-        .iter()
-        .next()
-        .map(|(tenant, progress)| (tenant.clone(), *progress))
-    else {
-        return Ok(());
-    };
     let page = shared
         .journal
-        .tenant_pending_page(&tenant, progress.after_place, limit)
+        .tenant_pending_page(tenant, after_place, limit)
         .await?;
     let full = page.len() == limit;
     let emissions = encode_page(shared, page)
         .await
         .map_err(|error| JournalError::Query(sqlx::Error::Protocol(error.to_string())))??;
-    let mut tenants = shared.tenants();
-    // Parked again meanwhile (its replay died): the catch-up is over.
-    let Some(mut progress) = tenants.catching_up.remove(&tenant) else {
-        return Ok(());
-    };
-    for emission in emissions {
-        progress.after_place = emission.place;
-        progress.max_position = progress.max_position.max(emission.position);
-        queue_emission(shared, &mut tenants, workers, emission);
-    }
-    if full {
-        tenants.catching_up.insert(tenant, progress);
-    } else {
-        let until = tenants.caught_up_to.entry(tenant).or_default();
-        *until = (*until).max(progress.max_position);
+    // `None`: parked again meanwhile (its replay died), the catch-up is over.
+    if shared.tenants().queue_catch_up(tenant, emissions, full) == Some(Queued::StartWorker) {
+        workers.spawn(run_tenant(Arc::clone(shared), tenant.to_owned()));
     }
     Ok(())
 }
@@ -551,32 +474,22 @@ async fn catch_up_page(
 /// Delivers one tenant's queue in order until it is empty, the tenant is parked, or stop.
 async fn run_tenant(shared: Arc<Shared>, tenant: String) {
     loop {
-        let next = {
-            let mut tenants = shared.tenants();
-            let next = tenants
-                .queues
-                .get_mut(&tenant)
-                .and_then(VecDeque::pop_front);
-            match next {
-                Some(emission) => {
-                    release_buffer(&shared, &mut tenants, 1);
-                    emission
-                }
-                None => {
-                    tenants.queues.remove(&tenant);
-                    return;
-                }
-            }
+        let taken = shared.tenants().take_next(&tenant);
+        let Some((next, room)) = taken else {
+            return;
         };
+        if room {
+            shared.room.notify_one();
+        }
         match deliver(&shared, next).await {
             Some(EmissionStatus::Delivered) => {}
             // `park` already took the queue; after an unpark a new worker may own the tenant.
             Some(EmissionStatus::Dead) => return,
             // Stopped: what is left stays pending in the journal.
             Some(EmissionStatus::Pending) | None => {
-                let mut tenants = shared.tenants();
-                let dropped = tenants.queues.remove(&tenant).map_or(0, |q| q.len());
-                release_buffer(&shared, &mut tenants, dropped);
+                if shared.tenants().drop_queue(&tenant) {
+                    shared.room.notify_one();
+                }
                 return;
             }
         }
@@ -588,37 +501,13 @@ async fn run_tenant(shared: Arc<Shared>, tenant: String) {
 /// operator, who acts on what the journal says, can only unpark the tenant after this.
 fn park(shared: &Shared, tenant: &str) {
     let mut tenants = shared.tenants();
-    let dropped = tenants.queues.remove(tenant).map_or(0, |q| q.len());
-    release_buffer(shared, &mut tenants, dropped);
-    tenants.catching_up.remove(tenant);
-    tenants.parked.insert(tenant.to_owned());
+    if tenants.park(tenant) {
+        shared.room.notify_one();
+    }
     shared
         .metrics
         .parked_tenants
-        .set(i64::try_from(tenants.parked.len()).unwrap_or(i64::MAX));
-}
-
-/// Most emissions read at once. Pages keep the first deliveries of a large backlog from
-/// waiting for the whole buffer to be read and encoded, and let the next page be read while
-/// the previous one is being delivered.
-const READ_PAGE: usize = 1000;
-
-/// The free buffer space worth a read: a page, or half the buffer if that is smaller. Reading
-/// whenever a single slot frees up would cost a query per delivered event.
-fn refill_threshold(buffer: usize) -> usize {
-    READ_PAGE.min(buffer.div_ceil(2)).max(1)
-}
-
-/// Takes `count` emissions off the buffer count, waking the coordinator when that frees
-/// enough room for a refill.
-fn release_buffer(shared: &Shared, tenants: &mut Tenants, count: usize) {
-    let buffer = shared.settings.buffer;
-    let had_room = buffer.saturating_sub(tenants.buffered) >= refill_threshold(buffer);
-    tenants.buffered -= count;
-    let has_room = buffer.saturating_sub(tenants.buffered) >= refill_threshold(buffer);
-    if has_room && !had_room {
-        shared.room.notify_one();
-    }
+        .set(i64::try_from(tenants.parked_count()).unwrap_or(i64::MAX));
 }
 
 /// Attempts `emission` until it is delivered or dead; `None` if stopped first.

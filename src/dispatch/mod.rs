@@ -5,12 +5,15 @@
 //!   retries with backoff, dead events park their tenant until [`DispatchControl::unpark`].
 //! - `emission`: a pending emission -> the canonical CloudEvent's bytes.
 //! - `retry`: backoff with jitter and the retry limit.
+//! - `tenant_book`: the dispatcher's per-tenant bookkeeping (queues, parked tenants, catch-ups,
+//!   the buffer), a plain struct with its own tests.
 //! - `sinks/`: where emissions go (`log`, `webhook`, `eventbus`), one enum chosen from config.
 
 mod dispatcher;
 pub mod emission;
 mod retry;
 pub mod sinks;
+mod tenant_book;
 
 pub use dispatcher::{DispatchControl, DispatchProgress, DispatchSettings, Dispatcher};
 pub use emission::canonical_json;
