@@ -319,7 +319,10 @@ mod tests {
         assert_eq!(book.buffered(), 0, "the dropped row is off the buffer");
         assert_eq!(book.queue_read(row("acme", 3)), None);
         assert_eq!(drain(&mut book, "acme"), Vec::<i64>::new());
-        assert!(!book.unpark("beta"), "a tenant that is not parked is left alone");
+        assert!(
+            !book.unpark("beta"),
+            "a tenant that is not parked is left alone"
+        );
     }
 
     #[test]
@@ -366,9 +369,15 @@ mod tests {
     fn a_catch_up_that_was_parked_again_queues_nothing() {
         let mut book = TenantBook::new(100);
         book.load([], ["acme".to_owned()]);
-        assert!(book.next_catch_up().is_some(), "an in-place replay catches up at start");
+        assert!(
+            book.next_catch_up().is_some(),
+            "an in-place replay catches up at start"
+        );
         book.park("acme");
-        assert_eq!(book.queue_catch_up("acme", vec![row("acme", 1)], false), None);
+        assert_eq!(
+            book.queue_catch_up("acme", vec![row("acme", 1)], false),
+            None
+        );
         assert_eq!(book.buffered(), 0);
     }
 
@@ -389,8 +398,14 @@ mod tests {
             book.queue_read(row("acme", position));
         }
         assert_eq!(book.room_for_read(0), None);
-        assert!(!book.take_next("acme").expect("row").1, "1 free: not worth a read");
-        assert!(book.take_next("acme").expect("row").1, "2 free: wake the reader");
+        assert!(
+            !book.take_next("acme").expect("row").1,
+            "1 free: not worth a read"
+        );
+        assert!(
+            book.take_next("acme").expect("row").1,
+            "2 free: wake the reader"
+        );
         assert!(!book.take_next("acme").expect("row").1, "already had room");
         assert_eq!(book.room_for_read(1), Some(2), "rows in flight count");
         book.queue_read(row("acme", 5));

@@ -483,7 +483,12 @@ async fn run_writer<S: GroupStore>(
     let mut group: Vec<WriteRequest> = Vec::new();
     // A request taken from a queue that did not fit in the previous group.
     let mut carried_over: Option<WriteRequest> = None;
-    let taken = || writer.counters.queued_requests.fetch_sub(1, Ordering::AcqRel);
+    let taken = || {
+        writer
+            .counters
+            .queued_requests
+            .fetch_sub(1, Ordering::AcqRel)
+    };
     loop {
         let first = match carried_over.take() {
             Some(request) => request,

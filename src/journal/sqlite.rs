@@ -163,15 +163,14 @@ impl SqliteJournal {
             last_sequences: HashMap::new(),
             uncommitted_sequences: HashMap::new(),
         };
-        let committer =
-            GroupCommitter::start(
-                writer,
-                QueueBounds {
-                    append_bytes: options.queue_bytes,
-                    internal_requests: options.internal_queue,
-                    max_group_events: options.max_group_events,
-                },
-            );
+        let committer = GroupCommitter::start(
+            writer,
+            QueueBounds {
+                append_bytes: options.queue_bytes,
+                internal_requests: options.internal_queue,
+                max_group_events: options.max_group_events,
+            },
+        );
         Ok(SqliteJournal {
             inner: Arc::new(SqliteJournalInner {
                 path,

@@ -1051,4 +1051,3 @@ async fn a_replay_delivered_just_before_a_restart_is_not_sent_again() {
     );
     app.stop().await;
 }
-

@@ -565,3 +565,66 @@ async fn backlog_larger_than_the_buffer_is_delivered_in_order() {
     assert_eq!(app.journal.count_pending().await.unwrap(), 8);
     app.stop().await;
 }
+
+/// The sink's health is one fact for all tenants: after an outage long enough that every
+/// tenant sleeps a long backoff, the sink is probed (one attempt at a time), and its first
+/// success sends every waiting tenant at once instead of each waiting out its backoff. The
+/// backoff here is an hour, so without that nothing could be delivered within the test's wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_sink_sends_every_waiting_tenant_at_once() {
+    let hook = ArgoWebhook::start().await;
+    hook.set_default(Behaviour::PublishFails);
+    let mut app = TestApp::spawn_with(|settings| {
+        webhook_settings(&hook)(settings);
+        settings.dispatch.retry = RetryPolicy {
+            initial_backoff: Duration::from_secs(3600),
+            max_backoff: Duration::from_secs(3600),
+            retry_limit: Duration::from_secs(24 * 3600),
+        };
+        settings.dispatch.probe_interval = Duration::from_millis(50);
+    })
+    .await;
+    let tenants: Vec<String> = (0..10).map(|n| format!("tenant-{n}")).collect();
+    for tenant in &tenants {
+        post(
+            &app,
+            &lifecycle_event(&format!("{tenant}-1"), tenant, "upsert"),
+        )
+        .await;
+        post(
+            &app,
+            &lifecycle_event(&format!("{tenant}-2"), tenant, "upsert"),
+        )
+        .await;
+    }
+    // Every tenant failed once (so sleeps its hour), and probes followed: more failed requests
+    // than tenants.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let failed: Vec<String> = hook
+            .requests()
+            .iter()
+            .filter(|r| r.status == 500)
+            .map(|r| delivered(r).0)
+            .collect();
+        let all_tried = tenants.iter().all(|t| failed.contains(t));
+        if all_tried && failed.len() >= tenants.len() + 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tenants tried and probes: {failed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(app.progress.borrow().delivered, 0);
+    hook.set_default(Behaviour::Accept);
+    app.wait_for_progress("every tenant's two events delivered", |p| p.delivered == 20)
+        .await;
+    let accepted = accepted_by_tenant(&hook.requests());
+    for tenant in &tenants {
+        let sequences: Vec<i64> = accepted[tenant].iter().map(|(s, _)| *s).collect();
+        assert_eq!(sequences, [1, 2], "{tenant} in sequence, once each");
+    }
+    app.stop().await;
+}

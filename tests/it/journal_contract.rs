@@ -1062,9 +1062,18 @@ async fn own_writes_never_take_room_from_appends(store: TestStore) {
     assert!(journal.queued_append_bytes() > 0);
 
     // The parked request and a-2 hold some of the 8 KiB; 16 KiB of data cannot fit.
-    let large = event_with_data("beta", "b-1", serde_json::json!({ "blob": "x".repeat(16 << 10) }));
+    let large = event_with_data(
+        "beta",
+        "b-1",
+        serde_json::json!({ "blob": "x".repeat(16 << 10) }),
+    );
     match journal.append(vec![large]).await {
-        Err(error @ AppendError::Overloaded { queued_bytes, limit }) => {
+        Err(
+            error @ AppendError::Overloaded {
+                queued_bytes,
+                limit,
+            },
+        ) => {
             assert!(queued_bytes > 0, "{error}");
             assert_eq!(limit, 8 << 10);
             assert!(error.to_string().contains("bound is 8192"), "{error}");
