@@ -143,16 +143,26 @@ fn sjson_set(document: &mut Value, path: &str, value: &str) {
 #[derive(Debug, Clone, PartialEq)]
 enum TemplateAction {
     /// `$var := .Input.a.b`
-    Assign { var: String, path: Vec<String> },
+    Assign {
+        var: String,
+        path: Vec<String>,
+    },
     /// `if has $var (list "a" "b")`: sprig's `has` is `reflect.DeepEqual` against each item
     /// (Masterminds/sprig `list.go`, `mustHas`), so only an equal string matches.
-    IfHas { var: String, list: Vec<String> },
+    IfHas {
+        var: String,
+        list: Vec<String>,
+    },
     Else,
     End,
     /// `$var`, printed.
-    Print { var: String },
+    Print {
+        var: String,
+    },
     /// `fail "message"`: sprig returns the message as an error, which ends `Execute`.
-    Fail { message: String },
+    Fail {
+        message: String,
+    },
 }
 
 /// A parsed template: literal text and actions, whitespace trim markers applied.
@@ -242,9 +252,7 @@ fn parse_action(action: &str) -> TemplateAction {
         };
     }
     if let Some(rest) = action.strip_prefix("if has ") {
-        let (var, list) = rest
-            .split_once(' ')
-            .unwrap_or_else(|| panic!("{action:?}"));
+        let (var, list) = rest.split_once(' ').unwrap_or_else(|| panic!("{action:?}"));
         let items = list
             .strip_prefix("(list ")
             .and_then(|l| l.strip_suffix(')'))
@@ -262,9 +270,7 @@ fn parse_action(action: &str) -> TemplateAction {
     match action {
         "else" => TemplateAction::Else,
         "end" => TemplateAction::End,
-        var if !var.contains(' ') => TemplateAction::Print {
-            var: variable(var),
-        },
+        var if !var.contains(' ') => TemplateAction::Print { var: variable(var) },
         other => panic!("template action {other:?} is not emulated"),
     }
 }
@@ -277,7 +283,9 @@ fn execute_template(pieces: &[TemplatePiece], input: &Value) -> Result<String, S
     let mut branches: Vec<(bool, bool)> = Vec::new();
     let mut out = String::new();
     for piece in pieces {
-        let active = branches.iter().all(|&(condition, in_else)| condition != in_else);
+        let active = branches
+            .iter()
+            .all(|&(condition, in_else)| condition != in_else);
         match piece {
             TemplatePiece::Text(text) if active => out.push_str(text),
             TemplatePiece::Text(_) => {}
@@ -326,7 +334,9 @@ fn execute_template(pieces: &[TemplatePiece], input: &Value) -> Result<String, S
 fn value_with_template(template: &str, input: &Value) -> Result<String, String> {
     let out = execute_template(&parse_template(template), input)?;
     if out.is_empty() || out == "<no value>" {
-        return Err(format!("template evaluated to empty string or no value: {template}"));
+        return Err(format!(
+            "template evaluated to empty string or no value: {template}"
+        ));
     }
     Ok(out)
 }
@@ -365,28 +375,46 @@ struct FakeApiServer {
 impl FakeApiServer {
     fn position(&self, kind: &str, namespace: &str, name: &str) -> Option<usize> {
         self.objects.iter().position(|o| {
-            o["kind"] == kind && o["metadata"]["namespace"] == namespace && o["metadata"]["name"] == name
+            o["kind"] == kind
+                && o["metadata"]["namespace"] == namespace
+                && o["metadata"]["name"] == name
         })
     }
 
     fn get(&mut self, kind: &str, namespace: &str, name: &str) -> Option<&Value> {
         self.requests.push(format!("get {kind} {namespace}/{name}"));
-        self.position(kind, namespace, name).map(|at| &self.objects[at])
+        self.position(kind, namespace, name)
+            .map(|at| &self.objects[at])
     }
 
     fn create(&mut self, mut object: Value) -> Result<(), String> {
         if let Some(prefix) = object["metadata"]["generateName"].as_str() {
-            if object["metadata"]["name"].as_str().unwrap_or_default().is_empty() {
+            if object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty()
+            {
                 self.generated += 1;
                 object["metadata"]["name"] = json!(format!("{prefix}{:05}", self.generated));
             }
         }
         let kind = object["kind"].as_str().expect("kind").to_owned();
-        let namespace = object["metadata"]["namespace"].as_str().expect("namespace").to_owned();
-        let name = object["metadata"]["name"].as_str().expect("name").to_owned();
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .expect("namespace")
+            .to_owned();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .expect("name")
+            .to_owned();
         assert!(!name.is_empty(), "an object needs a name");
-        self.requests.push(format!("create {kind} {namespace}/{name}"));
-        for (key, value) in object["metadata"]["labels"].as_object().into_iter().flatten() {
+        self.requests
+            .push(format!("create {kind} {namespace}/{name}"));
+        for (key, value) in object["metadata"]["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
             assert_label_value(key, value.as_str().expect("label values are strings"));
         }
         if self.position(&kind, &namespace, &name).is_some() {
@@ -578,7 +606,10 @@ impl Sensor {
         let mut object = k8s["source"]["resource"].clone();
         for parameter in k8s["parameters"].as_array().expect("parameters") {
             let src = &parameter["src"];
-            assert_eq!(src["dependencyName"], self.dependency["name"], "{parameter}");
+            assert_eq!(
+                src["dependencyName"], self.dependency["name"],
+                "{parameter}"
+            );
             assert!(
                 parameter.get("operation").is_none() && src.get("useRawData").is_none(),
                 "{parameter}: this emulation implements overwrite of strings only"
@@ -604,7 +635,10 @@ impl Sensor {
             object["metadata"]["namespace"].is_string(),
             "the object names its namespace"
         );
-        match template["template"]["k8s"]["operation"].as_str().unwrap_or("create") {
+        match template["template"]["k8s"]["operation"]
+            .as_str()
+            .unwrap_or("create")
+        {
             "create" => {
                 // Only create labels the object, with a timestamp that differs per attempt.
                 let labels = &mut object["metadata"]["labels"];
@@ -618,8 +652,14 @@ impl Sensor {
             }
             "patch" => {
                 let kind = object["kind"].as_str().expect("kind").to_owned();
-                let namespace = object["metadata"]["namespace"].as_str().expect("ns").to_owned();
-                let name = object["metadata"]["name"].as_str().expect("name").to_owned();
+                let namespace = object["metadata"]["namespace"]
+                    .as_str()
+                    .expect("ns")
+                    .to_owned();
+                let name = object["metadata"]["name"]
+                    .as_str()
+                    .expect("name")
+                    .to_owned();
                 if api.get(&kind, &namespace, &name).is_none() {
                     // "object not found, creating the object...": the object as built.
                     return api.create(object);
@@ -679,7 +719,11 @@ fn resolve(src: &Value, event: &ArgoEvent) -> Result<String, String> {
     {
         // renderEventDataAsJSON: data is only read as JSON when the context says so.
         assert_eq!(event.attribute("datacontenttype"), "application/json");
-        (&event.data, src["dataKey"].as_str(), src["dataTemplate"].as_str())
+        (
+            &event.data,
+            src["dataKey"].as_str(),
+            src["dataTemplate"].as_str(),
+        )
     } else if src["contextKey"].is_string() || src["contextTemplate"].is_string() {
         (
             &event.context,
@@ -946,9 +990,17 @@ fn check_outcome(
     let globex: Vec<&str> = workflows
         .iter()
         .filter(|w| w["metadata"]["labels"]["tenant-gateway.io/tenant"] == "globex")
-        .map(|w| w["metadata"]["labels"]["tenant-gateway.io/action"].as_str().expect("action"))
+        .map(|w| {
+            w["metadata"]["labels"]["tenant-gateway.io/action"]
+                .as_str()
+                .expect("action")
+        })
         .collect();
-    assert_eq!(globex, ["upsert", "delete"], "globex's Workflows in event order");
+    assert_eq!(
+        globex,
+        ["upsert", "delete"],
+        "globex's Workflows in event order"
+    );
 
     for r in received {
         let case = &cases[r.case];
@@ -964,14 +1016,27 @@ fn check_outcome(
             .collect();
         if DEFAULT_ACTIONS.contains(&case.action) {
             let workflow = workflow.unwrap_or_else(|| panic!("a Workflow for {}", case.action));
-            check_workflow(workflow, case, event_id, &r.canonical, &r.expected_event, &templates);
+            check_workflow(
+                workflow,
+                case,
+                event_id,
+                &r.canonical,
+                &r.expected_event,
+                &templates,
+            );
             assert!(dead_letters.is_empty(), "{}: no dead letter", case.action);
         } else {
             assert!(workflow.is_none(), "no Workflow for an unknown action");
             let [dead_letter] = dead_letters.as_slice() else {
                 panic!("one dead letter for the unknown action: {dead_letters:?}");
             };
-            check_dead_letter(dead_letter, case, event_id, workflow_name, &r.expected_event);
+            check_dead_letter(
+                dead_letter,
+                case,
+                event_id,
+                workflow_name,
+                &r.expected_event,
+            );
         }
 
         // The template selection discriminates exactly: each default action its own template,
@@ -991,13 +1056,19 @@ fn check_outcome(
             json!(5),
         ] {
             assert!(
-                sensor.template_for(&retype(&r.event, near_miss.clone())).is_err(),
+                sensor
+                    .template_for(&retype(&r.event, near_miss.clone()))
+                    .is_err(),
                 "action {near_miss} selects no template"
             );
         }
     }
     let workflow_count = workflows.len();
-    assert_eq!(workflow_count, cases.len() - 1, "one Workflow per known event");
+    assert_eq!(
+        workflow_count,
+        cases.len() - 1,
+        "one Workflow per known event"
+    );
 
     // A redelivery (the Sensor restarted before its ack, or the gateway resent after a lost
     // answer) finds the Workflow: a quiet success, no second Workflow, no dead letter, and the
@@ -1010,7 +1081,9 @@ fn check_outcome(
     let requests_before = api.requests.len();
     assert_eq!(sensor.handle(&first.event, &mut api), Handled::Triggered);
     assert_eq!(api.objects, before, "the redelivery changed nothing");
-    let workflow_name = first.canonical["data"]["workflowName"].as_str().expect("name");
+    let workflow_name = first.canonical["data"]["workflowName"]
+        .as_str()
+        .expect("name");
     assert_eq!(
         api.requests[requests_before..],
         [
@@ -1331,14 +1404,32 @@ fn the_template_subset_behaves_like_text_template_and_sprig() {
     let template = "{{- $a := .Input.x.action -}}\n  {{- if has $a (list \"b\" \"c-d\") -}}\n  \
                     t-{{ $a }}\n  {{- else -}}\n  {{- fail \"no\" -}}\n  {{- end -}}";
     let input = |action: Value| json!({"x": {"action": action}});
-    assert_eq!(value_with_template(template, &input(json!("b"))), Ok("t-b".into()));
-    assert_eq!(value_with_template(template, &input(json!("c-d"))), Ok("t-c-d".into()));
+    assert_eq!(
+        value_with_template(template, &input(json!("b"))),
+        Ok("t-b".into())
+    );
+    assert_eq!(
+        value_with_template(template, &input(json!("c-d"))),
+        Ok("t-c-d".into())
+    );
     for other in [json!("c"), json!("B"), json!(1), Value::Null] {
-        assert_eq!(value_with_template(template, &input(other)), Err("no".into()));
+        assert_eq!(
+            value_with_template(template, &input(other)),
+            Err("no".into())
+        );
     }
-    assert_eq!(value_with_template(template, &json!({"x": {}})), Err("no".into()));
-    assert!(value_with_template(template, &json!({})).is_err(), "nil.action");
-    assert!(value_with_template(template, &json!({"x": "s"})).is_err(), "field of a string");
+    assert_eq!(
+        value_with_template(template, &json!({"x": {}})),
+        Err("no".into())
+    );
+    assert!(
+        value_with_template(template, &json!({})).is_err(),
+        "nil.action"
+    );
+    assert!(
+        value_with_template(template, &json!({"x": "s"})).is_err(),
+        "field of a string"
+    );
     // Without trim markers the white space is output; an empty result is an error.
     assert_eq!(
         value_with_template("{{ $a := .Input.k }} {{ $a }}", &json!({"k": "v"})),
@@ -1357,14 +1448,21 @@ fn the_fake_api_server_behaves_like_the_api_server() {
     let object = json!({"kind": "Workflow", "metadata": {"namespace": "argo", "name": "w",
                         "labels": {"a": "1"}}, "spec": {"p": [1, 2]}});
     assert_eq!(api.create(object.clone()), Ok(()));
-    assert!(api.create(object.clone()).is_err_and(|e| e.contains("AlreadyExists")));
+    assert!(api
+        .create(object.clone())
+        .is_err_and(|e| e.contains("AlreadyExists")));
     assert_eq!(api.merge_patch(&object), Ok(false));
     let mut changed = object.clone();
     changed["metadata"]["labels"]["b"] = json!("2");
     assert_eq!(api.merge_patch(&changed), Ok(true));
-    assert_eq!(api.objects[0]["metadata"]["labels"], json!({"a": "1", "b": "2"}));
+    assert_eq!(
+        api.objects[0]["metadata"]["labels"],
+        json!({"a": "1", "b": "2"})
+    );
     let missing = json!({"kind": "Workflow", "metadata": {"namespace": "argo", "name": "x"}});
-    assert!(api.merge_patch(&missing).is_err_and(|e| e.contains("NotFound")));
+    assert!(api
+        .merge_patch(&missing)
+        .is_err_and(|e| e.contains("NotFound")));
 
     let mut target = json!({"a": "b", "c": {"d": "e", "f": "g"}});
     merge_patch(&mut target, &json!({"a": "z", "c": {"f": null}}));
@@ -1376,7 +1474,11 @@ fn the_fake_api_server_behaves_like_the_api_server() {
     let dead_letter = json!({"kind": "ConfigMap",
                              "metadata": {"namespace": "argo-events", "generateName": "dl-"}});
     assert_eq!(api.create(dead_letter.clone()), Ok(()));
-    assert_eq!(api.create(dead_letter), Ok(()), "generateName: always a new name");
+    assert_eq!(
+        api.create(dead_letter),
+        Ok(()),
+        "generateName: always a new name"
+    );
     assert_eq!(api.of_kind("ConfigMap").len(), 2);
 }
 
