@@ -1,29 +1,39 @@
 //! The whole chain without a cluster: an upstream CloudEvent posted to `serve` reaches Argo
 //! Events through the sink of each deploy overlay, the Sensor of that variant (read from
-//! sensors/) selects a trigger and builds the Workflow exactly as Argo would, and that Workflow
-//! is valid, names a WorkflowTemplate that `discover --from-dir examples/jobs` renders, and
-//! passes every parameter the template declares.
+//! sensors/) builds and submits the Workflow exactly as Argo would, against a fake API server,
+//! and that Workflow is valid, names a WorkflowTemplate that `discover --from-dir
+//! examples/jobs` renders, passes every parameter the template declares and carries the
+//! emission id, tenant and action as labels. Events are handled one at a time in the order the
+//! Sensor's one consumer receives them; an action the Sensor does not know becomes a dead
+//! letter; a redelivery is a quiet success.
 //!
 //! Argo Events is emulated from its source (argoproj/argo-events), only as far as the Sensors
 //! here use it:
-//! - `pkg/eventbus/jetstream/sensor/trigger_conn.go`: a Sensor pulls `default.<eventSourceName>.
-//!   <eventName>` and keeps an event only if its `source`/`subject` are a dependency's
-//!   `eventSourceName`/`eventName`;
-//! - `pkg/sensors/listener.go` (`convertEvent`): filters and parameters see the CloudEvent as a
-//!   context (`id`, `source`, `specversion`, `type`, `datacontenttype`, `subject`, `time`; no
-//!   extensions) and its data;
-//! - `pkg/sensors/dependencies/filter.go`: `filterContext` compares the non-empty expected
-//!   `type`/`subject`/`source`/`datacontenttype`; `filterData` reads a gjson path of the data
-//!   (a missing path fails the filter) and matches `string` values as Go regular expressions;
+//! - `pkg/eventbus/jetstream/sensor/trigger_conn.go`: each trigger pulls `default.
+//!   <eventSourceName>.<eventName>` through its own durable consumer (`Subscribe`, one per
+//!   trigger and dependency, `DeliverNew`, explicit ack) and handles the messages one after the
+//!   other on one goroutine (`processMsgs`), acknowledging each after its action returned
+//!   (`processMsg`); it keeps an event only if its `source`/`subject` are a dependency's
+//!   `eventSourceName`/`eventName` (`getDependencyNames`);
+//! - `pkg/sensors/listener.go`: every trigger runs on its own goroutine (`listenEvents`), an
+//!   `atLeastOnce` trigger runs synchronously (`triggerActions`), its `retryStrategy` retries
+//!   the whole build and execution, and then the `dlqTrigger` runs (`actionFunc`); filters and
+//!   parameters see the CloudEvent as a context (`id`, `source`, `specversion`, `type`,
+//!   `datacontenttype`, `subject`, `time`; no extensions) and its data (`convertEvent`);
 //! - `pkg/sensors/triggers/params.go`: `dataKey`/`contextKey` are gjson paths (`getValueByKey`:
 //!   objects and arrays as their JSON text, `null` as `null`, other values as strings), data
-//!   needs `datacontenttype: application/json`, a missing key falls back to `value`, and the
-//!   value is written with `sjson.SetBytes` (a JSON string) at `dest`;
-//! - `pkg/sensors/triggers/standard-k8s/standard-k8s.go`: `operation: create` labels the object
-//!   with the Sensor, the trigger and a timestamp, and creates it in its own namespace;
+//!   needs `datacontenttype: application/json`; a `dataTemplate` is Go's text/template with
+//!   sprig's functions run on `{"Input": <data>}`, and an error or empty output falls back to
+//!   the key, then to `value`, and fails the parameter without either (`ResolveParamValue`,
+//!   `getValueWithTemplate`); the value is written with `sjson.SetBytes` (a JSON string) at
+//!   `dest`;
+//! - `pkg/sensors/triggers/standard-k8s/standard-k8s.go` (`Execute`): `create` labels the
+//!   object with the Sensor, the trigger and a timestamp and creates it (AlreadyExists is an
+//!   error); `patch` gets it, creates it unlabelled when NotFound, and otherwise sends it as a
+//!   JSON merge patch;
 //! - `pkg/eventsources/sources/webhook/start.go` and `pkg/eventsources/eventing.go`: the webhook
 //!   EventSource publishes `{"header", "body", "metadata"}` as the data of a CloudEvent of type
-//!   `webhook`, source = the EventSource name, subject = the event name.
+//!   `webhook` with its own id, source = the EventSource name, subject = the event name.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -39,6 +49,7 @@ use tenant_gateway::discovery::offline::load_jobs;
 use tenant_gateway::discovery::render::RenderConfig;
 use tenant_gateway::discovery::watch::desired_state;
 use tenant_gateway::dispatch::sinks::SinkConfig;
+use tenant_gateway::normalize::DEFAULT_ACTIONS;
 
 use crate::argo_webhook::ArgoWebhook;
 use crate::manifests::{assert_valid, crate_dir, yaml_documents};
@@ -125,6 +136,352 @@ fn sjson_set(document: &mut Value, path: &str, value: &str) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// text/template with sprig, the subset the Sensors' `dataTemplate` uses
+
+/// One `{{ }}` action of the template subset (`getValueWithTemplate` in params.go runs Go's
+/// text/template with sprig's functions on `{"Input": <the data as gjson's Value()>}`).
+#[derive(Debug, Clone, PartialEq)]
+enum TemplateAction {
+    /// `$var := .Input.a.b`
+    Assign {
+        var: String,
+        path: Vec<String>,
+    },
+    /// `if has $var (list "a" "b")`: sprig's `has` is `reflect.DeepEqual` against each item
+    /// (Masterminds/sprig `list.go`, `mustHas`), so only an equal string matches.
+    IfHas {
+        var: String,
+        list: Vec<String>,
+    },
+    Else,
+    End,
+    /// `$var`, printed.
+    Print {
+        var: String,
+    },
+    /// `fail "message"`: sprig returns the message as an error, which ends `Execute`.
+    Fail {
+        message: String,
+    },
+}
+
+/// A parsed template: literal text and actions, whitespace trim markers applied.
+#[derive(Debug, Clone, PartialEq)]
+enum TemplatePiece {
+    Text(String),
+    Action(TemplateAction),
+}
+
+/// Parses the subset; anything else is refused rather than guessed. `{{- ` trims the white
+/// space before the action and ` -}}` the white space after it, as text/template does.
+fn parse_template(text: &str) -> Vec<TemplatePiece> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let mut before = &rest[..start];
+        let opened = &rest[start + 2..];
+        let end = opened
+            .find("}}")
+            .unwrap_or_else(|| panic!("unclosed action in {text:?}"));
+        let mut inner = &opened[..end];
+        if let Some(trimmed) = inner.strip_prefix("- ") {
+            before = before.trim_end();
+            inner = trimmed;
+        }
+        let trim_after = match inner.strip_suffix(" -") {
+            Some(trimmed) => {
+                inner = trimmed;
+                true
+            }
+            None => false,
+        };
+        if !before.is_empty() {
+            pieces.push(TemplatePiece::Text(before.to_owned()));
+        }
+        pieces.push(TemplatePiece::Action(parse_action(inner.trim())));
+        rest = &opened[end + 2..];
+        if trim_after {
+            rest = rest.trim_start();
+        }
+    }
+    if !rest.is_empty() {
+        pieces.push(TemplatePiece::Text(rest.to_owned()));
+    }
+    pieces
+}
+
+/// A Go string literal without escapes.
+fn go_string_literal(text: &str) -> String {
+    let inner = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("{text:?} is not a string literal"));
+    assert!(
+        !inner.contains(['"', '\\']),
+        "escapes in {text:?} not emulated"
+    );
+    inner.to_owned()
+}
+
+fn parse_action(action: &str) -> TemplateAction {
+    let variable = |name: &str| -> String {
+        assert!(
+            name.starts_with('$') && name[1..].chars().all(|c| c.is_ascii_alphanumeric()),
+            "{name:?} is not a variable"
+        );
+        name.to_owned()
+    };
+    if let Some((var, expression)) = action.split_once(" := ") {
+        let path = expression
+            .strip_prefix(".Input")
+            .unwrap_or_else(|| panic!("{expression:?}: only .Input paths are emulated"));
+        let path = path
+            .split('.')
+            .skip(1)
+            .map(|key| {
+                assert!(
+                    !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric()),
+                    "field {key:?} in {expression:?}"
+                );
+                key.to_owned()
+            })
+            .collect();
+        return TemplateAction::Assign {
+            var: variable(var),
+            path,
+        };
+    }
+    if let Some(rest) = action.strip_prefix("if has ") {
+        let (var, list) = rest.split_once(' ').unwrap_or_else(|| panic!("{action:?}"));
+        let items = list
+            .strip_prefix("(list ")
+            .and_then(|l| l.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("{action:?}: has needs a (list ...) literal"));
+        return TemplateAction::IfHas {
+            var: variable(var),
+            list: items.split(' ').map(go_string_literal).collect(),
+        };
+    }
+    if let Some(message) = action.strip_prefix("fail ") {
+        return TemplateAction::Fail {
+            message: go_string_literal(message),
+        };
+    }
+    match action {
+        "else" => TemplateAction::Else,
+        "end" => TemplateAction::End,
+        var if !var.contains(' ') => TemplateAction::Print { var: variable(var) },
+        other => panic!("template action {other:?} is not emulated"),
+    }
+}
+
+/// `tpl.Execute` on `{"Input": input}`: the output, or the error that ends execution.
+fn execute_template(pieces: &[TemplatePiece], input: &Value) -> Result<String, String> {
+    // A missing map key yields Go's zero value (None here); a field of a non-map is an error.
+    let mut variables: BTreeMap<&str, Option<&Value>> = BTreeMap::new();
+    // Per open `if`: (condition, in the else branch).
+    let mut branches: Vec<(bool, bool)> = Vec::new();
+    let mut out = String::new();
+    for piece in pieces {
+        let active = branches
+            .iter()
+            .all(|&(condition, in_else)| condition != in_else);
+        match piece {
+            TemplatePiece::Text(text) if active => out.push_str(text),
+            TemplatePiece::Text(_) => {}
+            TemplatePiece::Action(action) => match action {
+                TemplateAction::Assign { var, path } if active => {
+                    let mut current = Some(input);
+                    for key in path {
+                        current = match current {
+                            Some(Value::Object(map)) => map.get(key),
+                            Some(other) => {
+                                return Err(format!("can't evaluate field {key} in {other}"))
+                            }
+                            None => return Err(format!("nil pointer evaluating .{key}")),
+                        };
+                    }
+                    variables.insert(var, current);
+                }
+                TemplateAction::IfHas { var, list } => {
+                    let needle = variables.get(var.as_str()).copied().flatten();
+                    let found = matches!(needle, Some(Value::String(s)) if list.contains(s));
+                    branches.push((found, false));
+                }
+                TemplateAction::Else => {
+                    branches.last_mut().expect("else inside if").1 = true;
+                }
+                TemplateAction::End => {
+                    branches.pop().expect("end of an if");
+                }
+                TemplateAction::Print { var } if active => {
+                    match variables.get(var.as_str()).copied().flatten() {
+                        Some(Value::String(s)) => out.push_str(s),
+                        None => out.push_str("<no value>"),
+                        Some(other) => panic!("printing {other} is not emulated"),
+                    }
+                }
+                TemplateAction::Fail { message } if active => return Err(message.clone()),
+                _ => {}
+            },
+        }
+    }
+    assert!(branches.is_empty(), "unterminated if");
+    Ok(out)
+}
+
+/// `getValueWithTemplate`: an empty output or `<no value>` is an error too.
+fn value_with_template(template: &str, input: &Value) -> Result<String, String> {
+    let out = execute_template(&parse_template(template), input)?;
+    if out.is_empty() || out == "<no value>" {
+        return Err(format!(
+            "template evaluated to empty string or no value: {template}"
+        ));
+    }
+    Ok(out)
+}
+
+/// The actions a Sensor's WorkflowTemplate selection knows: the `list` of its `if has`.
+pub(crate) fn known_actions(template: &str) -> Vec<String> {
+    let lists: Vec<Vec<String>> = parse_template(template)
+        .into_iter()
+        .filter_map(|piece| match piece {
+            TemplatePiece::Action(TemplateAction::IfHas { list, .. }) => Some(list),
+            _ => None,
+        })
+        .collect();
+    let [list] = lists.as_slice() else {
+        panic!("one `if has` in {template:?}");
+    };
+    list.clone()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API server, as far as the Sensor's k8s triggers use it
+
+/// Objects by kind, namespace and name, in creation order; Get, Create (AlreadyExists,
+/// generateName) and JSON merge patch (RFC 7386, `application/merge-patch+json`, the default
+/// `patchStrategy` of a k8s trigger).
+#[derive(Debug, Default)]
+struct FakeApiServer {
+    /// Every stored object, oldest first.
+    objects: Vec<Value>,
+    /// Every request as `verb kind namespace/name`, and whether a patch changed the object.
+    requests: Vec<String>,
+    /// Suffix counter for generateName.
+    generated: usize,
+}
+
+impl FakeApiServer {
+    fn position(&self, kind: &str, namespace: &str, name: &str) -> Option<usize> {
+        self.objects.iter().position(|o| {
+            o["kind"] == kind
+                && o["metadata"]["namespace"] == namespace
+                && o["metadata"]["name"] == name
+        })
+    }
+
+    fn get(&mut self, kind: &str, namespace: &str, name: &str) -> Option<&Value> {
+        self.requests.push(format!("get {kind} {namespace}/{name}"));
+        self.position(kind, namespace, name)
+            .map(|at| &self.objects[at])
+    }
+
+    fn create(&mut self, mut object: Value) -> Result<(), String> {
+        if let Some(prefix) = object["metadata"]["generateName"].as_str() {
+            if object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty()
+            {
+                self.generated += 1;
+                object["metadata"]["name"] = json!(format!("{prefix}{:05}", self.generated));
+            }
+        }
+        let kind = object["kind"].as_str().expect("kind").to_owned();
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .expect("namespace")
+            .to_owned();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .expect("name")
+            .to_owned();
+        assert!(!name.is_empty(), "an object needs a name");
+        self.requests
+            .push(format!("create {kind} {namespace}/{name}"));
+        for (key, value) in object["metadata"]["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            assert_label_value(key, value.as_str().expect("label values are strings"));
+        }
+        if self.position(&kind, &namespace, &name).is_some() {
+            return Err(format!("{kind} {name:?} already exists (AlreadyExists)"));
+        }
+        self.objects.push(object);
+        Ok(())
+    }
+
+    /// Returns whether the object changed (the API server writes nothing when it did not).
+    fn merge_patch(&mut self, patch: &Value) -> Result<bool, String> {
+        let kind = patch["kind"].as_str().expect("kind");
+        let namespace = patch["metadata"]["namespace"].as_str().expect("namespace");
+        let name = patch["metadata"]["name"].as_str().expect("name");
+        let at = self
+            .position(kind, namespace, name)
+            .ok_or_else(|| format!("{kind} {name:?} not found (NotFound)"))?;
+        let before = self.objects[at].clone();
+        merge_patch(&mut self.objects[at], patch);
+        let changed = self.objects[at] != before;
+        self.requests.push(format!(
+            "patch {kind} {namespace}/{name} ({})",
+            if changed { "changed" } else { "unchanged" }
+        ));
+        Ok(changed)
+    }
+
+    fn of_kind(&self, kind: &str) -> Vec<&Value> {
+        self.objects.iter().filter(|o| o["kind"] == kind).collect()
+    }
+}
+
+/// RFC 7386: objects merge key by key, `null` removes, anything else replaces (arrays too).
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let target = target.as_object_mut().expect("object");
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else {
+            merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+/// What the API server accepts as a label value (apimachinery `IsValidLabelValue`): at most
+/// 63 characters, alphanumerics with `-`, `_`, `.` inside, or empty.
+fn assert_label_value(key: &str, value: &str) {
+    let edges_ok = |c: Option<char>| c.is_none_or(|c| c.is_ascii_alphanumeric());
+    assert!(
+        value.len() <= 63
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && edges_ok(value.chars().next())
+            && edges_ok(value.chars().last()),
+        "label {key}: {value:?} is not a valid label value"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // The Sensor, as Argo runs it
 
 /// An event as a Sensor's filters and parameters see it (`convertEvent`).
@@ -166,14 +523,23 @@ impl ArgoEvent {
     }
 }
 
+/// How the Sensor's trigger ended for one event.
+#[derive(Debug, PartialEq)]
+enum Handled {
+    /// The trigger succeeded (within its retries).
+    Triggered,
+    /// Every attempt failed with `error`; the dead-letter trigger wrote its ConfigMap.
+    DeadLettered { error: String },
+}
+
 /// The parts of a Sensor the chain needs, read from its YAML.
 struct Sensor {
-    /// `metadata.name`, which Argo's create trigger puts in a label.
+    /// `metadata.name`, which Argo's create operation puts in a label.
     name: String,
-    /// Dependencies by name.
-    dependencies: BTreeMap<String, Value>,
-    /// `spec.triggers`, in order.
-    triggers: Vec<Value>,
+    /// The one dependency.
+    dependency: Value,
+    /// The one trigger.
+    trigger: Value,
 }
 
 impl Sensor {
@@ -188,197 +554,202 @@ impl Sensor {
             panic!("{} holds one Sensor", path.display());
         };
         assert_valid("io.argoproj.events.v1alpha1.Sensor", sensor, &path);
-        let dependencies = sensor["spec"]["dependencies"]
-            .as_array()
-            .expect("dependencies")
-            .iter()
-            .map(|d| (d["name"].as_str().expect("name").to_owned(), d.clone()))
-            .collect();
+        let spec = &sensor["spec"];
+        let (Some([dependency]), Some([trigger])) = (
+            spec["dependencies"].as_array().map(Vec::as_slice),
+            spec["triggers"].as_array().map(Vec::as_slice),
+        ) else {
+            panic!("one dependency and one trigger in {}", path.display());
+        };
+        let dependency_name = &dependency["name"];
+        assert!(
+            trigger["template"]["conditions"].is_null()
+                || trigger["template"]["conditions"] == *dependency_name,
+            "the trigger waits for the one dependency"
+        );
+        assert!(
+            dependency.get("filters").is_none(),
+            "no filter: an event the trigger cannot handle must reach the dead letter"
+        );
         Sensor {
             name: sensor["metadata"]["name"]
                 .as_str()
                 .expect("Sensor name")
                 .to_owned(),
-            dependencies,
-            triggers: sensor["spec"]["triggers"]
-                .as_array()
-                .expect("triggers")
-                .clone(),
+            dependency: dependency.clone(),
+            trigger: trigger.clone(),
         }
     }
 
-    /// The EventBus subjects the Sensor pulls (one per EventSource/event pair).
-    fn subjects(&self) -> BTreeSet<String> {
-        self.dependencies
-            .values()
-            .map(|d| {
-                format!(
-                    "default.{}.{}",
-                    d["eventSourceName"].as_str().expect("eventSourceName"),
-                    d["eventName"].as_str().expect("eventName")
-                )
-            })
-            .collect()
+    /// The EventBus subject the Sensor pulls.
+    fn subject(&self) -> String {
+        format!(
+            "default.{}.{}",
+            self.dependency["eventSourceName"]
+                .as_str()
+                .expect("eventSourceName"),
+            self.dependency["eventName"].as_str().expect("eventName")
+        )
     }
 
-    /// `trigger_conn.go`'s routing: the dependency names whose EventSource/event pair is the
-    /// event's `source`/`subject`. An event matching none is discarded before any filter.
-    fn routed(&self, event: &ArgoEvent) -> BTreeSet<String> {
-        self.dependencies
-            .iter()
-            .filter(|(_, d)| {
-                d["eventSourceName"] == event.context["source"]
-                    && d["eventName"] == event.context["subject"]
-            })
-            .map(|(name, _)| name.clone())
-            .collect()
+    /// `trigger_conn.go`'s routing (`getDependencyNames`): the event's `source`/`subject` must
+    /// be the dependency's EventSource/event pair, or it is discarded before the trigger.
+    fn routes(&self, event: &ArgoEvent) -> bool {
+        self.dependency["eventSourceName"] == event.context["source"]
+            && self.dependency["eventName"] == event.context["subject"]
     }
 
-    /// The dependency a trigger waits for: its `conditions`, which must name exactly one (with
-    /// several dependencies and no conditions Argo would wait for all of them at once).
-    fn dependency_of<'a>(&self, trigger: &'a Value) -> &'a str {
-        let condition = trigger["template"]["conditions"]
-            .as_str()
-            .expect("every trigger names its dependency in conditions");
-        assert!(
-            self.dependencies.contains_key(condition),
-            "conditions {condition:?} is one dependency"
-        );
-        condition
-    }
-
-    /// Names of the triggers that fire for `event`.
-    fn firing(&self, event: &ArgoEvent) -> Vec<String> {
-        let routed = self.routed(event);
-        self.triggers
-            .iter()
-            .filter(|t| {
-                let dependency = self.dependency_of(t);
-                routed.contains(dependency) && passes(&self.dependencies[dependency], event)
-            })
-            .map(|t| t["template"]["name"].as_str().expect("name").to_owned())
-            .collect()
-    }
-
-    /// The trigger named `name`.
-    fn trigger(&self, name: &str) -> &Value {
-        self.triggers
-            .iter()
-            .find(|t| t["template"]["name"] == name)
-            .unwrap_or_else(|| panic!("no trigger {name}"))
-    }
-
-    /// What a k8s `create` trigger (`template` being a trigger or its `dlqTrigger`) would send
-    /// to the API server for `event`.
-    fn build(&self, template: &Value, dependency: &str, event: &ArgoEvent) -> Value {
+    /// `ApplyResourceParameters`: the object a k8s trigger (`template` being the trigger or its
+    /// `dlqTrigger`) sends for `event`, or the error that fails the trigger.
+    fn build(&self, template: &Value, event: &ArgoEvent) -> Result<Value, String> {
         let k8s = &template["template"]["k8s"];
-        assert_eq!(k8s["operation"], "create", "only create triggers");
         let mut object = k8s["source"]["resource"].clone();
         for parameter in k8s["parameters"].as_array().expect("parameters") {
             let src = &parameter["src"];
-            assert_eq!(src["dependencyName"], dependency, "{parameter}");
+            assert_eq!(
+                src["dependencyName"], self.dependency["name"],
+                "{parameter}"
+            );
             assert!(
                 parameter.get("operation").is_none() && src.get("useRawData").is_none(),
                 "{parameter}: this emulation implements overwrite of strings only"
             );
-            let value = resolve(src, event)
-                .unwrap_or_else(|| panic!("{parameter} does not resolve for {:?}", event.context));
+            let value = resolve(src, event)?;
             sjson_set(
                 &mut object,
                 parameter["dest"].as_str().expect("dest"),
                 &value,
             );
         }
-        let labels = &mut object["metadata"]["labels"];
-        if labels.is_null() {
-            *labels = json!({});
-        }
-        labels["events.argoproj.io/sensor"] = json!(self.name);
-        labels["events.argoproj.io/trigger"] = template["template"]["name"].clone();
-        labels["events.argoproj.io/action-timestamp"] = json!("1764000000000");
+        Ok(object)
+    }
+
+    /// `StandardK8sTrigger.Execute` for `create` and `patch`.
+    fn execute(
+        &self,
+        template: &Value,
+        mut object: Value,
+        api: &mut FakeApiServer,
+    ) -> Result<(), String> {
         assert!(
             object["metadata"]["namespace"].is_string(),
             "the object names its namespace"
         );
-        object
+        match template["template"]["k8s"]["operation"]
+            .as_str()
+            .unwrap_or("create")
+        {
+            "create" => {
+                // Only create labels the object, with a timestamp that differs per attempt.
+                let labels = &mut object["metadata"]["labels"];
+                if labels.is_null() {
+                    *labels = json!({});
+                }
+                labels["events.argoproj.io/sensor"] = json!(self.name);
+                labels["events.argoproj.io/trigger"] = template["template"]["name"].clone();
+                labels["events.argoproj.io/action-timestamp"] = json!("1764000000000");
+                api.create(object)
+            }
+            "patch" => {
+                let kind = object["kind"].as_str().expect("kind").to_owned();
+                let namespace = object["metadata"]["namespace"]
+                    .as_str()
+                    .expect("ns")
+                    .to_owned();
+                let name = object["metadata"]["name"]
+                    .as_str()
+                    .expect("name")
+                    .to_owned();
+                if api.get(&kind, &namespace, &name).is_none() {
+                    // "object not found, creating the object...": the object as built.
+                    return api.create(object);
+                }
+                api.merge_patch(&object).map(|_| ())
+            }
+            other => panic!("operation {other} is not emulated"),
+        }
     }
-}
 
-/// `filterContext` and `filterData` of one dependency (the only filters the Sensors use, and
-/// with the default `and` operators).
-fn passes(dependency: &Value, event: &ArgoEvent) -> bool {
-    let filters = &dependency["filters"];
-    for key in filters.as_object().map(|m| m.keys()).into_iter().flatten() {
-        assert!(
-            key == "context" || key == "data",
-            "filter {key} not emulated"
-        );
-    }
-    assert!(dependency.get("filtersLogicalOperator").is_none());
-    if let Some(expected) = filters["context"].as_object() {
-        for (key, value) in expected {
-            assert!(
-                ["type", "subject", "source", "datacontenttype"].contains(&key.as_str()),
-                "Argo ignores a context filter on {key}"
-            );
-            let value = value.as_str().expect("string");
-            if !value.is_empty() && event.attribute(key) != value {
-                return false;
+    /// `actionFunc` of `listener.go`: the trigger with its retry strategy (every attempt
+    /// builds and executes again), then the dead-letter trigger with its own.
+    fn handle(&self, event: &ArgoEvent, api: &mut FakeApiServer) -> Handled {
+        assert!(self.routes(event), "the event is routed to the dependency");
+        let attempts = |trigger: &Value| trigger["retryStrategy"]["steps"].as_u64().unwrap_or(1);
+        let mut error = String::new();
+        for _ in 0..attempts(&self.trigger) {
+            match self
+                .build(&self.trigger, event)
+                .and_then(|object| self.execute(&self.trigger, object, api))
+            {
+                Ok(()) => return Handled::Triggered,
+                Err(e) => error = e,
             }
         }
-    }
-    for filter in filters["data"].as_array().into_iter().flatten() {
-        assert_eq!(filter["type"], "string", "{filter}");
-        assert!(filter.get("comparator").is_none() && filter.get("template").is_none());
-        let Some(found) = gjson_get(&event.data, filter["path"].as_str().expect("path")) else {
-            return false;
-        };
-        let actual = gjson_string(found);
-        let values = filter["value"].as_array().expect("values");
-        if !values
-            .iter()
-            .any(|v| anchored_literal(v.as_str().expect("string")) == actual)
-        {
-            return false;
+        let dead_letter = &self.trigger["dlqTrigger"];
+        let mut written = Err(String::from("no attempt"));
+        for _ in 0..attempts(dead_letter) {
+            written = self
+                .build(dead_letter, event)
+                .and_then(|object| self.execute(dead_letter, object, api));
+            if written.is_ok() {
+                break;
+            }
         }
+        written.unwrap_or_else(|e| panic!("the dead letter is written: {e}"));
+        Handled::DeadLettered { error }
     }
-    true
+
+    /// The WorkflowTemplate the trigger selects for `event`, or why it cannot.
+    fn template_for(&self, event: &ArgoEvent) -> Result<String, String> {
+        self.build(&self.trigger, event).map(|workflow| {
+            workflow["spec"]["workflowTemplateRef"]["name"]
+                .as_str()
+                .expect("workflowTemplateRef")
+                .to_owned()
+        })
+    }
 }
 
-/// The literal an anchored regular expression `^...$` matches, for patterns whose only
-/// metacharacters are the anchors and escaped dots. Go's `regexp.Match` is unanchored, so only
-/// anchored patterns discriminate `lifecycle.upsert` from `lifecycle.upsert-x`; the test
-/// insists on that form and then compares exactly.
-fn anchored_literal(pattern: &str) -> String {
-    let inner = pattern
-        .strip_prefix('^')
-        .and_then(|p| p.strip_suffix('$'))
-        .unwrap_or_else(|| panic!("filter value {pattern:?} is not anchored"));
-    let literal = inner.replace("\\.", ".");
-    assert!(
-        !literal.contains(['\\', '*', '+', '?', '(', ')', '[', ']', '{', '}', '|', '^', '$']),
-        "filter value {pattern:?} is more than an anchored literal"
-    );
-    assert!(
-        !inner.replace("\\.", "").contains('.'),
-        "unescaped dot in {pattern:?}"
-    );
-    literal
-}
-
-/// `ResolveParamValue` for a `contextKey` or `dataKey` source with an optional `value`.
-fn resolve(src: &Value, event: &ArgoEvent) -> Option<String> {
+/// `ResolveParamValue` for a `contextKey`/`contextTemplate` or `dataKey`/`dataTemplate` source
+/// with an optional `value`: the template first, then the key, then the value; an error when
+/// none yields a value.
+fn resolve(src: &Value, event: &ArgoEvent) -> Result<String, String> {
     let default = src["value"].as_str().map(str::to_owned);
-    let found = if let Some(key) = src["contextKey"].as_str() {
-        gjson_get(&event.context, key)
-    } else if let Some(key) = src["dataKey"].as_str() {
+    let (payload, key, template) = if src["dataKey"].is_string() || src["dataTemplate"].is_string()
+    {
         // renderEventDataAsJSON: data is only read as JSON when the context says so.
         assert_eq!(event.attribute("datacontenttype"), "application/json");
-        gjson_get(&event.data, key)
+        (
+            &event.data,
+            src["dataKey"].as_str(),
+            src["dataTemplate"].as_str(),
+        )
+    } else if src["contextKey"].is_string() || src["contextTemplate"].is_string() {
+        (
+            &event.context,
+            src["contextKey"].as_str(),
+            src["contextTemplate"].as_str(),
+        )
     } else {
-        panic!("{src}: neither contextKey nor dataKey")
+        panic!("{src}: no key or template")
     };
-    found.map(gjson_string).or(default)
+    let mut error = None;
+    if let Some(template) = template {
+        match value_with_template(template, payload) {
+            Ok(value) => return Ok(value),
+            Err(e) => error = Some(e),
+        }
+    }
+    if let Some(found) = key.and_then(|key| gjson_get(payload, key)) {
+        return Ok(gjson_string(found));
+    }
+    default.ok_or_else(|| {
+        format!(
+            "unable to resolve '{}' parameter value. err: {}",
+            src["dependencyName"].as_str().unwrap_or_default(),
+            error.unwrap_or_else(|| format!("no {key:?} in the event"))
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -461,8 +832,13 @@ struct Case {
     object_storage_url: &'static str,
 }
 
-/// A migration mapped by `config/rules.example.yaml` (rule 3, with an object storage bundle)
-/// and an event of the default rule without one.
+/// An action the gateway is configured for here but the Sensors are not: its events must end
+/// as dead letters.
+const ACTION_UNKNOWN_TO_THE_SENSOR: &str = "suspend";
+
+/// A migration mapped by `config/rules.example.yaml` (rule 3, with an object storage bundle),
+/// an upsert and then a delete of one tenant by the default rule, and an event of an action
+/// the Sensors do not know.
 fn cases() -> Vec<Case> {
     vec![
         Case {
@@ -495,10 +871,38 @@ fn cases() -> Vec<Case> {
             tenant: "globex",
             object_storage_url: "",
         },
+        Case {
+            upstream: json!({
+                "specversion": "1.0",
+                "id": "inv-43",
+                "source": "//billing.acme.example/invoices",
+                "type": "com.acme.tenant.lifecycle.delete",
+                "tenant": "globex",
+                "datacontenttype": "application/json",
+                "data": {"reason": "churned"}
+            }),
+            action: "delete",
+            tenant: "globex",
+            object_storage_url: "",
+        },
+        Case {
+            upstream: json!({
+                "specversion": "1.0",
+                "id": "ops-9",
+                "source": "//ops.acme.example/console",
+                "type": format!("com.acme.tenant.lifecycle.{ACTION_UNKNOWN_TO_THE_SENSOR}"),
+                "tenant": "hooli",
+                "datacontenttype": "application/json",
+                "data": {"ticket": "OPS-9"}
+            }),
+            action: ACTION_UNKNOWN_TO_THE_SENSOR,
+            tenant: "hooli",
+            object_storage_url: "",
+        },
     ]
 }
 
-/// Posts every case and returns the gateway's `eventId` of each, in case order.
+/// Posts every case in order and returns the gateway's `eventId` of each, in case order.
 async fn post_cases(app: &mut TestApp, cases: &[Case]) -> Vec<String> {
     let mut ids = Vec::new();
     for case in cases {
@@ -519,11 +923,15 @@ async fn post_cases(app: &mut TestApp, cases: &[Case]) -> Vec<String> {
 }
 
 /// Gateway settings for the chain: the overlay's sink (already pointed at the test's
-/// receiver), the example rules (they map the migration), a test instance URI.
+/// receiver), the example rules (they map the migration), the default actions and one the
+/// Sensors do not know, a test instance URI.
 fn chain_settings(sink: SinkConfig) -> impl FnOnce(&mut tenant_gateway::config::Settings) {
     move |settings| {
         settings.sink = sink;
         settings.rules = Some(rules_example());
+        settings
+            .actions
+            .push(ACTION_UNKNOWN_TO_THE_SENSOR.to_owned());
         settings.dispatch.instance_source = "urn:tenant-gateway:chain-test".into();
     }
 }
@@ -533,47 +941,174 @@ fn rules_example() -> PathBuf {
     crate_dir().join("config/rules.example.yaml")
 }
 
-/// The case (and its gateway `eventId`) an emitted canonical event stems from, found by the
-/// upstream id in `data.origin.id`.
-fn case_of<'a>(
-    cases: &'a [Case],
-    event_ids: &'a [String],
-    canonical: &Value,
-) -> (&'a Case, &'a str) {
+/// The index of the case an emitted canonical event stems from, found by the upstream id in
+/// `data.origin.id`.
+fn case_of(cases: &[Case], canonical: &Value) -> usize {
     let origin = &canonical["data"]["origin"]["id"];
-    let index = cases
+    cases
         .iter()
         .position(|case| case.upstream["id"] == *origin)
-        .unwrap_or_else(|| panic!("no case posted an event with id {origin}"));
-    (&cases[index], event_ids[index].as_str())
+        .unwrap_or_else(|| panic!("no case posted an event with id {origin}"))
 }
 
-/// Everything the Workflow a Sensor builds for one case must satisfy. `canonical` is the event
-/// the gateway emitted and `expected_event` what the Workflow's `event` parameter must hold.
-fn check_workflow(
+/// One event as the Sensor received it, with the case it stems from.
+struct Received {
+    /// Index into `cases()`.
+    case: usize,
+    /// The canonical event the gateway emitted.
+    canonical: Value,
+    /// What the Workflow's `event` parameter (and the dead letter's `event`) must hold.
+    expected_event: Value,
+    /// The event as the Sensor's parameters see it.
+    event: ArgoEvent,
+}
+
+/// Everything the Sensor must have made of the events, handled one by one in the order its
+/// single consumer received them.
+fn check_outcome(
     sensor: &Sensor,
-    event: &ArgoEvent,
+    received: &[Received],
+    cases: &[Case],
+    event_ids: &[String],
+    retype: impl Fn(&ArgoEvent, Value) -> ArgoEvent,
+) {
+    let templates = discovered_templates();
+    let mut api = FakeApiServer::default();
+    for r in received {
+        let handled = sensor.handle(&r.event, &mut api);
+        let known = DEFAULT_ACTIONS.contains(&cases[r.case].action);
+        assert_eq!(
+            matches!(handled, Handled::Triggered),
+            known,
+            "{}: {handled:?}",
+            cases[r.case].action
+        );
+    }
+
+    // Per tenant, the Workflows were created in the order of the tenant's events.
+    let workflows = api.of_kind("Workflow");
+    let globex: Vec<&str> = workflows
+        .iter()
+        .filter(|w| w["metadata"]["labels"]["tenant-gateway.io/tenant"] == "globex")
+        .map(|w| {
+            w["metadata"]["labels"]["tenant-gateway.io/action"]
+                .as_str()
+                .expect("action")
+        })
+        .collect();
+    assert_eq!(
+        globex,
+        ["upsert", "delete"],
+        "globex's Workflows in event order"
+    );
+
+    for r in received {
+        let case = &cases[r.case];
+        let event_id = event_ids[r.case].as_str();
+        let workflow_name = r.canonical["data"]["workflowName"].as_str().expect("name");
+        let workflow = workflows
+            .iter()
+            .find(|w| w["metadata"]["name"] == workflow_name);
+        let dead_letters: Vec<&Value> = api
+            .of_kind("ConfigMap")
+            .into_iter()
+            .filter(|c| c["data"]["event-id"] == event_id)
+            .collect();
+        if DEFAULT_ACTIONS.contains(&case.action) {
+            let workflow = workflow.unwrap_or_else(|| panic!("a Workflow for {}", case.action));
+            check_workflow(
+                workflow,
+                case,
+                event_id,
+                &r.canonical,
+                &r.expected_event,
+                &templates,
+            );
+            assert!(dead_letters.is_empty(), "{}: no dead letter", case.action);
+        } else {
+            assert!(workflow.is_none(), "no Workflow for an unknown action");
+            let [dead_letter] = dead_letters.as_slice() else {
+                panic!("one dead letter for the unknown action: {dead_letters:?}");
+            };
+            check_dead_letter(
+                dead_letter,
+                case,
+                event_id,
+                workflow_name,
+                &r.expected_event,
+            );
+        }
+
+        // The template selection discriminates exactly: each default action its own template,
+        // anything else (near misses, no action, not a string) fails the trigger.
+        for action in DEFAULT_ACTIONS {
+            assert_eq!(
+                sensor.template_for(&retype(&r.event, json!(action))),
+                Ok(format!("tenant-lifecycle-{action}"))
+            );
+        }
+        for near_miss in [
+            json!("upsert-x"),
+            json!("Upsert"),
+            json!("lifecycle.upsert"),
+            json!(""),
+            Value::Null,
+            json!(5),
+        ] {
+            assert!(
+                sensor
+                    .template_for(&retype(&r.event, near_miss.clone()))
+                    .is_err(),
+                "action {near_miss} selects no template"
+            );
+        }
+    }
+    let workflow_count = workflows.len();
+    assert_eq!(
+        workflow_count,
+        cases.len() - 1,
+        "one Workflow per known event"
+    );
+
+    // A redelivery (the Sensor restarted before its ack, or the gateway resent after a lost
+    // answer) finds the Workflow: a quiet success, no second Workflow, no dead letter, and the
+    // patch changes nothing the workflow controller could react to.
+    let first = received
+        .iter()
+        .find(|r| cases[r.case].action == "upsert")
+        .expect("the upsert was received");
+    let before = api.objects.clone();
+    let requests_before = api.requests.len();
+    assert_eq!(sensor.handle(&first.event, &mut api), Handled::Triggered);
+    assert_eq!(api.objects, before, "the redelivery changed nothing");
+    let workflow_name = first.canonical["data"]["workflowName"]
+        .as_str()
+        .expect("name");
+    assert_eq!(
+        api.requests[requests_before..],
+        [
+            format!("get Workflow argo/{workflow_name}"),
+            format!("patch Workflow argo/{workflow_name} (unchanged)"),
+        ]
+    );
+}
+
+/// Everything the Workflow the Sensor created for one case must satisfy. `canonical` is the
+/// event the gateway emitted and `expected_event` what the Workflow's `event` parameter must
+/// hold.
+fn check_workflow(
+    workflow: &Value,
     case: &Case,
     event_id: &str,
     canonical: &Value,
     expected_event: &Value,
     templates: &BTreeMap<String, Value>,
 ) {
-    let firing = sensor.firing(event);
-    assert_eq!(
-        firing,
-        [case.action],
-        "exactly the trigger of the event's action fires"
-    );
-    let trigger = sensor.trigger(case.action);
-    let dependency = sensor.dependency_of(trigger);
-    let workflow = sensor.build(trigger, dependency, event);
     assert_valid(
         "io.argoproj.workflow.v1alpha1.Workflow",
-        &workflow,
+        workflow,
         Path::new("the Workflow the Sensor submits"),
     );
-
     let template_name = workflow["spec"]["workflowTemplateRef"]["name"]
         .as_str()
         .expect("workflowTemplateRef");
@@ -588,6 +1123,17 @@ fn check_workflow(
     assert_eq!(
         workflow["metadata"]["name"],
         canonical["data"]["workflowName"]
+    );
+    // The three labels, with the event's values (the WorkflowTemplate's workflowMetadata sets
+    // the same tenant and action, so the workflow controller agrees).
+    let labels = &workflow["metadata"]["labels"];
+    assert_eq!(labels["tenant-gateway.io/emission-id"], event_id);
+    assert_eq!(labels["tenant-gateway.io/tenant"], case.tenant);
+    assert_eq!(labels["tenant-gateway.io/action"], case.action);
+    let metadata = &template["spec"]["workflowMetadata"];
+    assert_eq!(
+        metadata["labels"]["tenant-gateway.io/action"], labels["tenant-gateway.io/action"],
+        "the template labels the same action"
     );
 
     let declared: BTreeSet<&str> = template["spec"]["arguments"]["parameters"]
@@ -622,17 +1168,24 @@ fn check_workflow(
         !passed["event"].contains('\n'),
         "single line: the bridge substitutes it into a YAML block scalar"
     );
+}
 
-    // The dead-letter trigger records what an operator needs to replay.
-    let dead_letter = sensor.build(&trigger["dlqTrigger"], dependency, event);
-    assert_eq!(dead_letter["kind"], "ConfigMap");
+/// The dead letter records what an operator needs to replay.
+fn check_dead_letter(
+    dead_letter: &Value,
+    case: &Case,
+    event_id: &str,
+    workflow_name: &str,
+    expected_event: &Value,
+) {
+    assert_eq!(dead_letter["metadata"]["namespace"], "argo-events");
+    let labels = &dead_letter["metadata"]["labels"];
+    assert_eq!(labels["tenant-gateway.io/dead-letter"], "true");
+    assert_eq!(labels["tenant-gateway.io/action"], case.action);
     assert_eq!(dead_letter["data"]["event-id"], event_id);
     assert_eq!(dead_letter["data"]["tenant"], case.tenant);
     assert_eq!(dead_letter["data"]["action"], case.action);
-    assert_eq!(
-        dead_letter["data"]["workflow-name"],
-        workflow["metadata"]["name"]
-    );
+    assert_eq!(dead_letter["data"]["workflow-name"], workflow_name);
     assert_eq!(
         serde_json::from_str::<Value>(dead_letter["data"]["event"].as_str().expect("event"))
             .expect("JSON"),
@@ -640,38 +1193,9 @@ fn check_workflow(
     );
 }
 
-/// The filters discriminate: the same event with another action's type fires that action's
-/// trigger only, and types that merely contain an action fire nothing. `retype` returns the
-/// event with its lifecycle type replaced.
-fn check_discrimination(sensor: &Sensor, retype: impl Fn(&str) -> ArgoEvent) {
-    let actions: Vec<String> = sensor
-        .triggers
-        .iter()
-        .map(|t| t["template"]["name"].as_str().expect("name").to_owned())
-        .collect();
-    for action in &actions {
-        assert_eq!(
-            sensor.firing(&retype(&format!("lifecycle.{action}"))),
-            std::slice::from_ref(action),
-            "type lifecycle.{action}"
-        );
-    }
-    for near_miss in [
-        "lifecycle.upsert-x",
-        "xlifecycle.upsert",
-        "lifecycleXupsert",
-        "com.acme.tenant.lifecycle.upsert",
-    ] {
-        assert!(
-            sensor.firing(&retype(near_miss)).is_empty(),
-            "{near_miss} fires nothing"
-        );
-    }
-}
-
 /// The `eventbus` variant: the overlay's sink publishes to a real JetStream stream created as
-/// Argo's controller creates it; the Sensor of sensors/eventbus/ reads the gateway's own
-/// CloudEvent from the subject it pulls.
+/// the Argo clients create it; the Sensor of sensors/eventbus/ reads the gateway's own
+/// CloudEvent through one durable pull consumer, as its single trigger does.
 #[tokio::test]
 async fn eventbus_variant_builds_the_workflows_discovery_expects() {
     let Some(nats) = NatsServer::start().await else {
@@ -686,11 +1210,23 @@ async fn eventbus_variant_builds_the_workflows_discovery_expects() {
         sink.stream, sink.event_source_name, sink.event_name
     );
     assert_eq!(
-        sensor.subjects(),
-        BTreeSet::from([subject.clone()]),
+        sensor.subject(),
+        subject,
         "the Sensor pulls the subject the sink publishes to"
     );
     let stream = create_argo_stream(&nats.url(), &sink.stream).await;
+    // trigger_conn.go, Subscribe: one durable pull consumer per trigger and dependency,
+    // explicit acks, new messages only; created before anything is published.
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("tenant-lifecycle-lifecycle-lifecycle".into()),
+            filter_subject: subject.clone(),
+            deliver_policy: consumer::DeliverPolicy::New,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("pull consumer");
     // The overlay's credentials and TLS are the cluster's; this server is plain and open.
     sink.url = nats.url();
     sink.user = None;
@@ -699,59 +1235,41 @@ async fn eventbus_variant_builds_the_workflows_discovery_expects() {
     let cases = cases();
     let event_ids = post_cases(&mut app, &cases).await;
 
-    let consumer = stream
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some("tenant-lifecycle-sensor".into()),
-            filter_subject: subject.clone(),
-            deliver_policy: consumer::DeliverPolicy::All,
-            ack_policy: consumer::AckPolicy::Explicit,
-            ..Default::default()
-        })
-        .await
-        .expect("pull consumer");
     let mut messages = consumer.messages().await.expect("messages");
-    let templates = discovered_templates();
+    let mut received = Vec::new();
     for _ in 0..cases.len() {
         let message: jetstream::Message = tokio::time::timeout(WAIT, messages.next())
             .await
             .expect("a message within the wait")
             .expect("stream open")
             .expect("message");
-        message.ack().await.expect("ack");
         assert_eq!(message.subject.as_str(), subject);
         let cloudevent: Value = serde_json::from_slice(&message.payload).expect("CloudEvent");
+        message.ack().await.expect("ack");
         // Tenants are dispatched concurrently: find the case by the upstream id it carries.
-        let (case, event_id) = case_of(&cases, &event_ids, &cloudevent);
-        let event = ArgoEvent::new(&cloudevent, cloudevent["data"].clone());
-        assert_eq!(
-            sensor.routed(&event).len(),
-            sensor.dependencies.len(),
-            "source/subject route the event to the Sensor's dependencies"
-        );
+        let case = case_of(&cases, &cloudevent);
+        assert_eq!(cloudevent["data"]["payload"], cases[case].upstream["data"]);
         // The Sensor sees no extensions, so its `event` parameter is the canonical data: the
         // whole lifecycle (tenant, action, parameters, objectStorage, origin, payload).
-        check_workflow(
-            &sensor,
-            &event,
+        received.push(Received {
             case,
-            event_id,
-            &cloudevent,
-            &cloudevent["data"],
-            &templates,
-        );
-        assert_eq!(cloudevent["data"]["payload"], case.upstream["data"]);
-        check_discrimination(&sensor, |ty| {
-            let mut retyped = event.clone();
-            retyped.context["type"] = json!(ty);
-            retyped
+            event: ArgoEvent::new(&cloudevent, cloudevent["data"].clone()),
+            expected_event: cloudevent["data"].clone(),
+            canonical: cloudevent,
         });
     }
+    check_outcome(&sensor, &received, &cases, &event_ids, |event, action| {
+        let mut retyped = event.clone();
+        retyped.data["action"] = action;
+        retyped
+    });
     app.stop().await;
 }
 
 /// The `webhook` variant: the overlay's sink posts to a fake of Argo's webhook EventSource
 /// (with the EventSource's bearer token); the event is wrapped as that EventSource wraps it and
-/// the Sensor of sensors/webhook/ reads it under `body.`.
+/// the Sensor of sensors/webhook/ reads it under `body.`, in the order the EventSource
+/// received the requests.
 #[tokio::test]
 async fn webhook_variant_builds_the_workflows_discovery_expects() {
     let sensor = Sensor::load("webhook");
@@ -785,16 +1303,17 @@ async fn webhook_variant_builds_the_workflows_discovery_expects() {
     let cases = cases();
     let event_ids = post_cases(&mut app, &cases).await;
 
-    let templates = discovered_templates();
     let accepted: Vec<_> = hook
         .requests()
         .into_iter()
         .filter(|r| r.status == 200)
         .collect();
     assert_eq!(accepted.len(), cases.len());
-    for request in &accepted {
+    let mut received = Vec::new();
+    for (n, request) in accepted.iter().enumerate() {
         let body = request.json.clone().expect("JSON body");
-        let (case, event_id) = case_of(&cases, &event_ids, &body);
+        let case = case_of(&cases, &body);
+        assert_eq!(body["data"]["payload"], cases[case].upstream["data"]);
         // The webhook EventSource's CloudEvent: its own id, type `webhook`, and the
         // EventSource/event names as source/subject; the request becomes the data.
         let mut header: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -806,7 +1325,7 @@ async fn webhook_variant_builds_the_workflows_discovery_expects() {
         }
         let data = json!({"header": header, "body": body, "metadata": null});
         let attributes = json!({
-            "id": "9f0c5a52-6f0e-4c43-a7a4-3c1c7e0f4b11",
+            "id": format!("9f0c5a52-6f0e-4c43-a7a4-3c1c7e0f4b{n:02}"),
             "source": eventsource["metadata"]["name"],
             "specversion": "1.0",
             "type": "webhook",
@@ -814,21 +1333,19 @@ async fn webhook_variant_builds_the_workflows_discovery_expects() {
             "subject": event_name,
             "time": "2026-11-23T10:00:01Z",
         });
-        let event = ArgoEvent::new(&attributes, data);
-        assert_eq!(
-            sensor.routed(&event).len(),
-            sensor.dependencies.len(),
-            "the EventSource/event names route the event to the Sensor's dependencies"
-        );
         // Here the Sensor has the whole canonical event: the `event` parameter is the body.
-        check_workflow(&sensor, &event, case, event_id, &body, &body, &templates);
-        assert_eq!(body["data"]["payload"], case.upstream["data"]);
-        check_discrimination(&sensor, |ty| {
-            let mut retyped = event.clone();
-            retyped.data["body"]["type"] = json!(ty);
-            retyped
+        received.push(Received {
+            case,
+            event: ArgoEvent::new(&attributes, data),
+            expected_event: body.clone(),
+            canonical: body,
         });
     }
+    check_outcome(&sensor, &received, &cases, &event_ids, |event, action| {
+        let mut retyped = event.clone();
+        retyped.data["body"]["data"]["action"] = action;
+        retyped
+    });
     app.stop().await;
 }
 
@@ -875,10 +1392,115 @@ fn the_gjson_and_sjson_subset_behaves_like_the_libraries() {
         json!({"metadata": {"name": "wf-1"},
                "spec": {"arguments": {"parameters": [{"name": "a", "value": "{\"j\":1}"}]}}})
     );
-    assert_eq!(
-        anchored_literal("^lifecycle\\.migrate-in$"),
-        "lifecycle.migrate-in"
-    );
     assert_eq!(go_canonical_header("content-type"), "Content-Type");
     assert_eq!(go_canonical_header("webhook-id"), "Webhook-Id");
+}
+
+/// The text/template subset on the behaviour Go and sprig document: trim markers, a missing
+/// key as no value, `has` as equality, `fail` as an error, empty output as an error
+/// (`getValueWithTemplate`).
+#[test]
+fn the_template_subset_behaves_like_text_template_and_sprig() {
+    let template = "{{- $a := .Input.x.action -}}\n  {{- if has $a (list \"b\" \"c-d\") -}}\n  \
+                    t-{{ $a }}\n  {{- else -}}\n  {{- fail \"no\" -}}\n  {{- end -}}";
+    let input = |action: Value| json!({"x": {"action": action}});
+    assert_eq!(
+        value_with_template(template, &input(json!("b"))),
+        Ok("t-b".into())
+    );
+    assert_eq!(
+        value_with_template(template, &input(json!("c-d"))),
+        Ok("t-c-d".into())
+    );
+    for other in [json!("c"), json!("B"), json!(1), Value::Null] {
+        assert_eq!(
+            value_with_template(template, &input(other)),
+            Err("no".into())
+        );
+    }
+    assert_eq!(
+        value_with_template(template, &json!({"x": {}})),
+        Err("no".into())
+    );
+    assert!(
+        value_with_template(template, &json!({})).is_err(),
+        "nil.action"
+    );
+    assert!(
+        value_with_template(template, &json!({"x": "s"})).is_err(),
+        "field of a string"
+    );
+    // Without trim markers the white space is output; an empty result is an error.
+    assert_eq!(
+        value_with_template("{{ $a := .Input.k }} {{ $a }}", &json!({"k": "v"})),
+        Ok(" v".into())
+    );
+    assert!(value_with_template("{{ $a := .Input.k }}{{ $a }}", &json!({"k": ""})).is_err());
+    assert!(value_with_template("{{ $a := .Input.k }}{{ $a }}", &json!({})).is_err());
+    assert_eq!(known_actions(template), ["b", "c-d"]);
+}
+
+/// The fake API server: Create refuses an existing name, a merge patch of identical content
+/// changes nothing, and RFC 7386's own example.
+#[test]
+fn the_fake_api_server_behaves_like_the_api_server() {
+    let mut api = FakeApiServer::default();
+    let object = json!({"kind": "Workflow", "metadata": {"namespace": "argo", "name": "w",
+                        "labels": {"a": "1"}}, "spec": {"p": [1, 2]}});
+    assert_eq!(api.create(object.clone()), Ok(()));
+    assert!(api
+        .create(object.clone())
+        .is_err_and(|e| e.contains("AlreadyExists")));
+    assert_eq!(api.merge_patch(&object), Ok(false));
+    let mut changed = object.clone();
+    changed["metadata"]["labels"]["b"] = json!("2");
+    assert_eq!(api.merge_patch(&changed), Ok(true));
+    assert_eq!(
+        api.objects[0]["metadata"]["labels"],
+        json!({"a": "1", "b": "2"})
+    );
+    let missing = json!({"kind": "Workflow", "metadata": {"namespace": "argo", "name": "x"}});
+    assert!(api
+        .merge_patch(&missing)
+        .is_err_and(|e| e.contains("NotFound")));
+
+    let mut target = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+    merge_patch(&mut target, &json!({"a": "z", "c": {"f": null}}));
+    assert_eq!(target, json!({"a": "z", "c": {"d": "e"}}));
+    let mut target = json!({"a": [1, 2]});
+    merge_patch(&mut target, &json!({"a": [3]}));
+    assert_eq!(target, json!({"a": [3]}), "arrays are replaced");
+
+    let dead_letter = json!({"kind": "ConfigMap",
+                             "metadata": {"namespace": "argo-events", "generateName": "dl-"}});
+    assert_eq!(api.create(dead_letter.clone()), Ok(()));
+    assert_eq!(
+        api.create(dead_letter),
+        Ok(()),
+        "generateName: always a new name"
+    );
+    assert_eq!(api.of_kind("ConfigMap").len(), 2);
+}
+
+/// With `operation: create`, the Sensors' redelivery would not be quiet: the second create is
+/// refused and, after the retries, dead-lettered. This is what `patch` avoids.
+#[test]
+fn a_create_trigger_would_dead_letter_a_redelivery() {
+    let mut sensor = Sensor::load("eventbus");
+    sensor.trigger["template"]["k8s"]["operation"] = json!("create");
+    let data = json!({"tenant": "globex", "action": "upsert", "workflowName": "globex-upsert-1",
+                      "objectStorage": null});
+    let event = ArgoEvent::new(
+        &json!({"id": "e-1", "source": "tenant-gateway", "subject": "lifecycle",
+                "specversion": "1.0", "type": "lifecycle.upsert",
+                "datacontenttype": "application/json"}),
+        data,
+    );
+    let mut api = FakeApiServer::default();
+    assert_eq!(sensor.handle(&event, &mut api), Handled::Triggered);
+    let handled = sensor.handle(&event, &mut api);
+    assert!(
+        matches!(&handled, Handled::DeadLettered { error } if error.contains("AlreadyExists")),
+        "{handled:?}"
+    );
 }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tenant_gateway::config::FileConfig;
 use tenant_gateway::normalize::rules::RuleSet;
+use tenant_gateway::normalize::DEFAULT_ACTIONS;
 
 use crate::support::skip_or_fail;
 
@@ -198,49 +199,207 @@ fn every_manifest_parses_and_every_argo_object_validates() {
     RuleSet::load(&crate_dir().join("deploy/base/rules.yaml")).expect("deploy rules load");
 }
 
-/// Both Sensors: every trigger is at-least-once with retries and a dead-letter trigger, waits
-/// for exactly its own dependency, and submits the template of its action.
+/// The Sensor of `variant`.
+fn sensor(variant: &str) -> Value {
+    yaml_documents(&crate_dir().join(format!("sensors/{variant}/sensor.yaml"))).remove(0)
+}
+
+/// Both Sensors: the trigger is at-least-once with retries and a dead-letter trigger, and the
+/// dead-letter trigger is at-least-once too. argo-events `pkg/reconciler/sensor/validate.go`,
+/// `validateDlqTrigger`: "to use dlqTrigger, trigger.atLeastOnce must be set to true" and
+/// "atLeastOnce must be set to true within the dlqTrigger"; the controller marks the Sensor
+/// invalid otherwise and never deploys it. It then validates the dead-letter trigger as a
+/// trigger (`validateTrigger`), so its own names must be unique and its k8s operation known.
 #[test]
-fn every_sensor_trigger_is_at_least_once_with_retries_and_a_dead_letter() {
+fn every_dead_letter_trigger_is_at_least_once_as_argo_requires() {
     for variant in ["webhook", "eventbus"] {
-        let path = crate_dir().join(format!("sensors/{variant}/sensor.yaml"));
-        let sensor = yaml_documents(&path).remove(0);
-        let dependencies: BTreeSet<&str> = sensor["spec"]["dependencies"]
-            .as_array()
-            .expect("dependencies")
-            .iter()
-            .map(|d| d["name"].as_str().expect("name"))
-            .collect();
-        let mut actions = BTreeSet::new();
+        let sensor = sensor(variant);
+        let mut names = BTreeSet::new();
         for trigger in sensor["spec"]["triggers"].as_array().expect("triggers") {
             let name = trigger["template"]["name"].as_str().expect("name");
+            assert!(names.insert(name), "{variant}: duplicate trigger {name}");
             assert_eq!(trigger["atLeastOnce"], true, "{variant}/{name}");
             assert!(
                 trigger["retryStrategy"]["steps"].as_u64() > Some(1),
                 "{variant}/{name} retries"
             );
+            let dead_letter = &trigger["dlqTrigger"];
             assert_eq!(
-                trigger["dlqTrigger"]["template"]["k8s"]["operation"], "create",
-                "{variant}/{name} has a dead-letter trigger"
+                dead_letter["atLeastOnce"], true,
+                "{variant}/{name}: atLeastOnce within the dlqTrigger"
             );
-            assert_eq!(trigger["template"]["conditions"], name);
-            assert_eq!(
-                trigger["template"]["k8s"]["source"]["resource"]["spec"]["workflowTemplateRef"]
-                    ["name"],
-                format!("tenant-lifecycle-{name}")
+            assert!(
+                dead_letter["dlqTrigger"].is_null(),
+                "no dead letter of the dead letter"
             );
-            actions.insert(name);
+            // generateName: only create makes a new object (patch would Get an empty name).
+            assert_eq!(dead_letter["template"]["k8s"]["operation"], "create");
+            assert_ne!(dead_letter["template"]["name"], trigger["template"]["name"]);
         }
-        assert_eq!(
-            actions, dependencies,
-            "{variant}: one trigger per dependency"
+    }
+}
+
+/// One dependency and one trigger per Sensor. Every trigger gets its own durable JetStream
+/// consumer and its own goroutine (argo-events `pkg/sensors/listener.go`, `listenEvents`;
+/// `pkg/eventbus/jetstream/sensor/trigger_conn.go`, `Subscribe`, one `PullSubscribe` per
+/// trigger and dependency with the durable name `getDurableName(sensor, trigger,
+/// dependency)`), so two triggers could turn a tenant's upsert and the delete after it into
+/// Workflows in either order; within one trigger, one goroutine handles the messages in turn
+/// (`processMsgs`). No filter: an event the trigger cannot handle must become a dead letter,
+/// not be dropped silently.
+#[test]
+fn every_sensor_has_one_dependency_and_one_trigger() {
+    for variant in ["webhook", "eventbus"] {
+        let sensor = sensor(variant);
+        let dependencies = sensor["spec"]["dependencies"]
+            .as_array()
+            .expect("dependencies");
+        let triggers = sensor["spec"]["triggers"].as_array().expect("triggers");
+        let ([dependency], [trigger]) = (dependencies.as_slice(), triggers.as_slice()) else {
+            panic!(
+                "{variant}: {} dependencies, {} triggers",
+                dependencies.len(),
+                triggers.len()
+            );
+        };
+        assert!(dependency.get("filters").is_none(), "{variant}: no filter");
+        assert!(
+            dependency.get("transform").is_none(),
+            "{variant}: no transform"
         );
-        assert_eq!(
-            actions,
-            BTreeSet::from(["upsert", "delete", "migrate-out", "migrate-in", "admin"]),
-            "{variant}: every default action"
+        let conditions = &trigger["template"]["conditions"];
+        assert!(
+            conditions.is_null() || *conditions == dependency["name"],
+            "{variant}: the trigger waits for the one dependency"
+        );
+        assert!(
+            trigger.get("rateLimit").is_none(),
+            "{variant}: no rate limit"
         );
     }
+}
+
+/// The WorkflowTemplate is chosen from the event, and the list of actions the Sensor knows is
+/// the gateway's default action set, in both Sensors; the trigger patches (Get, Create on
+/// NotFound, else a merge patch: argo-events `pkg/sensors/triggers/standard-k8s/
+/// standard-k8s.go`, `Execute`) so a redelivery finds its Workflow.
+#[test]
+fn the_sensors_know_the_default_actions_and_patch() {
+    for variant in ["webhook", "eventbus"] {
+        let sensor = sensor(variant);
+        let k8s = &sensor["spec"]["triggers"][0]["template"]["k8s"];
+        assert_eq!(k8s["operation"], "patch", "{variant}");
+        assert!(
+            k8s.get("patchStrategy").is_none(),
+            "{variant}: the default merge patch"
+        );
+        let selection: Vec<&Value> = k8s["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .filter(|p| p["dest"] == "spec.workflowTemplateRef.name")
+            .collect();
+        let [selection] = selection.as_slice() else {
+            panic!("{variant}: one parameter sets the template");
+        };
+        let src = &selection["src"];
+        // No key and no value: a failing template must fail the parameter, not fall back
+        // (argo-events `pkg/sensors/triggers/params.go`, `ResolveParamValue`).
+        assert!(
+            src.get("dataKey").is_none() && src.get("value").is_none(),
+            "{variant}: nothing to fall back to"
+        );
+        let template = src["dataTemplate"].as_str().expect("dataTemplate");
+        assert_eq!(
+            crate::argo_chain::known_actions(template),
+            DEFAULT_ACTIONS,
+            "{variant}: the gateway's default actions"
+        );
+    }
+}
+
+/// Every Workflow the Sensors build is labelled with the emission id, the tenant and the
+/// action, from the event (the chain test checks the values; this, that each label is set
+/// from the right field and has no fallback, so a Workflow without them is never created).
+#[test]
+fn every_workflow_is_labelled_with_emission_tenant_and_action() {
+    let expected = |variant: &str| -> BTreeMap<&'static str, (&'static str, String)> {
+        let (data, id) = match variant {
+            "webhook" => ("body.data.", ("dataKey", "body.id".to_owned())),
+            _ => ("", ("contextKey", "id".to_owned())),
+        };
+        BTreeMap::from([
+            ("tenant-gateway.io/emission-id", id),
+            (
+                "tenant-gateway.io/tenant",
+                ("dataKey", format!("{data}tenant")),
+            ),
+            (
+                "tenant-gateway.io/action",
+                ("dataKey", format!("{data}action")),
+            ),
+        ])
+    };
+    for variant in ["webhook", "eventbus"] {
+        let sensor = sensor(variant);
+        let k8s = &sensor["spec"]["triggers"][0]["template"]["k8s"];
+        let mut found = BTreeMap::new();
+        for parameter in k8s["parameters"].as_array().expect("parameters") {
+            let dest = parameter["dest"].as_str().expect("dest");
+            let Some(label) = dest.strip_prefix("metadata.labels.") else {
+                continue;
+            };
+            let label = label.replace("\\.", ".");
+            let src = &parameter["src"];
+            assert!(src.get("value").is_none(), "{variant} {label}: no fallback");
+            let (kind, key) = ["dataKey", "contextKey"]
+                .into_iter()
+                .find_map(|k| src[k].as_str().map(|v| (k, v.to_owned())))
+                .expect("a key");
+            found.insert(label, (kind, key));
+        }
+        let found: BTreeMap<&str, (&str, String)> =
+            found.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        assert_eq!(found, expected(variant), "{variant}");
+    }
+}
+
+/// The EventBus's JetStream version is one the controller lists. argo-events
+/// `pkg/reconciler/config.go`, `GetJetStreamVersion`: an unlisted version is "unsupported" and
+/// the EventBus is never deployed. The list is the controller's default
+/// `argo-events-controller-config` (tests/fixtures/argo/argo-events-controller-config.yaml,
+/// see PROVENANCE.md).
+#[test]
+fn the_eventbus_uses_a_jetstream_version_the_controller_lists() {
+    let fixture = crate_dir().join("tests/fixtures/argo/argo-events-controller-config.yaml");
+    let config_map = yaml_documents(&fixture).remove(0);
+    assert_eq!(
+        config_map["metadata"]["name"],
+        "argo-events-controller-config"
+    );
+    let text = config_map["data"]["controller-config.yaml"]
+        .as_str()
+        .expect("controller-config.yaml");
+    let config: Value = serde_yaml_ng::from_str(text).expect("controller config YAML");
+    let versions: BTreeSet<&str> = config["eventBus"]["jetstream"]["versions"]
+        .as_array()
+        .expect("jetstream versions")
+        .iter()
+        .map(|v| v["version"].as_str().expect("version"))
+        .collect();
+    assert!(
+        versions.contains("latest"),
+        "the fixture is the full list: {versions:?}"
+    );
+    assert!(
+        !versions.contains("2.10.10"),
+        "the fixture is the current list (v1.9.10 dropped 2.10.10)"
+    );
+    let bus = yaml_documents(&crate_dir().join("eventsources/eventbus/eventbus.yaml")).remove(0);
+    let version = bus["spec"]["jetstream"]["version"]
+        .as_str()
+        .expect("version");
+    assert!(versions.contains(version), "{version} not in {versions:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -451,7 +610,7 @@ fn expected_grants(workflow_namespace: &str) -> BTreeSet<Grant> {
         workflow_namespace,
         "argoproj.io",
         "workflows",
-        &["create"],
+        &["get", "create", "patch"],
         "",
     );
     add(sensor, "argo-events", "", "configmaps", &["create"], "");
