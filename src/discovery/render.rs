@@ -2,9 +2,9 @@
 //!
 //! This module owns the shape of every generated `tenant-lifecycle-<action>` WorkflowTemplate:
 //! its parameters, the per-tenant mutex, the DAG of bridge tasks ordered by `depends-on`
-//! (split into nested DAGs past the CRD's 200-task limit), the bridge itself (an event
-//! ConfigMap, then the real Job built from the template Job), the no-op template of an action
-//! without Jobs, and the content hash that lets the reconciler skip unchanged applies.
+//! (split into nested DAGs past the CRD's 200-task limit), the bridge itself (the real Job
+//! built from the template Job, created suspended; its event ConfigMap, owned by it; the Job
+//! resumed and awaited), the no-op template of an action without Jobs, and the content hash that lets the reconciler skip unchanged applies.
 //! Nothing here talks to the cluster, reads the clock or depends on input order, so the same
 //! Jobs always give byte-identical templates. docs/discovery.md explains the decisions.
 
@@ -65,8 +65,12 @@ pub const MAX_DAG_TASKS: usize = 200;
 /// Largest rendered WorkflowTemplate (JSON bytes) accepted: etcd's default request limit is
 /// 1.5 MiB, and Argo copies the template into every Workflow's status.
 pub const MAX_TEMPLATE_BYTES: usize = 1_536 * 1024;
-/// Kubernetes' default Job backoffLimit, used in the failure condition when a Job sets none.
-pub const DEFAULT_BACKOFF_LIMIT: i32 = 6;
+/// How many entries of a Job's `status.conditions` the failure condition looks at: the Job
+/// controller keeps at most one condition per type (`ensureJobConditionStatus` in
+/// kubernetes `pkg/controller/job/job_controller.go`) and there are five types (`Suspended`,
+/// `FailureTarget`, `Failed`, `SuccessCriteriaMet`, `Complete`), so a failure is always among
+/// the first five.
+pub const JOB_CONDITION_SLOTS: usize = 5;
 
 /// Labels the Job controller sets, which a new Job must not copy from its template.
 const CONTROLLER_LABELS: [&str; 4] = [
@@ -76,7 +80,13 @@ const CONTROLLER_LABELS: [&str; 4] = [
     "batch.kubernetes.io/job-name",
 ];
 /// Templates every non-empty action uses; `chunk-<n>` DAGs come on top.
-const FIXED_TEMPLATES: [&str; 4] = ["main", "bridge", "create-event-configmap", "create-job"];
+const FIXED_TEMPLATES: [&str; 5] = [
+    "main",
+    "bridge",
+    "create-suspended-job",
+    "apply-event-configmap",
+    "start-job",
+];
 /// Longest task name we generate: leaves room for `-<workflow uid>` in the ConfigMap name.
 const MAX_TASK_NAME: usize = 61;
 
@@ -206,8 +216,9 @@ fn render_action(
         }
         let mut templates = dag_templates(members, &order, &task_names, tasks)?;
         templates.push(bridge_template());
+        templates.push(create_suspended_job_template());
         templates.push(event_configmap_template(action));
-        templates.push(create_job_template());
+        templates.push(start_job_template());
         templates
     };
 
@@ -471,8 +482,8 @@ fn dag_templates(
 fn bridge_task(action: &str, job: &TemplateJob, task: &str, config: &RenderConfig) -> Value {
     let timeout = job.timeout.unwrap_or(config.default_timeout);
     // One deadline for the Job and for Argo's wait: the timeout, or the template's own
-    // activeDeadlineSeconds when that is shorter (Kubernetes stops the Job then, and only
-    // Argo's timeout notices a Job that failed before exhausting its backoffLimit).
+    // activeDeadlineSeconds when that is shorter. Kubernetes then marks the Job Failed
+    // (DeadlineExceeded), which the failure condition sees; Argo's timeout is the backstop.
     let own_deadline = job
         .job
         .spec
@@ -482,12 +493,6 @@ fn bridge_task(action: &str, job: &TemplateJob, task: &str, config: &RenderConfi
         .filter(|&seconds| seconds > 0);
     let requested = timeout.as_secs_f64().ceil().max(1.0) as u64;
     let timeout_seconds = own_deadline.map_or(requested, |own| own.min(requested));
-    let backoff_limit = job
-        .job
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.backoff_limit)
-        .unwrap_or(DEFAULT_BACKOFF_LIMIT);
     let configmap = format!("{task}-{{{{workflow.uid}}}}");
     let manifest = bridge_job(action, job, &configmap, timeout_seconds, config);
     json!({
@@ -497,7 +502,6 @@ fn bridge_task(action: &str, job: &TemplateJob, task: &str, config: &RenderConfi
             {"name": "namespace", "value": job.reference.namespace},
             {"name": "event-configmap", "value": configmap},
             {"name": "manifest", "value": manifest},
-            {"name": "backoff-limit", "value": backoff_limit.to_string()},
             // A duration, not a bare number: Argo rejects a whole number as `timeout`.
             {"name": "timeout", "value": format!("{timeout_seconds}s")},
             {"name": "retries", "value": job.retries.unwrap_or(0).to_string()},
@@ -541,7 +545,9 @@ fn bridge_job(
     );
 
     let spec = job.spec.get_or_insert_with(Default::default);
-    spec.suspend = Some(false);
+    // Created suspended: no pod starts before the event ConfigMap, which needs this Job's uid
+    // for its owner reference, exists. The bridge's `start-job` step resumes it.
+    spec.suspend = Some(true);
     spec.selector = None;
     spec.manual_selector = None;
     spec.ttl_seconds_after_finished = Some(clamp_i32(config.job_ttl.as_secs()));
@@ -681,32 +687,65 @@ fn generate_name(job_name: &str, action: &str) -> String {
     format!("{job_part}-{action}-")
 }
 
-/// The generic bridge: create the event ConfigMap, then the Job, and wait for the Job.
+/// The generic bridge, one attempt per try: create the Job suspended, apply the event
+/// ConfigMap owned by that Job, then resume the Job and wait for it. The event ConfigMap has
+/// the Job as owner in its own namespace, so the Job's `ttlSecondsAfterFinished` removes both
+/// (the garbage collector deletes dependents of a deleted owner). Retries wrap the whole
+/// attempt: each creates a new Job and hands the ConfigMap over to it.
 fn bridge_template() -> Value {
     json!({
         "name": "bridge",
         "inputs": {"parameters": [
             {"name": "namespace"}, {"name": "event-configmap"}, {"name": "manifest"},
-            {"name": "backoff-limit"}, {"name": "timeout"}, {"name": "retries"},
+            {"name": "timeout"}, {"name": "retries"},
         ]},
+        "retryStrategy": {"limit": "{{inputs.parameters.retries}}", "retryPolicy": "Always"},
         "steps": [
-            [{"name": "event-configmap", "template": "create-event-configmap", "arguments": {"parameters": [
+            [{"name": "job", "template": "create-suspended-job", "arguments": {"parameters": [
+                {"name": "manifest", "value": "{{inputs.parameters.manifest}}"},
+            ]}}],
+            [{"name": "event-configmap", "template": "apply-event-configmap", "arguments": {"parameters": [
                 {"name": "namespace", "value": "{{inputs.parameters.namespace}}"},
                 {"name": "name", "value": "{{inputs.parameters.event-configmap}}"},
+                {"name": "job-name", "value": "{{steps.job.outputs.parameters.name}}"},
+                {"name": "job-uid", "value": "{{steps.job.outputs.parameters.uid}}"},
             ]}}],
-            [{"name": "job", "template": "create-job", "arguments": {"parameters": [
-                {"name": "manifest", "value": "{{inputs.parameters.manifest}}"},
-                {"name": "backoff-limit", "value": "{{inputs.parameters.backoff-limit}}"},
+            [{"name": "run", "template": "start-job", "arguments": {"parameters": [
+                {"name": "namespace", "value": "{{inputs.parameters.namespace}}"},
+                {"name": "job-name", "value": "{{steps.job.outputs.parameters.name}}"},
                 {"name": "timeout", "value": "{{inputs.parameters.timeout}}"},
-                {"name": "retries", "value": "{{inputs.parameters.retries}}"},
             ]}}],
         ],
     })
 }
 
-/// Creates the ConfigMap holding the event (and the other parameters, one key each) in the
-/// Job's namespace. Every substituted value sits in a YAML block scalar, so no quoting in the
-/// event can break the manifest (the values are single-line: compact JSON, names, a URL).
+/// Creates the Job (suspended, see [`bridge_job`]) and returns its generated name and uid.
+/// No conditions: Argo's executor returns as soon as the create succeeded, then reads the
+/// outputs with `kubectl get -o jsonpath` (argo-workflows workflow/executor/resource.go,
+/// `WaitResource` and `SaveResourceParameters`).
+fn create_suspended_job_template() -> Value {
+    json!({
+        "name": "create-suspended-job",
+        "inputs": {"parameters": [{"name": "manifest"}]},
+        "outputs": {"parameters": [
+            {"name": "name", "valueFrom": {"jsonPath": "{.metadata.name}"}},
+            {"name": "uid", "valueFrom": {"jsonPath": "{.metadata.uid}"}},
+        ]},
+        "resource": {"action": "create", "manifest": "{{inputs.parameters.manifest}}"},
+    })
+}
+
+/// Applies the ConfigMap holding the event (and the other parameters, one key each) in the
+/// Job's namespace, owned by this attempt's Job. Every substituted value sits in a YAML block
+/// scalar, so no quoting in the event can break the manifest (the values are single-line:
+/// compact JSON, names, a URL).
+///
+/// Server-side apply rather than create: a retry re-applies the same ConfigMap name and its
+/// owner reference moves to the new Job (the field manager owns the list entry it no longer
+/// applies, so the old one is dropped), so the ConfigMap lives as long as the last attempt's
+/// Job. `blockOwnerDeletion` is left unset: setting it needs `update` on `jobs/finalizers`
+/// (OwnerReferencesPermissionEnforcement), and the garbage collector deletes the dependent
+/// either way.
 fn event_configmap_template(action: &str) -> Value {
     let manifest = format!(
         "apiVersion: v1\n\
@@ -717,7 +756,12 @@ fn event_configmap_template(action: &str) -> Value {
            labels:\n    \
              {WORKFLOW_LABEL}: \"{{{{workflow.name}}}}\"\n    \
              {TENANT_LABEL}: \"{{{{workflow.parameters.tenant}}}}\"\n    \
-             {ACTION_LABEL}: \"{action}\"\n\
+             {ACTION_LABEL}: \"{action}\"\n  \
+           ownerReferences:\n    \
+             - apiVersion: batch/v1\n      \
+               kind: Job\n      \
+               name: \"{{{{inputs.parameters.job-name}}}}\"\n      \
+               uid: \"{{{{inputs.parameters.job-uid}}}}\"\n\
          data:\n  \
            event.json: |-\n    \
              {{{{workflow.parameters.event}}}}\n  \
@@ -730,30 +774,70 @@ fn event_configmap_template(action: &str) -> Value {
              {{{{workflow.parameters.object-storage-url}}}}\n"
     );
     json!({
-        "name": "create-event-configmap",
-        "inputs": {"parameters": [{"name": "namespace"}, {"name": "name"}]},
-        "resource": {"action": "create", "manifest": manifest},
+        "name": "apply-event-configmap",
+        "inputs": {"parameters": [
+            {"name": "namespace"}, {"name": "name"}, {"name": "job-name"}, {"name": "job-uid"},
+        ]},
+        "resource": {
+            "action": "apply",
+            "flags": ["--server-side", "--force-conflicts"],
+            "manifest": manifest,
+        },
     })
 }
 
-/// Creates the Job and waits: success once a pod succeeded, failure once more pods failed
-/// than the Job's own backoffLimit allows (so Kubernetes' pod retries run out first), bounded
-/// by the Job's timeout, retried by Argo `retries` times (each retry creates a new Job).
-fn create_job_template() -> Value {
+/// Resumes the Job (a merge patch of `spec.suspend: false`) and waits, bounded by the step's
+/// timeout, for Kubernetes' own verdict on it. See [`success_condition`] and
+/// [`failure_condition`]; Argo's executor evaluates them on every poll after the patch
+/// (every `RESOURCE_STATE_CHECK_INTERVAL`, 5 s by default), failure first.
+fn start_job_template() -> Value {
+    let manifest = "apiVersion: batch/v1\n\
+         kind: Job\n\
+         metadata:\n  \
+           name: \"{{inputs.parameters.job-name}}\"\n  \
+           namespace: \"{{inputs.parameters.namespace}}\"\n\
+         spec:\n  \
+           suspend: false\n";
     json!({
-        "name": "create-job",
-        "inputs": {"parameters": [
-            {"name": "manifest"}, {"name": "backoff-limit"}, {"name": "timeout"}, {"name": "retries"},
-        ]},
+        "name": "start-job",
+        "inputs": {"parameters": [{"name": "namespace"}, {"name": "job-name"}, {"name": "timeout"}]},
         "timeout": "{{inputs.parameters.timeout}}",
-        "retryStrategy": {"limit": "{{inputs.parameters.retries}}", "retryPolicy": "Always"},
         "resource": {
-            "action": "create",
-            "manifest": "{{inputs.parameters.manifest}}",
-            "successCondition": "status.succeeded > 0",
-            "failureCondition": "status.failed > {{inputs.parameters.backoff-limit}}",
+            "action": "patch",
+            "mergeStrategy": "merge",
+            "manifest": manifest,
+            "successCondition": success_condition(),
+            "failureCondition": failure_condition(),
         },
     })
+}
+
+/// Success once the Job is `Complete`: the Job controller sets `status.completionTime`
+/// together with the `Complete` condition and on no other path (`enactJobFinished` in
+/// kubernetes pkg/controller/job/job_controller.go). A condition lookup cannot be used here:
+/// Argo requires every requirement of a success condition to hold, and the `Complete`
+/// condition has no fixed index.
+pub fn success_condition() -> String {
+    "status.completionTime".to_string()
+}
+
+/// Failure once the Job has a `FailureTarget` or `Failed` condition, whatever the cause
+/// (backoffLimit with `Never` or `OnFailure`, a podFailurePolicy `FailJob`, an exceeded
+/// `activeDeadlineSeconds`, failed indexes): the Job controller sets `FailureTarget` first when
+/// it delays the terminal condition until pods are gone, `Failed` directly otherwise, always
+/// with status `True` (`newFailureCondition`, `trackJobStatusAndRemoveFinalizers`).
+///
+/// Argo parses the condition as a Kubernetes label selector whose keys are gjson paths
+/// (workflow/executor/resource.go, `WaitResource`, `gjsonLabels`). A key must be a valid label
+/// key (apimachinery pkg/labels/selector.go `NewRequirement`), so gjson queries such as
+/// `conditions.#(type=="Failed")` do not parse; only an index does. Argo fails the step when
+/// any one requirement holds (`matchConditions`), so one requirement per index covers them
+/// all.
+pub fn failure_condition() -> String {
+    (0..JOB_CONDITION_SLOTS)
+        .map(|index| format!("status.conditions.{index}.type in (Failed,FailureTarget)"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Hex sha256 of the canonical JSON (keys sorted at every level, no whitespace) of `value`

@@ -352,6 +352,8 @@ fn assert_references_resolve(template: &Value) {
                     arguments.contains(parameter),
                     "{name}/{tname}: undeclared {reference}"
                 );
+            } else if reference.starts_with("steps.") {
+                // Checked by assert_step_outputs_resolve.
             } else {
                 assert!(
                     ["workflow.name", "workflow.uid"].contains(&reference.as_str()),
@@ -384,10 +386,60 @@ fn assert_references_resolve(template: &Value) {
             for reference in placeholders(&call["arguments"].to_string()) {
                 assert!(
                     reference.starts_with("inputs.parameters.")
-                        || reference.starts_with("workflow."),
+                        || reference.starts_with("workflow.")
+                        || reference.starts_with("steps."),
                     "{name}/{tname}: argument reference {reference}"
                 );
             }
+        }
+        assert_step_outputs_resolve(name, t, templates);
+    }
+}
+
+/// Every `{{steps.<step>.outputs.parameters.<p>}}` in a steps template names a step of an
+/// earlier group whose template declares output `<p>` (Argo resolves step outputs only from
+/// steps that already ran: workflow/controller/steps.go).
+fn assert_step_outputs_resolve(name: &str, t: &Value, templates: &[Value]) {
+    let tname = t["name"].as_str().expect("name");
+    let Some(groups) = t["steps"].as_array() else {
+        return;
+    };
+    let outputs_of = |target: &str| -> BTreeSet<String> {
+        templates
+            .iter()
+            .find(|candidate| candidate["name"] == target)
+            .and_then(|candidate| candidate["outputs"]["parameters"].as_array())
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| p["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut earlier: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for group in groups {
+        let steps = group.as_array().expect("step group");
+        for step in steps {
+            for reference in placeholders(&step["arguments"].to_string()) {
+                let Some(rest) = reference.strip_prefix("steps.") else {
+                    continue;
+                };
+                let (step_name, output) = rest
+                    .split_once(".outputs.parameters.")
+                    .unwrap_or_else(|| panic!("{name}/{tname}: step reference {reference}"));
+                let declared = earlier
+                    .get(step_name)
+                    .unwrap_or_else(|| panic!("{name}/{tname}: {reference} names no earlier step"));
+                assert!(
+                    declared.contains(output),
+                    "{name}/{tname}: {reference}: no such output"
+                );
+            }
+        }
+        for step in steps {
+            let step_name = step["name"].as_str().expect("step name").to_string();
+            let target = step["template"].as_str().expect("step template");
+            earlier.insert(step_name, outputs_of(target));
         }
     }
 }
@@ -482,7 +534,11 @@ fn assert_embedded_jobs(template: &Value) {
             );
         }
         let spec = job.spec.as_ref().expect("spec");
-        assert_eq!(spec.suspend, Some(false), "{task}: suspend");
+        assert_eq!(
+            spec.suspend,
+            Some(true),
+            "{task}: created suspended, resumed once its event ConfigMap exists"
+        );
         assert!(
             spec.selector.is_none() && spec.manual_selector.is_none(),
             "{task}: selector"
@@ -496,11 +552,6 @@ fn assert_embedded_jobs(template: &Value) {
         assert_eq!(
             deadline, timeout,
             "{task}: the Job and Argo share one deadline"
-        );
-        let backoff_limit = spec.backoff_limit.unwrap_or(6).to_string();
-        assert_eq!(
-            arguments["backoff-limit"], backoff_limit,
-            "{task}: backoff limit"
         );
         let pod_labels = spec
             .template
@@ -1212,7 +1263,6 @@ fn a_cluster_fetched_job_is_stripped_and_injected() {
         arguments["event-configmap"],
         "catalog-sync-catalog-{{workflow.uid}}"
     );
-    assert_eq!(arguments["backoff-limit"], "4");
     assert_eq!(arguments["timeout"], "2700s");
     assert_eq!(arguments["retries"], "4");
     let job: Job = serde_yaml_ng::from_str(&arguments["manifest"]).expect("job");
@@ -1309,49 +1359,236 @@ fn migrations_get_the_object_storage_secret_only_when_configured() {
     assert!(!secret_in(&render(&jobs, &no_secret), "migrate-out"));
 }
 
+/// `{{key}}` -> value for every key, the way Argo substitutes a template's parameters.
+fn substitute(text: &str, values: &BTreeMap<String, String>) -> String {
+    values.iter().fold(text.to_string(), |text, (key, value)| {
+        text.replace(&format!("{{{{{key}}}}}"), value)
+    })
+}
+
+fn leaf<'a>(template: &'a Value, name: &str) -> &'a Value {
+    template["spec"]["templates"]
+        .as_array()
+        .expect("templates")
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("template {name}"))
+}
+
+/// One bridge attempt as Argo's controller and executor run it: the steps in order, each
+/// step's arguments substituted from the bridge's inputs and the outputs of earlier steps
+/// (workflow/controller/steps.go), each resource step's manifest applied to an in-memory
+/// namespace with its `action` (workflow/executor/resource.go `ExecResource`), and the
+/// outputs read back by `jsonPath` (`SaveResourceParameters`). Returns every API write in
+/// order as (action, kind, object as it stands after the write).
+fn run_bridge_attempt(
+    template: &Value,
+    task_arguments: &BTreeMap<String, String>,
+    job_uid: &str,
+) -> Vec<(String, String, Value)> {
+    let bridge = leaf(template, "bridge");
+    let globals: BTreeMap<String, String> = [
+        ("workflow.name", "acme-upsert-1"),
+        ("workflow.uid", "0b7e3f2c-1111-4222-8333-444455556666"),
+        ("workflow.parameters.tenant", "acme"),
+        ("workflow.parameters.event", r#"{"id":"e-1"}"#),
+        ("workflow.parameters.event-id", "e-1"),
+        ("workflow.parameters.object-storage-url", ""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    // The DAG task's arguments are resolved in the DAG's scope (globals) first.
+    let mut scope: BTreeMap<String, String> = task_arguments
+        .iter()
+        .map(|(k, v)| (format!("inputs.parameters.{k}"), substitute(v, &globals)))
+        .collect();
+    scope.extend(globals);
+    let mut objects: BTreeMap<(String, String), Value> = BTreeMap::new();
+    let mut writes = Vec::new();
+    for group in bridge["steps"].as_array().expect("steps") {
+        let step = &group.as_array().expect("group")[0];
+        let step_name = step["name"].as_str().expect("step name");
+        let target = leaf(template, step["template"].as_str().expect("template"));
+        let mut inputs = scope
+            .iter()
+            .filter(|(k, _)| k.starts_with("workflow."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>();
+        for parameter in step["arguments"]["parameters"].as_array().expect("args") {
+            let value = substitute(parameter["value"].as_str().expect("value"), &scope);
+            let name = parameter["name"].as_str().expect("name");
+            inputs.insert(format!("inputs.parameters.{name}"), value);
+        }
+        let resource = &target["resource"];
+        let manifest = substitute(resource["manifest"].as_str().expect("manifest"), &inputs);
+        assert!(
+            !manifest.contains("{{"),
+            "{step_name}: unresolved placeholder in {manifest}"
+        );
+        let mut object: Value = serde_yaml_ng::from_str(&manifest).expect("manifest YAML");
+        let kind = object["kind"].as_str().expect("kind").to_string();
+        let action = resource["action"].as_str().expect("action").to_string();
+        match action.as_str() {
+            "create" => {
+                let generate = object["metadata"]["generateName"].as_str().unwrap_or("");
+                if object["metadata"]["name"].is_null() {
+                    object["metadata"]["name"] = json!(format!("{generate}x7k2p"));
+                }
+                object["metadata"]["uid"] = json!(job_uid);
+                let key = (
+                    kind.clone(),
+                    object["metadata"]["name"].as_str().expect("name").into(),
+                );
+                assert!(!objects.contains_key(&key), "{step_name}: AlreadyExists");
+                objects.insert(key, object.clone());
+            }
+            "apply" => {
+                let key = (
+                    kind.clone(),
+                    object["metadata"]["name"].as_str().expect("name").into(),
+                );
+                objects.insert(key, object.clone());
+            }
+            "patch" => {
+                assert_eq!(resource["mergeStrategy"], "merge", "{step_name}");
+                let key = (
+                    kind.clone(),
+                    object["metadata"]["name"].as_str().expect("name").into(),
+                );
+                let current = objects
+                    .get_mut(&key)
+                    .unwrap_or_else(|| panic!("{step_name}: patch of a missing {key:?}"));
+                json_merge_patch(current, &object);
+                object = current.clone();
+            }
+            other => panic!("{step_name}: unexpected action {other}"),
+        }
+        for output in target["outputs"]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let path = output["valueFrom"]["jsonPath"].as_str().expect("jsonPath");
+            let pointer = path
+                .trim_start_matches('{')
+                .trim_end_matches('}')
+                .replace('.', "/");
+            let value = object
+                .pointer(&pointer)
+                .and_then(Value::as_str)
+                .expect("output");
+            let name = output["name"].as_str().expect("output name");
+            scope.insert(
+                format!("steps.{step_name}.outputs.parameters.{name}"),
+                value.to_string(),
+            );
+        }
+        writes.push((action, kind, object));
+    }
+    writes
+}
+
+/// RFC 7386 JSON merge patch, what `kubectl patch --type merge` sends.
+fn json_merge_patch(target: &mut Value, patch: &Value) {
+    let Some(patch) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let map = target.as_object_mut().expect("object");
+    for (key, value) in patch {
+        if value.is_null() {
+            map.remove(key);
+        } else {
+            json_merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
 #[test]
-fn the_bridge_waits_on_the_job_status_with_a_timeout_and_retries() {
+fn the_bridge_creates_the_job_suspended_then_its_owned_configmap_then_resumes_it() {
     let outcome = render(&example_templates(), &config());
     let upsert = &outcome.templates["upsert"];
-    let templates = upsert["spec"]["templates"].as_array().expect("templates");
-    let create_job = templates
+    assert_valid_template(upsert);
+    let (task, arguments) = bridge_tasks(upsert).pop().expect("a bridge task");
+    let uid = "6f1c2d3e-0000-4000-8000-00000000abcd";
+    let writes = run_bridge_attempt(upsert, &arguments, uid);
+    let sequence: Vec<(&str, &str)> = writes
         .iter()
-        .find(|t| t["name"] == "create-job")
-        .expect("create-job");
-    assert_eq!(create_job["resource"]["action"], "create");
-    assert_eq!(
-        create_job["resource"]["successCondition"],
-        "status.succeeded > 0"
-    );
-    assert_eq!(
-        create_job["resource"]["failureCondition"],
-        "status.failed > {{inputs.parameters.backoff-limit}}"
-    );
-    assert_eq!(create_job["timeout"], "{{inputs.parameters.timeout}}");
-    assert_eq!(
-        create_job["retryStrategy"]["limit"],
-        "{{inputs.parameters.retries}}"
-    );
-    let bridge = templates
-        .iter()
-        .find(|t| t["name"] == "bridge")
-        .expect("bridge");
-    let steps: Vec<&str> = bridge["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .map(|group| group[0]["template"].as_str().expect("template"))
+        .map(|(action, kind, _)| (action.as_str(), kind.as_str()))
         .collect();
     assert_eq!(
-        steps,
-        vec!["create-event-configmap", "create-job"],
-        "ConfigMap first"
+        sequence,
+        vec![("create", "Job"), ("apply", "ConfigMap"), ("patch", "Job")],
+        "{task}: Job (suspended), then its ConfigMap, then the Job resumed"
     );
-    let configmap = templates
-        .iter()
-        .find(|t| t["name"] == "create-event-configmap")
-        .expect("configmap template");
-    let manifest = configmap["resource"]["manifest"]
+    let (_, _, created) = &writes[0];
+    assert_eq!(
+        created["spec"]["suspend"], true,
+        "no pod may start before its ConfigMap exists"
+    );
+    let (_, _, configmap) = &writes[1];
+    let job_name = created["metadata"]["name"].as_str().expect("job name");
+    // An owner reference must name an owner in the dependent's own namespace (Kubernetes
+    // garbage collection: cross-namespace owner references are disallowed), by uid.
+    assert_eq!(
+        configmap["metadata"]["namespace"],
+        created["metadata"]["namespace"]
+    );
+    assert_eq!(
+        configmap["metadata"]["ownerReferences"],
+        json!([{"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": uid}]),
+        "owned by this attempt's Job, without blockOwnerDeletion (needs jobs/finalizers)"
+    );
+    // The Job mounts and reads exactly this ConfigMap.
+    let name = configmap["metadata"]["name"]
+        .as_str()
+        .expect("configmap name");
+    let volumes = created["spec"]["template"]["spec"]["volumes"].to_string();
+    assert!(
+        volumes.contains(&format!("\"name\":\"{name}\"")),
+        "{volumes}"
+    );
+    let (_, _, resumed) = &writes[2];
+    assert_eq!(resumed["spec"]["suspend"], false, "resumed");
+    assert_eq!(resumed["metadata"]["uid"], uid, "the same Job");
+    // The TTL that removes the Job (and with it the ConfigMap) is on the created Job.
+    assert_eq!(created["spec"]["ttlSecondsAfterFinished"], 3600);
+
+    // A retry runs the whole attempt again: a new Job (generateName), and the same ConfigMap
+    // re-applied server-side, so its owner reference moves to the new Job.
+    let bridge = leaf(upsert, "bridge");
+    assert_eq!(
+        bridge["retryStrategy"]["limit"],
+        "{{inputs.parameters.retries}}"
+    );
+    assert_eq!(bridge["retryStrategy"]["retryPolicy"], "Always");
+    let apply = &leaf(upsert, "apply-event-configmap")["resource"];
+    assert_eq!(apply["action"], "apply");
+    assert_eq!(
+        apply["flags"],
+        json!(["--server-side", "--force-conflicts"])
+    );
+    let second = run_bridge_attempt(upsert, &arguments, "a-second-uid");
+    assert_eq!(second[1].2["metadata"]["name"], name);
+    assert_eq!(
+        second[1].2["metadata"]["ownerReferences"][0]["uid"],
+        "a-second-uid"
+    );
+
+    // Only the wait carries conditions and the timeout; the create returns at once.
+    let create = leaf(upsert, "create-suspended-job");
+    assert!(create["resource"].get("successCondition").is_none());
+    assert!(create.get("timeout").is_none());
+    let start = leaf(upsert, "start-job");
+    assert_eq!(start["timeout"], "{{inputs.parameters.timeout}}");
+    assert!(start["resource"]["successCondition"].is_string());
+    assert!(start["resource"]["failureCondition"].is_string());
+
+    let manifest = leaf(upsert, "apply-event-configmap")["resource"]["manifest"]
         .as_str()
         .expect("manifest");
     // Substitute like Argo does and parse the ConfigMap, with an event full of YAML traps.
@@ -1359,6 +1596,14 @@ fn the_bridge_waits_on_the_job_status_with_a_timeout_and_retries() {
     let substituted = manifest
         .replace("{{inputs.parameters.name}}", "search-create-index-0b7e3f2c")
         .replace("{{inputs.parameters.namespace}}", "search")
+        .replace(
+            "{{inputs.parameters.job-name}}",
+            "create-index-upsert-x7k2p",
+        )
+        .replace(
+            "{{inputs.parameters.job-uid}}",
+            "6f1c2d3e-0000-4000-8000-00000000abcd",
+        )
         .replace("{{workflow.name}}", "acme-upsert-1")
         .replace("{{workflow.parameters.tenant}}", "acme")
         .replace(
@@ -1566,10 +1811,473 @@ fn the_validators_reject_invalid_templates() {
         .expect("templates");
     let create_job = templates
         .iter_mut()
-        .find(|t| t["name"] == "create-job")
+        .find(|t| t["name"] == "start-job")
         .expect("leaf");
     create_job["resource"]["successCondition"] =
         json!("status.succeeded > {{inputs.parameters.nope}}");
     let caught = std::panic::catch_unwind(|| assert_references_resolve(&undeclared));
     assert!(caught.is_err(), "undeclared input");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bridge's success and failure conditions, evaluated the way Argo's executor does
+
+/// One requirement of a Kubernetes label selector, as apimachinery pkg/labels/selector.go
+/// parses it (`Parser.parse`, `parseRequirement`, `NewRequirement`).
+#[derive(Debug)]
+enum Requirement {
+    Exists(String),
+    DoesNotExist(String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    GreaterThan(String, i64),
+    LessThan(String, i64),
+}
+
+/// A valid label key (apimachinery pkg/api/validate/content/kube.go `IsLabelKey`): an
+/// optional DNS-subdomain prefix and `/`, then at most 63 of `[-A-Za-z0-9_.]`, starting and
+/// ending alphanumeric. `NewRequirement` refuses any other key, so the gjson path in a
+/// condition can use only dots and array indices: no `#(...)` query, no wildcard.
+fn is_label_key(key: &str) -> bool {
+    let name = match key.split('/').collect::<Vec<_>>().as_slice() {
+        [name] => *name,
+        [prefix, name] => {
+            let prefix_ok = !prefix.is_empty()
+                && prefix.len() <= 253
+                && prefix.split('.').all(|label| {
+                    !label.is_empty()
+                        && label
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                });
+            if !prefix_ok {
+                return false;
+            }
+            name
+        }
+        _ => return false,
+    };
+    is_label_value(name) && !name.is_empty()
+}
+
+/// A valid label value (`IsLabelValue`): empty, or the name part of a label key.
+fn is_label_value(value: &str) -> bool {
+    value.is_empty()
+        || (value.len() <= 63
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && value.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+}
+
+/// `labels.Parse`: the lexer splits on whitespace and the special symbols `= ! ( ) , > <`
+/// (`isSpecialSymbol`); requirements are separated by commas outside parentheses.
+fn parse_selector(selector: &str) -> Result<Vec<Requirement>, String> {
+    if selector.trim().is_empty() {
+        // Argo skips an empty condition (`WaitResource`).
+        return Ok(Vec::new());
+    }
+    #[derive(Debug, PartialEq)]
+    enum Token {
+        Word(String),
+        Symbol(String),
+    }
+    let special = |c: char| matches!(c, '=' | '!' | '(' | ')' | ',' | '>' | '<');
+    let mut tokens = Vec::new();
+    let chars: Vec<char> = selector.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if special(c) {
+            // Two-character operators: `==`, `!=`.
+            if (c == '=' || c == '!') && chars.get(i + 1) == Some(&'=') {
+                tokens.push(Token::Symbol(format!("{c}=")));
+                i += 2;
+            } else {
+                tokens.push(Token::Symbol(c.to_string()));
+                i += 1;
+            }
+        } else {
+            let start = i;
+            while i < chars.len() && !chars[i].is_whitespace() && !special(chars[i]) {
+                i += 1;
+            }
+            tokens.push(Token::Word(chars[start..i].iter().collect()));
+        }
+    }
+    let mut requirements = Vec::new();
+    let mut at = 0;
+    let key_at = |at: usize| match tokens.get(at) {
+        Some(Token::Word(key)) if is_label_key(key) => Ok(key.clone()),
+        other => Err(format!("invalid key {other:?}")),
+    };
+    let value = |word: &str| {
+        if is_label_value(word) {
+            Ok(word.to_string())
+        } else {
+            Err(format!("invalid value {word:?}"))
+        }
+    };
+    loop {
+        if tokens.get(at) == Some(&Token::Symbol("!".into())) {
+            requirements.push(Requirement::DoesNotExist(key_at(at + 1)?));
+            at += 2;
+        } else {
+            let key = key_at(at)?;
+            at += 1;
+            match tokens.get(at) {
+                None => requirements.push(Requirement::Exists(key)),
+                Some(Token::Symbol(s)) if s == "," => requirements.push(Requirement::Exists(key)),
+                Some(Token::Word(op)) if op == "in" || op == "notin" => {
+                    if tokens.get(at + 1) != Some(&Token::Symbol("(".into())) {
+                        return Err("expected '('".into());
+                    }
+                    at += 2;
+                    let mut values = Vec::new();
+                    loop {
+                        match tokens.get(at) {
+                            Some(Token::Word(word)) => values.push(value(word)?),
+                            other => return Err(format!("expected a value, got {other:?}")),
+                        }
+                        at += 1;
+                        match tokens.get(at) {
+                            Some(Token::Symbol(s)) if s == "," => at += 1,
+                            Some(Token::Symbol(s)) if s == ")" => break,
+                            other => return Err(format!("expected ',' or ')', got {other:?}")),
+                        }
+                    }
+                    at += 1;
+                    requirements.push(if op == "in" {
+                        Requirement::In(key, values)
+                    } else {
+                        Requirement::NotIn(key, values)
+                    });
+                }
+                Some(Token::Symbol(op)) => {
+                    let Some(Token::Word(word)) = tokens.get(at + 1) else {
+                        return Err(format!("{op} needs a value"));
+                    };
+                    let word = value(word)?;
+                    at += 2;
+                    let number = || {
+                        word.parse::<i64>()
+                            .map_err(|_| format!("{op} needs an integer, got {word}"))
+                    };
+                    requirements.push(match op.as_str() {
+                        "=" | "==" => Requirement::In(key, vec![word.clone()]),
+                        "!=" => Requirement::NotIn(key, vec![word.clone()]),
+                        ">" => Requirement::GreaterThan(key, number()?),
+                        "<" => Requirement::LessThan(key, number()?),
+                        other => return Err(format!("unknown operator {other}")),
+                    });
+                }
+                Some(Token::Word(other)) => return Err(format!("unexpected {other}")),
+            }
+        }
+        match tokens.get(at) {
+            None => return Ok(requirements),
+            Some(Token::Symbol(s)) if s == "," => at += 1,
+            other => return Err(format!("expected ',' or end, got {other:?}")),
+        }
+    }
+}
+
+/// `gjson.GetBytes(json, path)` for the paths a label key can spell: dot-separated object
+/// keys and array indices. Returns `Result.String()` when `Result.Exists()`: strings as they
+/// are, numbers and booleans as their JSON text, `null` as "" (it exists), objects and arrays
+/// as their JSON.
+fn gjson_lookup(document: &Value, path: &str) -> Option<String> {
+    let mut current = document;
+    for component in path.split('.') {
+        current = match current {
+            Value::Object(map) => map.get(component)?,
+            Value::Array(items) => items.get(component.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(match current {
+        Value::String(text) => text.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    })
+}
+
+/// `Requirement.Matches` over Argo's `gjsonLabels` (Has = Exists, Lookup = String).
+fn matches(requirement: &Requirement, document: &Value) -> bool {
+    match requirement {
+        Requirement::Exists(key) => gjson_lookup(document, key).is_some(),
+        Requirement::DoesNotExist(key) => gjson_lookup(document, key).is_none(),
+        Requirement::In(key, values) => {
+            gjson_lookup(document, key).is_some_and(|value| values.contains(&value))
+        }
+        Requirement::NotIn(key, values) => {
+            gjson_lookup(document, key).is_none_or(|value| !values.contains(&value))
+        }
+        Requirement::GreaterThan(key, bound) => gjson_lookup(document, key)
+            .and_then(|value| value.parse::<i64>().ok())
+            .is_some_and(|value| value > *bound),
+        Requirement::LessThan(key, bound) => gjson_lookup(document, key)
+            .and_then(|value| value.parse::<i64>().ok())
+            .is_some_and(|value| value < *bound),
+    }
+}
+
+/// What one poll of argo-workflows workflow/executor/resource.go `matchConditions` decides.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    /// A failure requirement held: the step fails (any one of them suffices).
+    Failed,
+    /// Every success requirement held.
+    Succeeded,
+    /// Neither: poll again after RESOURCE_STATE_CHECK_INTERVAL.
+    Waiting,
+}
+
+fn match_conditions(success: &str, failure: &str, job: &Value) -> Verdict {
+    let success = parse_selector(success).expect("Argo parses the success condition");
+    let failure = parse_selector(failure).expect("Argo parses the failure condition");
+    if failure.iter().any(|r| matches(r, job)) {
+        return Verdict::Failed;
+    }
+    if success.iter().filter(|r| matches(r, job)).count() >= success.len() {
+        return Verdict::Succeeded;
+    }
+    Verdict::Waiting
+}
+
+#[test]
+fn the_condition_evaluator_follows_the_label_selector_rules() {
+    // A gjson query cannot select a condition by type: its key is not a label key.
+    assert!(parse_selector(r#"status.conditions.#(type=="Failed").status == True"#).is_err());
+    assert!(parse_selector("status.conditions.*.type in (Failed)").is_err());
+    assert!(parse_selector("status.failed > six").is_err());
+    let job = json!({"status": {"failed": 2, "conditions": [{"type": "Failed"}], "x": null}});
+    assert!(matches(
+        &parse_selector("status.failed > 1").expect("p")[0],
+        &job
+    ));
+    assert!(!matches(
+        &parse_selector("status.failed > 2").expect("p")[0],
+        &job
+    ));
+    assert!(matches(
+        &parse_selector("status.conditions.0.type == Failed").expect("p")[0],
+        &job
+    ));
+    assert!(
+        matches(&parse_selector("status.x").expect("p")[0], &job),
+        "null exists"
+    );
+    assert!(matches(
+        &parse_selector("!status.succeeded").expect("p")[0],
+        &job
+    ));
+    assert!(matches(
+        &parse_selector("status.succeeded notin (1)").expect("p")[0],
+        &job
+    ));
+    // Failure: any requirement; success: all of them.
+    assert_eq!(
+        match_conditions(
+            "status.failed > 1,status.succeeded",
+            "status.failed > 5,status.failed > 1",
+            &job
+        ),
+        Verdict::Failed
+    );
+    assert_eq!(
+        match_conditions(
+            "status.failed > 1,status.succeeded",
+            "status.failed > 5",
+            &job
+        ),
+        Verdict::Waiting
+    );
+}
+
+/// A template Job of one failure kind, rendered on its own: its `start-job` conditions.
+fn conditions_of(spec: Value) -> (String, String) {
+    let mut job = job("team", "step", &[(KEY, "lifecycle.upsert")]);
+    let mut value = serde_json::to_value(&job).expect("json");
+    json_merge_patch(&mut value["spec"], &spec);
+    job = serde_json::from_value(value).expect("job");
+    let template = match classify(&job, KEY) {
+        Classified::Template(template) => template,
+        other => panic!("{other:?}"),
+    };
+    let outcome = render(&[template], &config());
+    let upsert = &outcome.templates["upsert"];
+    assert_valid_template(upsert);
+    let resource = &leaf(upsert, "start-job")["resource"];
+    (
+        resource["successCondition"]
+            .as_str()
+            .expect("success")
+            .to_string(),
+        resource["failureCondition"]
+            .as_str()
+            .expect("failure")
+            .to_string(),
+    )
+}
+
+/// Job statuses as the Job controller writes them (kubernetes pkg/controller/job/
+/// job_controller.go): created suspended, the first sync adds `Suspended: True`; resuming
+/// flips it to `False` in place and resets `startTime` (`syncJob`). A failure is first
+/// recorded as `FailureTarget` while pods terminate, then `Failed` (`newFailureCondition`,
+/// `trackJobStatusAndRemoveFinalizers`, `enactJobFinished`, with JobPodReplacementPolicy or
+/// JobManagedBy on, the default since 1.31); older controllers write `Failed` directly.
+fn condition(kind: &str, status: &str, reason: &str) -> Value {
+    json!({"type": kind, "status": status, "reason": reason,
+           "lastProbeTime": "2026-08-01T10:05:00Z", "lastTransitionTime": "2026-08-01T10:05:00Z",
+           "message": format!("{reason}")})
+}
+
+fn job_status(status: Value) -> Value {
+    json!({"apiVersion": "batch/v1", "kind": "Job",
+           "metadata": {"name": "step-upsert-x7k2p", "namespace": "team"},
+           "spec": {"suspend": false}, "status": status})
+}
+
+fn resumed() -> Value {
+    condition("Suspended", "False", "JobResumed")
+}
+
+#[test]
+fn every_kind_of_job_failure_fails_the_step_and_only_completion_succeeds_it() {
+    // (what failed, the template Job's spec, the status the Job controller writes)
+    let reason_backoff = "BackoffLimitExceeded";
+    let cases: Vec<(&str, Value, Vec<Value>)> = vec![
+        (
+            "backoffLimit exceeded, restartPolicy Never",
+            json!({"backoffLimit": 2, "template": {"spec": {"restartPolicy": "Never"}}}),
+            vec![
+                json!({"failed": 3, "startTime": "2026-08-01T10:00:00Z", "active": 0, "ready": 0,
+                       "terminating": 1, "uncountedTerminatedPods": {},
+                       "conditions": [resumed(), condition("FailureTarget", "True", reason_backoff)]}),
+                json!({"failed": 3, "startTime": "2026-08-01T10:00:00Z", "ready": 0, "terminating": 0,
+                       "uncountedTerminatedPods": {},
+                       "conditions": [resumed(), condition("FailureTarget", "True", reason_backoff),
+                                      condition("Failed", "True", reason_backoff)]}),
+            ],
+        ),
+        (
+            // Restarts in place never raise status.failed (`pastBackoffLimitOnFailure` counts
+            // container restarts); only the pod deleted at the end is counted.
+            "backoffLimit exceeded by restarts, restartPolicy OnFailure",
+            json!({"backoffLimit": 6, "template": {"spec": {"restartPolicy": "OnFailure"}}}),
+            vec![
+                json!({"startTime": "2026-08-01T10:00:00Z", "active": 0, "ready": 0, "terminating": 1,
+                       "uncountedTerminatedPods": {},
+                       "conditions": [resumed(), condition("FailureTarget", "True", reason_backoff)]}),
+                json!({"failed": 1, "startTime": "2026-08-01T10:00:00Z", "ready": 0, "terminating": 0,
+                       "uncountedTerminatedPods": {},
+                       "conditions": [resumed(), condition("FailureTarget", "True", reason_backoff),
+                                      condition("Failed", "True", reason_backoff)]}),
+            ],
+        ),
+        (
+            "podFailurePolicy FailJob",
+            json!({"backoffLimit": 6, "template": {"spec": {"restartPolicy": "Never"}},
+                   "podFailurePolicy": {"rules": [{"action": "FailJob",
+                       "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]}}]}}),
+            vec![
+                json!({"failed": 1, "startTime": "2026-08-01T10:00:00Z", "ready": 0, "terminating": 0,
+                        "uncountedTerminatedPods": {},
+                        "conditions": [resumed(), condition("FailureTarget", "True", "PodFailurePolicy"),
+                                       condition("Failed", "True", "PodFailurePolicy")]}),
+            ],
+        ),
+        (
+            "activeDeadlineSeconds exceeded",
+            json!({"activeDeadlineSeconds": 600, "template": {"spec": {"restartPolicy": "Never"}}}),
+            vec![
+                json!({"startTime": "2026-08-01T10:00:00Z", "active": 0, "ready": 0, "terminating": 1,
+                       "uncountedTerminatedPods": {},
+                       "conditions": [resumed(), condition("FailureTarget", "True", "DeadlineExceeded")]}),
+                json!({"failed": 1, "startTime": "2026-08-01T10:00:00Z", "ready": 0, "terminating": 0,
+                       "uncountedTerminatedPods": {},
+                       "conditions": [resumed(), condition("FailureTarget", "True", "DeadlineExceeded"),
+                                      condition("Failed", "True", "DeadlineExceeded")]}),
+                // A controller without delayed terminal conditions, which never saw the Job
+                // suspended: `Failed` alone, first.
+                json!({"failed": 1, "startTime": "2026-08-01T10:00:00Z",
+                       "conditions": [condition("Failed", "True", "DeadlineExceeded")]}),
+            ],
+        ),
+    ];
+    for (kind, spec, statuses) in cases {
+        let (success, failure) = conditions_of(spec);
+        for status in statuses {
+            assert_eq!(
+                match_conditions(&success, &failure, &job_status(status.clone())),
+                Verdict::Failed,
+                "{kind}: {status}"
+            );
+            // Without the success condition matching either (failure is checked first).
+            let success_only = match_conditions(&success, "", &job_status(status.clone()));
+            assert_eq!(
+                success_only,
+                Verdict::Waiting,
+                "{kind}: success on {status}"
+            );
+        }
+    }
+
+    let (success, failure) =
+        conditions_of(json!({"template": {"spec": {"restartPolicy": "Never"}}}));
+    let verdict = |status: Value| match_conditions(&success, &failure, &job_status(status));
+    // Succeeded: SuccessCriteriaMet, then Complete with completionTime (`enactJobFinished`).
+    assert_eq!(
+        verdict(json!({"succeeded": 1, "startTime": "2026-08-01T10:00:00Z",
+                       "completionTime": "2026-08-01T10:04:00Z", "ready": 0, "terminating": 0,
+                       "uncountedTerminatedPods": {},
+                       "conditions": [resumed(), condition("SuccessCriteriaMet", "True", "CompletionsReached"),
+                                      condition("Complete", "True", "CompletionsReached")]})),
+        Verdict::Succeeded
+    );
+    // A success criterion met while pods still terminate is not yet a completed Job.
+    assert_eq!(
+        verdict(
+            json!({"succeeded": 1, "startTime": "2026-08-01T10:00:00Z", "terminating": 1,
+                       "conditions": [resumed(), condition("SuccessCriteriaMet", "True", "CompletionsReached")]})
+        ),
+        Verdict::Waiting
+    );
+    // Running, with one failed pod being replaced (backoffLimit not reached): neither.
+    assert_eq!(
+        verdict(
+            json!({"active": 1, "ready": 1, "failed": 1, "startTime": "2026-08-01T10:00:00Z",
+                       "terminating": 0, "uncountedTerminatedPods": {}, "conditions": [resumed()]})
+        ),
+        Verdict::Waiting
+    );
+    // Created, still suspended: neither.
+    assert_eq!(
+        verdict(json!({"conditions": [condition("Suspended", "True", "JobSuspended")]})),
+        Verdict::Waiting
+    );
+    // Resumed before the controller ever saw it suspended: no conditions at all.
+    assert_eq!(
+        verdict(json!({"active": 1, "startTime": "2026-08-01T10:00:00Z"})),
+        Verdict::Waiting
+    );
+}
+
+/// The old conditions (`status.succeeded > 0` / `status.failed > <backoffLimit>`) missed
+/// these failures until the timeout: the evaluator above would have said so.
+#[test]
+fn the_previous_conditions_missed_those_failures() {
+    let on_failure = job_status(json!({"failed": 1, "startTime": "2026-08-01T10:00:00Z",
+        "conditions": [resumed(), condition("FailureTarget", "True", "BackoffLimitExceeded"),
+                       condition("Failed", "True", "BackoffLimitExceeded")]}));
+    assert_eq!(
+        match_conditions("status.succeeded > 0", "status.failed > 6", &on_failure),
+        Verdict::Waiting
+    );
 }

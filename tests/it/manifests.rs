@@ -737,19 +737,25 @@ fn check_overlay(variant: &str, objects: &[Value]) -> toml::Table {
         .iter()
         .flat_map(expand)
         .collect();
-    let expected_rules: BTreeSet<_> = [("batch", "jobs"), ("", "configmaps")]
-        .iter()
-        .flat_map(|&(group, resource)| {
-            ["create", "get"].map(|verb| {
-                (
-                    group.to_owned(),
-                    resource.to_owned(),
-                    verb.to_owned(),
-                    String::new(),
-                )
-            })
-        })
-        .collect();
+    // The bridge creates its Job suspended, applies the event ConfigMap owned by it, then
+    // patches the Job to start it (docs/discovery.md): nothing more.
+    let expected_rules: BTreeSet<_> = [
+        ("batch", "jobs", "create"),
+        ("batch", "jobs", "get"),
+        ("batch", "jobs", "patch"),
+        ("", "configmaps", "create"),
+        ("", "configmaps", "patch"),
+    ]
+    .iter()
+    .map(|&(group, resource, verb)| {
+        (
+            group.to_owned(),
+            resource.to_owned(),
+            verb.to_owned(),
+            String::new(),
+        )
+    })
+    .collect();
     assert_eq!(rules, expected_rules);
     let team_binding =
         yaml_documents(&crate_dir().join("deploy/team-namespace/rolebinding.yaml")).remove(0);
