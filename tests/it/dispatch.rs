@@ -209,6 +209,65 @@ async fn retryable_failures_are_retried_and_every_attempt_recorded() {
     app.stop().await;
 }
 
+/// Argo's webhook EventSource answers 400 `endpoint is inactive` while its route is not
+/// registered (every restart): that 400 is retried until the route is back; another 400 after
+/// it is still permanent.
+#[tokio::test]
+async fn inactive_route_400_is_retried_and_other_400s_stay_permanent() {
+    let hook = ArgoWebhook::start().await;
+    hook.push_behaviour(Behaviour::RouteInactive);
+    hook.push_behaviour(Behaviour::RouteInactive);
+    let mut app = TestApp::spawn_with(webhook_settings(&hook)).await;
+    post(&app, &lifecycle_event("i-1", "acme", "upsert")).await;
+    app.wait_for_progress("i-1 delivered", |p| p.delivered == 1)
+        .await;
+    let stored = app
+        .journal
+        .find_by_origin("//billing.acme.example/invoices", "i-1")
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored.status, "delivered");
+    let attempts = app
+        .journal
+        .delivery_attempts(stored.event_id)
+        .await
+        .unwrap();
+    let summary: Vec<(&str, Option<u16>)> = attempts
+        .iter()
+        .map(|a| (a.outcome.as_str(), a.status_code))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("retryable", Some(400)),
+            ("retryable", Some(400)),
+            ("delivered", Some(200)),
+        ]
+    );
+    assert!(attempts[0]
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("endpoint is inactive")));
+
+    hook.push_behaviour(Behaviour::BadPayload);
+    post(&app, &lifecycle_event("i-2", "globex", "upsert")).await;
+    app.wait_for_progress("i-2 dead", |p| p.dead == 1).await;
+    let dead = app
+        .journal
+        .find_by_origin("//billing.acme.example/invoices", "i-2")
+        .await
+        .unwrap()
+        .expect("stored");
+    let attempts = app.journal.delivery_attempts(dead.event_id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        (attempts[0].outcome.as_str(), attempts[0].status_code),
+        ("permanent", Some(400))
+    );
+    app.stop().await;
+}
+
 /// A 400 is permanent: the event is dead after one attempt, its tenant parked (later events of
 /// it wait, other tenants go on), and the metrics show it without naming any tenant.
 #[tokio::test]

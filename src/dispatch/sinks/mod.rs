@@ -7,7 +7,7 @@
 //! | sink | what it does | Delivered | Retryable | Permanent |
 //! | --- | --- | --- | --- | --- |
 //! | `log` | one JSON line on stdout (the embedded default) | written | stdout write failed | never |
-//! | `webhook` | POST to an Argo Events webhook EventSource | 2xx | timeout, connection error, 429, 5xx | other statuses (4xx, 3xx: redirects are not followed) |
+//! | `webhook` | POST to an Argo Events webhook EventSource | 2xx | timeout, connection error, 429, 5xx, 400 `endpoint is inactive` (an EventSource restarting) | other statuses (4xx, 3xx: redirects are not followed) |
 //! | `eventbus` | JetStream publish to the Argo Events EventBus, as an EventSource does | publish ack (a duplicate ack included) | no ack in time, connection lost, no stream for the subject | a message the server can never take (over `max_payload`) |
 //!
 //! Retryable outcomes are retried by the dispatcher with backoff; permanent ones make the event
