@@ -381,7 +381,11 @@ mod tests {
         let year: u32 = s[0..4].parse().unwrap_or(u32::MAX);
         let month: u32 = s[5..7].parse().unwrap_or(0);
         let days = match month {
-            2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+            2 if year.is_multiple_of(4)
+                && (!year.is_multiple_of(100) || year.is_multiple_of(400)) =>
+            {
+                29
+            }
             2 => 28,
             4 | 6 | 9 | 11 => 30,
             _ => 31,
