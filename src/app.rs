@@ -10,6 +10,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::admin::{self, AdminAuth, AdminState, ReplayRunner, WorkflowLinks};
 use crate::config::Settings;
+use crate::dispatch::emission::EmissionTarget;
 use crate::dispatch::sinks::SinkError;
 use crate::dispatch::Dispatcher;
 use crate::ingest::auth::{CredentialError, IngestAuth};
@@ -101,6 +102,10 @@ impl Application {
             normalizer,
             auth,
             max_body: settings.max_body,
+            emission_target: EmissionTarget {
+                instance_source: settings.dispatch.instance_source.clone(),
+                routing: sink.argo_routing().cloned(),
+            },
             draining: draining.clone(),
             metrics: metrics.clone(),
         });

@@ -171,11 +171,6 @@ fn canonical_of(
 }
 
 /// Builds the canonical CloudEvent of `emission`, with `instance_source` as its `source`.
-///
-/// With `routing` (the `eventbus` sink), `source` and `subject` become the EventSource and event
-/// names, because Argo's JetStream Sensors match dependencies by exactly these two attributes
-/// and drop anything else; the instance URI moves to the `gatewaysource` extension, and the
-/// tenant stays in the `tenant` extension and in data.
 fn encode(
     emission: &mut PendingEmission,
     instance_source: &str,
@@ -192,14 +187,7 @@ fn encode(
         emission.replay_of,
         instance_source,
     )?;
-    if let Some(routing) = routing {
-        canonical.source = routing.event_source_name.clone();
-        canonical.subject = Some(routing.event_name.clone());
-        canonical.extensions.insert(
-            "gatewaysource".into(),
-            ExtensionValue::String(instance_source.to_owned()),
-        );
-    }
+    route_for_argo(&mut canonical, instance_source, routing);
     let json = canonical.to_json();
     let workflow_name = json
         .pointer("/data/workflowName")
@@ -208,7 +196,365 @@ fn encode(
         .to_owned();
     Ok(EncodedEmission {
         id: canonical.id.clone(),
-        body: Bytes::from(json.to_string()),
+        body: Bytes::from(argo_safe_json(&json)),
         workflow_name,
     })
+}
+
+/// With `routing` (the `eventbus` sink), `source` and `subject` become the EventSource and event
+/// names, because Argo's JetStream Sensors match dependencies by exactly these two attributes
+/// and drop anything else; the instance URI moves to the `gatewaysource` extension, and the
+/// tenant stays in the `tenant` extension and in data.
+fn route_for_argo(
+    canonical: &mut CloudEvent,
+    instance_source: &str,
+    routing: Option<&ArgoRouting>,
+) {
+    if let Some(routing) = routing {
+        canonical.source = routing.event_source_name.clone();
+        canonical.subject = Some(routing.event_name.clone());
+        canonical.extensions.insert(
+            "gatewaysource".into(),
+            ExtensionValue::String(instance_source.to_owned()),
+        );
+    }
+}
+
+/// The emission bytes: compact JSON in which no character Argo would misread appears raw. This
+/// is the one place emission bytes are produced; decoded, the value is unchanged.
+///
+/// - `{` inside strings is written `\u007b`: argo-workflows substitutes parameters again after
+///   the Sensor has put the event into one (`workflow/common/util.go` `SubstituteParams`, then
+///   `util/template` `Replace`, which expands `{{...}}` and evaluates `{{=...}}` expressions), so
+///   a `{{` in the text would be expanded or evaluated. Compact JSON has no `{{` outside strings
+///   (an object's `{` is followed by `"` or `}`).
+/// - U+0085, U+2028 and U+2029 are written as escapes: Go's YAML reads them as line breaks inside
+///   the block scalar the event is placed in.
+/// - `<`, `>` and `&` are written as escapes, as Go's `encoding/json` writes them when Argo's
+///   webhook EventSource re-marshals the body (`json.RawMessage` is compacted with HTML
+///   escaping): so the size measured here is the size on the bus, not up to six times less.
+pub fn argo_safe_json(value: &serde_json::Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, ArgoSafeFormatter);
+    // Writing a `Value` to a Vec fails only on a map key that is not a string, which a `Value`
+    // cannot hold.
+    if value.serialize(&mut serializer).is_err() {
+        out.clear();
+        out.extend_from_slice(value.to_string().as_bytes());
+    }
+    out
+}
+
+/// serde_json's compact formatter, with the extra escapes of [`argo_safe_json`]. Only string
+/// fragments (the unescaped runs of a string, keys included) pass through here.
+struct ArgoSafeFormatter;
+
+impl serde_json::ser::Formatter for ArgoSafeFormatter {
+    fn write_string_fragment<W>(&mut self, writer: &mut W, fragment: &str) -> std::io::Result<()>
+    where
+        W: ?Sized + std::io::Write,
+    {
+        let mut start = 0;
+        for (index, c) in fragment.char_indices() {
+            let escaped: &[u8] = match c {
+                '{' => br"\u007b",
+                '<' => br"\u003c",
+                '>' => br"\u003e",
+                '&' => br"\u0026",
+                '\u{85}' => br"\u0085",
+                '\u{2028}' => br"\u2028",
+                '\u{2029}' => br"\u2029",
+                _ => continue,
+            };
+            writer.write_all(&fragment.as_bytes()[start..index])?;
+            writer.write_all(escaped)?;
+            start = index + c.len_utf8();
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+}
+
+/// The largest emission body, in bytes. Both variants put it on the JetStream EventBus, whose
+/// default `max_payload` is 1 MiB (argo-events `JetStreamMaxPayload = "1MB"` in
+/// `pkg/apis/events/v1alpha1/const.go`, written to `max_payload` of the server config by
+/// `pkg/reconciler/eventbus/installer/jetstream.go`; NATS counts headers in it). The webhook
+/// variant's EventSource also reads at most `maxPayloadSize` (1 MiB by default) and then wraps
+/// the body as `{"header": .., "body": ..}` in a CloudEvent of its own before publishing
+/// (`pkg/eventsources/sources/webhook/start.go`): 16 KiB are left for the request headers, that
+/// envelope and the `Nats-Msg-Id` header.
+pub const MAX_EMISSION_BYTES: usize = 1024 * 1024 - 16 * 1024;
+
+/// The largest `data` member of an emission as it stands inside the Workflow: a JSON string
+/// (every `"` and `\` doubled), once in `spec.arguments` (the Sensor's parameter) and once more
+/// in `status.storedWorkflowSpec` (argo-workflows `workflow/controller/operator.go`
+/// `setStoredWfSpec`). Two copies and 256 KiB for the rest of the Workflow (its template spec,
+/// metadata and node status) fit etcd's 1.5 MiB request limit. The bridge's event ConfigMap
+/// (1 MiB) holds the same text unquoted, so it fits too.
+pub const MAX_WORKFLOW_EVENT_BYTES: usize = (1536 * 1024 - 256 * 1024) / 2;
+
+/// Why an event cannot be accepted: its emission could never be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmissionTooLarge {
+    #[error(
+        "the event's emission would be {size} bytes, over the limit of {limit} bytes \
+         (the Argo EventBus max_payload of 1 MiB, less room for the EventSource's envelope)"
+    )]
+    Body {
+        /// The emission's size in bytes, as a replay of it would be sent.
+        size: usize,
+        /// [`MAX_EMISSION_BYTES`].
+        limit: usize,
+    },
+    #[error(
+        "the event's data would take {size} bytes in each of the two copies the Argo Workflow \
+         keeps of it, over the limit of {limit} bytes (etcd's 1.5 MiB object limit)"
+    )]
+    Workflow {
+        /// The `data` member's size as a JSON string.
+        size: usize,
+        /// [`MAX_WORKFLOW_EVENT_BYTES`].
+        limit: usize,
+    },
+}
+
+/// What the size check needs to know about where emissions go: the same inputs the dispatcher
+/// encodes with.
+#[derive(Debug, Clone)]
+pub struct EmissionTarget {
+    /// The canonical `source` (or the `gatewaysource` extension with routing).
+    pub instance_source: String,
+    /// The eventbus sink's routing, which adds an extension.
+    pub routing: Option<ArgoRouting>,
+}
+
+impl EmissionTarget {
+    /// Refuses an event whose emission could never be delivered. The emission is measured as its
+    /// largest form: a replay (which adds `replayof`), with the largest sequence, so an event
+    /// accepted now can still be replayed later.
+    pub fn check_fits(
+        &self,
+        upstream: &CloudEvent,
+        lifecycle: &Lifecycle,
+    ) -> Result<(), EmissionTooLarge> {
+        let details = LifecycleDetails::of(lifecycle);
+        let received_at = crate::journal::recovery::stored_time(chrono::Utc::now());
+        let largest_id = Uuid::max();
+        let mut canonical = canonical_event(&EmissionInput {
+            emission_id: largest_id,
+            replay_of: Some(largest_id),
+            instance_source: &self.instance_source,
+            sequence: i64::MAX,
+            tenant: lifecycle.tenant.as_str(),
+            action: &lifecycle.action,
+            parameters: &details.parameters,
+            object_storage: details.object_storage.as_ref(),
+            upstream,
+            received_at: &received_at,
+        });
+        route_for_argo(&mut canonical, &self.instance_source, self.routing.as_ref());
+        let json = canonical.to_json();
+        let size = argo_safe_json(&json).len();
+        if size > MAX_EMISSION_BYTES {
+            return Err(EmissionTooLarge::Body {
+                size,
+                limit: MAX_EMISSION_BYTES,
+            });
+        }
+        let data = json.get("data").map(argo_safe_json).unwrap_or_default();
+        let quoted = json_string_length(&data);
+        if quoted > MAX_WORKFLOW_EVENT_BYTES {
+            return Err(EmissionTooLarge::Workflow {
+                size: quoted,
+                limit: MAX_WORKFLOW_EVENT_BYTES,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The length of `text` written as a JSON string, quotes included. `text` is [`argo_safe_json`]
+/// output: no control characters and no `<`, `>`, `&` appear raw, so only `"` and `\` grow.
+fn json_string_length(text: &[u8]) -> usize {
+    2 + text.len() + text.iter().filter(|&&b| b == b'"' || b == b'\\').count()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::journal::StoredEvent;
+    use crate::normalize::TenantName;
+
+    const EVENT_ID: &str = "0190f6b2-5c1e-7a3b-8f00-0123456789ab";
+
+    /// A stored event whose payload is `data`, as the journal would hand it to the dispatcher.
+    fn pending(data: Value, replay: bool) -> PendingEmission {
+        let event_id = Uuid::parse_str(EVENT_ID).unwrap();
+        let document = json!({
+            "specversion": "1.0",
+            "id": "up-1",
+            "source": "//crm.acme.example",
+            "type": "com.acme.tenant.lifecycle.upsert",
+            "subject": "acme",
+            "time": "2024-05-01t10:00:00z",
+            "datacontenttype": "application/json",
+            "data": data,
+        });
+        PendingEmission {
+            position: 1,
+            emission_id: if replay { Uuid::now_v7() } else { event_id },
+            replay_of: replay.then_some(event_id),
+            attempts: 0,
+            first_attempt_at: None,
+            place: 1,
+            event: StoredEvent {
+                event_id,
+                source: "//crm.acme.example".into(),
+                id: "up-1".into(),
+                event_type: "com.acme.tenant.lifecycle.upsert".into(),
+                tenant: "acme".into(),
+                action: "upsert".into(),
+                sequence: 7,
+                time: Some("2024-05-01t10:00:00z".into()),
+                received_at: "2024-05-01T10:00:01.000000Z".into(),
+                document,
+                content_hash: String::new(),
+                status: "pending".into(),
+                lifecycle: json!({"parameters": {"plan": "{{workflow.name}}"}}),
+            },
+        }
+    }
+
+    fn body_of(pending: PendingEmission, routing: Option<&ArgoRouting>) -> Vec<u8> {
+        QueuedEmission::prepare(pending, "urn:tenant-gateway:test", routing)
+            .encoded
+            .expect("encodes")
+            .body
+            .to_vec()
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
+    }
+
+    #[test]
+    fn emitted_bytes_hold_no_template_braces_nor_yaml_line_breaks() {
+        let payload = json!({
+            "name": "{{workflow.name}}",
+            "expr": "{{=sprig.trim(inputs.parameters.event)}}",
+            "{{key}}": ["{{", "{", "a{b{{c"],
+            "separators": "nel\u{85}ls\u{2028}ps\u{2029}end",
+            "html": "<script>&amp;</script>",
+        });
+        let routing = ArgoRouting {
+            event_source_name: "tenant-gateway".into(),
+            event_name: "lifecycle".into(),
+        };
+        for routing in [None, Some(&routing)] {
+            let bytes = body_of(pending(payload.clone(), false), routing);
+            assert!(
+                !contains(&bytes, b"{{"),
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+            for separator in ["\u{85}", "\u{2028}", "\u{2029}"] {
+                assert!(!contains(&bytes, separator.as_bytes()), "{separator:?}");
+            }
+            for raw in [b"<", b">", b"&"] {
+                assert!(!contains(&bytes, raw));
+            }
+            // Decoded, nothing changed: the payload and the rule's parameter are as sent.
+            let decoded: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(decoded["data"]["payload"], payload);
+            assert_eq!(decoded["data"]["parameters"]["plan"], "{{workflow.name}}");
+            assert_eq!(decoded["data"]["origin"]["time"], "2024-05-01t10:00:00z");
+            assert_eq!(decoded["time"], "2024-05-01T10:00:00Z");
+            // The escaping is the only difference from plain compact JSON.
+            assert_eq!(argo_safe_json(&decoded), bytes);
+            assert_eq!(
+                serde_json::from_slice::<Value>(decoded.to_string().as_bytes()).unwrap(),
+                decoded
+            );
+        }
+    }
+
+    #[test]
+    fn plain_text_is_written_as_serde_json_writes_it() {
+        let value = json!({"a": [1, "x\"y\\z\n\u{1}é"], "b": {"c": null}});
+        assert_eq!(argo_safe_json(&value), value.to_string().into_bytes());
+    }
+
+    fn lifecycle() -> Lifecycle {
+        Lifecycle {
+            tenant: TenantName::parse("acme").unwrap(),
+            action: "upsert".into(),
+            parameters: BTreeMap::new(),
+            object_storage: None,
+            rule: None,
+        }
+    }
+
+    fn upstream_with(data: Value) -> CloudEvent {
+        event_from_json(pending(data, false).event.document).unwrap()
+    }
+
+    /// The largest `n` for which `check_fits` accepts the payload `make(n)`.
+    fn largest_accepted(target: &EmissionTarget, make: impl Fn(usize) -> Value) -> usize {
+        let (mut fits, mut refused) = (0usize, 2 * 1024 * 1024);
+        while refused - fits > 1 {
+            let middle = (fits + refused) / 2;
+            match target.check_fits(&upstream_with(make(middle)), &lifecycle()) {
+                Ok(()) => fits = middle,
+                Err(_) => refused = middle,
+            }
+        }
+        fits
+    }
+
+    #[test]
+    fn the_largest_accepted_emission_fits_every_limit_even_as_a_replay() {
+        let routing = ArgoRouting {
+            event_source_name: "tenant-gateway".into(),
+            event_name: "lifecycle".into(),
+        };
+        let target = EmissionTarget {
+            instance_source: "urn:tenant-gateway:test".into(),
+            routing: Some(routing.clone()),
+        };
+        // Plain text, quotes (doubled in the Workflow) and `<` (six bytes each on the bus).
+        let shapes: [fn(usize) -> Value; 3] = [
+            |n| json!("x".repeat(n)),
+            |n| json!("\"".repeat(n)),
+            |n| json!("<".repeat(n)),
+        ];
+        for make in shapes {
+            let n = largest_accepted(&target, make);
+            assert!(n > 0);
+            let bytes = body_of(
+                {
+                    let mut replay = pending(make(n), true);
+                    replay.event.lifecycle = json!({});
+                    replay
+                },
+                Some(&routing),
+            );
+            // JetStream's default max_payload (1 MiB), headers included.
+            assert!(bytes.len() + 128 <= 1024 * 1024, "{}", bytes.len());
+            // Two JSON-string copies of data in a Workflow under etcd's 1.5 MiB.
+            // The Sensor passes data's text as sent (escapes included) into the parameter.
+            let decoded: Value = serde_json::from_slice(&bytes).unwrap();
+            let data = String::from_utf8(argo_safe_json(&decoded["data"])).unwrap();
+            let quoted = serde_json::to_string(&Value::String(data)).unwrap().len();
+            assert!(2 * quoted + 256 * 1024 <= 1536 * 1024, "{quoted}");
+            // One more byte is refused, naming the limit.
+            let error = target
+                .check_fits(&upstream_with(make(n + 1)), &lifecycle())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("over the limit of"), "{error}");
+        }
+    }
 }

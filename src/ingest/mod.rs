@@ -21,7 +21,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use crate::cloudevents::{decode_request, CloudEvent, ContentMode, DecodeError, Violation};
-use crate::dispatch::emission::LifecycleDetails;
+use crate::dispatch::emission::{EmissionTarget, LifecycleDetails};
 use crate::error::Problem;
 use crate::journal::{AppendError, AppendStatus, EventJournal, NewEvent};
 use crate::metrics::GatewayMetrics;
@@ -35,6 +35,9 @@ pub struct IngestState {
     pub auth: IngestAuth,
     /// Body limit in bytes.
     pub max_body: usize,
+    /// Where emissions go: an event whose emission could never be delivered there is refused
+    /// (413) instead of being journaled to die later.
+    pub emission_target: EmissionTarget,
     /// Set when shutdown begins: readiness and new posts answer 503 from then on.
     pub draining: Arc<AtomicBool>,
     /// Received, accepted and rejected counters.
@@ -69,6 +72,14 @@ pub enum IngestError {
     },
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The body was within the limit, but an event's emission would not fit what Argo can carry.
+    #[error("{detail}")]
+    EmissionTooLarge {
+        /// The first event's reason, naming the limit.
+        detail: String,
+        /// One entry per event that is too large.
+        errors: Vec<Violation>,
+    },
     #[error("could not read the request body: {0}")]
     BodyRead(String),
     #[error(transparent)]
@@ -120,6 +131,13 @@ impl IngestError {
                 "Payload too large",
                 detail,
             ),
+            EmissionTooLarge { errors, .. } => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+                detail,
+            )
+            .with_errors(errors.clone()),
             BodyRead(_) => Problem::new(
                 StatusCode::BAD_REQUEST,
                 "malformed-request",
@@ -348,6 +366,25 @@ async fn accept_request(
     }
     if !errors.is_empty() {
         return Err(IngestError::Unprocessable(errors));
+    }
+    let too_large: Vec<Violation> = events
+        .iter()
+        .zip(&lifecycles)
+        .enumerate()
+        .filter_map(|(i, (event, lifecycle))| {
+            let error = state.emission_target.check_fits(event, lifecycle).err()?;
+            Some(at_batch_index(
+                Violation::attr("data", error.to_string()),
+                mode,
+                i,
+            ))
+        })
+        .collect();
+    if let Some(first) = too_large.first() {
+        return Err(IngestError::EmissionTooLarge {
+            detail: first.to_string(),
+            errors: too_large,
+        });
     }
     if let [only] = lifecycles.as_slice() {
         span.record("tenant", only.tenant.as_str());

@@ -46,12 +46,9 @@ pub fn canonical_event(input: &EmissionInput<'_>) -> CloudEvent {
         format!("lifecycle.{}", input.action),
     );
     event.subject = Some(input.tenant.to_owned());
-    event.time = Some(
-        upstream
-            .time
-            .clone()
-            .unwrap_or_else(|| input.received_at.to_owned()),
-    );
+    // `data.origin.time` keeps the upstream text; the attribute is what Argo can parse.
+    let time = upstream.time.as_deref().unwrap_or(input.received_at);
+    event.time = Some(go_rfc3339(time).unwrap_or_else(|| time.to_owned()));
     event.datacontenttype = Some("application/json".to_owned());
 
     let string = |s: &str| ExtensionValue::String(s.to_owned());
@@ -89,6 +86,45 @@ pub fn canonical_event(input: &EmissionInput<'_>) -> CloudEvent {
         "payload": payload(upstream.data.as_ref()),
     })));
     event
+}
+
+/// `time` in the one form Go's `time.Parse(time.RFC3339Nano, ..)` takes, or `None` when `text` is
+/// not RFC 3339 at all (ingest refuses such events, so only a corrupt row gets here).
+///
+/// Argo's Sensor decodes an event with cloudevents sdk-go, whose `types.ParseTime`
+/// (`v2/types/value.go`) is `time.Parse(time.RFC3339Nano, v)`; Go's `parseRFC3339`
+/// (`time/format_rfc3339.go`) wants exactly `YYYY-MM-DDTHH:MM:SS[.digits](Z|±hh:mm)`: upper-case
+/// `T` and `Z`, seconds 00 to 59. RFC 3339 also allows `t`, `z`, a space and `:60`, which
+/// ingest accepts; the Sensor would ack such an event and then drop it (argo-events
+/// `pkg/eventbus/jetstream/sensor/trigger_conn.go` `processMsg`). So: a leap second becomes the
+/// last nanosecond of its minute (order is kept, the minute does not change), a zero offset
+/// (`-00:00` included) becomes `Z`, and the fraction keeps its value with trailing zeros cut, as
+/// Go's own `RFC3339Nano` output does.
+pub fn go_rfc3339(text: &str) -> Option<String> {
+    use chrono::{Offset, Timelike};
+    let parsed = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+    // chrono keeps a leap second as a nanosecond count of 1e9 or more in second 59.
+    let parsed = if parsed.nanosecond() >= 1_000_000_000 {
+        parsed.with_nanosecond(999_999_999)?
+    } else {
+        parsed
+    };
+    let mut out = parsed.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let nanos = parsed.nanosecond();
+    if nanos > 0 {
+        let digits = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    let offset_minutes = parsed.offset().fix().local_minus_utc() / 60;
+    if offset_minutes == 0 {
+        out.push('Z');
+    } else {
+        let sign = if offset_minutes < 0 { '-' } else { '+' };
+        let minutes = offset_minutes.abs();
+        out.push_str(&format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60));
+    }
+    Some(out)
 }
 
 fn hyphenated(id: Uuid) -> String {
@@ -322,6 +358,117 @@ mod tests {
             assert_eq!(j["data"]["payload"], expected);
             assert_eq!(j["datacontenttype"], "application/json");
         }
+    }
+
+    /// Go's `parseRFC3339` (`time/format_rfc3339.go`, the parser behind sdk-go's
+    /// `types.ParseTime`), transcribed: fixed positions, `T`, seconds 0 to 59, an optional `.` and
+    /// digits, then `Z` or `±hh:mm` with hours 0 to 23 and minutes 0 to 59.
+    fn go_accepts(s: &str) -> bool {
+        let b = s.as_bytes();
+        let num = |range: std::ops::Range<usize>, min: u32, max: u32| -> bool {
+            b.get(range).is_some_and(|digits| {
+                digits.iter().all(u8::is_ascii_digit)
+                    && (min..=max).contains(
+                        &digits
+                            .iter()
+                            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0')),
+                    )
+            })
+        };
+        if b.len() < 19 {
+            return false;
+        }
+        let year: u32 = s[0..4].parse().unwrap_or(u32::MAX);
+        let month: u32 = s[5..7].parse().unwrap_or(0);
+        let days = match month {
+            2 if year.is_multiple_of(4)
+                && (!year.is_multiple_of(100) || year.is_multiple_of(400)) =>
+            {
+                29
+            }
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        if !(num(0..4, 0, 9999)
+            && num(5..7, 1, 12)
+            && num(8..10, 1, days)
+            && num(11..13, 0, 23)
+            && num(14..16, 0, 59)
+            && num(17..19, 0, 59)
+            && b[4] == b'-'
+            && b[7] == b'-'
+            && b[10] == b'T'
+            && b[13] == b':'
+            && b[16] == b':')
+        {
+            return false;
+        }
+        let mut rest = &s[19..];
+        if rest.len() >= 2 && rest.starts_with('.') && rest.as_bytes()[1].is_ascii_digit() {
+            let end = 1 + rest[1..].bytes().take_while(u8::is_ascii_digit).count();
+            rest = &rest[end..];
+        }
+        if rest == "Z" {
+            return true;
+        }
+        let z = rest.as_bytes();
+        z.len() == 6
+            && (z[0] == b'+' || z[0] == b'-')
+            && z[3] == b':'
+            && z[1..3].iter().all(u8::is_ascii_digit)
+            && z[4..6].iter().all(u8::is_ascii_digit)
+            && rest[1..3].parse::<u32>().is_ok_and(|h| h <= 23)
+            && rest[4..6].parse::<u32>().is_ok_and(|m| m <= 59)
+    }
+
+    #[test]
+    fn time_is_emitted_in_the_form_go_parses() {
+        for (upstream_time, emitted) in [
+            ("2024-05-01t10:00:00z", "2024-05-01T10:00:00Z"),
+            ("2024-05-01 10:00:00Z", "2024-05-01T10:00:00Z"),
+            ("2016-12-31T23:59:60Z", "2016-12-31T23:59:59.999999999Z"),
+            (
+                "2016-12-31T23:59:60.5+01:00",
+                "2016-12-31T23:59:59.999999999+01:00",
+            ),
+            ("2024-05-01T10:00:00-00:00", "2024-05-01T10:00:00Z"),
+            ("2024-05-01T10:00:00+00:00", "2024-05-01T10:00:00Z"),
+            (
+                "2024-05-01T10:00:00.120000-05:30",
+                "2024-05-01T10:00:00.12-05:30",
+            ),
+            ("2024-05-01T10:00:00.000Z", "2024-05-01T10:00:00Z"),
+            (
+                "2024-05-01T10:00:00.123456789+14:00",
+                "2024-05-01T10:00:00.123456789+14:00",
+            ),
+        ] {
+            assert!(
+                chrono::DateTime::parse_from_rfc3339(upstream_time).is_ok(),
+                "ingest accepts {upstream_time}"
+            );
+            let mut up = upstream();
+            up.time = Some(upstream_time.to_owned());
+            let j = round_trip(&emit(&up, EVENT_ID, None));
+            assert_eq!(j["time"], emitted, "{upstream_time}");
+            assert!(go_accepts(emitted), "{emitted}");
+            // The upstream text stays where it was.
+            assert_eq!(j["data"]["origin"]["time"], upstream_time);
+        }
+        // The transcribed grammar refuses what Go refuses, so the assertions above mean something.
+        for refused in [
+            "2024-05-01t10:00:00Z",
+            "2024-05-01 10:00:00Z",
+            "2016-12-31T23:59:60Z",
+            "2024-05-01T10:00:00z",
+            "2024-05-01T10:00:00,5Z",
+            "2024-02-30T10:00:00Z",
+            "2024-05-01T10:00:00+24:00",
+        ] {
+            assert!(!go_accepts(refused), "{refused}");
+        }
+        assert!(go_accepts("2024-05-01T10:00:00-00:00"));
     }
 
     #[test]

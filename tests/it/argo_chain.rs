@@ -1231,6 +1231,8 @@ async fn eventbus_variant_builds_the_workflows_discovery_expects() {
     sink.url = nats.url();
     sink.user = None;
     sink.password_file = None;
+    sink.client_auth_file = None;
+    sink.ca_file = None;
     let mut app = TestApp::spawn_with(chain_settings(SinkConfig::Eventbus(sink))).await;
     let cases = cases();
     let event_ids = post_cases(&mut app, &cases).await;

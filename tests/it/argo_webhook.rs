@@ -25,6 +25,9 @@ pub(crate) enum Behaviour {
     PublishFails,
     /// 400, as Argo answers a payload it cannot take.
     BadPayload,
+    /// 400 `endpoint is inactive`: the route is not registered yet (an EventSource pod starting)
+    /// (argo-events `pkg/eventsources/sources/webhook/start.go`, `SendErrorResponse`).
+    RouteInactive,
     /// Waits, then accepts (Argo waiting on a slow EventBus).
     Slow(Duration),
     /// Any status, with a short text body.
@@ -258,6 +261,7 @@ async fn handle(
             Behaviour::Accept => (200, "success".into()),
             Behaviour::PublishFails => (500, "failed to record event".into()),
             Behaviour::BadPayload => (400, "invalid event payload".into()),
+            Behaviour::RouteInactive => (400, "endpoint is inactive".into()),
             Behaviour::Slow(wait) => {
                 delay = wait;
                 (200, "success".into())

@@ -209,6 +209,65 @@ async fn retryable_failures_are_retried_and_every_attempt_recorded() {
     app.stop().await;
 }
 
+/// Argo's webhook EventSource answers 400 `endpoint is inactive` while its route is not
+/// registered (every restart): that 400 is retried until the route is back; another 400 after
+/// it is still permanent.
+#[tokio::test]
+async fn inactive_route_400_is_retried_and_other_400s_stay_permanent() {
+    let hook = ArgoWebhook::start().await;
+    hook.push_behaviour(Behaviour::RouteInactive);
+    hook.push_behaviour(Behaviour::RouteInactive);
+    let mut app = TestApp::spawn_with(webhook_settings(&hook)).await;
+    post(&app, &lifecycle_event("i-1", "acme", "upsert")).await;
+    app.wait_for_progress("i-1 delivered", |p| p.delivered == 1)
+        .await;
+    let stored = app
+        .journal
+        .find_by_origin("//billing.acme.example/invoices", "i-1")
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored.status, "delivered");
+    let attempts = app
+        .journal
+        .delivery_attempts(stored.event_id)
+        .await
+        .unwrap();
+    let summary: Vec<(&str, Option<u16>)> = attempts
+        .iter()
+        .map(|a| (a.outcome.as_str(), a.status_code))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("retryable", Some(400)),
+            ("retryable", Some(400)),
+            ("delivered", Some(200)),
+        ]
+    );
+    assert!(attempts[0]
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("endpoint is inactive")));
+
+    hook.push_behaviour(Behaviour::BadPayload);
+    post(&app, &lifecycle_event("i-2", "globex", "upsert")).await;
+    app.wait_for_progress("i-2 dead", |p| p.dead == 1).await;
+    let dead = app
+        .journal
+        .find_by_origin("//billing.acme.example/invoices", "i-2")
+        .await
+        .unwrap()
+        .expect("stored");
+    let attempts = app.journal.delivery_attempts(dead.event_id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        (attempts[0].outcome.as_str(), attempts[0].status_code),
+        ("permanent", Some(400))
+    );
+    app.stop().await;
+}
+
 /// A 400 is permanent: the event is dead after one attempt, its tenant parked (later events of
 /// it wait, other tenants go on), and the metrics show it without naming any tenant.
 #[tokio::test]
@@ -626,5 +685,83 @@ async fn a_recovered_sink_sends_every_waiting_tenant_at_once() {
         let sequences: Vec<i64> = accepted[tenant].iter().map(|(s, _)| *s).collect();
         assert_eq!(sequences, [1, 2], "{tenant} in sequence, once each");
     }
+    app.stop().await;
+}
+
+/// The largest event ingest accepts is delivered in full (its emission fits Argo's 1 MiB, and
+/// its data twice as a JSON string fits a Workflow under etcd's 1.5 MiB); one byte more is a 413
+/// whose detail names the limit, and nothing of it is stored.
+#[tokio::test]
+async fn the_largest_accepted_event_is_delivered_and_one_byte_more_is_refused() {
+    let hook = ArgoWebhook::start().await;
+    let mut app = TestApp::spawn_with(webhook_settings(&hook)).await;
+    let event_of = |n: usize| {
+        let mut event = lifecycle_event(&format!("big-{n}"), "acme", "upsert");
+        event["data"] = json!({"blob": "x".repeat(n)});
+        event
+    };
+    // Binary search on the payload size, against the running gateway.
+    let (mut accepted, mut refused) = (0usize, 1024 * 1024);
+    let mut posted = 0;
+    let mut refusal = Value::Null;
+    while refused - accepted > 1 {
+        let middle = (accepted + refused) / 2;
+        let resp = app.post_structured(&event_of(middle)).await;
+        match resp.status().as_u16() {
+            202 => {
+                accepted = middle;
+                posted += 1;
+            }
+            413 => {
+                refused = middle;
+                refusal = resp.json().await.unwrap();
+            }
+            other => panic!("unexpected {other} at {middle}"),
+        }
+    }
+    assert!(
+        accepted > 512 * 1024,
+        "the limit is not needlessly low: {accepted}"
+    );
+    let detail = refusal["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("over the limit of"), "{refusal}");
+    assert_eq!(
+        refusal["type"],
+        "urn:tenant-gateway:problem:payload-too-large"
+    );
+    let resp = app.post_structured(&event_of(accepted + 1)).await;
+    assert_eq!(resp.status().as_u16(), 413);
+    assert!(app
+        .journal
+        .find_by_origin(
+            "//billing.acme.example/invoices",
+            &format!("big-{}", accepted + 1)
+        )
+        .await
+        .unwrap()
+        .is_none());
+
+    app.wait_for_progress("every accepted event delivered", |p| p.delivered == posted)
+        .await;
+    let largest = hook
+        .requests()
+        .into_iter()
+        .find(|r| {
+            r.json
+                .as_ref()
+                .is_some_and(|j| j["originid"] == format!("big-{accepted}"))
+        })
+        .expect("the largest event was delivered");
+    // Argo's limits, not the gateway's constants: JetStream's and the webhook's 1 MiB, and the
+    // Workflow's two JSON-string copies of data under etcd's 1.5 MiB.
+    assert!(largest.body.len() < 1024 * 1024, "{}", largest.body.len());
+    let json = largest.json.as_ref().expect("JSON");
+    assert_eq!(
+        json["data"]["payload"]["blob"].as_str().map(str::len),
+        Some(accepted)
+    );
+    let data_text = serde_json::to_string(&json["data"]).unwrap();
+    let quoted = serde_json::to_string(&Value::String(data_text)).unwrap();
+    assert!(2 * quoted.len() < 1536 * 1024, "{}", quoted.len());
     app.stop().await;
 }

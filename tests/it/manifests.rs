@@ -1052,9 +1052,13 @@ fn the_eventbus_overlay_renders_the_eventbus_variant() {
     let pod = &one(&objects, "Deployment", None)["spec"]["template"]["spec"];
     let gateway = container(pod, "gateway");
     let from_sink_secret = |v: &Value| v["secret"]["secretName"] == "tenant-gateway-sink";
-    let password_file = sink["password-file"].as_str().expect("password-file");
-    assert!(under_mount(pod, gateway, password_file, from_sink_secret));
-    let ca = env(gateway, "SSL_CERT_FILE").expect("the EventBus CA is trusted");
+    // Argo's generated Secrets, copied key for key into tenant-gateway-sink (docs/operations.md):
+    // the client auth (user and password) and the CA of the EventBus's TLS.
+    let client_auth = sink["client-auth-file"]
+        .as_str()
+        .expect("client-auth-file");
+    assert!(under_mount(pod, gateway, client_auth, from_sink_secret));
+    let ca = sink["ca-file"].as_str().expect("ca-file");
     assert!(under_mount(pod, gateway, ca, from_sink_secret));
 }
 

@@ -50,9 +50,24 @@ impl NatsServer {
         panic!("nats-server did not start: {last_failure}");
     }
 
+    /// Starts a server without authentication on `port` (one a client was told about before).
+    pub(crate) async fn start_on(port: u16) -> Option<NatsServer> {
+        if !nats_server_installed() {
+            skip_or_fail("nats-server (the Debian package nats-server) on PATH");
+            return None;
+        }
+        match Self::try_start_on(port, &[]).await {
+            Ok(server) => Some(server),
+            Err(failure) => panic!("nats-server did not start on port {port}: {failure}"),
+        }
+    }
+
     async fn try_start(extra: &[&str]) -> Result<NatsServer, String> {
+        Self::try_start_on(free_port(), extra).await
+    }
+
+    async fn try_start_on(port: u16, extra: &[&str]) -> Result<NatsServer, String> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let log = std::fs::File::create(dir.path().join("nats.log")).expect("log file");
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p"])
@@ -129,7 +144,7 @@ fn nats_server_installed() -> bool {
     })
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("free port")
@@ -181,7 +196,9 @@ pub(crate) fn eventbus_config(url: &str) -> EventbusConfig {
         event_name: "lifecycle".to_owned(),
         user: None,
         password_file: None,
+        client_auth_file: None,
         token_file: None,
+        ca_file: None,
         ack_timeout: Duration::from_secs(2),
     }
 }
@@ -410,25 +427,34 @@ async fn a_stream_that_does_not_take_the_subject_is_not_ready() {
     );
 }
 
+/// No server yet: the sink still builds (within one connection attempt), is not ready, and
+/// deliveries are retryable at once, saying why.
 #[tokio::test]
-async fn an_unreachable_server_fails_the_build() {
+async fn an_unreachable_server_does_not_fail_the_build() {
     // Nothing listens on a port just released.
     let url = format!("nats://127.0.0.1:{}", free_port());
     let started = Instant::now();
-    let err = SinkConfig::Eventbus(eventbus_config(&url))
-        .build()
-        .await
-        .expect_err("no server: build fails");
-    let message = err.to_string();
+    let sink = eventbus_sink(eventbus_config(&url)).await;
     assert!(
-        message.starts_with(&format!("cannot connect to NATS at {url}: ")),
-        "{message}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() < Duration::from_secs(20),
         "{:?}",
         started.elapsed()
     );
+    let message = sink.check_ready().await.expect_err("not ready").to_string();
+    assert!(
+        message.starts_with(&format!("not connected to NATS at {url}: connecting")),
+        "{message}"
+    );
+    let outcome = sink
+        .deliver(
+            "0193a6f0-7c1e-7b4a-9f00-000000000009",
+            &canonical_event("0193a6f0-7c1e-7b4a-9f00-000000000009", "acme"),
+        )
+        .await;
+    let DeliveryOutcome::Retryable { error, .. } = outcome else {
+        panic!("not retryable: {outcome:?}");
+    };
+    assert!(error.contains("not connected to NATS"), "{error}");
 }
 
 #[tokio::test]
@@ -485,9 +511,12 @@ async fn connects_with_the_eventbus_credentials() {
     let outcome = sink.deliver(id, &canonical_event(id, "acme")).await;
     assert_eq!(outcome, DeliveryOutcome::Delivered { status: None });
 
+    // A wrong password does not stop startup (the server may be rolling new credentials out);
+    // readiness says what the server answered.
     std::fs::write(&password_file, "wrong-pw").expect("write password");
-    let message = SinkConfig::Eventbus(config.clone())
-        .build()
+    let wrong = eventbus_sink(config.clone()).await;
+    let message = wrong
+        .check_ready()
         .await
         .expect_err("wrong password")
         .to_string();
@@ -535,4 +564,66 @@ async fn connects_with_a_token() {
         sink.deliver(id, &canonical_event(id, "acme")).await,
         DeliveryOutcome::Delivered { status: None }
     );
+}
+
+/// `serve` with the eventbus sink starts while no NATS server listens: ingest journals, the admin
+/// readiness says the sink is not connected, and the event is delivered once a server starts.
+#[tokio::test]
+async fn eventbus_sink_starts_without_a_server_and_delivers_once_one_listens() {
+    if !nats_server_installed() {
+        skip_or_fail("nats-server (the Debian package nats-server) on PATH");
+        return;
+    }
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut app = crate::support::TestApp::spawn_with(move |settings| {
+        settings.sink = SinkConfig::Eventbus(EventbusConfig {
+            ack_timeout: Duration::from_secs(5),
+            ..eventbus_config(&url)
+        });
+        settings.dispatch.retry = tenant_gateway::dispatch::RetryPolicy {
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(200),
+            retry_limit: Duration::from_secs(3600),
+        };
+    })
+    .await;
+    let event = crate::support::lifecycle_event("down-1", "acme", "upsert");
+    let resp = app.post_structured(&event).await;
+    assert_eq!(resp.status().as_u16(), 202);
+    let ready = reqwest::get(format!("http://{}/readyz", app.admin_addr))
+        .await
+        .unwrap();
+    let body = crate::support::problem(ready, 503).await;
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("not connected to NATS"), "{detail}");
+    let ingest = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(
+        ingest.status().as_u16(),
+        200,
+        "ingest does not wait for the bus"
+    );
+
+    let Some(nats) = NatsServer::start_on(port).await else {
+        return;
+    };
+    let stream = create_argo_stream(&nats.url(), "default").await;
+    app.wait_for_progress("delivered once the server listens", |p| p.delivered == 1)
+        .await;
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("test".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(30), messages.next())
+        .await
+        .expect("a message")
+        .expect("stream open")
+        .expect("message");
+    let body: Value = serde_json::from_slice(&message.payload).expect("JSON body");
+    assert_eq!(body["originid"], "down-1");
+    app.stop().await;
 }

@@ -24,11 +24,14 @@
 //! emission within the duplicates window is acknowledged as a duplicate and stored once.
 //!
 //! Argo's own clients connect with `nats.Secure(InsecureSkipVerify)` to a managed EventBus that
-//! serves TLS with a self-signed certificate; this sink uses `nats://` (plain) or `tls://`
-//! (system roots) URLs.
+//! serves TLS with a certificate from its own CA; this sink verifies it instead, against
+//! `ca-file` (the CA in Argo's `eventbus-<name>-js-server` Secret, key `ca-cert`) and the system
+//! roots. With TLS on it ignores the servers the cluster advertises (see `build`). It connects
+//! in the background and keeps reconnecting, so the gateway starts while the EventBus is down;
+//! until connected, deliveries are retryable and readiness says why.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -46,7 +49,7 @@ use super::{
 /// The name the gateway's connection shows in the server's monitoring (`connz`).
 const CONNECTION_NAME: &str = "tenant-gateway";
 
-/// Connecting is quick or broken; an unreachable server must fail startup promptly.
+/// One connection attempt is quick or broken; the client then tries again (with backoff).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Publishes emissions to one subject of the EventBus. Cheap to clone.
@@ -67,6 +70,9 @@ struct Inner {
     stream: String,
     /// The server URL(s) as shown in messages, credentials masked.
     shown_url: String,
+    /// Why the last connection attempt failed (e.g. `authorization violation`), until one
+    /// succeeds: what readiness and deliveries report while not connected.
+    last_error: Arc<Mutex<Option<String>>>,
     /// Upper bound of one whole publish (send and ack).
     ack_timeout: Duration,
     /// What Argo's Sensors route by: the event's `source` must be the EventSource name and its
@@ -93,36 +99,97 @@ impl EventbusSink {
             ));
         }
 
+        let tls = config.ca_file.is_some() || uses_tls(&config.url);
+        let (connected_tx, mut connected) = tokio::sync::watch::channel(false);
+        let last_error = Arc::new(Mutex::new(None));
         let mut options = ConnectOptions::new()
             .name(CONNECTION_NAME)
             .connection_timeout(CONNECT_TIMEOUT)
             .request_timeout(Some(config.ack_timeout))
-            .event_callback(log_connection_event);
-        options = match (&config.user, &config.password_file, &config.token_file) {
-            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
-                return Err(SinkError::Config(
-                    "eventbus: set either user and password-file or token-file, not both"
-                        .to_owned(),
-                ))
-            }
-            (Some(user), Some(path), None) => {
+            // Serve starts and journals while the EventBus is down: the client connects in the
+            // background (async-nats `connect_with_options`: with this set, the first
+            // `connector.connect()` runs in the connection task) and keeps trying forever.
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .event_callback({
+                let last_error = last_error.clone();
+                move |event| {
+                    match &event {
+                        Event::Connected => {
+                            connected_tx.send_replace(true);
+                            *lock(&last_error) = None;
+                        }
+                        Event::ClientError(error) => *lock(&last_error) = Some(error.to_string()),
+                        _ => {}
+                    }
+                    log_connection_event(event)
+                }
+            });
+        if tls {
+            // A three-node EventBus advertises its peers by pod IP (INFO `connect_urls`), while
+            // Argo's server certificate names only the Service
+            // (`pkg/reconciler/eventbus/installer/jetstream.go` `createSecrets`: hosts
+            // `<service>.<namespace>.svc[.cluster.local]`). async-nats adds advertised servers to
+            // its pool (`connector.rs`, unless `ignore_discovered_servers`) and would then fail
+            // TLS verification against them on every reconnect that picks one.
+            options = options.ignore_discovered_servers().require_tls(true);
+        }
+        if let Some(path) = &config.ca_file {
+            // Checked here so a missing mount fails startup, not every connection attempt.
+            tokio::fs::metadata(path)
+                .await
+                .map_err(|e| SinkError::Secret {
+                    what: "eventbus CA certificate",
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            options = options.add_root_certificates(path.clone());
+        }
+        let credentials = (
+            &config.user,
+            &config.password_file,
+            &config.client_auth_file,
+            &config.token_file,
+        );
+        options = match credentials {
+            (None, None, None, None) => options,
+            (Some(user), Some(path), None, None) => {
                 let password = read_secret("eventbus password", path).await?;
                 options.user_and_password(user.clone(), password)
             }
-            (Some(_), None, None) => {
+            (None, None, Some(path), None) => {
+                let (user, password) =
+                    parse_client_auth(&read_secret("eventbus client-auth", path).await?)
+                        .ok_or_else(|| SinkError::Secret {
+                            what: "eventbus client-auth",
+                            path: path.clone(),
+                            reason: "expected `username: ...` and `password: ...` lines, as in \
+                                     Argo's eventbus-<name>-js-client-auth Secret"
+                                .to_owned(),
+                        })?;
+                options.user_and_password(user, password)
+            }
+            (None, None, None, Some(path)) => {
+                options.token(read_secret("eventbus token", path).await?)
+            }
+            (Some(_), None, None, None) => {
                 return Err(SinkError::Config(
                     "eventbus: user is set but password-file is not".to_owned(),
                 ))
             }
-            (None, Some(_), None) => {
+            (None, Some(_), None, None) => {
                 return Err(SinkError::Config(
                     "eventbus: password-file is set but user is not".to_owned(),
                 ))
             }
-            (None, None, Some(path)) => options.token(read_secret("eventbus token", path).await?),
-            (None, None, None) => options,
+            _ => return Err(SinkError::Config(
+                "eventbus: set one of user and password-file, client-auth-file, or token-file, \
+                     not several (not both)"
+                    .to_owned(),
+            )),
         };
 
+        // With `retry_on_initial_connect` this returns at once; it fails only on options.
         let client =
             options
                 .connect(config.url.as_str())
@@ -131,13 +198,24 @@ impl EventbusSink {
                     url: shown_url.clone(),
                     reason: error_chain(&e),
                 })?;
+        // A reachable EventBus is connected before the first delivery; an unreachable one does
+        // not hold up startup longer than one connection attempt.
+        let first_connection =
+            tokio::time::timeout(CONNECT_TIMEOUT, connected.wait_for(|&connected| connected)).await;
+        if !matches!(first_connection, Ok(Ok(_))) {
+            tracing::warn!(
+                url = %shown_url,
+                "the NATS EventBus is not reachable yet; connecting in the background while \
+                 ingest journals events"
+            );
+        }
         let mut context = jetstream::new(client.clone());
         context.set_timeout(config.ack_timeout);
         let subject = format!(
             "{}.{}.{}",
             config.stream, config.event_source_name, config.event_name
         );
-        tracing::info!(url = %shown_url, %subject, "connected to the NATS EventBus");
+        tracing::info!(url = %shown_url, %subject, tls, "connecting to the NATS EventBus in the background");
         Ok(EventbusSink {
             inner: Arc::new(Inner {
                 client,
@@ -145,6 +223,7 @@ impl EventbusSink {
                 subject: Subject::from(subject),
                 stream: config.stream.clone(),
                 shown_url,
+                last_error,
                 ack_timeout: config.ack_timeout,
                 routing: ArgoRouting {
                     event_source_name: config.event_source_name.clone(),
@@ -179,6 +258,14 @@ impl EventbusSink {
                 error: format!(
                     "emission id {emission_id:?} cannot be a Nats-Msg-Id header (empty or control characters)"
                 ),
+            };
+        }
+        if inner.client.connection_state() != State::Connected {
+            // Not queued in the client: a publish buffered until the connection comes would
+            // outlive its ack timeout and be sent again by the retry anyway.
+            return DeliveryOutcome::Retryable {
+                status: None,
+                error: inner.not_connected(),
             };
         }
         let publish = PublishMessage::build()
@@ -268,10 +355,7 @@ impl EventbusSink {
     pub(super) async fn check_ready(&self) -> Result<(), SinkError> {
         let inner = &*self.inner;
         if inner.client.connection_state() != State::Connected {
-            return Err(SinkError::Unavailable(format!(
-                "not connected to NATS at {} (reconnecting)",
-                inner.shown_url
-            )));
+            return Err(SinkError::Unavailable(inner.not_connected()));
         }
         let stream = match inner.jetstream.get_stream(&inner.stream).await {
             Ok(stream) => stream,
@@ -308,6 +392,52 @@ impl EventbusSink {
         }
         Ok(())
     }
+}
+
+impl Inner {
+    /// Why the sink is not delivering while the client has no connection.
+    fn not_connected(&self) -> String {
+        let last = match lock(&self.last_error).as_deref() {
+            Some(error) => format!("; last attempt: {error}"),
+            None => String::new(),
+        };
+        format!(
+            "not connected to NATS at {}: connecting in the background (events are journaled \
+             and wait){last}",
+            self.shown_url
+        )
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether any of the comma-separated server URLs asks for TLS.
+fn uses_tls(urls: &str) -> bool {
+    urls.split(',')
+        .any(|url| url.trim().to_ascii_lowercase().starts_with("tls://"))
+}
+
+/// The user and password of Argo's client-auth Secret value, written by
+/// `pkg/reconciler/eventbus/installer/jetstream.go` `createSecrets` as
+/// `fmt.Sprintf("username: %s\npassword: %s", jsUser, jsPass)` (random alphanumerics).
+fn parse_client_auth(text: &str) -> Option<(String, String)> {
+    let (mut user, mut password) = (None, None);
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim().to_owned();
+        match key.trim() {
+            "username" if !value.is_empty() => user = Some(value),
+            "password" if !value.is_empty() => password = Some(value),
+            _ => {}
+        }
+    }
+    Some((user?, password?))
 }
 
 /// Connection changes are what an operator needs to see when deliveries start failing.
@@ -400,6 +530,54 @@ mod tests {
     }
 
     #[test]
+    fn argo_client_auth_secret_is_read() {
+        // The exact format of argo-events `createSecrets`.
+        assert_eq!(
+            parse_client_auth("username: aB3dE6gH\npassword: q1w2e3r4t5y6u7i8"),
+            Some(("aB3dE6gH".to_owned(), "q1w2e3r4t5y6u7i8".to_owned()))
+        );
+        assert_eq!(parse_client_auth("username: a\n"), None);
+        assert_eq!(parse_client_auth("password: b"), None);
+        assert_eq!(parse_client_auth("s3cret"), None);
+    }
+
+    #[test]
+    fn tls_is_on_for_tls_urls() {
+        assert!(uses_tls(
+            "tls://eventbus-default-js-svc.argo-events.svc:4222"
+        ));
+        assert!(uses_tls("nats://a:4222, TLS://b:4222"));
+        assert!(!uses_tls("nats://a:4222"));
+    }
+
+    #[tokio::test]
+    async fn client_auth_file_gives_user_and_password_and_excludes_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = dir.path().join("client-auth");
+        std::fs::write(&auth, "no credentials here").unwrap();
+        let mut bad = config("nats://127.0.0.1:1");
+        bad.client_auth_file = Some(auth.clone());
+        let err = EventbusSink::build(&bad).await.unwrap_err().to_string();
+        assert!(err.contains("expected `username: ...`"), "{err}");
+        assert!(!err.contains("no credentials here"), "{err}");
+
+        let mut both = config("nats://127.0.0.1:1");
+        both.client_auth_file = Some(auth);
+        both.user = Some("argo".to_owned());
+        both.password_file = Some("/nonexistent".into());
+        let err = EventbusSink::build(&both).await.unwrap_err().to_string();
+        assert!(err.contains("not several"), "{err}");
+
+        let mut missing_ca = config("tls://127.0.0.1:1");
+        missing_ca.ca_file = Some(dir.path().join("ca-cert"));
+        let err = EventbusSink::build(&missing_ca)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("eventbus CA certificate"), "{err}");
+    }
+
+    #[test]
     fn names_are_validated() {
         assert!(validate_name("event-name", "lifecycle").is_ok());
         assert!(validate_name("event-name", "tenant_gateway-1").is_ok());
@@ -416,7 +594,9 @@ mod tests {
             event_name: "lifecycle".to_owned(),
             user: None,
             password_file: None,
+            client_auth_file: None,
             token_file: None,
+            ca_file: None,
             ack_timeout: Duration::from_secs(10),
         }
     }

@@ -7,7 +7,7 @@
 //! | sink | what it does | Delivered | Retryable | Permanent |
 //! | --- | --- | --- | --- | --- |
 //! | `log` | one JSON line on stdout (the embedded default) | written | stdout write failed | never |
-//! | `webhook` | POST to an Argo Events webhook EventSource | 2xx | timeout, connection error, 429, 5xx | other statuses (4xx, 3xx: redirects are not followed) |
+//! | `webhook` | POST to an Argo Events webhook EventSource | 2xx | timeout, connection error, 429, 5xx, 400 `endpoint is inactive` (an EventSource restarting) | other statuses (4xx, 3xx: redirects are not followed) |
 //! | `eventbus` | JetStream publish to the Argo Events EventBus, as an EventSource does | publish ack (a duplicate ack included) | no ack in time, connection lost, no stream for the subject | a message the server can never take (over `max_payload`) |
 //!
 //! Retryable outcomes are retried by the dispatcher with backoff; permanent ones make the event
@@ -118,8 +118,17 @@ pub struct EventbusConfig {
     pub user: Option<String>,
     /// File holding the password for `user`; read once at build and trimmed.
     pub password_file: Option<PathBuf>,
+    /// The `client-auth` key of the Secret Argo generates for a JetStream EventBus
+    /// (`eventbus-<name>-js-client-auth`), mounted as a file: `username: ..` and `password: ..`
+    /// lines, read once at build. Argo picks both at random, so this is how a deployment uses
+    /// them without copying the user name into the configuration.
+    pub client_auth_file: Option<PathBuf>,
     /// File holding a token, for an EventBus that authenticates clients by token instead.
     pub token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the EventBus's server certificate (the `ca-cert` key of
+    /// Argo's `eventbus-<name>-js-server` Secret), trusted besides the system roots. Setting it
+    /// requires TLS.
+    pub ca_file: Option<PathBuf>,
     /// How long one publish waits for its JetStream ack before it counts as retryable; also
     /// bounds the stream check of [`Sink::check_ready`].
     #[serde(
@@ -490,7 +499,9 @@ mod tests {
                 event_name: "lifecycle".to_owned(),
                 user: None,
                 password_file: None,
+                client_auth_file: None,
                 token_file: None,
+                ca_file: None,
                 ack_timeout: Duration::from_secs(10),
             })
         );
@@ -501,7 +512,8 @@ mod tests {
         let sink = parse(
             "[sink]\nkind = \"eventbus\"\nurl = \"nats://eventbus-default-stan-svc:4222\"\n\
              stream = \"default\"\nevent-source-name = \"gw\"\nevent-name = \"ev\"\n\
-             user = \"argo\"\npassword-file = \"/run/pw\"\ntoken-file = \"/run/tk\"\nack-timeout = \"2s 500ms\"\n",
+             user = \"argo\"\npassword-file = \"/run/pw\"\ntoken-file = \"/run/tk\"\nack-timeout = \"2s 500ms\"\n\
+             client-auth-file = \"/run/client-auth\"\nca-file = \"/run/ca-cert\"\n",
         )
         .unwrap();
         let SinkConfig::Eventbus(config) = sink else {
@@ -511,6 +523,11 @@ mod tests {
         assert_eq!(config.password_file, Some(PathBuf::from("/run/pw")));
         assert_eq!(config.token_file, Some(PathBuf::from("/run/tk")));
         assert_eq!(config.ack_timeout, Duration::from_millis(2500));
+        assert_eq!(
+            config.client_auth_file,
+            Some(PathBuf::from("/run/client-auth"))
+        );
+        assert_eq!(config.ca_file, Some(PathBuf::from("/run/ca-cert")));
     }
 
     #[test]

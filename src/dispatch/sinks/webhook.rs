@@ -7,7 +7,8 @@
 //! wraps it as `{"header": ..., "body": <the JSON body>}` (400 when the body is not JSON), and
 //! answers only after publishing that to its EventBus: 200 `success`, or 500 `failed to record
 //! event` when the publish failed after its retries. So 2xx means the event is on the bus, 5xx
-//! is worth retrying, and other 4xx will not change by retrying.
+//! is worth retrying, and other 4xx will not change by retrying, except the 400 `endpoint is
+//! inactive` of a route not registered yet (see [`ROUTE_INACTIVE`]).
 //!
 //! The request is structured-mode CloudEvents (`application/cloudevents+json`); Argo does not
 //! look at the content type (anything but a form is read as JSON), and Sensors find the event
@@ -160,7 +161,7 @@ impl WebhookSink {
         } else {
             format!("HTTP {status} from {}: {excerpt}", inner.shown_url)
         };
-        let retryable = is_retryable(status);
+        let retryable = is_retryable(status) || is_route_inactive(status, &excerpt);
         let status = Some(status.as_u16());
         if retryable {
             DeliveryOutcome::Retryable { status, error }
@@ -204,6 +205,18 @@ fn is_retryable(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }
 
+/// What Argo's webhook EventSource answers while its route is not active yet, as on every
+/// EventSource restart or rollout: `pkg/eventsources/sources/webhook/start.go` checks
+/// `route.Active` first and calls `sharedutil.SendErrorResponse(writer, "endpoint is inactive")`,
+/// which (`pkg/shared/util/util.go`) writes status 400 and exactly that text. The route comes
+/// back by itself, so this 400 is retried; every other 400 is about the request and stays
+/// permanent.
+const ROUTE_INACTIVE: &str = "endpoint is inactive";
+
+fn is_route_inactive(status: StatusCode, excerpt: &str) -> bool {
+    status == StatusCode::BAD_REQUEST && excerpt == ROUTE_INACTIVE
+}
+
 /// The start of the answer, on one line and at most [`EXCERPT_CHARS`] characters; reading stops
 /// quietly at an error, since the status already tells what happened.
 async fn read_excerpt(mut response: reqwest::Response) -> String {
@@ -245,6 +258,23 @@ mod tests {
         }
         for code in [300, 301, 400, 401, 403, 404, 408, 409, 413, 415, 422] {
             assert!(!is_retryable(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+    }
+
+    #[test]
+    fn only_the_inactive_route_400_is_retried() {
+        assert!(is_route_inactive(
+            StatusCode::BAD_REQUEST,
+            "endpoint is inactive"
+        ));
+        for (code, body) in [
+            (400, "http method does not match"),
+            (400, "endpoint is inactive, really"),
+            (404, "endpoint is inactive"),
+            (400, ""),
+        ] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert!(!is_route_inactive(status, body), "{code} {body}");
         }
     }
 
