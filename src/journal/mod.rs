@@ -18,7 +18,7 @@
 //! is added behind the same API.
 
 mod group_commit;
-pub mod recovery;
+pub mod operator;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -27,7 +27,11 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-pub use recovery::{
+/// The operator module's former name, still used by `group_commit`; drop it once that file
+/// names `operator`.
+use operator as recovery;
+
+pub use operator::{
     EventHeader, EventQuery, EventStatus, NewReplayJob, Operator, OperatorAction, OperatorError,
     OperatorOutcome, OperatorWrite, ReplayJob, Replayed, StoredEmission, TenantState,
 };
