@@ -1,5 +1,6 @@
-//! Command-line interface: clap definitions only. Each subcommand's work lives in library code
-//! that the tests call too.
+//! Command-line interface: clap definitions, and their conversion into the plain settings and
+//! inputs the library takes. Each subcommand's work lives in library code that the tests call
+//! too; no library module depends on this one.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +8,11 @@ use std::path::PathBuf;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use uuid::Uuid;
 
-use crate::admin::client::{parse_rate, TimeSpec};
+use crate::admin::client::commands::{
+    parse_rate, AdminCommand, EventSelection, Invocation, ListEvents, Output, Replay, ShowEvent,
+    ShowTenant, Skip, TimeSpec,
+};
+use crate::admin::client::{ClientSettings, TOKEN_ENV};
 use crate::config::{ByteSize, LogFormat};
 use crate::normalize::DEFAULT_ACTIONS;
 
@@ -497,4 +502,200 @@ pub struct TenantsShowArgs {
     /// Timeline length (1-1000) [server default: 100].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: Option<u32>,
+}
+
+impl AdminClientArgs {
+    /// The invocation of `command` with these flags; the token variable is read here.
+    fn invocation(self, command: AdminCommand) -> Invocation {
+        Invocation {
+            client: ClientSettings {
+                server: self.server,
+                token_file: self.token_file,
+                env_token: std::env::var(TOKEN_ENV).ok(),
+            },
+            output: match self.output {
+                AdminOutput::Table => Output::Table,
+                AdminOutput::Json => Output::Json,
+            },
+            command,
+        }
+    }
+}
+
+impl From<FilterArgs> for EventSelection {
+    fn from(args: FilterArgs) -> Self {
+        EventSelection {
+            tenant: args.tenant,
+            action: args.action,
+            status: args.status,
+            source: args.source,
+            since: args.since,
+            until: args.until,
+        }
+    }
+}
+
+impl From<EventsArgs> for Invocation {
+    fn from(args: EventsArgs) -> Self {
+        match args.command {
+            EventsCommand::List(args) => {
+                args.client.invocation(AdminCommand::ListEvents(ListEvents {
+                    selection: args.filter.into(),
+                    limit: args.limit,
+                    cursor: args.cursor,
+                    all: args.all,
+                }))
+            }
+            EventsCommand::Show(args) => {
+                args.client.invocation(AdminCommand::ShowEvent(ShowEvent {
+                    event_id: args.event_id,
+                }))
+            }
+        }
+    }
+}
+
+impl From<ReplayArgs> for Invocation {
+    fn from(args: ReplayArgs) -> Self {
+        args.client.invocation(AdminCommand::Replay(Replay {
+            event_ids: args.event_ids,
+            selection: args.filter.into(),
+            dry_run: args.dry_run,
+            rate: args.rate,
+            reason: args.reason,
+            yes: args.yes,
+            cancel: args.cancel,
+        }))
+    }
+}
+
+impl From<SkipArgs> for Invocation {
+    fn from(args: SkipArgs) -> Self {
+        args.client.invocation(AdminCommand::Skip(Skip {
+            event_id: args.event_id,
+            reason: args.reason,
+        }))
+    }
+}
+
+impl From<TenantsArgs> for Invocation {
+    fn from(args: TenantsArgs) -> Self {
+        match args.command {
+            TenantsCommand::Show(args) => {
+                args.client.invocation(AdminCommand::ShowTenant(ShowTenant {
+                    tenant: args.tenant,
+                    limit: args.limit,
+                }))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("tenant-gateway").chain(args.iter().copied()))
+        };
+        let id = "0190a2b4-0000-7000-8000-000000000001";
+        let Command::Replay(replay) = parse(&["replay", id, id, "--reason", "fixed"])
+            .unwrap()
+            .command
+        else {
+            panic!("not replay")
+        };
+        assert_eq!(replay.event_ids.len(), 2);
+        assert_eq!(replay.client.server, "http://127.0.0.1:8081");
+        assert_eq!(replay.client.output, AdminOutput::Table);
+        let Command::Replay(bulk) = parse(&[
+            "replay", "--status", "dead", "--since", "2h", "--rate", "5", "-y", "-o", "json",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not replay")
+        };
+        assert!(bulk.event_ids.is_empty() && bulk.yes);
+        assert_eq!(bulk.rate, Some(5.0));
+        assert_eq!(bulk.client.output, AdminOutput::Json);
+        let invocation = Invocation::from(bulk);
+        assert_eq!(invocation.output, Output::Json);
+        assert_eq!(invocation.client.server, "http://127.0.0.1:8081");
+        let AdminCommand::Replay(bulk) = invocation.command else {
+            panic!("not replay")
+        };
+        assert_eq!(bulk.selection.status.as_deref(), Some("dead"));
+        assert_eq!(bulk.selection.since, Some("2h".parse().unwrap()));
+        assert!(bulk.yes && !bulk.dry_run && bulk.cancel.is_none());
+        let Command::Events(list) = parse(&[
+            "events",
+            "list",
+            "--server",
+            "http://gw:8081",
+            "--token-file",
+            "/t",
+            "--tenant",
+            "acme",
+            "--limit",
+            "2",
+            "--all",
+            "--cursor",
+            "c1",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not events")
+        };
+        let invocation = Invocation::from(list);
+        assert_eq!(invocation.client.server, "http://gw:8081");
+        assert_eq!(invocation.client.token_file, Some(PathBuf::from("/t")));
+        assert_eq!(invocation.output, Output::Table);
+        assert_eq!(
+            invocation.command,
+            AdminCommand::ListEvents(ListEvents {
+                selection: EventSelection {
+                    tenant: Some("acme".into()),
+                    ..EventSelection::default()
+                },
+                limit: Some(2),
+                cursor: Some("c1".into()),
+                all: true,
+            })
+        );
+        for refused in [
+            &["replay"][..],
+            &["replay", "--dry-run"],
+            &["replay", id, "--tenant", "acme"],
+            &["replay", id, "--dry-run"],
+            &["replay", "--cancel", id, "--status", "dead"],
+            &["replay", "--tenant", "acme", "--rate", "0"],
+            &["replay", "--tenant", "acme", "--rate", "10001"],
+            &["replay", "--status", "lost"],
+            &["skip", id],
+            &["events", "list", "--limit", "0"],
+            &["events", "list", "--limit", "1001"],
+            &["events", "show", "not-a-uuid"],
+        ] {
+            assert!(parse(refused).is_err(), "{refused:?} was accepted");
+        }
+        assert!(parse(&["events", "list", "--all", "--tenant", "acme", "--limit", "1000"]).is_ok());
+        assert!(parse(&[
+            "tenants",
+            "show",
+            "acme",
+            "--limit",
+            "5",
+            "--server",
+            "http://gw:8081"
+        ])
+        .is_ok());
+        assert!(parse(&["replay", "--cancel", id]).is_ok());
+    }
 }

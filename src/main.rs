@@ -2,7 +2,7 @@
 //! dispatch to library code.
 
 use clap::Parser;
-use tenant_gateway::admin::client::{self as admin_client, Console};
+use tenant_gateway::admin::client::commands::{self as admin, Console, Invocation};
 use tenant_gateway::cli::{Cli, Command, RulesCommand};
 use tenant_gateway::{app, config, discovery, ingest, normalize, telemetry};
 
@@ -40,9 +40,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
-        Command::Events(args) => Ok(admin_client::events(args, &mut Console::stdio()).await?),
-        Command::Replay(args) => Ok(admin_client::replay(args, &mut Console::stdio()).await?),
-        Command::Skip(args) => Ok(admin_client::skip(args, &mut Console::stdio()).await?),
-        Command::Tenants(args) => Ok(admin_client::tenants(args, &mut Console::stdio()).await?),
+        Command::Events(args) => run_admin(args.into()).await,
+        Command::Replay(args) => run_admin(args.into()).await,
+        Command::Skip(args) => run_admin(args.into()).await,
+        Command::Tenants(args) => run_admin(args.into()).await,
     }
+}
+
+/// An admin command on the process's stdio.
+async fn run_admin(invocation: Invocation) -> anyhow::Result<()> {
+    Ok(admin::run(invocation, &mut Console::stdio()).await?)
 }

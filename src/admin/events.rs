@@ -14,7 +14,7 @@ use super::api::{
 };
 use super::{event_id, optional_body, Actor, AdminError, AdminState};
 use crate::dispatch::canonical_json;
-use crate::journal::recovery::stored_time;
+use crate::journal::operator::stored_time;
 use crate::journal::{
     EventHeader, EventQuery, EventStatus, Operator, OperatorAction, OperatorOutcome, OperatorWrite,
     StoredAttempt, StoredEmission,

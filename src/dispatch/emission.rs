@@ -337,7 +337,7 @@ impl EmissionTarget {
         lifecycle: &Lifecycle,
     ) -> Result<(), EmissionTooLarge> {
         let details = LifecycleDetails::of(lifecycle);
-        let received_at = crate::journal::recovery::stored_time(chrono::Utc::now());
+        let received_at = crate::journal::operator::stored_time(chrono::Utc::now());
         let largest_id = Uuid::max();
         let mut canonical = canonical_event(&EmissionInput {
             emission_id: largest_id,

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::recovery::{OperatorError, OperatorOutcome, OperatorWrite};
+use super::operator::{OperatorError, OperatorOutcome, OperatorWrite};
 use super::{AppendError, AppendStatus, Appended, AttemptRecord, CommitStats, NewEvent};
 
 /// What became of one request inside a group transaction (before the commit).

@@ -18,7 +18,7 @@
 //! is added behind the same API.
 
 mod group_commit;
-pub mod recovery;
+pub mod operator;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-pub use recovery::{
+pub use operator::{
     EventHeader, EventQuery, EventStatus, NewReplayJob, Operator, OperatorAction, OperatorError,
     OperatorOutcome, OperatorWrite, ReplayJob, Replayed, StoredEmission, TenantState,
 };

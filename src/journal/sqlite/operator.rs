@@ -1,4 +1,4 @@
-//! SQLite statements of operator recovery (see `journal::recovery` for the semantics): the
+//! SQLite statements of the operator actions (see `journal::operator` for the semantics): the
 //! reads of the admin API on the read pool, and the operator writes inside the writer's group
 //! transaction.
 
@@ -6,8 +6,9 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::{Row, Sqlite};
 use uuid::Uuid;
 
-use super::{parse_uuid, read_error, EventRow, SqliteJournal, STORED_EVENT_COLUMNS};
-use crate::journal::recovery::{
+use super::rows::{EventRow, STORED_EVENT_COLUMNS};
+use super::{parse_uuid, read_error, SqliteJournal};
+use crate::journal::operator::{
     EventHeader, EventQuery, EventStatus, NewReplayJob, Operator, OperatorAction, OperatorError,
     OperatorOutcome, OperatorWrite, ReplayJob, Replayed, StoredEmission, TenantState,
 };
@@ -363,7 +364,7 @@ pub(super) async fn apply(
     connection: &mut SqliteConnection,
     write: &OperatorWrite,
 ) -> Result<Result<OperatorOutcome, OperatorError>, sqlx::Error> {
-    let now = crate::journal::recovery::stored_time(chrono::Utc::now());
+    let now = crate::journal::operator::stored_time(chrono::Utc::now());
     match write {
         OperatorWrite::Replay { event_id, operator } => {
             Ok(replay(connection, *event_id, Some(operator), None, &now)

@@ -313,3 +313,6 @@ pub struct ReplayJobList {
     /// The latest jobs, newest first.
     pub jobs: Vec<ReplayJobView>,
 }
+
+#[cfg(test)]
+mod openapi_tests;

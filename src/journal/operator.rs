@@ -1,6 +1,6 @@
-//! What operators read and write in the journal (DESIGN.md section 6): event search, an
-//! event's emissions, a tenant's state, and the writes of recovery (replay, skip, bulk replay
-//! jobs), each recorded with who did it and why.
+//! Operator actions on the journal (DESIGN.md section 6): event search, an event's emissions,
+//! a tenant's state, and the operator's writes (replay, skip, bulk replay jobs), each recorded
+//! with who did it and why. (Not crash recovery: the journal needs none beyond SQLite's WAL.)
 //!
 //! Replay semantics live here, in one place for every backend:
 //! - a replay is a new emission of the stored event (new emission id, `replay_of` set);

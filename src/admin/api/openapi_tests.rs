@@ -1,0 +1,583 @@
+//! `docs/openapi.json` against the `api` types: what the server serves must describe what it
+//! sends and accepts.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+
+use crate::admin::api::{
+    ActionRequest, AttemptView, BulkReplayRequest, DryRunResult, EmissionView, EventDetail,
+    EventFilter, EventPage, EventSummary, OperatorActionView, ReplayJobList, ReplayJobView,
+    ReplayResult, SkipResult, StatusCounts, TenantView, TimelineEntry,
+};
+
+const DOCUMENT: &str = crate::admin::OPENAPI_DOCUMENT;
+
+fn document() -> Value {
+    serde_json::from_str(DOCUMENT).expect("docs/openapi.json is JSON")
+}
+
+/// The document compiled with `#/components/schemas/{name}` as its root, so the schema's
+/// own `#/components/...` references resolve.
+fn validator(doc: &Value, name: &str) -> jsonschema::Validator {
+    let mut root = doc.clone();
+    root["$ref"] = json!(format!("#/components/schemas/{name}"));
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&root)
+        .unwrap_or_else(|e| panic!("{name} does not compile: {e}"))
+}
+
+fn assert_valid(doc: &Value, name: &str, instance: &Value) {
+    let validator = validator(doc, name);
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{name}: {errors:?}\n{instance:#}");
+}
+
+fn assert_invalid(doc: &Value, name: &str, instance: &Value) {
+    assert!(
+        !validator(doc, name).is_valid(instance),
+        "{name} accepts {instance:#}"
+    );
+}
+
+fn uuid(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(0x0190_a2b4_0000_7000_8000_0000_0000_0000 + n)
+}
+
+fn full_filter() -> EventFilter {
+    EventFilter {
+        tenant: Some("acme".into()),
+        action: Some("upsert".into()),
+        status: Some("dead".into()),
+        source: Some("/crm".into()),
+        since: Some("2024-05-01T10:00:00Z".into()),
+        until: Some("2024-05-01T12:00:00.5Z".into()),
+    }
+}
+
+fn summary(time: Option<&str>) -> EventSummary {
+    EventSummary {
+        event_id: uuid(1),
+        tenant: "acme".into(),
+        action: "upsert".into(),
+        sequence: 3,
+        status: "dead".into(),
+        source: "/crm".into(),
+        id: "crm-3".into(),
+        event_type: "com.acme.tenant.lifecycle.upsert".into(),
+        time: time.map(str::to_owned),
+        received_at: "2024-05-01T12:00:00.123Z".into(),
+    }
+}
+
+fn attempt(full: bool) -> AttemptView {
+    AttemptView {
+        attempt: 1,
+        started_at: "2024-05-01T12:00:01Z".into(),
+        finished_at: "2024-05-01T12:00:02Z".into(),
+        sink: "webhook".into(),
+        outcome: if full { "permanent" } else { "delivered" }.into(),
+        status_code: full.then_some(500),
+        error: full.then(|| "HTTP 500".into()),
+    }
+}
+
+fn emission(full: bool) -> EmissionView {
+    EmissionView {
+        emission_id: uuid(2),
+        replay_of: full.then(|| uuid(1)),
+        replay_job: full.then(|| uuid(3)),
+        status: "dead".into(),
+        created_at: "2024-05-01T12:00:00Z".into(),
+        finished_at: full.then(|| "2024-05-01T12:05:00Z".into()),
+        last_error: full.then(|| "HTTP 500".into()),
+        replaced_by: full.then(|| uuid(4)),
+        workflow_name: "acme-upsert-3-x".into(),
+        workflow_url: full.then(|| "https://argo.example/workflows/argo/x".into()),
+        delivery_attempts: if full { vec![attempt(true)] } else { vec![] },
+    }
+}
+
+fn action(full: bool) -> OperatorActionView {
+    OperatorActionView {
+        at: "2024-05-01T12:10:00Z".into(),
+        actor: "ops".into(),
+        action: "replay".into(),
+        event_id: full.then(|| uuid(1)),
+        tenant: full.then(|| "acme".into()),
+        emission_id: full.then(|| uuid(2)),
+        job_id: full.then(|| uuid(3)),
+        reason: full.then(|| "argo fixed".into()),
+    }
+}
+
+fn job(full: bool) -> ReplayJobView {
+    ReplayJobView {
+        id: uuid(3),
+        status: if full { "failed" } else { "running" }.into(),
+        filter: if full {
+            full_filter()
+        } else {
+            EventFilter::default()
+        },
+        rate: 12.5,
+        actor: "loopback".into(),
+        reason: full.then(|| "argo fixed".into()),
+        created_at: "2024-05-01T12:00:00Z".into(),
+        finished_at: full.then(|| "2024-05-01T12:01:00Z".into()),
+        total: 10,
+        replayed: 4,
+        error: full.then(|| "journal closed".into()),
+    }
+}
+
+/// For each component schema of an `api` type: an instance with every optional member set,
+/// and one with as few as the type allows.
+fn samples() -> Vec<(&'static str, Value, Value)> {
+    let to = |v: &dyn erased::Ser| v.json();
+    vec![
+        (
+            "EventFilter",
+            to(&full_filter()),
+            to(&EventFilter::default()),
+        ),
+        (
+            "EventSummary",
+            to(&summary(Some("2024-05-01T11:59:59Z"))),
+            to(&summary(None)),
+        ),
+        (
+            "EventPage",
+            to(&EventPage {
+                events: vec![summary(None)],
+                next_cursor: Some("opaque".into()),
+            }),
+            to(&EventPage {
+                events: vec![],
+                next_cursor: None,
+            }),
+        ),
+        ("AttemptView", to(&attempt(true)), to(&attempt(false))),
+        ("EmissionView", to(&emission(true)), to(&emission(false))),
+        ("OperatorActionView", to(&action(true)), to(&action(false))),
+        (
+            "EventDetail",
+            to(&EventDetail {
+                event: summary(Some("2024-05-01T11:59:59Z")),
+                upstream: json!({"specversion": "1.0", "id": "crm-3"}),
+                canonical: json!({"specversion": "1.0", "type": "lifecycle.upsert"}),
+                emissions: vec![emission(true)],
+                operator_actions: vec![action(true)],
+            }),
+            to(&EventDetail {
+                event: summary(None),
+                upstream: json!({}),
+                canonical: json!({}),
+                emissions: vec![],
+                operator_actions: vec![],
+            }),
+        ),
+        (
+            "ActionRequest",
+            to(&ActionRequest {
+                reason: Some("why".into()),
+            }),
+            to(&ActionRequest::default()),
+        ),
+        (
+            "ReplayResult",
+            to(&ReplayResult {
+                event_id: uuid(1),
+                tenant: "acme".into(),
+                emission_id: uuid(5),
+                workflow_name: "acme-upsert-3-y".into(),
+                placement: "in-place".into(),
+            }),
+            to(&ReplayResult {
+                event_id: uuid(1),
+                tenant: "acme".into(),
+                emission_id: uuid(5),
+                workflow_name: "acme-upsert-3-y".into(),
+                placement: "queued".into(),
+            }),
+        ),
+        (
+            "SkipResult",
+            to(&SkipResult {
+                event_id: uuid(1),
+                tenant: "acme".into(),
+                emission_id: uuid(2),
+                tenant_parked: true,
+            }),
+            to(&SkipResult {
+                event_id: uuid(1),
+                tenant: "acme".into(),
+                emission_id: uuid(2),
+                tenant_parked: false,
+            }),
+        ),
+        (
+            "StatusCounts",
+            to(&StatusCounts {
+                pending: 1,
+                delivered: 2,
+                dead: 3,
+                skipped: 4,
+            }),
+            to(&StatusCounts::default()),
+        ),
+        (
+            "TimelineEntry",
+            to(&TimelineEntry {
+                event: summary(Some("2024-05-01T11:59:59Z")),
+                emissions: vec![emission(true)],
+            }),
+            to(&TimelineEntry {
+                event: summary(None),
+                emissions: vec![],
+            }),
+        ),
+        (
+            "TenantView",
+            to(&TenantView {
+                tenant: "acme".into(),
+                parked: true,
+                parked_by: Some(summary(None)),
+                counts: StatusCounts::default(),
+                last_sequence: 3,
+                timeline: vec![TimelineEntry {
+                    event: summary(None),
+                    emissions: vec![emission(false)],
+                }],
+                operator_actions: vec![action(true)],
+            }),
+            to(&TenantView {
+                tenant: "acme".into(),
+                parked: false,
+                parked_by: None,
+                counts: StatusCounts::default(),
+                last_sequence: 0,
+                timeline: vec![],
+                operator_actions: vec![],
+            }),
+        ),
+        (
+            "BulkReplayRequest",
+            to(&BulkReplayRequest {
+                filter: full_filter(),
+                dry_run: true,
+                rate: Some(0.5),
+                reason: Some("argo fixed".into()),
+                expected_count: Some(10),
+            }),
+            to(&BulkReplayRequest {
+                filter: EventFilter {
+                    tenant: Some("acme".into()),
+                    ..EventFilter::default()
+                },
+                ..BulkReplayRequest::default()
+            }),
+        ),
+        (
+            "DryRunResult",
+            to(&DryRunResult {
+                count: 12,
+                sample: vec![summary(None)],
+            }),
+            to(&DryRunResult {
+                count: 0,
+                sample: vec![],
+            }),
+        ),
+        ("ReplayJobView", to(&job(true)), to(&job(false))),
+        (
+            "ReplayJobList",
+            to(&ReplayJobList {
+                jobs: vec![job(true), job(false)],
+            }),
+            to(&ReplayJobList { jobs: vec![] }),
+        ),
+    ]
+}
+
+/// Serialize any of the sample values without naming each type.
+mod erased {
+    pub trait Ser {
+        fn json(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> serde_json::Value {
+            serde_json::to_value(self).expect("serializes")
+        }
+    }
+}
+
+/// Property names a schema declares, following `allOf` and `$ref`.
+fn declared_properties(doc: &Value, schema: &Value) -> BTreeSet<String> {
+    if let Some(target) = schema["$ref"].as_str() {
+        let target = doc.pointer(&target[1..]).expect("ref resolves");
+        return declared_properties(doc, target);
+    }
+    let mut names: BTreeSet<String> = schema["properties"]
+        .as_object()
+        .into_iter()
+        .flat_map(|properties| properties.keys().cloned())
+        .collect();
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        names.extend(declared_properties(doc, part));
+    }
+    names
+}
+
+fn collect_refs<'v>(value: &'v Value, refs: &mut Vec<&'v str>) {
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("$ref", Value::String(target)) => refs.push(target),
+                    _ => collect_refs(value, refs),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, refs)),
+        _ => {}
+    }
+}
+
+#[test]
+fn it_is_openapi_3_1_and_every_reference_resolves() {
+    let doc = document();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+    let mut refs = Vec::new();
+    collect_refs(&doc, &mut refs);
+    assert!(refs.len() > 50, "{}", refs.len());
+    for target in refs {
+        assert!(target.starts_with("#/components/"), "{target}");
+        assert!(
+            doc.pointer(&target[1..]).is_some(),
+            "{target} does not resolve"
+        );
+    }
+}
+
+#[test]
+fn every_route_of_the_contract_is_described() {
+    let doc = document();
+    let routes: &[(&str, &str, &[&str])] = &[
+        ("/healthz", "get", &["200"]),
+        ("/readyz", "get", &["200", "503"]),
+        ("/metrics", "get", &["200"]),
+        ("/admin/openapi.json", "get", &["200"]),
+        (
+            "/admin/v1/events",
+            "get",
+            &["200", "400", "401", "500", "503"],
+        ),
+        (
+            "/admin/v1/events/{eventId}",
+            "get",
+            &["200", "400", "401", "404", "500", "503"],
+        ),
+        (
+            "/admin/v1/events/{eventId}/replay",
+            "post",
+            &["202", "400", "401", "404", "500", "503"],
+        ),
+        (
+            "/admin/v1/events/{eventId}/skip",
+            "post",
+            &["200", "400", "401", "404", "409", "500", "503"],
+        ),
+        (
+            "/admin/v1/tenants/{tenant}",
+            "get",
+            &["200", "400", "401", "404", "500", "503"],
+        ),
+        (
+            "/admin/v1/replays",
+            "post",
+            &["200", "202", "400", "401", "409", "500", "503"],
+        ),
+        ("/admin/v1/replays", "get", &["200", "401", "500", "503"]),
+        (
+            "/admin/v1/replays/{jobId}",
+            "get",
+            &["200", "400", "401", "404", "500", "503"],
+        ),
+        (
+            "/admin/v1/replays/{jobId}/cancel",
+            "post",
+            &["200", "400", "401", "404", "409", "500", "503"],
+        ),
+    ];
+    let mut described = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            described += 1;
+            let expected = routes
+                .iter()
+                .find(|(p, m, _)| p == path && m == method)
+                .unwrap_or_else(|| panic!("{method} {path} is not in the contract"));
+            let codes: Vec<&str> = operation["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(codes, expected.2, "{method} {path}");
+            let security = &operation["security"];
+            if path.starts_with("/admin/v1/") {
+                assert_eq!(security, &json!([{"adminToken": []}]), "{method} {path}");
+            } else {
+                assert_eq!(security, &json!([]), "{method} {path}");
+            }
+        }
+    }
+    assert_eq!(described, routes.len());
+    assert!(doc.get("security").is_none(), "security is per operation");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["adminToken"],
+        json!({"type": "http", "scheme": "bearer", "description": "An admin token (`--admin-token-file`)."})
+    );
+    let limit = &doc["paths"]["/admin/v1/events"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()["schema"];
+    assert_eq!(
+        limit,
+        &json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100})
+    );
+}
+
+#[test]
+fn every_schema_is_valid_json_schema_2020_12() {
+    let doc = document();
+    for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+        if let Err(error) = jsonschema::meta::validate(schema) {
+            panic!("{name}: {error}");
+        }
+        validator(&doc, name);
+    }
+}
+
+#[test]
+fn the_schemas_accept_what_the_types_serialize_and_name_every_member() {
+    let doc = document();
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let samples = samples();
+    for (name, full, minimal) in &samples {
+        assert!(schemas.contains_key(*name), "{name} has no schema");
+        assert_valid(&doc, name, full);
+        assert_valid(&doc, name, minimal);
+        // Every member the type serializes is declared, and nothing else: the full sample
+        // sets every optional member.
+        let declared = declared_properties(&doc, &schemas[*name]);
+        let serialized: BTreeSet<String> = full.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(declared, serialized, "{name}");
+        // `required` is what the type always sends except its `Option`s (which serialize
+        // as null) and members it skips when empty or defaulted.
+        let required: BTreeSet<String> = schemas[*name]["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r.as_str().unwrap().to_owned())
+            .collect();
+        for member in &required {
+            assert!(
+                minimal.get(member).is_some_and(|v| !v.is_null()),
+                "{name}.{member} is required but the type may leave it out"
+            );
+        }
+    }
+    // Every api type has a sample, and the document has no other object schema but these.
+    let sampled: BTreeSet<&str> = samples.iter().map(|(name, ..)| *name).collect();
+    let extra: BTreeSet<&str> = schemas
+        .keys()
+        .map(String::as_str)
+        .filter(|name| !sampled.contains(name))
+        .collect();
+    assert_eq!(
+        extra,
+        BTreeSet::from(["Health", "Problem", "Readiness", "Violation"])
+    );
+}
+
+#[test]
+fn request_bodies_refuse_unknown_members_as_the_server_does() {
+    let doc = document();
+    for (name, body) in [
+        ("EventFilter", json!({"tenant": "acme", "tenants": "x"})),
+        ("ActionRequest", json!({"reason": "x", "why": "y"})),
+        (
+            "BulkReplayRequest",
+            json!({"filter": {"tenant": "acme"}, "dryrun": true}),
+        ),
+        (
+            "BulkReplayRequest",
+            json!({"filter": {"tenant": "acme", "x": 1}}),
+        ),
+    ] {
+        assert_invalid(&doc, name, &body);
+        let error = match name {
+            "EventFilter" => serde_json::from_value::<EventFilter>(body).is_err(),
+            "ActionRequest" => serde_json::from_value::<ActionRequest>(body).is_err(),
+            _ => serde_json::from_value::<BulkReplayRequest>(body).is_err(),
+        };
+        assert!(error, "serde accepts what the document refuses");
+    }
+    // Null members are accepted by both (serde reads them as `None`).
+    let nulls = json!({"filter": {"tenant": "acme", "status": null}, "rate": null});
+    assert_valid(&doc, "BulkReplayRequest", &nulls);
+    assert!(serde_json::from_value::<BulkReplayRequest>(nulls).is_ok());
+    assert_invalid(&doc, "BulkReplayRequest", &json!({"filter": {}, "rate": 0}));
+    assert_invalid(
+        &doc,
+        "BulkReplayRequest",
+        &json!({"filter": {}, "rate": 10001}),
+    );
+    assert_invalid(&doc, "BulkReplayRequest", &json!({"dryRun": true}));
+}
+
+#[test]
+fn the_schemas_are_not_vacuous() {
+    let doc = document();
+    let mut summary = serde_json::to_value(summary(None)).unwrap();
+    assert_invalid(&doc, "EventSummary", &json!({}));
+    summary["status"] = json!("lost");
+    assert_invalid(&doc, "EventSummary", &summary);
+    summary["status"] = json!("dead");
+    summary["eventId"] = json!("not-a-uuid");
+    assert_invalid(&doc, "EventSummary", &summary);
+    summary["eventId"] = json!(uuid(1));
+    summary["receivedAt"] = json!("yesterday");
+    assert_invalid(&doc, "EventSummary", &summary);
+    let mut entry = serde_json::to_value(TimelineEntry {
+        event: self::summary(None),
+        emissions: vec![],
+    })
+    .unwrap();
+    entry.as_object_mut().unwrap().remove("tenant");
+    assert_invalid(&doc, "TimelineEntry", &entry);
+    assert_invalid(&doc, "ReplayResult", &json!({"placement": "anywhere"}));
+    assert_valid(
+        &doc,
+        "Problem",
+        &json!({
+            "type": "urn:tenant-gateway:problem:event-not-found",
+            "title": "Event not found", "status": 404, "detail": "no event 0190",
+        }),
+    );
+    assert_invalid(
+        &doc,
+        "Problem",
+        &json!({"type": "about:blank", "title": "x", "status": 404, "detail": "y"}),
+    );
+}

@@ -1,0 +1,250 @@
+//! The SQLite journal backend: one database file in WAL mode, one dedicated write connection
+//! owned by the group-commit writer, and a small pool of read connections.
+//!
+//! Durability: `synchronous=FULL` makes every commit fsync the WAL, so an event reported as
+//! stored survives `kill -9` and power loss. WAL lets reads run while the writer commits.
+//!
+//! A group is written with a handful of statements whatever its size: one read of which of its
+//! (source, id) origins are already stored (usually none), one read of the last sequence of
+//! tenants the writer has not seen since it started, then the plan is made in Rust (duplicate,
+//! conflict, or new with the tenant's next sequence; a request with a conflict contributes
+//! nothing) and the new rows go in with multi-row INSERTs (one per 256 events). sqlx hands every
+//! statement to the connection's worker thread and back, two thread wake-ups that cost more
+//! than a row, so the number of statements per group is what is kept small. WAL checkpoints run
+//! on their own connection ([`WalCheckpointer`]), never inside a commit.
+//!
+//! This module opens the journal and holds what the others share; [`reads`] are the
+//! dispatcher's and the admin API's reads on the pool, [`writer`] the group-commit store on the
+//! write connection, [`checkpointer`] the WAL checkpoints, [`rows`] the decoding of stored rows,
+//! and [`operator`] the statements of the operator actions.
+
+mod checkpointer;
+mod operator;
+mod reads;
+mod rows;
+mod writer;
+
+use checkpointer::WalCheckpointer;
+pub(super) use rows::pending_from_row;
+use writer::SqliteWriter;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::ConnectOptions;
+use uuid::Uuid;
+
+use super::group_commit::{GroupCommitter, QueueBounds};
+use super::operator::{OperatorError, OperatorOutcome, OperatorWrite};
+use super::{
+    AppendError, Appended, AttemptRecord, CommitStats, JournalError, JournalOptions, NewEvent,
+};
+
+/// The schema, embedded in the binary and applied at open.
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Turns the part of a `sqlite://PATH` URL after `sqlite://` into a file path.
+pub(super) fn parse_path(rest: &str) -> Result<PathBuf, JournalError> {
+    if rest.is_empty() {
+        return Err(JournalError::InvalidUrl(
+            "sqlite:// URL has no file path (expected sqlite://PATH)".into(),
+        ));
+    }
+    if rest.contains('?') {
+        return Err(JournalError::InvalidUrl(
+            "sqlite:// URL must be a plain file path; query parameters are not supported".into(),
+        ));
+    }
+    if rest == ":memory:" || rest.starts_with("file:") {
+        return Err(JournalError::InvalidUrl(
+            "the SQLite journal needs a file path: the writer and the readers share one \
+             database file, so in-memory and `file:` URIs are not supported"
+                .into(),
+        ));
+    }
+    Ok(PathBuf::from(rest))
+}
+
+/// The SQLite journal. Use it through [`EventJournal`](super::EventJournal); cloning is cheap.
+#[derive(Clone)]
+pub struct SqliteJournal {
+    inner: Arc<SqliteJournalInner>,
+}
+
+/// State shared by every clone of a [`SqliteJournal`].
+struct SqliteJournalInner {
+    /// The database file, for diagnostics.
+    path: PathBuf,
+    /// The group-commit writer that owns the write connection.
+    committer: GroupCommitter,
+    /// Connections for reads, separate from the writer so reads never queue behind commits.
+    readers: SqlitePool,
+    /// Copies committed WAL pages back into the database file off the commit path.
+    checkpointer: WalCheckpointer,
+}
+
+impl fmt::Debug for SqliteJournal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteJournal")
+            .field("path", &self.inner.path)
+            .field("accepting", &self.inner.committer.is_accepting())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteJournal {
+    /// Creates the directory and file if needed, migrates, and starts the writer.
+    pub(super) async fn open(path: PathBuf, options: JournalOptions) -> Result<Self, JournalError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent).await.map_err(|source| {
+                JournalError::CreateDirectory {
+                    path: parent.to_path_buf(),
+                    source,
+                }
+            })?;
+        }
+        let connect_options = connect_options(&path, &options);
+        let write_options = connect_options.clone();
+        let mut write_connection = write_options.connect().await.map_err(JournalError::Open)?;
+        MIGRATOR
+            .run(&mut write_connection)
+            .await
+            .map_err(JournalError::Migrate)?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(options.read_connections)
+            .connect_with(connect_options.clone().create_if_missing(false))
+            .await
+            .map_err(JournalError::Open)?;
+        let checkpointer = WalCheckpointer::start(
+            connect_options
+                .create_if_missing(false)
+                .connect()
+                .await
+                .map_err(JournalError::Open)?,
+        );
+        let writer = SqliteWriter::new(write_connection, write_options);
+        let committer =
+            GroupCommitter::start(
+                writer,
+                QueueBounds {
+                    append_bytes: options.queue_bytes,
+                    internal_requests: options.internal_queue,
+                    max_group_events: options.max_group_events,
+                },
+            );
+        Ok(SqliteJournal {
+            inner: Arc::new(SqliteJournalInner {
+                path,
+                committer,
+                readers,
+                checkpointer,
+            }),
+        })
+    }
+
+    pub(super) async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, AppendError> {
+        self.inner.committer.append(events).await
+    }
+
+    pub(super) async fn submit_attempts(
+        &self,
+        attempts: Vec<AttemptRecord>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), AppendError>>, AppendError> {
+        self.inner.committer.submit(attempts).await
+    }
+
+    pub(super) async fn operate(
+        &self,
+        write: OperatorWrite,
+    ) -> Result<OperatorOutcome, OperatorError> {
+        self.inner.committer.operate(write).await
+    }
+
+    pub(super) fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.committer.subscribe_commits()
+    }
+
+    pub(super) fn group_sizes(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.inner.committer.group_sizes()
+    }
+
+    pub(super) async fn check_ready(&self) -> Result<(), JournalError> {
+        if !self.inner.committer.is_accepting() {
+            return Err(JournalError::Closed);
+        }
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
+                .fetch_one(&self.inner.readers)
+                .await
+                .map_err(read_error)?;
+        let required = MIGRATOR.iter().map(|migration| migration.version).max();
+        match (required, applied) {
+            (Some(required), Some(applied)) if applied < required => {
+                Err(JournalError::NotMigrated(format!(
+                    "the store is at migration {applied}, this build needs {required}"
+                )))
+            }
+            (Some(required), None) => Err(JournalError::NotMigrated(format!(
+                "no migration applied, this build needs {required}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn commit_stats(&self) -> CommitStats {
+        self.inner.committer.stats()
+    }
+
+    pub(super) fn queued_requests(&self) -> usize {
+        self.inner.committer.queued_requests()
+    }
+
+    pub(super) fn queued_append_bytes(&self) -> usize {
+        self.inner.committer.queued_append_bytes()
+    }
+
+    pub(super) async fn close(&self) {
+        self.inner.committer.close().await;
+        self.inner.checkpointer.close().await;
+        self.inner.readers.close().await;
+    }
+}
+
+/// Connection settings shared by the writer and the readers.
+fn connect_options(path: &Path, options: &JournalOptions) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(options.busy_timeout)
+        // 32 MiB of page cache (the default is 2 MiB): the dedup and sequence indexes take
+        // random inserts, and a miss there is a read inside the write transaction.
+        .pragma("cache_size", "-32768")
+        // No checkpoint inside a commit: the WalCheckpointer does it from its own connection,
+        // so a commit (and the requests waiting on it) never pays for copying the WAL back.
+        .pragma("wal_autocheckpoint", "0")
+        .thread_name(|id| format!("journal-db-{id}"))
+}
+
+/// Maps a read failure; a closed pool means the journal was closed.
+fn read_error(error: sqlx::Error) -> JournalError {
+    match error {
+        sqlx::Error::PoolClosed => JournalError::Closed,
+        other => JournalError::Query(other),
+    }
+}
+
+/// Parses a stored UUID, or says which row is unreadable.
+fn parse_uuid(value: &str, what: &str) -> Result<Uuid, JournalError> {
+    Uuid::parse_str(value).map_err(|error| JournalError::Corrupt {
+        event_id: value.to_owned(),
+        reason: format!("{what} is not a UUID: {error}"),
+    })
+}
