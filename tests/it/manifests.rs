@@ -1054,9 +1054,7 @@ fn the_eventbus_overlay_renders_the_eventbus_variant() {
     let from_sink_secret = |v: &Value| v["secret"]["secretName"] == "tenant-gateway-sink";
     // Argo's generated Secrets, copied key for key into tenant-gateway-sink (docs/operations.md):
     // the client auth (user and password) and the CA of the EventBus's TLS.
-    let client_auth = sink["client-auth-file"]
-        .as_str()
-        .expect("client-auth-file");
+    let client_auth = sink["client-auth-file"].as_str().expect("client-auth-file");
     assert!(under_mount(pod, gateway, client_auth, from_sink_secret));
     let ca = sink["ca-file"].as_str().expect("ca-file");
     assert!(under_mount(pod, gateway, ca, from_sink_secret));

@@ -128,15 +128,14 @@ impl SqliteJournal {
                 .map_err(JournalError::Open)?,
         );
         let writer = SqliteWriter::new(write_connection, write_options);
-        let committer =
-            GroupCommitter::start(
-                writer,
-                QueueBounds {
-                    append_bytes: options.queue_bytes,
-                    internal_requests: options.internal_queue,
-                    max_group_events: options.max_group_events,
-                },
-            );
+        let committer = GroupCommitter::start(
+            writer,
+            QueueBounds {
+                append_bytes: options.queue_bytes,
+                internal_requests: options.internal_queue,
+                max_group_events: options.max_group_events,
+            },
+        );
         Ok(SqliteJournal {
             inner: Arc::new(SqliteJournalInner {
                 path,
