@@ -23,3 +23,4 @@ pub mod journal;
 pub mod metrics;
 pub mod normalize;
 pub mod telemetry;
+pub mod tls;
