@@ -420,7 +420,7 @@ mod tests {
                 received_at: "2024-05-01T10:00:01.000000Z".into(),
                 document,
                 content_hash: String::new(),
-                status: "pending".into(),
+                status: crate::journal::EventStatus::Pending,
                 lifecycle: json!({"parameters": {"plan": "{{workflow.name}}"}}),
             },
         }
