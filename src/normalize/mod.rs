@@ -85,6 +85,34 @@ pub struct ObjectStorage {
     pub url: String,
 }
 
+/// What normalization found besides tenant and action, as the journal keeps it (the `lifecycle`
+/// column): fixed at ingest, so a rules change never alters what an accepted event emits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleDetails {
+    /// Named values for the workflow, from the rule's parameter mappings.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// Where a migration reads or writes the tenant's data.
+    #[serde(default, rename = "objectStorage")]
+    pub object_storage: Option<ObjectStorage>,
+}
+
+impl LifecycleDetails {
+    /// The details of a freshly normalized event.
+    pub fn of(lifecycle: &Lifecycle) -> Self {
+        LifecycleDetails {
+            parameters: lifecycle.parameters.clone(),
+            object_storage: lifecycle.object_storage.clone(),
+        }
+    }
+
+    /// The JSON text the journal stores.
+    pub fn to_json_string(&self) -> String {
+        // A map of strings and an optional struct of strings always serialize.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
 /// Why a valid CloudEvent is not a lifecycle event this gateway can act on (HTTP 422). Every
 /// message is meant to be read by the upstream team as the problem's detail.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
