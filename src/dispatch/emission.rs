@@ -1,5 +1,5 @@
-//! From a pending emission in the journal to the bytes a sink sends: the canonical CloudEvent of
-//! DESIGN.md section 4 in structured JSON.
+//! From a pending emission in the journal to the bytes a sink sends: the canonical CloudEvent
+//! (`docs/normalization.md`, "The canonical event") in structured JSON.
 
 use bytes::Bytes;
 use serde::Serialize;

@@ -1,4 +1,4 @@
-//! The ingest HTTP API (DESIGN section 3): `POST /events`, the webhook abuse-protection
+//! The ingest HTTP API (see `docs/api.md`): `POST /events`, the webhook abuse-protection
 //! handshake on `OPTIONS /events`, and the health endpoints.
 //!
 //! A request is authenticated, read within the body limit, decoded by the strict binding in

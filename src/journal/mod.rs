@@ -1,4 +1,5 @@
-//! The journal: the durable store of every accepted upstream CloudEvent (DESIGN.md section 5).
+//! The journal: the durable store of every accepted upstream CloudEvent (see
+//! `docs/architecture.md`, "Journal and group commit").
 //!
 //! It owns three things the rest of the gateway relies on:
 //! - deduplication by upstream identity (`source`, `id`): a repeat with the same content is a

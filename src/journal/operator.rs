@@ -1,4 +1,4 @@
-//! Operator actions on the journal (DESIGN.md section 6): event search, an event's emissions,
+//! Operator actions on the journal (see `docs/admin.md`): event search, an event's emissions,
 //! a tenant's state, and the operator's writes (replay, skip, bulk replay jobs), each recorded
 //! with who did it and why. (Not crash recovery: the journal needs none beyond SQLite's WAL.)
 //!

@@ -1,6 +1,6 @@
 //! Normalization: from an accepted upstream CloudEvent to the lifecycle facts the gateway acts on
 //! (tenant, action, parameters, object storage), and from those facts to the canonical CloudEvent
-//! it emits (DESIGN section 4).
+//! it emits (see `docs/normalization.md`).
 //!
 //! Layout:
 //! - this module: [`Lifecycle`], [`TenantName`], [`NormalizeError`], the [`Normalizer`] and the
@@ -23,7 +23,7 @@ use crate::cloudevents::{CloudEvent, Data, ExtensionValue};
 pub use canonical::{canonical_event, workflow_name, EmissionInput};
 pub use rules::{RuleSet, RulesError};
 
-/// The actions a default deployment knows (DESIGN section 4).
+/// The actions a default deployment knows (`docs/normalization.md`).
 pub const DEFAULT_ACTIONS: [&str; 5] = ["upsert", "delete", "migrate-out", "migrate-in", "admin"];
 
 /// A tenant name: a DNS-1123 label, because it ends up in Kubernetes object and mutex names.

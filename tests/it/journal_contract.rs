@@ -1362,7 +1362,7 @@ async fn delivery_order(journal: &EventJournal, tenant: &str) -> Vec<(String, bo
         .collect()
 }
 
-/// DESIGN 6: replaying the dead event that parks a tenant retries it in its own place, before
+/// `docs/admin.md`: replaying the dead event that parks a tenant retries it in its own place, before
 /// the events waiting behind it; the tenant is no longer parked by it, also after a reopen.
 async fn replaying_a_dead_emission_takes_its_place_and_unparks(store: TestStore) {
     let journal = &store.journal;
