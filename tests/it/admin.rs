@@ -10,8 +10,8 @@ use sqlx::{ConnectOptions, Row};
 use tenant_gateway::config::{Settings, TokenConfig};
 use tenant_gateway::journal::EventStatus;
 
-use crate::argo_webhook::{ArgoWebhook, Behaviour, Received};
 use crate::dispatch::{post, webhook_settings};
+use crate::support::argo_webhook::{ArgoWebhook, Behaviour, Received};
 use crate::support::{json_body, lifecycle_event, problem, TestApp};
 
 /// Long enough for any wait here; a test that reaches it has failed.
