@@ -102,6 +102,9 @@ impl Application {
             normalizer,
             auth,
             max_body: settings.max_body,
+            limits: settings.decode_limits,
+            body_read_timeout: settings.body_read_timeout,
+            max_request_events: settings.journal.max_group_events,
             emission_target: EmissionTarget {
                 instance_source: settings.dispatch.instance_source.clone(),
                 routing: sink.argo_routing().cloned(),

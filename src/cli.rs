@@ -74,6 +74,26 @@ pub struct ServeArgs {
     /// Largest accepted request body, e.g. 1048576, 512KiB, 1MiB [default: 1MiB].
     #[arg(long, env = "TENANT_GATEWAY_MAX_BODY", value_name = "BYTES")]
     pub max_body: Option<ByteSize>,
+    /// Most events in one batch request [default: 1000].
+    #[arg(long, env = "TENANT_GATEWAY_MAX_BATCH_EVENTS", value_name = "N")]
+    pub max_batch_events: Option<usize>,
+    /// Most extension attributes of one event [default: 50].
+    #[arg(long, env = "TENANT_GATEWAY_MAX_EXTENSIONS", value_name = "N")]
+    pub max_extensions: Option<usize>,
+    /// Longest id, source, type, subject or extension value [default: 1KiB].
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_MAX_ATTRIBUTE_LENGTH",
+        value_name = "BYTES"
+    )]
+    pub max_attribute_length: Option<ByteSize>,
+    /// How long a request body may take to arrive after its headers (408 after) [default: 10s].
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_BODY_READ_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub body_read_timeout: Option<humantime::Duration>,
     /// Log line format [default: human].
     #[arg(long, env = "TENANT_GATEWAY_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,

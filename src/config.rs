@@ -25,6 +25,8 @@ pub const DEFAULT_INSTANCE_URI: &str = "urn:tenant-gateway";
 pub const DEFAULT_STORE: &str = "sqlite://./data/tenant-gateway.db";
 /// The Argo Events payload limit: a bigger event could not be emitted anyway.
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// A client that has sent its headers has had ample time to send 1 MiB by then.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -132,6 +134,10 @@ pub struct FileConfig {
     pub tokens: Vec<TokenConfig>,
     pub insecure_no_auth: Option<bool>,
     pub max_body: Option<ByteSize>,
+    pub max_batch_events: Option<usize>,
+    pub max_extensions: Option<usize>,
+    pub max_attribute_length: Option<ByteSize>,
+    pub body_read_timeout: Option<String>,
     pub log_format: Option<LogFormat>,
     pub shutdown_grace: Option<String>,
     pub workers: Option<usize>,
@@ -190,6 +196,10 @@ pub struct Settings {
     pub insecure_no_auth: bool,
     /// Request body limit in bytes (413 above it).
     pub max_body: usize,
+    /// Events per batch, extensions per event, attribute value length (413 above them).
+    pub decode_limits: crate::cloudevents::DecodeLimits,
+    /// How long a request body may take after its headers (408 after it).
+    pub body_read_timeout: Duration,
     pub log_format: LogFormat,
     /// Time between "draining" (readiness 503) and closing the listener, so load balancers
     /// stop sending before connections are refused.
@@ -230,6 +240,8 @@ impl Settings {
             tokens: Vec::new(),
             insecure_no_auth: false,
             max_body: DEFAULT_MAX_BODY,
+            decode_limits: crate::cloudevents::DecodeLimits::default(),
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             log_format: LogFormat::Human,
             shutdown_grace: Duration::from_secs(5),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -302,6 +314,43 @@ impl Settings {
                 });
             }
             s.max_body = v.0;
+        }
+        let positive = |key: &'static str, value: Option<usize>| match value {
+            Some(0) => Err(ConfigError::Invalid {
+                key,
+                reason: "must be greater than 0".into(),
+            }),
+            other => Ok(other),
+        };
+        if let Some(v) = positive(
+            "max-batch-events",
+            args.max_batch_events.or(file.max_batch_events),
+        )? {
+            s.decode_limits.max_batch_events = v;
+        }
+        if let Some(v) = args.max_extensions.or(file.max_extensions) {
+            s.decode_limits.max_extensions = v;
+        }
+        if let Some(v) = positive(
+            "max-attribute-length",
+            args.max_attribute_length
+                .or(file.max_attribute_length)
+                .map(|b| b.0),
+        )? {
+            s.decode_limits.max_attribute_length = v;
+        }
+        if let Some(v) = duration(
+            "body-read-timeout",
+            args.body_read_timeout,
+            file.body_read_timeout,
+        )? {
+            if v.is_zero() {
+                return Err(ConfigError::Invalid {
+                    key: "body-read-timeout",
+                    reason: "must be greater than 0".into(),
+                });
+            }
+            s.body_read_timeout = v;
         }
         if let Some(v) = args.log_format.or(file.log_format) {
             s.log_format = v;

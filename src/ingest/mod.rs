@@ -20,7 +20,10 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::cloudevents::{decode_request, CloudEvent, ContentMode, DecodeError, Violation};
+use crate::cloudevents::{
+    decode_request_with, echo, CloudEvent, ContentMode, DecodeError, DecodeLimits, Violation,
+    Violations,
+};
 use crate::dispatch::emission::{EmissionTarget, LifecycleDetails};
 use crate::error::Problem;
 use crate::journal::{AppendError, AppendStatus, EventJournal, NewEvent};
@@ -35,6 +38,14 @@ pub struct IngestState {
     pub auth: IngestAuth,
     /// Body limit in bytes.
     pub max_body: usize,
+    /// Batch size, extension count and attribute length limits of the decoder.
+    pub limits: DecodeLimits,
+    /// How long the body may take to arrive after the headers (408 after it), so a stalled
+    /// client cannot hold a connection and a worker's buffer.
+    pub body_read_timeout: std::time::Duration,
+    /// The journal's `max_group_events`: a request with more events is refused (413) because
+    /// it could not be committed atomically in one transaction.
+    pub max_request_events: usize,
     /// Where emissions go: an event whose emission could never be delivered there is refused
     /// (413) instead of being journaled to die later.
     pub emission_target: EmissionTarget,
@@ -65,27 +76,38 @@ pub enum IngestError {
     Draining,
     #[error(transparent)]
     Unauthorized(#[from] AuthError),
-    #[error("the token {token:?} may not post events from these sources")]
+    /// An attribute of an event is outside the credential's scope; names the attribute, never
+    /// the credential.
+    #[error("{}", .errors.summary())]
     Forbidden {
-        token: String,
-        errors: Vec<Violation>,
+        /// The attribute of the first refusal, for `type`: `source`, `tenant` or `action`.
+        attribute: ScopedAttribute,
+        errors: Violations,
     },
-    #[error("request body is larger than the limit of {limit} bytes")]
+    #[error("request body is larger than the limit of {limit} bytes (max-body)")]
     PayloadTooLarge { limit: usize },
     /// The body was within the limit, but an event's emission would not fit what Argo can carry.
-    #[error("{detail}")]
+    #[error("{}", .errors.summary())]
     EmissionTooLarge {
-        /// The first event's reason, naming the limit.
-        detail: String,
         /// One entry per event that is too large.
-        errors: Vec<Violation>,
+        errors: Violations,
     },
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    /// The body did not arrive within `body-read-timeout` after the headers.
+    #[error("the request body did not arrive within body-read-timeout ({}s)", .timeout.as_secs_f64())]
+    BodyTimeout { timeout: std::time::Duration },
     #[error(transparent)]
     Decode(#[from] DecodeError),
-    #[error("not a lifecycle event this gateway can normalize")]
-    Unprocessable(Vec<Violation>),
+    /// More events than one journal transaction may hold: refused rather than split, so a
+    /// request stays all-or-nothing.
+    #[error(
+        "the request has {events} events, more than max-group-events ({max}), the most one \
+         atomic journal commit holds; send them in smaller batches"
+    )]
+    TooManyForCommit { events: usize, max: usize },
+    #[error("not a lifecycle event this gateway can normalize: {}", .0.summary())]
+    Unprocessable(Violations),
     #[error(
         "event {index} has the same source and id as stored event {event_id} but different content"
     )]
@@ -96,114 +118,144 @@ pub enum IngestError {
     Overloaded(AppendError),
 }
 
-impl IngestError {
-    fn problem(&self) -> Problem {
-        use IngestError::*;
-        let detail = self.to_string();
+/// The event attribute a credential's scope limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopedAttribute {
+    Source,
+    Tenant,
+    Action,
+}
+
+impl ScopedAttribute {
+    pub fn as_str(self) -> &'static str {
         match self {
-            Draining => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "draining",
-                "Shutting down",
-                detail,
-            )
-            .retry_after(5),
-            Unauthorized(_) => {
-                let mut p = Problem::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "Unauthorized",
-                    detail,
-                );
-                p.bearer_challenge = true;
-                p
-            }
-            Forbidden { errors, .. } => Problem::new(
-                StatusCode::FORBIDDEN,
-                "source-not-allowed",
-                "Source not allowed",
-                detail,
-            )
-            .with_errors(errors.clone()),
-            PayloadTooLarge { .. } => Problem::new(
+            ScopedAttribute::Source => "source",
+            ScopedAttribute::Tenant => "tenant",
+            ScopedAttribute::Action => "action",
+        }
+    }
+}
+
+impl IngestError {
+    /// Status, `type` slug and title: a match without allocation, so the status and the metrics
+    /// label cost nothing and the problem body is built once, in `error_response`.
+    fn kind(&self) -> (StatusCode, &'static str, &'static str) {
+        use IngestError::*;
+        match self {
+            Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining", "Shutting down"),
+            Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Forbidden { attribute, .. } => match attribute {
+                ScopedAttribute::Source => (
+                    StatusCode::FORBIDDEN,
+                    "source-not-allowed",
+                    "Source not allowed",
+                ),
+                ScopedAttribute::Tenant => (
+                    StatusCode::FORBIDDEN,
+                    "tenant-not-allowed",
+                    "Tenant not allowed",
+                ),
+                ScopedAttribute::Action => (
+                    StatusCode::FORBIDDEN,
+                    "action-not-allowed",
+                    "Action not allowed",
+                ),
+            },
+            PayloadTooLarge { .. } | EmissionTooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
                 "Payload too large",
-                detail,
             ),
-            EmissionTooLarge { errors, .. } => Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Payload too large",
-                detail,
-            )
-            .with_errors(errors.clone()),
-            BodyRead(_) => Problem::new(
+            BodyRead(_) => (
                 StatusCode::BAD_REQUEST,
                 "malformed-request",
                 "Malformed request",
-                detail,
             ),
-            Decode(DecodeError::UnsupportedFormat { .. }) => Problem::new(
+            BodyTimeout { .. } => (
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                "Request body timed out",
+            ),
+            Decode(DecodeError::UnsupportedFormat { .. }) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-format",
                 "Unsupported CloudEvents format",
-                detail,
             ),
-            Decode(DecodeError::Invalid { violations }) => Problem::new(
+            Decode(DecodeError::Invalid { .. }) => (
                 StatusCode::BAD_REQUEST,
                 "invalid-cloudevent",
                 "Invalid CloudEvent",
-                detail,
-            )
-            .with_errors(violations.clone()),
-            Unprocessable(errors) => Problem::new(
+            ),
+            Decode(DecodeError::LimitExceeded { .. }) | TooManyForCommit { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "limit-exceeded",
+                "Limit exceeded",
+            ),
+            Unprocessable(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "not-a-lifecycle-event",
                 "Not a lifecycle event",
-                format!(
-                    "{detail}: {}",
-                    errors
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
-            )
-            .with_errors(errors.clone()),
-            Conflict { index, .. } => Problem::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                "Conflicting event",
-                detail,
-            )
-            .with_errors(vec![Violation::new(
-                Some("id"),
-                "same source and id as a stored event with different content",
-            )
-            .at(*index)]),
-
-            Unavailable(_) => Problem::new(
+            ),
+            Conflict { .. } => (StatusCode::CONFLICT, "conflict", "Conflicting event"),
+            Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store-unavailable",
                 "Store unavailable",
-                "the journal could not commit the events; nothing was stored, retry later",
-            )
-            .retry_after(1),
-            Overloaded(_) => Problem::new(
+            ),
+            Overloaded(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "overloaded",
                 "Ingest queue full",
-                detail,
-            )
-            .retry_after(1),
+            ),
+        }
+    }
+
+    /// The `type` slug, for the rejection metrics.
+    pub fn slug(&self) -> &'static str {
+        self.kind().1
+    }
+
+    fn problem(&self) -> Problem {
+        use IngestError::*;
+        let (status, slug, title) = self.kind();
+        let detail = match self {
+            Unavailable(_) => {
+                "the journal could not commit the events; nothing was stored, retry later".into()
+            }
+            other => other.to_string(),
+        };
+        let problem = Problem::new(status, slug, title, detail);
+        match self {
+            Draining => problem.retry_after(5),
+            Unauthorized(_) => {
+                let mut p = problem;
+                p.bearer_challenge = true;
+                p
+            }
+            Forbidden { errors, .. }
+            | EmissionTooLarge { errors }
+            | Decode(DecodeError::Invalid { violations: errors })
+            | Unprocessable(errors) => problem.with_violations(errors.clone()),
+            PayloadTooLarge { .. } => problem.with_limit("max-body"),
+            BodyTimeout { .. } => problem.with_limit("body-read-timeout").close_connection(),
+            Decode(DecodeError::LimitExceeded { limit, .. }) => problem.with_limit(limit),
+            TooManyForCommit { .. } => problem.with_limit("max-group-events"),
+            Conflict { index, .. } => problem.with_violations(Violations::one(
+                Violation::new(
+                    Some("id"),
+                    "same source and id as a stored event with different content",
+                )
+                .at(*index),
+            )),
+            Unavailable(_) | Overloaded(_) => problem.retry_after(1),
+            BodyRead(_) | Decode(DecodeError::UnsupportedFormat { .. }) => problem,
         }
     }
 }
 
 impl ResponseError for IngestError {
     fn status_code(&self) -> StatusCode {
-        self.problem().status
+        self.kind().0
     }
 
     fn error_response(&self) -> HttpResponse {
@@ -296,7 +348,7 @@ async fn post_events(
     .instrument(span)
     .await;
     if let Err(error) = &result {
-        state.metrics.reject(error.problem().slug);
+        state.metrics.reject(error.slug());
     }
     result
 }
@@ -317,44 +369,61 @@ async fn accept_request(
     let presented = presented_token(authorization, req.query_string());
     let token = state.auth.authenticate(presented.as_deref())?;
 
-    let body = read_body(req, payload, state.max_body).await?;
-    let (mode, events) = decode_request(
+    let body = tokio::time::timeout(
+        state.body_read_timeout,
+        read_body(req, payload, state.max_body),
+    )
+    .await
+    .map_err(|_| IngestError::BodyTimeout {
+        timeout: state.body_read_timeout,
+    })??;
+    let (mode, events) = decode_request_with(
+        &state.limits,
         req.headers()
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_bytes())),
         &body,
     )?;
+    if events.len() > state.max_request_events {
+        return Err(IngestError::TooManyForCommit {
+            events: events.len(),
+            max: state.max_request_events,
+        });
+    }
     state.metrics.events_received.inc_by(events.len() as u64);
     let span = tracing::Span::current();
     span.record("mode", mode.as_str());
     span.record("events", events.len());
     if let [only] = events.as_slice() {
-        span.record("ce.id", only.id.as_str());
+        span.record("ce.id", echo(&only.id).as_ref());
     }
 
     if let Some(token) = token {
-        let errors: Vec<Violation> = events
+        let errors: Violations = events
             .iter()
             .enumerate()
             .filter(|(_, e)| !token.permits_source(&e.source))
             .map(|(i, e)| {
                 let v = Violation::attr(
                     "source",
-                    format!("source {:?} is not allowed for this token", e.source),
+                    format!(
+                        "source {:?} is not allowed for this credential",
+                        echo(&e.source)
+                    ),
                 );
                 at_batch_index(v, mode, i)
             })
             .collect();
         if !errors.is_empty() {
             return Err(IngestError::Forbidden {
-                token: token.name.clone(),
+                attribute: ScopedAttribute::Source,
                 errors,
             });
         }
     }
 
     let mut lifecycles = Vec::with_capacity(events.len());
-    let mut errors = Vec::new();
+    let mut errors = Violations::default();
     for (i, event) in events.iter().enumerate() {
         match state.normalizer.normalize(event) {
             Ok(l) => lifecycles.push(l),
@@ -367,7 +436,7 @@ async fn accept_request(
     if !errors.is_empty() {
         return Err(IngestError::Unprocessable(errors));
     }
-    let too_large: Vec<Violation> = events
+    let too_large: Violations = events
         .iter()
         .zip(&lifecycles)
         .enumerate()
@@ -380,14 +449,11 @@ async fn accept_request(
             ))
         })
         .collect();
-    if let Some(first) = too_large.first() {
-        return Err(IngestError::EmissionTooLarge {
-            detail: first.to_string(),
-            errors: too_large,
-        });
+    if !too_large.is_empty() {
+        return Err(IngestError::EmissionTooLarge { errors: too_large });
     }
     if let [only] = lifecycles.as_slice() {
-        span.record("tenant", only.tenant.as_str());
+        span.record("tenant", echo(only.tenant.as_str()).as_ref());
     }
     Ok((events, lifecycles))
 }
