@@ -9,7 +9,9 @@
 //! - [`send`]: the `send` subcommand, an upstream client of this API.
 
 pub mod auth;
+pub mod rate_limit;
 pub mod send;
+pub mod signature;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,13 +31,21 @@ use crate::error::Problem;
 use crate::journal::{AppendError, AppendStatus, EventJournal, NewEvent};
 use crate::metrics::GatewayMetrics;
 use crate::normalize::{Lifecycle, Normalizer};
-use auth::{presented_token, AuthError, IngestAuth};
+use auth::{presented_token, AuthError, IngestAuth, Replay, Scope, SignatureAuth};
+use rate_limit::{retry_after_seconds, AuthFailureThrottle, RateError, TokenBucket};
+use signature::{SignatureHeaders, Verified};
 
 /// Shared by every actix worker.
 pub struct IngestState {
     pub journal: EventJournal,
     pub normalizer: Normalizer,
     pub auth: IngestAuth,
+    /// Standard Webhooks secrets, whether a signature is required, and the seen `webhook-id`s.
+    pub signatures: SignatureAuth,
+    /// The global rate limit over all credentials, when configured.
+    pub global_rate: Option<TokenBucket>,
+    /// Failed authentications per client address, so tokens cannot be guessed at line rate.
+    pub auth_failures: AuthFailureThrottle,
     /// Body limit in bytes.
     pub max_body: usize,
     /// Batch size, extension count and attribute length limits of the decoder.
@@ -116,6 +126,27 @@ pub enum IngestError {
     Unavailable(#[source] AppendError),
     #[error(transparent)]
     Overloaded(AppendError),
+    /// A rate limit (`rate`/`burst` of the credential, or the global `rate-limit`) is used up.
+    #[error("rate limit {limit} exceeded: retry after {retry_after} s")]
+    RateLimited {
+        limit: &'static str,
+        retry_after: u64,
+    },
+    /// The request alone has more events than the limit's burst: it can never pass.
+    #[error(
+        "the request has {events} events, more than the burst ({burst}) of rate limit {limit}"
+    )]
+    LargerThanBurst {
+        limit: &'static str,
+        events: usize,
+        burst: f64,
+    },
+    /// Too many failed authentications from this client address.
+    #[error("too many failed authentications from this address: retry after {retry_after} s")]
+    AuthThrottled { retry_after: u64 },
+    /// More signed messages inside the tolerance than the replay memory holds.
+    #[error("too many signed messages to remember: retry after {retry_after} s")]
+    ReplayMemoryFull { retry_after: u64 },
 }
 
 /// The event attribute a credential's scope limits.
@@ -202,10 +233,20 @@ impl IngestError {
                 "store-unavailable",
                 "Store unavailable",
             ),
-            Overloaded(_) => (
+            Overloaded(_) | ReplayMemoryFull { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "overloaded",
                 "Ingest queue full",
+            ),
+            RateLimited { .. } | AuthThrottled { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Rate limit exceeded",
+            ),
+            LargerThanBurst { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "limit-exceeded",
+                "Limit exceeded",
             ),
         }
     }
@@ -248,6 +289,13 @@ impl IngestError {
                 .at(*index),
             )),
             Unavailable(_) | Overloaded(_) => problem.retry_after(1),
+            RateLimited { limit, retry_after } => {
+                problem.with_limit(limit).retry_after(*retry_after)
+            }
+            LargerThanBurst { limit, .. } => problem.with_limit(limit),
+            AuthThrottled { retry_after } | ReplayMemoryFull { retry_after } => {
+                problem.retry_after(*retry_after)
+            }
             BodyRead(_) | Decode(DecodeError::UnsupportedFormat { .. }) => problem,
         }
     }
@@ -297,18 +345,37 @@ async fn post_events(
         tenant = tracing::field::Empty,
     );
     let result = async {
-        let (events, lifecycles) = accept_request(&req, payload, &state).await?;
+        let accepted_request = accept_request(&req, payload, &state).await?;
+        let (events, lifecycles) = (accepted_request.events, accepted_request.lifecycles);
+        if accepted_request.replayed {
+            // A replayed webhook-id: the message was received before; nothing is stored again.
+            let body = IngestResponse {
+                accepted: 0,
+                duplicates: events.len(),
+                events: Vec::new(),
+            };
+            return Ok(HttpResponse::Ok().json(body));
+        }
         let new_events: Vec<NewEvent> = events
             .iter()
             .zip(&lifecycles)
             .map(|(event, lifecycle)| new_event(event, lifecycle))
             .collect();
-        let appended = state.journal.append(new_events).await.map_err(|e| match e {
-            AppendError::Conflict { index, event_id } => IngestError::Conflict { index, event_id },
-            // The journal closes only during shutdown: the same answer as any post while draining.
-            AppendError::Closed => IngestError::Draining,
-            overloaded @ AppendError::Overloaded { .. } => IngestError::Overloaded(overloaded),
-            other => IngestError::Unavailable(other),
+        let appended = state.journal.append(new_events).await.map_err(|e| {
+            if let Some(verified) = &accepted_request.signature {
+                // Nothing was stored: a retry of the same message must not count as a replay.
+                state.signatures.forget(verified);
+            }
+            match e {
+                AppendError::Conflict { index, event_id } => {
+                    IngestError::Conflict { index, event_id }
+                }
+                // The journal closes only during shutdown: the same answer as any post while
+                // draining.
+                AppendError::Closed => IngestError::Draining,
+                overloaded @ AppendError::Overloaded { .. } => IngestError::Overloaded(overloaded),
+                other => IngestError::Unavailable(other),
+            }
         })?;
         let mut accepted = 0;
         let reported = events
@@ -353,21 +420,82 @@ async fn post_events(
     result
 }
 
-/// Everything before the journal: draining, auth, body, decoding, source limits, normalization.
+/// What [`accept_request`] lets through to the journal.
+struct AcceptedRequest {
+    events: Vec<CloudEvent>,
+    lifecycles: Vec<Lifecycle>,
+    /// The verified signature, when the request was signed (forgotten again if nothing is
+    /// stored).
+    signature: Option<Verified>,
+    /// The signature's `webhook-id` was seen inside the tolerance: a duplicate delivery.
+    replayed: bool,
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Everything before the journal: draining, auth, body, decoding, scopes, normalization, rate
+/// limits, replay detection.
 async fn accept_request(
     req: &HttpRequest,
     payload: web::Payload,
     state: &IngestState,
-) -> Result<(Vec<CloudEvent>, Vec<Lifecycle>), IngestError> {
+) -> Result<AcceptedRequest, IngestError> {
     if state.draining.load(Ordering::Relaxed) {
         return Err(IngestError::Draining);
     }
+    let client = req.peer_addr().map(|a| a.ip());
+    if let Some(client) = client {
+        state
+            .auth_failures
+            .check(client, std::time::Instant::now())
+            .map_err(|wait| IngestError::AuthThrottled {
+                retry_after: retry_after_seconds(wait),
+            })?;
+    }
+    let failed = |error: AuthError| {
+        if let Some(client) = client {
+            state
+                .auth_failures
+                .record_failure(client, std::time::Instant::now());
+        }
+        IngestError::Unauthorized(error)
+    };
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let presented = presented_token(authorization, req.query_string());
-    let token = state.auth.authenticate(presented.as_deref())?;
+        .map(|v| v.as_bytes());
+    let presented = presented_token(authorization, req.query_string()).map_err(failed)?;
+    let token = match presented {
+        Some(presented) => state.auth.authenticate(Some(&presented)).map_err(failed)?,
+        None => None,
+    };
+    let signature_headers = SignatureHeaders {
+        id: req
+            .headers()
+            .get(signature::HEADER_ID)
+            .map(|v| v.as_bytes()),
+        timestamp: req
+            .headers()
+            .get(signature::HEADER_TIMESTAMP)
+            .map(|v| v.as_bytes()),
+        signature: req
+            .headers()
+            .get(signature::HEADER_SIGNATURE)
+            .map(|v| v.as_bytes()),
+    };
+    let signed = state.signatures.is_configured() && signature_headers.signature.is_some();
+    if state.signatures.require_signature && !signed {
+        return Err(failed(AuthError::SignatureRequired));
+    }
+    let credentials_required =
+        state.auth.requires_credentials() || state.signatures.is_configured();
+    if credentials_required && token.is_none() && !signed {
+        return Err(failed(AuthError::Missing));
+    }
 
     let body = tokio::time::timeout(
         state.body_read_timeout,
@@ -390,6 +518,21 @@ async fn accept_request(
             max: state.max_request_events,
         });
     }
+    let now = now_unix();
+    let secret = if signed {
+        let (secret, verified) = state
+            .signatures
+            .verify(signature_headers, &body, now)
+            .map_err(|e| failed(AuthError::Signature(e)))?;
+        Some((secret, verified))
+    } else {
+        None
+    };
+    let scopes: Vec<&Scope> = token
+        .map(|t| &t.scope)
+        .into_iter()
+        .chain(secret.as_ref().map(|(s, _)| &s.scope))
+        .collect();
     state.metrics.events_received.inc_by(events.len() as u64);
     let span = tracing::Span::current();
     span.record("mode", mode.as_str());
@@ -398,11 +541,11 @@ async fn accept_request(
         span.record("ce.id", echo(&only.id).as_ref());
     }
 
-    if let Some(token) = token {
+    for scope in &scopes {
         let errors: Violations = events
             .iter()
             .enumerate()
-            .filter(|(_, e)| !token.permits_source(&e.source))
+            .filter(|(_, e)| !scope.permits_source(&e.source))
             .map(|(i, e)| {
                 let v = Violation::attr(
                     "source",
@@ -452,10 +595,110 @@ async fn accept_request(
     if !too_large.is_empty() {
         return Err(IngestError::EmissionTooLarge { errors: too_large });
     }
+    for scope in &scopes {
+        check_scope(scope, mode, &lifecycles)?;
+    }
+    let mut buckets: Vec<(&'static str, &TokenBucket)> = Vec::new();
+    if let Some(bucket) = token.and_then(|t| t.rate.as_ref()) {
+        buckets.push(("rate", bucket));
+    }
+    if let Some(bucket) = secret.as_ref().and_then(|(s, _)| s.rate.as_ref()) {
+        buckets.push(("rate", bucket));
+    }
+    if let Some(bucket) = &state.global_rate {
+        buckets.push(("rate-limit", bucket));
+    }
+    take_rate(&buckets, events.len())?;
+    let (signature, replayed) = match secret {
+        None => (None, false),
+        Some((_, verified)) => match state.signatures.remember(&verified, now) {
+            Replay::First => (Some(verified), false),
+            Replay::Duplicate => (None, true),
+            Replay::Full => {
+                return Err(IngestError::ReplayMemoryFull { retry_after: 1 });
+            }
+        },
+    };
     if let [only] = lifecycles.as_slice() {
         span.record("tenant", echo(only.tenant.as_str()).as_ref());
     }
-    Ok((events, lifecycles))
+    Ok(AcceptedRequest {
+        events,
+        lifecycles,
+        signature,
+        replayed,
+    })
+}
+
+/// Tenants and actions outside a credential's scope: 403 naming the attribute (every
+/// offending event listed, bounded), never the credential.
+fn check_scope(
+    scope: &Scope,
+    mode: ContentMode,
+    lifecycles: &[Lifecycle],
+) -> Result<(), IngestError> {
+    let mut errors = Violations::default();
+    let mut first = None;
+    for (i, lifecycle) in lifecycles.iter().enumerate() {
+        if !scope.permits_tenant(lifecycle.tenant.as_str()) {
+            first.get_or_insert(ScopedAttribute::Tenant);
+            errors.push(at_batch_index(
+                Violation::attr(
+                    "tenant",
+                    format!(
+                        "tenant {:?} is not allowed for this credential",
+                        echo(lifecycle.tenant.as_str())
+                    ),
+                ),
+                mode,
+                i,
+            ));
+        }
+        if !scope.permits_action(&lifecycle.action) {
+            first.get_or_insert(ScopedAttribute::Action);
+            errors.push(at_batch_index(
+                Violation::attr(
+                    "action",
+                    format!(
+                        "action {:?} is not allowed for this credential",
+                        echo(&lifecycle.action)
+                    ),
+                ),
+                mode,
+                i,
+            ));
+        }
+    }
+    match first {
+        None => Ok(()),
+        Some(attribute) => Err(IngestError::Forbidden { attribute, errors }),
+    }
+}
+
+/// Takes `events` from every bucket, or none: what was taken is given back when a later one
+/// refuses. `Retry-After` is the longest wait of the refusing bucket, rounded up.
+fn take_rate(buckets: &[(&'static str, &TokenBucket)], events: usize) -> Result<(), IngestError> {
+    let now = std::time::Instant::now();
+    let n = events as f64;
+    for (taken, (limit, bucket)) in buckets.iter().enumerate() {
+        if let Err(error) = bucket.try_take(n, now) {
+            for (_, earlier) in &buckets[..taken] {
+                earlier.give_back(n);
+            }
+            return Err(match error {
+                RateError::RetryAfter(wait) => IngestError::RateLimited {
+                    limit,
+                    retry_after: retry_after_seconds(wait),
+                },
+                RateError::LargerThanBurst { burst } => IngestError::LargerThanBurst {
+                    limit,
+                    events,
+                    burst,
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Batch members are named by their index; a lone event needs none.
@@ -513,9 +756,10 @@ async fn bench_null_events(
     payload: web::Payload,
     state: web::Data<IngestState>,
 ) -> Result<HttpResponse, IngestError> {
-    let (events, _) = accept_request(&req, payload, &state).await?;
-    Ok(HttpResponse::Accepted()
-        .json(serde_json::json!({"accepted": events.len(), "duplicates": 0, "events": []})))
+    let accepted = accept_request(&req, payload, &state).await?;
+    Ok(HttpResponse::Accepted().json(
+        serde_json::json!({"accepted": accepted.events.len(), "duplicates": 0, "events": []}),
+    ))
 }
 
 /// CloudEvents Web Hook abuse protection (section 4 of the webhook spec): consent to deliveries
@@ -527,7 +771,7 @@ async fn webhook_handshake(req: HttpRequest) -> HttpResponse {
         resp.insert_header(("WebHook-Allowed-Origin", origin.clone()));
     }
     if req.headers().contains_key("webhook-request-rate") {
-        // No per-origin rate limit is enforced, so any requested rate is granted.
+        // Rate limits are per credential and global, not per origin: no origin rate is promised.
         resp.insert_header(("WebHook-Allowed-Rate", "*"));
     }
     resp.finish()

@@ -252,3 +252,313 @@ async fn a_stalled_body_is_closed_within_the_timeout() {
     );
     app.stop().await;
 }
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn write_file(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("write credential file");
+    path
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+use tenant_gateway::ingest::signature::{parse_secret, sign};
+
+/// Posts `event` signed with `signature` (as given) for `id` and `timestamp`.
+async fn post_signed(app: &TestApp, event: &Value, id: &str, ts: i64, sig: &str) -> u16 {
+    app.client
+        .post(app.url("/events"))
+        .header("content-type", "application/cloudevents+json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", sig)
+        .body(event.to_string())
+        .send()
+        .await
+        .expect("request sent")
+        .status()
+        .as_u16()
+}
+
+async fn signed_app(require_signature: bool) -> (TestApp, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write_file(&dir, "crm.secret", &format!("{SECRET}\n"));
+    let token = write_file(&dir, "ops", "ops-token");
+    let app = TestApp::spawn_with(|s| {
+        s.signing_secrets = vec![tenant_gateway::config::SigningSecretConfig {
+            name: "crm".into(),
+            file: secret,
+            ..Default::default()
+        }];
+        s.tokens = vec![tenant_gateway::config::TokenConfig {
+            name: "ops".into(),
+            file: token,
+            ..Default::default()
+        }];
+        s.require_signature = require_signature;
+    })
+    .await;
+    (app, dir)
+}
+
+#[tokio::test]
+async fn standard_webhooks_signatures_authenticate_posts() {
+    let (app, _dir) = signed_app(false).await;
+    let key = parse_secret(SECRET).unwrap();
+    let now = now_unix();
+    let event = lifecycle_event("sig-1", "acme", "upsert");
+    let body = event.to_string();
+    let good = sign(&key, "msg-1", now, body.as_bytes());
+    // Valid.
+    assert_eq!(post_signed(&app, &event, "msg-1", now, &good).await, 202);
+    // Replayed id: a duplicate, and a different body under the same id is not a second event.
+    assert_eq!(post_signed(&app, &event, "msg-1", now, &good).await, 200);
+    let other = lifecycle_event("sig-other", "acme", "upsert");
+    let other_sig = sign(&key, "msg-1", now, other.to_string().as_bytes());
+    assert_eq!(
+        post_signed(&app, &other, "msg-1", now, &other_sig).await,
+        200
+    );
+    assert!(app
+        .journal
+        .find_by_origin("//billing.acme.example/invoices", "sig-other")
+        .await
+        .unwrap()
+        .is_none());
+    // Wrong, expired, future.
+    let event2 = lifecycle_event("sig-2", "acme", "upsert");
+    let body2 = event2.to_string();
+    let wrong = sign(b"another key", "msg-2", now, body2.as_bytes());
+    assert_eq!(post_signed(&app, &event2, "msg-2", now, &wrong).await, 401);
+    let old = now - 301;
+    let expired = sign(&key, "msg-2", old, body2.as_bytes());
+    assert_eq!(
+        post_signed(&app, &event2, "msg-2", old, &expired).await,
+        401
+    );
+    let later = now + 301;
+    let future = sign(&key, "msg-2", later, body2.as_bytes());
+    assert_eq!(
+        post_signed(&app, &event2, "msg-2", later, &future).await,
+        401
+    );
+    // Rotated: the old secret's signature first, the current one second.
+    let rotated = format!("{wrong} {}", sign(&key, "msg-2", now, body2.as_bytes()));
+    assert_eq!(
+        post_signed(&app, &event2, "msg-2", now, &rotated).await,
+        202
+    );
+    // A bearer token alone still authenticates when signatures are optional.
+    let resp = app
+        .client
+        .post(app.url("/events"))
+        .bearer_auth("ops-token")
+        .header("content-type", "application/cloudevents+json")
+        .body(lifecycle_event("tok-1", "acme", "upsert").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_required_signature_is_not_replaced_by_a_token() {
+    let (app, _dir) = signed_app(true).await;
+    let resp = app
+        .client
+        .post(app.url("/events"))
+        .bearer_auth("ops-token")
+        .header("content-type", "application/cloudevents+json")
+        .body(lifecycle_event("req-1", "acme", "upsert").to_string())
+        .send()
+        .await
+        .unwrap();
+    let body = problem(resp, 401).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("signature"),
+        "{body}"
+    );
+    let event = lifecycle_event("req-2", "acme", "upsert");
+    let key = parse_secret(SECRET).unwrap();
+    let now = now_unix();
+    let sig = sign(&key, "m", now, event.to_string().as_bytes());
+    assert_eq!(post_signed(&app, &event, "m", now, &sig).await, 202);
+    app.stop().await;
+}
+
+/// The official Python library signs; the gateway verifies.
+#[tokio::test]
+async fn signatures_of_the_python_standardwebhooks_library_verify() {
+    let python_has_it = std::process::Command::new("python3")
+        .args(["-c", "import standardwebhooks"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !python_has_it
+        && crate::support::skip_or_fail(
+            "python3 with standardwebhooks (pip install -r tests/interop/requirements.txt)",
+        )
+    {
+        return;
+    }
+    let (app, _dir) = signed_app(true).await;
+    let event = lifecycle_event("py-1", "acme", "upsert");
+    let body = event.to_string();
+    let now = now_unix();
+    let script = "import sys, datetime\n\
+        from standardwebhooks.webhooks import Webhook\n\
+        ts = datetime.datetime.fromtimestamp(int(sys.argv[3]), tz=datetime.timezone.utc)\n\
+        print(Webhook(sys.argv[1]).sign(sys.argv[2], ts, sys.stdin.read()))\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script, SECRET, "py-msg-1", &now.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let signature = String::from_utf8(output.stdout).unwrap();
+    assert!(signature.starts_with("v1,"), "{signature}");
+    assert_eq!(
+        post_signed(&app, &event, "py-msg-1", now, signature.trim()).await,
+        202
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_the_rate_limit_waits_for_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_file(&dir, "slow", "slow-token");
+    let app = TestApp::spawn_with(|s| {
+        s.tokens = vec![tenant_gateway::config::TokenConfig {
+            name: "slow".into(),
+            file: token,
+            rate: Some(0.5),
+            burst: Some(2.0),
+            ..Default::default()
+        }];
+    })
+    .await;
+    let post = |id: String| {
+        app.client
+            .post(app.url("/events"))
+            .bearer_auth("slow-token")
+            .header("content-type", "application/cloudevents+json")
+            .body(lifecycle_event(&id, "acme", "upsert").to_string())
+            .send()
+    };
+    assert_eq!(post("r-1".into()).await.unwrap().status(), 202);
+    assert_eq!(post("r-2".into()).await.unwrap().status(), 202);
+    let refused = post("r-3".into()).await.unwrap();
+    let retry_after: u64 = refused
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After seconds");
+    let body = problem(refused, 429).await;
+    assert_eq!(body["limit"], "rate");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_eq!(post("r-3".into()).await.unwrap().status(), 202);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn failed_authentication_is_throttled_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_file(&dir, "ops", "ops-token");
+    let app = TestApp::spawn_with(|s| {
+        s.tokens = vec![tenant_gateway::config::TokenConfig {
+            name: "ops".into(),
+            file: token,
+            ..Default::default()
+        }];
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..11 {
+        let resp = app
+            .client
+            .post(app.url("/events"))
+            .bearer_auth("guess")
+            .header("content-type", "application/cloudevents+json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses[..10], [401; 10]);
+    assert_eq!(statuses[10], 429);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn scoped_tokens_may_not_post_other_tenants_or_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_file(&dir, "acme", "acme-token");
+    let app = TestApp::spawn_with(|s| {
+        s.tokens = vec![tenant_gateway::config::TokenConfig {
+            name: "acme-upserts".into(),
+            file: token,
+            tenants: vec!["acme-*".into()],
+            actions: vec!["upsert".into()],
+            ..Default::default()
+        }];
+    })
+    .await;
+    let post = |events: Vec<Value>| {
+        app.client
+            .post(app.url("/events"))
+            .bearer_auth("acme-token")
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(Value::from(events).to_string())
+            .send()
+    };
+    let ok = lifecycle_event("s-1", "acme-eu", "upsert");
+    assert_eq!(post(vec![ok.clone()]).await.unwrap().status(), 202);
+    let body = problem(
+        post(vec![
+            ok.clone(),
+            lifecycle_event("s-2", "acme-eu", "delete"),
+        ])
+        .await
+        .unwrap(),
+        403,
+    )
+    .await;
+    assert_eq!(
+        body["type"],
+        "urn:tenant-gateway:problem:action-not-allowed"
+    );
+    assert_eq!(body["errors"][0]["attribute"], "action");
+    assert_eq!(body["errors"][0]["index"], 1);
+    assert!(!body.to_string().contains("acme-upserts"), "names no token");
+    let body = problem(
+        post(vec![lifecycle_event("s-3", "globex", "upsert")])
+            .await
+            .unwrap(),
+        403,
+    )
+    .await;
+    assert_eq!(
+        body["type"],
+        "urn:tenant-gateway:problem:tenant-not-allowed"
+    );
+    assert_eq!(body["errors"][0]["attribute"], "tenant");
+    app.stop().await;
+}
