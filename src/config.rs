@@ -747,6 +747,45 @@ mod tests {
     }
 
     #[test]
+    fn hardening_keys_resolve_and_rates_are_bounded() {
+        let f: FileConfig = toml::from_str(
+            r#"
+            max-batch-events = 10
+            max-extensions = 5
+            max-attribute-length = "2KiB"
+            body-read-timeout = "3s"
+            require-signature = true
+            signature-tolerance = "1m"
+            rate-limit = 5.0
+            [[signing-secrets]]
+            name = "crm"
+            file = "/run/secrets/crm"
+            tenants = ["acme-*"]
+            rate = 1.0
+            "#,
+        )
+        .unwrap();
+        let s = Settings::resolve(ServeArgs::default(), f).unwrap();
+        assert_eq!(s.decode_limits.max_batch_events, 10);
+        assert_eq!(s.decode_limits.max_extensions, 5);
+        assert_eq!(s.decode_limits.max_attribute_length, 2048);
+        assert_eq!(s.body_read_timeout, Duration::from_secs(3));
+        assert!(s.require_signature);
+        assert_eq!(s.signature_tolerance, Duration::from_secs(60));
+        assert_eq!(s.global_rate, Some((5.0, 5.0)));
+        assert_eq!(s.signing_secrets[0].tenants, ["acme-*"]);
+        for bad in [
+            "rate-limit = 5e-324",
+            "rate-limit = 1e7",
+            "[[tokens]]\nname = \"t\"\nfile = \"/t\"\nrate = 0.0",
+            "max-batch-events = 0",
+        ] {
+            let f: FileConfig = toml::from_str(bad).unwrap();
+            assert!(Settings::resolve(ServeArgs::default(), f).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn example_config_file_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tenant-gateway.example.toml");
         let f = FileConfig::load(&path).expect("example config parses");
