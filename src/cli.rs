@@ -13,7 +13,10 @@ use crate::admin::client::commands::{
     ShowTenant, Skip, TimeSpec,
 };
 use crate::admin::client::{ClientSettings, TOKEN_ENV};
-use crate::config::{ByteSize, LogFormat};
+use crate::config::{ByteSize, FlagsAndEnvironment, LogFormat};
+use crate::discovery::offline::OutputFormat;
+use crate::discovery::{self, DiscoverSettings};
+use crate::ingest::send::{SendMode, SendSettings};
 use crate::normalize::DEFAULT_ACTIONS;
 
 #[derive(Debug, Parser)]
@@ -76,7 +79,7 @@ pub struct ServeArgs {
     pub max_body: Option<ByteSize>,
     /// Log line format [default: human].
     #[arg(long, env = "TENANT_GATEWAY_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
+    pub log_format: Option<LogFormatArg>,
     /// How long readiness reports 503 before the listener stops on SIGTERM [default: 5s].
     #[arg(long, env = "TENANT_GATEWAY_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<humantime::Duration>,
@@ -120,9 +123,30 @@ pub struct ServeArgs {
     pub bench_null_endpoint: bool,
 }
 
+/// `--log-format` values ([`LogFormat`] without clap in the library).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SendMode {
+pub enum LogFormatArg {
+    /// Readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(arg: LogFormatArg) -> Self {
+        match arg {
+            LogFormatArg::Human => LogFormat::Human,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
+/// `send --mode` values ([`SendMode`] without clap in the library).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SendModeArg {
+    /// Attributes in `ce-*` headers.
     Binary,
+    /// The whole event as JSON.
     Structured,
 }
 
@@ -138,8 +162,8 @@ pub struct SendArgs {
     #[arg(long, value_name = "JSON")]
     pub data: Option<String>,
     /// HTTP content mode.
-    #[arg(long, value_enum, default_value_t = SendMode::Binary)]
-    pub mode: SendMode,
+    #[arg(long, value_enum, default_value_t = SendModeArg::Binary)]
+    pub mode: SendModeArg,
     /// Ingest endpoint.
     #[arg(
         long,
@@ -195,9 +219,12 @@ pub struct RulesCheckArgs {
     pub actions: Vec<String>,
 }
 
+/// `discover --output` values ([`OutputFormat`] without clap in the library).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
+pub enum OutputFormatArg {
+    /// A multi-document YAML stream.
     Yaml,
+    /// A `v1` `List`.
     Json,
 }
 
@@ -208,7 +235,7 @@ pub struct DiscoverArgs {
     #[arg(
         long,
         env = "TENANT_GATEWAY_ANNOTATION_KEY",
-        default_value = "tenant-gateway.io/lifecycle"
+        default_value = discovery::DEFAULT_ANNOTATION_KEY
     )]
     pub annotation_key: String,
     /// Namespace to watch for template Jobs (repeatable; comma-separated in the environment)
@@ -238,8 +265,8 @@ pub struct DiscoverArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Output format of --dry-run.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Yaml)]
-    pub output: OutputFormat,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormatArg::Yaml)]
+    pub output: OutputFormatArg,
     /// Only the holder of a coordination.k8s.io Lease applies (for several replicas).
     #[arg(long, env = "TENANT_GATEWAY_LEADER_ELECTION")]
     pub leader_election: bool,
@@ -247,14 +274,14 @@ pub struct DiscoverArgs {
     #[arg(
         long,
         env = "TENANT_GATEWAY_LEASE_NAME",
-        default_value = "tenant-gateway-discovery"
+        default_value = discovery::DEFAULT_LEASE_NAME
     )]
     pub lease_name: String,
     /// Listener for /healthz, /readyz and /metrics.
     #[arg(
         long,
         env = "TENANT_GATEWAY_DISCOVERY_LISTEN",
-        default_value = "127.0.0.1:8082",
+        default_value = discovery::DEFAULT_LISTEN,
         value_name = "ADDR"
     )]
     pub listen: SocketAddr,
@@ -278,7 +305,7 @@ pub struct DiscoverArgs {
     #[arg(
         long,
         env = "TENANT_GATEWAY_BRIDGE_SERVICE_ACCOUNT",
-        default_value = "tenant-lifecycle-bridge"
+        default_value = discovery::DEFAULT_BRIDGE_SERVICE_ACCOUNT
     )]
     pub bridge_service_account: String,
     /// ttlSecondsAfterFinished of the Jobs the bridge creates.
@@ -311,12 +338,12 @@ pub struct DiscoverArgs {
         long,
         env = "TENANT_GATEWAY_ACTIONS",
         value_delimiter = ',',
-        default_value = "upsert,delete,migrate-out,migrate-in,admin"
+        default_values_t = discovery::DEFAULT_ACTIONS.map(String::from)
     )]
     pub actions: Vec<String>,
     /// Log line format.
-    #[arg(long, env = "TENANT_GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
+    #[arg(long, env = "TENANT_GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Human)]
+    pub log_format: LogFormatArg,
 }
 
 /// How the admin commands print their answer.
@@ -504,6 +531,77 @@ pub struct TenantsShowArgs {
     pub limit: Option<u32>,
 }
 
+impl From<ServeArgs> for FlagsAndEnvironment {
+    fn from(args: ServeArgs) -> Self {
+        FlagsAndEnvironment {
+            config: args.config,
+            listen: args.listen,
+            store: args.store,
+            token_files: args.token_files,
+            insecure_no_auth: args.insecure_no_auth,
+            max_body: args.max_body,
+            log_format: args.log_format.map(LogFormat::from),
+            shutdown_grace: args.shutdown_grace.map(Into::into),
+            workers: args.workers,
+            store_busy_timeout: args.store_busy_timeout.map(Into::into),
+            admin_listen: args.admin_listen,
+            admin_token_files: args.admin_token_files,
+            argo_ui_url: args.argo_ui_url,
+            workflow_namespace: args.workflow_namespace,
+            rules: args.rules,
+            instance_uri: args.instance_uri,
+            bench_null_endpoint: args.bench_null_endpoint,
+        }
+    }
+}
+
+impl From<SendArgs> for SendSettings {
+    fn from(args: SendArgs) -> Self {
+        SendSettings {
+            ty: args.ty,
+            tenant: args.tenant,
+            data: args.data,
+            mode: match args.mode {
+                SendModeArg::Binary => SendMode::Binary,
+                SendModeArg::Structured => SendMode::Structured,
+            },
+            url: args.url,
+            source: args.source,
+            id: args.id,
+            subject: args.subject,
+            token_file: args.token_file,
+        }
+    }
+}
+
+impl From<DiscoverArgs> for DiscoverSettings {
+    fn from(args: DiscoverArgs) -> Self {
+        DiscoverSettings {
+            annotation_key: args.annotation_key,
+            namespaces: args.namespaces,
+            workflow_namespace: args.workflow_namespace,
+            from_dir: args.from_dir,
+            once: args.once,
+            dry_run: args.dry_run,
+            output: match args.output {
+                OutputFormatArg::Yaml => OutputFormat::Yaml,
+                OutputFormatArg::Json => OutputFormat::Json,
+            },
+            leader_election: args.leader_election,
+            lease_name: args.lease_name,
+            listen: args.listen,
+            debounce: args.debounce.into(),
+            disappearance_grace: args.disappearance_grace.into(),
+            bridge_service_account: args.bridge_service_account,
+            job_ttl: args.job_ttl.into(),
+            default_timeout: args.default_timeout.into(),
+            object_storage_secret: args.object_storage_secret,
+            actions: args.actions,
+            log_format: args.log_format.into(),
+        }
+    }
+}
+
 impl AdminClientArgs {
     /// The invocation of `command` with these flags; the token variable is read here.
     fn invocation(self, command: AdminCommand) -> Invocation {
@@ -593,9 +691,123 @@ impl From<TenantsArgs> for Invocation {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use clap::{CommandFactory, Parser};
 
     use super::*;
+    use crate::config::{FileConfig, Settings};
+    use crate::discovery::render::RenderConfig;
+
+    /// clap reads `TENANT_GATEWAY_*` while parsing; every test that parses `serve` or
+    /// `discover` holds this lock, so the test that sets variables is never seen by another.
+    static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn parse_locked(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("tenant-gateway").chain(args.iter().copied()))
+            .expect("valid flags")
+            .command
+    }
+
+    fn serve_flags_locked(args: &[&str]) -> FlagsAndEnvironment {
+        match parse_locked(&[&["serve"], args].concat()) {
+            Command::Serve(args) => args.into(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn discover_settings(args: &[&str]) -> DiscoverSettings {
+        let _env = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        match parse_locked(&[&["discover"], args].concat()) {
+            Command::Discover(args) => args.into(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn file(text: &str) -> FileConfig {
+        toml::from_str(text).expect("valid toml")
+    }
+
+    #[test]
+    fn environment_sits_between_flags_and_file() {
+        let env = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        std::env::set_var("TENANT_GATEWAY_STORE", "sqlite://from-env.db");
+        std::env::set_var("TENANT_GATEWAY_MAX_BODY", "4KiB");
+        let from_env = serve_flags_locked(&[]);
+        let flag_wins = serve_flags_locked(&["--store", "sqlite://from-flag.db"]);
+        std::env::remove_var("TENANT_GATEWAY_STORE");
+        std::env::remove_var("TENANT_GATEWAY_MAX_BODY");
+        drop(env);
+
+        let f = || file(r#"store = "sqlite://from-file.db""#);
+        let s = Settings::resolve(from_env, f()).unwrap();
+        assert_eq!(s.store, "sqlite://from-env.db");
+        assert_eq!(s.max_body, 4096);
+        let s = Settings::resolve(flag_wins, f()).unwrap();
+        assert_eq!(s.store, "sqlite://from-flag.db");
+    }
+
+    #[test]
+    fn serve_flags_become_settings() {
+        let flags = {
+            let _env = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            serve_flags_locked(&[
+                "--shutdown-grace",
+                "250ms",
+                "--log-format",
+                "json",
+                "--token-file",
+                "/run/a,/run/b",
+            ])
+        };
+        assert_eq!(flags.shutdown_grace, Some(Duration::from_millis(250)));
+        assert_eq!(flags.log_format, Some(LogFormat::Json));
+        assert_eq!(
+            flags.token_files,
+            [PathBuf::from("/run/a"), "/run/b".into()]
+        );
+    }
+
+    #[test]
+    fn discover_defaults_are_the_library_defaults() {
+        assert_eq!(discover_settings(&[]), DiscoverSettings::default());
+    }
+
+    #[test]
+    fn discover_flags_become_settings() {
+        let settings = discover_settings(&[
+            "--workflow-namespace",
+            "workflows",
+            "--bridge-service-account",
+            "bridge",
+            "--job-ttl",
+            "30m",
+            "--default-timeout",
+            "2h",
+            "--object-storage-secret",
+            "s3-creds",
+            "--actions",
+            "upsert,lifecycle.delete,upsert",
+            "--namespace",
+            "team-a",
+            "--namespace",
+            "team-b",
+            "-o",
+            "json",
+            "--debounce",
+            "10ms",
+        ]);
+        assert_eq!(settings.namespaces, ["team-a", "team-b"]);
+        assert_eq!(settings.output, OutputFormat::Json);
+        assert_eq!(settings.debounce, Duration::from_millis(10));
+        let config = RenderConfig::from_settings(&settings);
+        assert_eq!(config.workflow_namespace, "workflows");
+        assert_eq!(config.bridge_service_account, "bridge");
+        assert_eq!(config.job_ttl, Duration::from_secs(1800));
+        assert_eq!(config.default_timeout, Duration::from_secs(7200));
+        assert_eq!(config.object_storage_secret.as_deref(), Some("s3-creds"));
+        assert_eq!(config.actions, ["upsert", "delete"]);
+    }
 
     #[test]
     fn the_command_line_is_consistent() {

@@ -1,6 +1,7 @@
 //! Typed configuration for `serve`: flags > `TENANT_GATEWAY_*` environment > TOML file >
-//! built-in defaults. clap resolves flags and environment; this module layers the file and the
-//! defaults beneath them and produces [`Settings`], the one value `Application::build` takes.
+//! built-in defaults. The command line (`cli`) resolves flags over environment into
+//! [`FlagsAndEnvironment`]; this module layers the file and the defaults beneath them and
+//! produces [`Settings`], the one value `Application::build` takes.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::ServeArgs;
 use crate::dispatch::sinks::SinkConfig;
 use crate::dispatch::{DispatchSettings, RetryPolicy};
 use crate::journal::JournalOptions;
@@ -43,12 +43,52 @@ pub enum ConfigError {
 }
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
     Human,
     Json,
+}
+
+/// What the flags and the environment set for `serve` (flags already won over the
+/// environment); `None` or empty means "not given", so the file or the default applies.
+#[derive(Debug, Clone, Default)]
+pub struct FlagsAndEnvironment {
+    /// The TOML file to layer beneath these.
+    pub config: Option<PathBuf>,
+    /// Ingest listener.
+    pub listen: Option<SocketAddr>,
+    /// Journal URL.
+    pub store: Option<String>,
+    /// Ingest token files; when given they replace the file's `token-file` list.
+    pub token_files: Vec<PathBuf>,
+    /// Consent to a non-loopback listener without credentials.
+    pub insecure_no_auth: Option<bool>,
+    /// Request body limit.
+    pub max_body: Option<ByteSize>,
+    /// Log line format.
+    pub log_format: Option<LogFormat>,
+    /// Readiness-503 time before the listener stops.
+    pub shutdown_grace: Option<Duration>,
+    /// HTTP worker threads.
+    pub workers: Option<usize>,
+    /// Journal busy timeout.
+    pub store_busy_timeout: Option<Duration>,
+    /// Admin listener.
+    pub admin_listen: Option<SocketAddr>,
+    /// Admin token files; when given they replace the file's `admin-token-file` list.
+    pub admin_token_files: Vec<PathBuf>,
+    /// Argo Workflows UI base URL.
+    pub argo_ui_url: Option<String>,
+    /// Namespace of the Workflows.
+    pub workflow_namespace: Option<String>,
+    /// Normalization rules file.
+    pub rules: Option<PathBuf>,
+    /// `source` of emitted CloudEvents.
+    pub instance_uri: Option<String>,
+    /// Serve the storage-free benchmark endpoint (a flag only, never in the file).
+    pub bench_null_endpoint: bool,
 }
 
 /// A size in bytes, written as a plain number or with a KiB/MiB/KB/MB suffix.
@@ -251,8 +291,8 @@ impl Settings {
         }
     }
 
-    /// Layer flags/environment (already merged by clap) over the file over the defaults.
-    pub fn load(args: ServeArgs) -> Result<Self, ConfigError> {
+    /// Layer flags/environment over the file (`args.config`) over the defaults.
+    pub fn load(args: FlagsAndEnvironment) -> Result<Self, ConfigError> {
         let file = match &args.config {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
@@ -260,7 +300,7 @@ impl Settings {
         Self::resolve(args, file)
     }
 
-    pub fn resolve(args: ServeArgs, file: FileConfig) -> Result<Self, ConfigError> {
+    pub fn resolve(args: FlagsAndEnvironment, file: FileConfig) -> Result<Self, ConfigError> {
         let mut s = Settings::local();
         if let Some(v) = args.listen.or(file.listen) {
             s.listen = v;
@@ -420,11 +460,11 @@ fn resolve_dispatch(
 
 fn duration(
     key: &'static str,
-    flag: Option<humantime::Duration>,
+    flag: Option<Duration>,
     file: Option<String>,
 ) -> Result<Option<Duration>, ConfigError> {
     if let Some(d) = flag {
-        return Ok(Some(d.into()));
+        return Ok(Some(d));
     }
     file.map(|text| {
         humantime::parse_duration(&text).map_err(|e| ConfigError::Invalid {
@@ -438,26 +478,6 @@ fn duration(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    /// clap reads `TENANT_GATEWAY_*` while parsing; the one test that sets them holds this lock
-    /// so parallel tests never see its values.
-    static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-    fn parse(args: &[&str]) -> ServeArgs {
-        let _env = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        parse_locked(args)
-    }
-
-    fn parse_locked(args: &[&str]) -> ServeArgs {
-        let cli =
-            crate::cli::Cli::try_parse_from(["tenant-gateway", "serve"].iter().chain(args.iter()))
-                .expect("valid flags");
-        match cli.command {
-            crate::cli::Command::Serve(a) => a,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
 
     fn file(text: &str) -> FileConfig {
         toml::from_str(text).expect("valid toml")
@@ -465,7 +485,7 @@ mod tests {
 
     #[test]
     fn defaults_apply_without_flags_or_file() {
-        let s = Settings::resolve(ServeArgs::default(), FileConfig::default()).unwrap();
+        let s = Settings::resolve(FlagsAndEnvironment::default(), FileConfig::default()).unwrap();
         assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(s.store, DEFAULT_STORE);
         assert_eq!(s.max_body, 1024 * 1024);
@@ -482,30 +502,15 @@ mod tests {
             shutdown-grace = "250ms"
             "#,
         );
-        let s = Settings::resolve(parse(&["--listen", "127.0.0.1:7000"]), f).unwrap();
+        let flags = FlagsAndEnvironment {
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+            ..FlagsAndEnvironment::default()
+        };
+        let s = Settings::resolve(flags, f).unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(s.store, "sqlite://from-file.db");
         assert_eq!(s.max_body, 2 * 1024 * 1024);
         assert_eq!(s.shutdown_grace, Duration::from_millis(250));
-    }
-
-    #[test]
-    fn environment_sits_between_flags_and_file() {
-        let env = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        std::env::set_var("TENANT_GATEWAY_STORE", "sqlite://from-env.db");
-        std::env::set_var("TENANT_GATEWAY_MAX_BODY", "4KiB");
-        let from_env = parse_locked(&[]);
-        let flag_wins = parse_locked(&["--store", "sqlite://from-flag.db"]);
-        std::env::remove_var("TENANT_GATEWAY_STORE");
-        std::env::remove_var("TENANT_GATEWAY_MAX_BODY");
-        drop(env);
-
-        let f = || file(r#"store = "sqlite://from-file.db""#);
-        let s = Settings::resolve(from_env, f()).unwrap();
-        assert_eq!(s.store, "sqlite://from-env.db");
-        assert_eq!(s.max_body, 4096);
-        let s = Settings::resolve(flag_wins, f()).unwrap();
-        assert_eq!(s.store, "sqlite://from-flag.db");
     }
 
     #[test]
@@ -518,7 +523,11 @@ mod tests {
             sources = ["//billing.acme.com/*"]
             "#,
         );
-        let s = Settings::resolve(parse(&["--token-file", "/run/secrets/crm.token"]), f).unwrap();
+        let flags = FlagsAndEnvironment {
+            token_files: vec!["/run/secrets/crm.token".into()],
+            ..FlagsAndEnvironment::default()
+        };
+        let s = Settings::resolve(flags, f).unwrap();
         let names: Vec<_> = s.tokens.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["crm", "billing"]);
         assert_eq!(s.tokens[1].sources, ["//billing.acme.com/*"]);
@@ -526,8 +535,11 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let err = Settings::resolve(ServeArgs::default(), file(r#"shutdown-grace = "soon""#))
-            .unwrap_err();
+        let err = Settings::resolve(
+            FlagsAndEnvironment::default(),
+            file(r#"shutdown-grace = "soon""#),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("shutdown-grace"), "{err}");
         assert!(toml::from_str::<FileConfig>("no-such-key = 1").is_err());
         assert_eq!("1MiB".parse::<ByteSize>(), Ok(ByteSize(1 << 20)));
@@ -550,8 +562,11 @@ mod tests {
             max-backoff = "1m"
             "#,
         );
-        let s =
-            Settings::resolve(parse(&["--rules", "/etc/tenant-gateway/rules.yaml"]), f).unwrap();
+        let flags = FlagsAndEnvironment {
+            rules: Some("/etc/tenant-gateway/rules.yaml".into()),
+            ..FlagsAndEnvironment::default()
+        };
+        let s = Settings::resolve(flags, f).unwrap();
         assert_eq!(s.admin_listen.to_string(), "127.0.0.1:9091");
         assert_eq!(s.dispatch.instance_source, "urn:tenant-gateway:prod-eu");
         assert!(matches!(s.sink, SinkConfig::Webhook(_)));
@@ -563,7 +578,8 @@ mod tests {
             s.rules.as_deref(),
             Some(Path::new("/etc/tenant-gateway/rules.yaml"))
         );
-        let defaults = Settings::resolve(ServeArgs::default(), FileConfig::default()).unwrap();
+        let defaults =
+            Settings::resolve(FlagsAndEnvironment::default(), FileConfig::default()).unwrap();
         assert_eq!(defaults.sink, SinkConfig::Log);
         assert_eq!(
             defaults.dispatch.retry.retry_limit,
@@ -575,7 +591,7 @@ mod tests {
             "[dispatch]\ninitial-backoff = \"10m\"\nmax-backoff = \"1m\"",
             "instance-uri = \"gateway\"",
         ] {
-            let err = Settings::resolve(ServeArgs::default(), file(bad)).unwrap_err();
+            let err = Settings::resolve(FlagsAndEnvironment::default(), file(bad)).unwrap_err();
             assert!(err.to_string().starts_with("invalid "), "{bad}: {err}");
         }
         assert!(toml::from_str::<FileConfig>("[dispatch]\nretries = 3").is_err());
@@ -585,6 +601,6 @@ mod tests {
     fn example_config_file_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tenant-gateway.example.toml");
         let f = FileConfig::load(&path).expect("example config parses");
-        Settings::resolve(ServeArgs::default(), f).expect("example config resolves");
+        Settings::resolve(FlagsAndEnvironment::default(), f).expect("example config resolves");
     }
 }

@@ -1,8 +1,41 @@
 //! `tenant-gateway send`: post one CloudEvent the way an upstream system would (binary or
 //! structured mode, percent-encoded headers), for the quick start and for development.
 
-use crate::cli::{SendArgs, SendMode};
+use std::path::PathBuf;
+
 use crate::cloudevents::{encode_binary, encode_structured, CloudEvent, Data, ExtensionValue};
+
+/// HTTP content mode of the posted event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendMode {
+    /// Attributes in `ce-*` headers, the data as the body.
+    Binary,
+    /// The whole event as an `application/cloudevents+json` body.
+    Structured,
+}
+
+/// What `send` posts and where; `cli` builds it from the flags.
+#[derive(Debug, Clone)]
+pub struct SendSettings {
+    /// CloudEvent `type`.
+    pub ty: String,
+    /// The `tenant` extension attribute, if any.
+    pub tenant: Option<String>,
+    /// Event data as JSON text (validated before sending).
+    pub data: Option<String>,
+    /// Binary or structured mode.
+    pub mode: SendMode,
+    /// The gateway's ingest endpoint.
+    pub url: String,
+    /// CloudEvent `source`.
+    pub source: String,
+    /// CloudEvent `id`; `None` sends a new UUIDv7.
+    pub id: Option<String>,
+    /// CloudEvent `subject`.
+    pub subject: Option<String>,
+    /// File holding the bearer token to send.
+    pub token_file: Option<PathBuf>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -19,21 +52,21 @@ pub enum SendError {
     Rejected { status: u16, detail: String },
 }
 
-/// Build the event `send` posts from its arguments.
-pub fn event_from_args(args: &SendArgs) -> Result<CloudEvent, SendError> {
-    let id = args
+/// Build the event `send` posts from its settings.
+pub fn event_from_settings(settings: &SendSettings) -> Result<CloudEvent, SendError> {
+    let id = settings
         .id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let mut event = CloudEvent::new(id, args.source.clone(), args.ty.clone());
+    let mut event = CloudEvent::new(id, settings.source.clone(), settings.ty.clone());
     event.time = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    event.subject = args.subject.clone();
-    if let Some(tenant) = &args.tenant {
+    event.subject = settings.subject.clone();
+    if let Some(tenant) = &settings.tenant {
         event
             .extensions
             .insert("tenant".into(), ExtensionValue::String(tenant.clone()));
     }
-    if let Some(data) = &args.data {
+    if let Some(data) = &settings.data {
         event.data = Some(Data::Json(
             serde_json::from_str(data).map_err(SendError::Data)?,
         ));
@@ -43,18 +76,18 @@ pub fn event_from_args(args: &SendArgs) -> Result<CloudEvent, SendError> {
 }
 
 /// Post the event; on success return the gateway's JSON answer, otherwise the problem detail.
-pub async fn run(args: SendArgs) -> Result<serde_json::Value, SendError> {
-    let event = event_from_args(&args)?;
+pub async fn run(settings: SendSettings) -> Result<serde_json::Value, SendError> {
+    let event = event_from_settings(&settings)?;
     let client = reqwest::Client::new();
-    let mut request = client.post(&args.url);
-    if let Some(path) = &args.token_file {
+    let mut request = client.post(&settings.url);
+    if let Some(path) = &settings.token_file {
         let token = std::fs::read_to_string(path).map_err(|source| SendError::Token {
             path: path.display().to_string(),
             source,
         })?;
         request = request.bearer_auth(token.trim());
     }
-    request = match args.mode {
+    request = match settings.mode {
         SendMode::Binary => {
             let (headers, body) = encode_binary(&event);
             headers
@@ -68,7 +101,7 @@ pub async fn run(args: SendArgs) -> Result<serde_json::Value, SendError> {
         }
     };
     let transport = |source| SendError::Transport {
-        url: args.url.clone(),
+        url: settings.url.clone(),
         source,
     };
     let response = request.send().await.map_err(transport)?;

@@ -13,4 +13,5 @@ mod journal_contract;
 mod manifests;
 mod nats;
 mod process;
+mod structure;
 mod support;
