@@ -144,7 +144,7 @@ impl<'de> Deserialize<'de> for ByteSize {
 pub struct TokenConfig {
     /// Shown in logs (never the token itself) and, later, in audit records.
     pub name: String,
-    /// File with the token (a mounted Kubernetes Secret); surrounding whitespace is ignored.
+    /// File with the token (a mounted Kubernetes Secret); one trailing newline is dropped.
     pub file: PathBuf,
     /// CloudEvent `source` glob patterns this token may post; empty means any source.
     #[serde(default)]
@@ -157,7 +157,7 @@ pub struct TokenConfig {
 pub struct AdminTokenConfig {
     /// Recorded as the actor of every operator action taken with the token.
     pub name: String,
-    /// File with the token; surrounding whitespace is ignored.
+    /// File with the token; one trailing newline is dropped.
     pub file: PathBuf,
 }
 

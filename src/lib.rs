@@ -22,4 +22,7 @@ pub mod ingest;
 pub mod journal;
 pub mod metrics;
 pub mod normalize;
+pub mod redact;
+pub mod secret_file;
+pub mod shutdown;
 pub mod telemetry;

@@ -114,7 +114,7 @@ pub async fn run(settings: DiscoverSettings) -> anyhow::Result<()> {
         Some(dir) => run_from_dir(&dir, &settings).await,
         None => {
             let client = kube_client().await?;
-            watch::run(settings, client, crate::app::termination_signal()).await
+            watch::run(settings, client, crate::shutdown::termination_signal()).await
         }
     }
 }

@@ -5,17 +5,18 @@ use sha2::{Digest, Sha256};
 use wildmatch::WildMatch;
 
 use crate::config::TokenConfig;
+use crate::secret_file::{read_secret_file, SecretFileError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    #[error("cannot read token file {path} (token {name:?}): {source}")]
-    Read {
+    /// A token file could not be read, or is empty.
+    #[error("token {name:?}: token file {source}")]
+    File {
+        /// The token's name (never its value).
         name: String,
-        path: String,
-        source: std::io::Error,
+        /// What is wrong with the file; names it.
+        source: SecretFileError,
     },
-    #[error("token file {path} (token {name:?}) is empty")]
-    Empty { name: String, path: String },
 }
 
 /// One loaded token. Only its digest is kept, and comparison is constant-time over digests.
@@ -58,20 +59,10 @@ impl IngestAuth {
         tokens
             .iter()
             .map(|t| {
-                let path = t.file.display().to_string();
-                let text =
-                    std::fs::read_to_string(&t.file).map_err(|source| CredentialError::Read {
-                        name: t.name.clone(),
-                        path: path.clone(),
-                        source,
-                    })?;
-                let secret = text.trim();
-                if secret.is_empty() {
-                    return Err(CredentialError::Empty {
-                        name: t.name.clone(),
-                        path,
-                    });
-                }
+                let secret = read_secret_file(&t.file).map_err(|source| CredentialError::File {
+                    name: t.name.clone(),
+                    source,
+                })?;
                 Ok(IngestToken {
                     name: t.name.clone(),
                     digest: Sha256::digest(secret.as_bytes()).into(),
@@ -199,7 +190,16 @@ mod tests {
             sources: vec![],
         }])
         .unwrap_err();
-        assert!(matches!(err, CredentialError::Empty { .. }));
+        assert!(
+            matches!(
+                err,
+                CredentialError::File {
+                    source: SecretFileError::Empty { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::cloudevents::{encode_binary, encode_structured, CloudEvent, Data, ExtensionValue};
+use crate::secret_file::{read_secret_file, SecretFileError};
 
 /// HTTP content mode of the posted event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,11 +42,8 @@ pub struct SendSettings {
 pub enum SendError {
     #[error("--data is not valid JSON: {0}")]
     Data(serde_json::Error),
-    #[error("cannot read token file {path}: {source}")]
-    Token {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("token file {0}")]
+    Token(SecretFileError),
     #[error("cannot reach {url}: {source}")]
     Transport { url: String, source: reqwest::Error },
     #[error("{status}: {detail}")]
@@ -81,11 +79,8 @@ pub async fn run(settings: SendSettings) -> Result<serde_json::Value, SendError>
     let client = reqwest::Client::new();
     let mut request = client.post(&settings.url);
     if let Some(path) = &settings.token_file {
-        let token = std::fs::read_to_string(path).map_err(|source| SendError::Token {
-            path: path.display().to_string(),
-            source,
-        })?;
-        request = request.bearer_auth(token.trim());
+        let token = read_secret_file(path).map_err(SendError::Token)?;
+        request = request.bearer_auth(token);
     }
     request = match settings.mode {
         SendMode::Binary => {
