@@ -13,7 +13,7 @@ use crate::admin::client::commands::{
     ShowTenant, Skip, TimeSpec,
 };
 use crate::admin::client::{ClientSettings, TOKEN_ENV};
-use crate::config::{ByteSize, FlagsAndEnvironment, LogFormat};
+use crate::config::{ByteSize, FlagsAndEnvironment, LogFormat, SinkFlags, SinkKind};
 use crate::discovery::offline::OutputFormat;
 use crate::discovery::{self, DiscoverSettings};
 use crate::ingest::send::{SendMode, SendSettings};
@@ -121,6 +121,35 @@ pub struct ServeArgs {
     /// baseline the ingest benchmark measures beside `/events`. Never enable in production.
     #[arg(long, env = "TENANT_GATEWAY_BENCH_NULL_ENDPOINT", hide = true)]
     pub bench_null_endpoint: bool,
+    /// Where emissions go [default: the [sink] table's kind, else log].
+    #[arg(long, env = "TENANT_GATEWAY_SINK", value_enum, value_name = "KIND")]
+    pub sink: Option<SinkKindArg>,
+    /// Webhook sink: the Argo webhook EventSource URL.
+    #[arg(long, env = "TENANT_GATEWAY_WEBHOOK_URL", value_name = "URL")]
+    pub webhook_url: Option<String>,
+    /// Webhook sink: file holding the bearer token the EventSource expects.
+    #[arg(long, env = "TENANT_GATEWAY_WEBHOOK_TOKEN_FILE", value_name = "FILE")]
+    pub webhook_token_file: Option<PathBuf>,
+    /// Eventbus sink: NATS server URL(s), comma-separated [default: nats://127.0.0.1:4222].
+    #[arg(long, env = "TENANT_GATEWAY_NATS_URL", value_name = "URLS")]
+    pub nats_url: Option<String>,
+    /// Eventbus sink: the EventSource name Sensors depend on.
+    #[arg(long, env = "TENANT_GATEWAY_EVENT_SOURCE_NAME", value_name = "NAME")]
+    pub event_source_name: Option<String>,
+    /// Eventbus sink: the event name Sensors depend on.
+    #[arg(long, env = "TENANT_GATEWAY_EVENT_NAME", value_name = "NAME")]
+    pub event_name: Option<String>,
+}
+
+/// `serve --sink` values ([`SinkKind`] without clap in the library).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SinkKindArg {
+    /// One JSON line per emission on stdout.
+    Log,
+    /// POST to an Argo Events webhook EventSource.
+    Webhook,
+    /// Publish to the Argo Events JetStream EventBus.
+    Eventbus,
 }
 
 /// `--log-format` values ([`LogFormat`] without clap in the library).
@@ -551,6 +580,18 @@ impl From<ServeArgs> for FlagsAndEnvironment {
             rules: args.rules,
             instance_uri: args.instance_uri,
             bench_null_endpoint: args.bench_null_endpoint,
+            sink: SinkFlags {
+                kind: args.sink.map(|kind| match kind {
+                    SinkKindArg::Log => SinkKind::Log,
+                    SinkKindArg::Webhook => SinkKind::Webhook,
+                    SinkKindArg::Eventbus => SinkKind::Eventbus,
+                }),
+                webhook_url: args.webhook_url,
+                webhook_token_file: args.webhook_token_file,
+                nats_url: args.nats_url,
+                event_source_name: args.event_source_name,
+                event_name: args.event_name,
+            },
         }
     }
 }
@@ -733,18 +774,44 @@ mod tests {
         let env = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         std::env::set_var("TENANT_GATEWAY_STORE", "sqlite://from-env.db");
         std::env::set_var("TENANT_GATEWAY_MAX_BODY", "4KiB");
+        std::env::set_var("TENANT_GATEWAY_SINK", "webhook");
+        std::env::set_var("TENANT_GATEWAY_WEBHOOK_URL", "http://from-env/lifecycle");
         let from_env = serve_flags_locked(&[]);
-        let flag_wins = serve_flags_locked(&["--store", "sqlite://from-flag.db"]);
-        std::env::remove_var("TENANT_GATEWAY_STORE");
-        std::env::remove_var("TENANT_GATEWAY_MAX_BODY");
+        let flag_wins = serve_flags_locked(&[
+            "--store",
+            "sqlite://from-flag.db",
+            "--webhook-url",
+            "http://from-flag/lifecycle",
+        ]);
+        for name in [
+            "TENANT_GATEWAY_STORE",
+            "TENANT_GATEWAY_MAX_BODY",
+            "TENANT_GATEWAY_SINK",
+            "TENANT_GATEWAY_WEBHOOK_URL",
+        ] {
+            std::env::remove_var(name);
+        }
         drop(env);
 
-        let f = || file(r#"store = "sqlite://from-file.db""#);
+        let f = || {
+            file(
+                "store = \"sqlite://from-file.db\"\n\
+                 [sink]\nkind = \"webhook\"\nurl = \"http://from-file/lifecycle\"\n",
+            )
+        };
+        let webhook_url = |s: &Settings| match &s.sink {
+            crate::dispatch::sinks::SinkConfig::Webhook(w) => w.url.clone(),
+            other => panic!("not a webhook sink: {other:?}"),
+        };
         let s = Settings::resolve(from_env, f()).unwrap();
         assert_eq!(s.store, "sqlite://from-env.db");
         assert_eq!(s.max_body, 4096);
+        assert_eq!(webhook_url(&s), "http://from-env/lifecycle");
         let s = Settings::resolve(flag_wins, f()).unwrap();
         assert_eq!(s.store, "sqlite://from-flag.db");
+        assert_eq!(webhook_url(&s), "http://from-flag/lifecycle");
+        let s = Settings::resolve(FlagsAndEnvironment::default(), f()).unwrap();
+        assert_eq!(webhook_url(&s), "http://from-file/lifecycle");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::dispatch::sinks::SinkConfig;
+use crate::dispatch::sinks::{EventbusConfig, SinkConfig, WebhookConfig};
 use crate::dispatch::{DispatchSettings, RetryPolicy};
 use crate::journal::JournalOptions;
 use crate::normalize::DEFAULT_ACTIONS;
@@ -89,6 +89,48 @@ pub struct FlagsAndEnvironment {
     pub instance_uri: Option<String>,
     /// Serve the storage-free benchmark endpoint (a flag only, never in the file).
     pub bench_null_endpoint: bool,
+    /// The sink, without a `[sink]` table (12-factor deployments).
+    pub sink: SinkFlags,
+}
+
+/// Which sink emissions go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkKind {
+    /// One JSON line per emission on stdout.
+    Log,
+    /// POST to an Argo Events webhook EventSource.
+    Webhook,
+    /// Publish to the Argo Events JetStream EventBus.
+    Eventbus,
+}
+
+impl SinkKind {
+    fn of(config: &SinkConfig) -> SinkKind {
+        match config {
+            SinkConfig::Log => SinkKind::Log,
+            SinkConfig::Webhook(_) => SinkKind::Webhook,
+            SinkConfig::Eventbus(_) => SinkKind::Eventbus,
+        }
+    }
+}
+
+/// The sink as flags and environment give it. Each value overrides the same key of the
+/// `[sink]` table when the table is of the same kind; a `kind` other than the table's replaces
+/// the table (its keys belong to another sink).
+#[derive(Debug, Clone, Default)]
+pub struct SinkFlags {
+    /// The sink kind (`--sink`).
+    pub kind: Option<SinkKind>,
+    /// The webhook EventSource URL (`url` of a webhook table).
+    pub webhook_url: Option<String>,
+    /// The webhook bearer token file (`token-file` of a webhook table).
+    pub webhook_token_file: Option<PathBuf>,
+    /// The EventBus NATS URL(s) (`url` of an eventbus table).
+    pub nats_url: Option<String>,
+    /// The EventSource name to publish as (`event-source-name` of an eventbus table).
+    pub event_source_name: Option<String>,
+    /// The event name to publish as (`event-name` of an eventbus table).
+    pub event_name: Option<String>,
 }
 
 /// A size in bytes, written as a plain number or with a KiB/MiB/KB/MB suffix.
@@ -382,11 +424,91 @@ impl Settings {
             }
             s.dispatch.instance_source = v;
         }
-        if let Some(sink) = file.sink {
-            s.sink = sink;
-        }
+        s.sink = resolve_sink(args.sink, file.sink)?;
         resolve_dispatch(&mut s.dispatch, file.dispatch)?;
         Ok(s)
+    }
+}
+
+/// The sink: flags/environment over the `[sink]` table (when of the same kind) over defaults.
+/// Flags for another kind of sink than the resolved one are refused rather than ignored, so a
+/// stray `TENANT_GATEWAY_WEBHOOK_URL` beside an eventbus sink is noticed at start.
+fn resolve_sink(flags: SinkFlags, file: Option<SinkConfig>) -> Result<SinkConfig, ConfigError> {
+    let kind = flags
+        .kind
+        .or(file.as_ref().map(SinkKind::of))
+        .unwrap_or(SinkKind::Log);
+    let file = file.filter(|table| SinkKind::of(table) == kind);
+    let webhook_flags = [
+        ("webhook-url", flags.webhook_url.is_some()),
+        ("webhook-token-file", flags.webhook_token_file.is_some()),
+    ];
+    let eventbus_flags = [
+        ("nats-url", flags.nats_url.is_some()),
+        ("event-source-name", flags.event_source_name.is_some()),
+        ("event-name", flags.event_name.is_some()),
+    ];
+    let refuse =
+        |given: &[(&'static str, bool)], sink: &str| match given.iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(ConfigError::Invalid {
+                key,
+                reason: format!("does not apply to the {sink} sink (set sink to choose another)"),
+            }),
+            None => Ok(()),
+        };
+    let missing = |key: &'static str, sink: &str| ConfigError::Invalid {
+        key,
+        reason: format!("the {sink} sink needs it (flag, environment or [sink] table)"),
+    };
+    match kind {
+        SinkKind::Log => {
+            refuse(&webhook_flags, "log")?;
+            refuse(&eventbus_flags, "log")?;
+            Ok(SinkConfig::Log)
+        }
+        SinkKind::Webhook => {
+            refuse(&eventbus_flags, "webhook")?;
+            let table = match file {
+                Some(SinkConfig::Webhook(table)) => Some(table),
+                _ => None,
+            };
+            let mut config = match (flags.webhook_url, table) {
+                (Some(url), Some(table)) => WebhookConfig { url, ..table },
+                (Some(url), None) => WebhookConfig::new(url),
+                (None, Some(table)) => table,
+                (None, None) => return Err(missing("webhook-url", "webhook")),
+            };
+            if let Some(token_file) = flags.webhook_token_file {
+                config.token_file = Some(token_file);
+            }
+            Ok(SinkConfig::Webhook(config))
+        }
+        SinkKind::Eventbus => {
+            refuse(&webhook_flags, "eventbus")?;
+            let mut config = match file {
+                Some(SinkConfig::Eventbus(table)) => table,
+                _ => EventbusConfig::new(
+                    flags
+                        .event_source_name
+                        .clone()
+                        .ok_or_else(|| missing("event-source-name", "eventbus"))?,
+                    flags
+                        .event_name
+                        .clone()
+                        .ok_or_else(|| missing("event-name", "eventbus"))?,
+                ),
+            };
+            if let Some(url) = flags.nats_url {
+                config.url = url;
+            }
+            if let Some(name) = flags.event_source_name {
+                config.event_source_name = name;
+            }
+            if let Some(name) = flags.event_name {
+                config.event_name = name;
+            }
+            Ok(SinkConfig::Eventbus(config))
+        }
     }
 }
 
@@ -595,6 +717,152 @@ mod tests {
             assert!(err.to_string().starts_with("invalid "), "{bad}: {err}");
         }
         assert!(toml::from_str::<FileConfig>("[dispatch]\nretries = 3").is_err());
+    }
+
+    fn webhook_flags(url: Option<&str>, token_file: Option<&str>) -> FlagsAndEnvironment {
+        FlagsAndEnvironment {
+            sink: SinkFlags {
+                kind: Some(SinkKind::Webhook),
+                webhook_url: url.map(String::from),
+                webhook_token_file: token_file.map(PathBuf::from),
+                ..SinkFlags::default()
+            },
+            ..FlagsAndEnvironment::default()
+        }
+    }
+
+    #[test]
+    fn sink_flags_win_over_the_sink_table() {
+        let table = || {
+            file(
+                r#"
+                [sink]
+                kind = "webhook"
+                url = "http://from-file:12000/lifecycle"
+                token-file = "/file/token"
+                timeout = "45s"
+                "#,
+            )
+        };
+        let s =
+            Settings::resolve(webhook_flags(Some("http://from-flag/x"), None), table()).unwrap();
+        let SinkConfig::Webhook(webhook) = s.sink else {
+            panic!("not a webhook sink: {:?}", s.sink)
+        };
+        assert_eq!(webhook.url, "http://from-flag/x");
+        // Keys no flag gives still come from the table.
+        assert_eq!(
+            webhook.token_file.as_deref(),
+            Some(Path::new("/file/token"))
+        );
+        assert_eq!(webhook.timeout, Duration::from_secs(45));
+
+        let s = Settings::resolve(webhook_flags(None, Some("/flag/token")), table()).unwrap();
+        let SinkConfig::Webhook(webhook) = s.sink else {
+            panic!("not a webhook sink: {:?}", s.sink)
+        };
+        assert_eq!(webhook.url, "http://from-file:12000/lifecycle");
+        assert_eq!(
+            webhook.token_file.as_deref(),
+            Some(Path::new("/flag/token"))
+        );
+
+        // Another kind replaces the table: its keys belong to the other sink.
+        let log = FlagsAndEnvironment {
+            sink: SinkFlags {
+                kind: Some(SinkKind::Log),
+                ..SinkFlags::default()
+            },
+            ..FlagsAndEnvironment::default()
+        };
+        assert_eq!(
+            Settings::resolve(log, table()).unwrap().sink,
+            SinkConfig::Log
+        );
+    }
+
+    #[test]
+    fn sinks_from_flags_alone() {
+        let s = Settings::resolve(
+            webhook_flags(Some("http://es:12000/lifecycle"), Some("/t")),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.sink,
+            SinkConfig::Webhook(WebhookConfig {
+                token_file: Some("/t".into()),
+                ..WebhookConfig::new("http://es:12000/lifecycle".into())
+            })
+        );
+        let eventbus = FlagsAndEnvironment {
+            sink: SinkFlags {
+                kind: Some(SinkKind::Eventbus),
+                nats_url: Some("nats://bus:4222".into()),
+                event_source_name: Some("tenant-gateway".into()),
+                event_name: Some("lifecycle".into()),
+                ..SinkFlags::default()
+            },
+            ..FlagsAndEnvironment::default()
+        };
+        let s = Settings::resolve(eventbus, FileConfig::default()).unwrap();
+        let SinkConfig::Eventbus(bus) = s.sink else {
+            panic!("not an eventbus sink: {:?}", s.sink)
+        };
+        assert_eq!(
+            (bus.url.as_str(), bus.stream.as_str()),
+            ("nats://bus:4222", "default")
+        );
+        assert_eq!(
+            (bus.event_source_name.as_str(), bus.event_name.as_str()),
+            ("tenant-gateway", "lifecycle")
+        );
+        // Flags only name what they change: the table's names stay when only the URL is given.
+        let table =
+            file("[sink]\nkind = \"eventbus\"\nevent-source-name = \"es\"\nevent-name = \"ev\"\n");
+        let url_only = FlagsAndEnvironment {
+            sink: SinkFlags {
+                nats_url: Some("nats://other:4222".into()),
+                ..SinkFlags::default()
+            },
+            ..FlagsAndEnvironment::default()
+        };
+        let s = Settings::resolve(url_only, table).unwrap();
+        let SinkConfig::Eventbus(bus) = s.sink else {
+            panic!("not an eventbus sink: {:?}", s.sink)
+        };
+        assert_eq!(
+            (bus.url.as_str(), bus.event_source_name.as_str()),
+            ("nats://other:4222", "es")
+        );
+    }
+
+    #[test]
+    fn sink_flags_that_do_not_fit_are_refused() {
+        let no_url = Settings::resolve(webhook_flags(None, None), FileConfig::default());
+        assert!(no_url.unwrap_err().to_string().contains("webhook-url"));
+        let stray = FlagsAndEnvironment {
+            sink: SinkFlags {
+                webhook_url: Some("http://es/x".into()),
+                ..SinkFlags::default()
+            },
+            ..FlagsAndEnvironment::default()
+        };
+        let err = Settings::resolve(stray, FileConfig::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("does not apply to the log sink"),
+            "{err}"
+        );
+        let no_names = FlagsAndEnvironment {
+            sink: SinkFlags {
+                kind: Some(SinkKind::Eventbus),
+                event_name: Some("lifecycle".into()),
+                ..SinkFlags::default()
+            },
+            ..FlagsAndEnvironment::default()
+        };
+        let err = Settings::resolve(no_names, FileConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("event-source-name"), "{err}");
     }
 
     #[test]

@@ -140,6 +140,37 @@ pub struct EventbusConfig {
     pub ack_timeout: Duration,
 }
 
+impl WebhookConfig {
+    /// A webhook sink posting to `url`, without a token, with the default timeout (what the
+    /// `serve --sink webhook` flags start from).
+    pub fn new(url: String) -> Self {
+        WebhookConfig {
+            url,
+            token_file: None,
+            timeout: default_webhook_timeout(),
+        }
+    }
+}
+
+impl EventbusConfig {
+    /// An eventbus sink publishing as `event_source_name`/`event_name` to the default NATS URL
+    /// and stream, without credentials (what the `serve --sink eventbus` flags start from).
+    pub fn new(event_source_name: String, event_name: String) -> Self {
+        EventbusConfig {
+            url: default_nats_url(),
+            stream: default_stream(),
+            event_source_name,
+            event_name,
+            user: None,
+            password_file: None,
+            client_auth_file: None,
+            token_file: None,
+            ca_file: None,
+            ack_timeout: default_ack_timeout(),
+        }
+    }
+}
+
 fn default_webhook_timeout() -> Duration {
     Duration::from_secs(30)
 }
