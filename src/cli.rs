@@ -33,20 +33,40 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway: the CloudEvents ingest API on --listen, backed by the journal at --store.
+    #[command(
+        after_help = "Example:\n  tenant-gateway serve --config /etc/tenant-gateway/config.toml\n  TENANT_GATEWAY_SINK=webhook TENANT_GATEWAY_WEBHOOK_URL=http://eventsource-svc:12000/lifecycle tenant-gateway serve"
+    )]
     Serve(ServeArgs),
     /// Post one CloudEvent to a gateway, the way an upstream system would.
+    #[command(
+        after_help = "Example:\n  tenant-gateway send --type com.acme.tenant.lifecycle.upsert --tenant acme --data '{\"plan\":\"gold\"}'"
+    )]
     Send(SendArgs),
     /// Generate Argo WorkflowTemplates from suspended, annotated Jobs (the discovery sidecar).
+    #[command(
+        after_help = "Example:\n  tenant-gateway discover --from-dir examples/jobs --once --dry-run -o yaml"
+    )]
     Discover(DiscoverArgs),
     /// Work with normalization rules files (validate them, try them on an event).
+    #[command(after_help = "Example:\n  tenant-gateway rules check rules.yaml --event event.json")]
     Rules(RulesArgs),
     /// Search journaled events and show one with its deliveries (admin API).
+    #[command(
+        after_help = "Example:\n  tenant-gateway events list --tenant acme --status dead\n  tenant-gateway events show 0190a2b4-0000-7000-8000-000000000001"
+    )]
     Events(EventsArgs),
     /// Replay events by id, or in bulk by filter as a rate-limited job (admin API).
+    #[command(
+        after_help = "Example:\n  tenant-gateway replay 0190a2b4-0000-7000-8000-000000000001 --reason \"fixed the Job\" --yes\n  tenant-gateway replay --status dead --since 2h --rate 5 --dry-run"
+    )]
     Replay(ReplayArgs),
     /// Mark a dead event skipped, so its tenant's later events can flow (admin API).
+    #[command(
+        after_help = "Example:\n  tenant-gateway skip 0190a2b4-0000-7000-8000-000000000001 --reason \"tenant deleted by hand\""
+    )]
     Skip(SkipArgs),
     /// Show a tenant: whether it is parked, its counts and its timeline (admin API).
+    #[command(after_help = "Example:\n  tenant-gateway tenants show acme --limit 20")]
     Tenants(TenantsArgs),
 }
 
@@ -226,6 +246,9 @@ pub struct RulesArgs {
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
     /// Validate a rules file; with --event, show how that event normalizes.
+    #[command(
+        after_help = "Example:\n  tenant-gateway rules check rules.yaml --event event.json --actions upsert,delete"
+    )]
     Check(RulesCheckArgs),
 }
 
@@ -440,8 +463,14 @@ pub struct EventsArgs {
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
     /// List journaled events, oldest first, a page at a time.
+    #[command(
+        after_help = "Example:\n  tenant-gateway events list --tenant acme --since 24h --all -o json"
+    )]
     List(EventsListArgs),
     /// Show one event: its upstream form, emissions, delivery attempts and operator actions.
+    #[command(
+        after_help = "Example:\n  tenant-gateway events show 0190a2b4-0000-7000-8000-000000000001"
+    )]
     Show(EventsShowArgs),
 }
 
@@ -495,7 +524,7 @@ pub struct ReplayArgs {
     #[command(flatten)]
     pub client: AdminClientArgs,
     /// Events to replay, one request each.
-    #[arg(value_name = "EVENT_ID", conflicts_with_all = ["filter", "cancel", "dry_run", "rate", "yes"])]
+    #[arg(value_name = "EVENT_ID", conflicts_with_all = ["filter", "cancel", "dry_run", "rate"])]
     pub event_ids: Vec<Uuid>,
     /// Bulk replay: the events the job replays.
     #[command(flatten)]
@@ -509,7 +538,7 @@ pub struct ReplayArgs {
     /// Why; recorded with each replay or with the job.
     #[arg(long)]
     pub reason: Option<String>,
-    /// Bulk replay: do not ask for confirmation.
+    /// Do not ask for confirmation (bulk replay; accepted, and needless, with event ids).
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// Cancel a running bulk replay job.
@@ -543,6 +572,7 @@ pub struct TenantsArgs {
 #[derive(Debug, Subcommand)]
 pub enum TenantsCommand {
     /// Show a tenant: parked or not, counts per status, its latest events and operator actions.
+    #[command(after_help = "Example:\n  tenant-gateway tenants show acme --limit 20")]
     Show(TenantsShowArgs),
 }
 
@@ -976,5 +1006,49 @@ mod tests {
         ])
         .is_ok());
         assert!(parse(&["replay", "--cancel", id]).is_ok());
+    }
+
+    /// Scripts pass `--yes` to every replay, by id too.
+    #[test]
+    fn replay_by_id_accepts_yes() {
+        let id = "0190a2b4-0000-7000-8000-000000000001";
+        for yes in ["--yes", "-y"] {
+            let parsed =
+                Cli::try_parse_from(["tenant-gateway", "replay", id, yes, "--reason", "r"]);
+            let Command::Replay(replay) = parsed.expect("accepted").command else {
+                panic!("not replay")
+            };
+            assert!(replay.yes);
+            assert_eq!(replay.event_ids.len(), 1);
+        }
+    }
+
+    /// Every command and subcommand shows an example in its `--help`.
+    #[test]
+    fn every_command_help_shows_an_example() {
+        fn visit(command: &mut clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            let has_subcommands = command.has_subcommands();
+            let help = command.render_long_help().to_string();
+            if !help.contains("Example:\n  tenant-gateway ") {
+                missing.push(path.clone());
+            }
+            if has_subcommands {
+                for sub in command.get_subcommands_mut() {
+                    if sub.get_name() != "help" {
+                        visit(sub, &path, missing);
+                    }
+                }
+            }
+        }
+        let mut root = Cli::command();
+        root.build();
+        let mut missing = Vec::new();
+        for sub in root.get_subcommands_mut() {
+            if sub.get_name() != "help" {
+                visit(sub, "tenant-gateway", &mut missing);
+            }
+        }
+        assert!(missing.is_empty(), "no example in --help of {missing:?}");
     }
 }
