@@ -29,6 +29,9 @@ pub mod ingest;
 pub mod journal;
 pub mod metrics;
 pub mod normalize;
+pub mod redact;
+pub mod secret_file;
+pub mod shutdown;
 pub mod telemetry;
 
 /// The map stays true: the module list above, docs/architecture.md and the docs pages the code
