@@ -15,6 +15,9 @@
 //! - [`journal`]: the durable store of events, emissions, attempts and operator actions.
 //! - [`metrics`]: the Prometheus registry (no tenant labels).
 //! - [`normalize`]: upstream event -> tenant, action and details; the canonical emitted event.
+//! - [`redact`]: URLs as logs may show them (user information and query masked).
+//! - [`secret_file`]: reading a token, password or secret from a mounted file.
+//! - [`shutdown`]: the termination signal `serve` and `discover` stop on.
 //! - [`telemetry`]: logs and traces, and the error cause-chain formatter.
 
 pub mod admin;
