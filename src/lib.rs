@@ -5,7 +5,7 @@
 //! the contract each module implements):
 //! - [`admin`]: the admin listener: operator API, metrics, probes; the operator CLI's client.
 //! - [`app`]: `Application`, which wires the modules for `serve` and for the tests.
-//! - [`cli`]: the clap definitions, converted into the plain settings the library takes.
+//! - [`cli`]: the command-line definitions, converted into the plain settings the library takes.
 //! - [`cloudevents`]: the strict CloudEvents model, JSON format and HTTP binding.
 //! - [`config`]: typed settings for `serve` (flags > environment > TOML > defaults).
 //! - [`discovery`]: the sidecar that renders annotated Jobs into Argo WorkflowTemplates.
