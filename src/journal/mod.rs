@@ -55,6 +55,10 @@ pub struct JournalOptions {
     /// The gateway's own writes (delivery records, operator writes) that may wait for the
     /// writer (default 1024); when it is full their callers wait, never ingest.
     pub internal_queue: usize,
+    /// SQLite only: the WAL file's size the checkpointer keeps it near (default 64 MiB). Past it
+    /// a checkpoint holds the writer back once to start the WAL over, and an idle journal's WAL
+    /// is emptied, so the file never grows with the load.
+    pub wal_limit: u64,
     /// Size of the read connection pool (default 4), used by lookups, timelines and readiness
     /// checks so reads never wait behind the writer. A PostgreSQL journal holds this many plus
     /// one write connection, so three replicas stay far below PostgreSQL's default
@@ -79,6 +83,7 @@ impl Default for JournalOptions {
             read_connections: 4,
             password_file: None,
             connect_wait: Duration::from_secs(30),
+            wal_limit: 64 << 20,
         }
     }
 }
