@@ -86,7 +86,10 @@ async fn two_replicas_appending_for_the_same_tenants_give_gapless_sequences() {
         let mut sequences = answered.remove(tenant).unwrap_or_default();
         sequences.sort_unstable();
         let expected: Vec<i64> = (1..=sequences.len() as i64).collect();
-        assert_eq!(sequences, expected, "{tenant}: answered sequences are 1..n, once each");
+        assert_eq!(
+            sequences, expected,
+            "{tenant}: answered sequences are 1..n, once each"
+        );
         let stored: Vec<i64> = a
             .tenant_timeline(tenant)
             .await
@@ -135,10 +138,17 @@ async fn the_same_event_posted_to_two_replicas_at_once_is_stored_once() {
             .iter()
             .filter(|x| x.status == AppendStatus::Accepted)
             .count();
-        assert_eq!(accepted, 1, "round {round}: exactly one is accepted: {answers:?}");
+        assert_eq!(
+            accepted, 1,
+            "round {round}: exactly one is accepted: {answers:?}"
+        );
         assert_eq!(answers[0].event_id, answers[1].event_id, "round {round}");
         assert_eq!(answers[0].sequence, answers[1].sequence, "round {round}");
-        assert_eq!(answers[0].sequence, round + 1, "round {round}: no sequence is lost");
+        assert_eq!(
+            answers[0].sequence,
+            round + 1,
+            "round {round}: no sequence is lost"
+        );
 
         // Other content under the same identity is a conflict on both replicas.
         for journal in [&a, &b] {
@@ -210,17 +220,20 @@ async fn an_origin_stored_meanwhile_by_another_writer_is_planned_again() {
         });
         let name = database.name.clone();
         let mut watcher = database.connect().await;
-        wait_for_condition("the journal's insert waits for the other writer", async || {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 \
+        wait_for_condition(
+            "the journal's insert waits for the other writer",
+            async || {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 \
                  AND application_name = 'tenant-gateway' AND wait_event_type = 'Lock'",
-            )
-            .bind(&name)
-            .fetch_one(&mut watcher)
-            .await
-            .expect("pg_stat_activity");
-            waiting == 1
-        })
+                )
+                .bind(&name)
+                .fetch_one(&mut watcher)
+                .await
+                .expect("pg_stat_activity");
+                waiting == 1
+            },
+        )
         .await;
         sqlx::query("COMMIT")
             .execute(&mut other_writer)
@@ -244,7 +257,10 @@ async fn an_origin_stored_meanwhile_by_another_writer_is_planned_again() {
         .append(vec![event("acme", "after")])
         .await
         .expect("append");
-    assert_eq!((next[0].status, next[0].sequence), (AppendStatus::Accepted, 1));
+    assert_eq!(
+        (next[0].status, next[0].sequence),
+        (AppendStatus::Accepted, 1)
+    );
     journal.close().await;
 }
 
@@ -294,8 +310,14 @@ async fn an_unreachable_server_is_retried_for_connect_wait_then_refused() {
         other => panic!("expected Unreachable, got {other:?}"),
     }
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(500), "it retried: {waited:?}");
-    assert!(waited < Duration::from_secs(20), "the wait is bounded: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(500),
+        "it retried: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(20),
+        "the wait is bounded: {waited:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,9 +399,7 @@ async fn commits_with_new_events_notify_listeners_of_every_replica() {
     let journal = EventJournal::open(&database.url, JournalOptions::default())
         .await
         .expect("open");
-    let mut listener = PgListener::connect(&database.url)
-        .await
-        .expect("listener");
+    let mut listener = PgListener::connect(&database.url).await.expect("listener");
     listener.listen(COMMITS_CHANNEL).await.expect("listen");
     journal
         .append(vec![event("acme", "n-1")])

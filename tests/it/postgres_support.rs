@@ -54,7 +54,9 @@ impl TestDatabase {
             .expect("create the test database");
         admin.close().await.expect("close the admin connection");
         let base = admin_url();
-        let server = base.rsplit_once('/').map_or(base.as_str(), |(server, _)| server);
+        let server = base
+            .rsplit_once('/')
+            .map_or(base.as_str(), |(server, _)| server);
         Some(TestDatabase {
             url: format!("{server}/{name}"),
             name,
@@ -74,10 +76,13 @@ impl TestDatabase {
         let mut admin = PgConnection::connect(&admin_url())
             .await
             .expect("admin connection");
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-            .execute(&mut admin)
-            .await
-            .expect("drop the test database");
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("drop the test database");
         self.dropped = true;
     }
 }

@@ -157,4 +157,3 @@ impl PostgresJournal {
         rows.into_iter().map(EventRow::into_stored).collect()
     }
 }
-

@@ -107,6 +107,22 @@ struct PlannedInsert<'a> {
     sequence: i64,
 }
 
+/// One emission's state after the group's attempts: a row of `UPDATE_EMISSIONS`.
+struct EmissionUpdate<'a> {
+    /// The emission.
+    position: i64,
+    /// Its state after its last attempt of the group.
+    status: &'a str,
+    /// Its last attempt's number.
+    attempts: i64,
+    /// When its first attempt of the group started (kept only if none was recorded before).
+    started_at: String,
+    /// When it became final, if it did.
+    finished_at: Option<String>,
+    /// The last error of the group's attempts (an earlier one is kept when none is given).
+    error: Option<&'a str>,
+}
+
 /// The writer's side of the PostgreSQL journal: its dedicated write connection. It keeps no
 /// state across groups: other replicas write too, so the database is the only truth.
 pub(super) struct PostgresWriter {
@@ -415,8 +431,9 @@ impl GroupStore for PostgresWriter {
 
     async fn write_attempts(&mut self, attempts: &[&AttemptRecord]) -> Result<(), sqlx::Error> {
         let connection = self.transaction_connection()?;
-        let time =
-            |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let time = |t: &chrono::DateTime<chrono::Utc>| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        };
         sqlx::query(INSERT_ATTEMPTS)
             .bind(attempts.iter().map(|a| a.position).collect::<Vec<i64>>())
             .bind(
@@ -425,10 +442,25 @@ impl GroupStore for PostgresWriter {
                     .map(|a| i32::try_from(a.attempt).unwrap_or(i32::MAX))
                     .collect::<Vec<i32>>(),
             )
-            .bind(attempts.iter().map(|a| time(&a.started_at)).collect::<Vec<_>>())
-            .bind(attempts.iter().map(|a| time(&a.finished_at)).collect::<Vec<_>>())
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| time(&a.started_at))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| time(&a.finished_at))
+                    .collect::<Vec<_>>(),
+            )
             .bind(attempts.iter().map(|a| a.sink).collect::<Vec<&str>>())
-            .bind(attempts.iter().map(|a| a.outcome.as_str()).collect::<Vec<&str>>())
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| a.outcome.as_str())
+                    .collect::<Vec<&str>>(),
+            )
             .bind(
                 attempts
                     .iter()
@@ -446,45 +478,54 @@ impl GroupStore for PostgresWriter {
         // One row per emission: an UPDATE ... FROM with two rows for one target applies only
         // one of them, chosen by the plan. The emission ends in its last record's state; its
         // first attempt started with its first record; its last error is the last one given.
-        let mut emissions: Vec<(i64, &str, i64, String, Option<String>, Option<&str>)> =
-            Vec::new();
+        let mut emissions: Vec<EmissionUpdate<'_>> = Vec::new();
         let mut index: HashMap<i64, usize> = HashMap::new();
         for a in attempts {
-            let finished =
+            let finished_at =
                 (a.emission_status != EmissionStatus::Pending).then(|| time(&a.finished_at));
             match index.get(&a.position) {
                 Some(&i) => {
                     let entry = &mut emissions[i];
-                    entry.1 = a.emission_status.as_str();
-                    entry.2 = i64::from(a.attempt);
-                    entry.4 = finished;
-                    entry.5 = a.error.as_deref().or(entry.5);
+                    entry.status = a.emission_status.as_str();
+                    entry.attempts = i64::from(a.attempt);
+                    entry.finished_at = finished_at;
+                    entry.error = a.error.as_deref().or(entry.error);
                 }
                 None => {
                     index.insert(a.position, emissions.len());
-                    emissions.push((
-                        a.position,
-                        a.emission_status.as_str(),
-                        i64::from(a.attempt),
-                        time(&a.started_at),
-                        finished,
-                        a.error.as_deref(),
-                    ));
+                    emissions.push(EmissionUpdate {
+                        position: a.position,
+                        status: a.emission_status.as_str(),
+                        attempts: i64::from(a.attempt),
+                        started_at: time(&a.started_at),
+                        finished_at,
+                        error: a.error.as_deref(),
+                    });
                 }
             }
         }
         sqlx::query(UPDATE_EMISSIONS)
-            .bind(emissions.iter().map(|e| e.0).collect::<Vec<i64>>())
-            .bind(emissions.iter().map(|e| e.1).collect::<Vec<&str>>())
-            .bind(emissions.iter().map(|e| e.2).collect::<Vec<i64>>())
-            .bind(emissions.iter().map(|e| e.3.as_str()).collect::<Vec<&str>>())
+            .bind(emissions.iter().map(|e| e.position).collect::<Vec<i64>>())
+            .bind(emissions.iter().map(|e| e.status).collect::<Vec<&str>>())
+            .bind(emissions.iter().map(|e| e.attempts).collect::<Vec<i64>>())
             .bind(
                 emissions
                     .iter()
-                    .map(|e| e.4.as_deref())
+                    .map(|e| e.started_at.as_str())
+                    .collect::<Vec<&str>>(),
+            )
+            .bind(
+                emissions
+                    .iter()
+                    .map(|e| e.finished_at.as_deref())
                     .collect::<Vec<Option<&str>>>(),
             )
-            .bind(emissions.iter().map(|e| e.5).collect::<Vec<Option<&str>>>())
+            .bind(
+                emissions
+                    .iter()
+                    .map(|e| e.error)
+                    .collect::<Vec<Option<&str>>>(),
+            )
             .execute(&mut *connection)
             .await?;
         // Likewise one row per event: its last final state in the group.
