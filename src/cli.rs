@@ -81,7 +81,8 @@ pub struct ServeArgs {
     /// Ingest listener address [default: 127.0.0.1:8080].
     #[arg(long, env = "TENANT_GATEWAY_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Journal URL, sqlite://PATH [default: sqlite://./data/tenant-gateway.db].
+    /// Journal URL, sqlite://PATH or postgres://USER@HOST:PORT/DB
+    /// [default: sqlite://./data/tenant-gateway.db].
     #[arg(long, env = "TENANT_GATEWAY_STORE", value_name = "URL")]
     pub store: Option<String>,
     /// File holding one ingest bearer token (repeatable; comma-separated in the environment).
@@ -159,6 +160,13 @@ pub struct ServeArgs {
         value_name = "DURATION"
     )]
     pub store_busy_timeout: Option<humantime::Duration>,
+    /// File holding the PostgreSQL password of a postgres:// store (trailing whitespace ignored).
+    #[arg(long, env = "TENANT_GATEWAY_STORE_PASSWORD_FILE", value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
+    /// Read connections of the journal (a PostgreSQL journal adds one write connection)
+    /// [default: 4].
+    #[arg(long, env = "TENANT_GATEWAY_STORE_READ_CONNECTIONS", value_name = "N")]
+    pub store_read_connections: Option<u32>,
     /// Admin listener: /metrics, /healthz, /readyz [default: 127.0.0.1:8081].
     #[arg(long, env = "TENANT_GATEWAY_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
@@ -702,6 +710,8 @@ impl From<ServeArgs> for FlagsAndEnvironment {
             max_extensions: args.max_extensions,
             max_attribute_length: args.max_attribute_length,
             body_read_timeout: args.body_read_timeout.map(Into::into),
+            store_password_file: args.store_password_file,
+            store_read_connections: args.store_read_connections,
         }
     }
 }

@@ -113,6 +113,10 @@ pub struct FlagsAndEnvironment {
     pub max_attribute_length: Option<ByteSize>,
     /// How long a request body may take to arrive after its headers.
     pub body_read_timeout: Option<Duration>,
+    /// File holding the PostgreSQL store's password.
+    pub store_password_file: Option<PathBuf>,
+    /// Size of the journal's read connection pool.
+    pub store_read_connections: Option<u32>,
 }
 
 /// Which sink emissions go to.
@@ -285,6 +289,8 @@ pub struct FileConfig {
     pub shutdown_grace: Option<String>,
     pub workers: Option<usize>,
     pub store_busy_timeout: Option<String>,
+    pub store_password_file: Option<PathBuf>,
+    pub store_read_connections: Option<u32>,
     pub actions: Option<Vec<String>>,
     pub admin_listen: Option<SocketAddr>,
     pub admin_token_file: Option<Vec<PathBuf>>,
@@ -566,6 +572,12 @@ impl Settings {
         )? {
             s.journal.busy_timeout = v;
         }
+        if let Some(v) = args.store_password_file.or(file.store_password_file) {
+            s.journal.password_file = Some(v);
+        }
+        if let Some(v) = args.store_read_connections.or(file.store_read_connections) {
+            s.journal.read_connections = v;
+        }
         if let Some(v) = args.workers.or(file.workers) {
             if v == 0 {
                 return Err(ConfigError::Invalid {
@@ -786,6 +798,33 @@ mod tests {
 
     fn file(text: &str) -> FileConfig {
         toml::from_str(text).expect("valid toml")
+    }
+
+    #[test]
+    fn store_password_file_and_read_connections_come_from_flags_or_file() {
+        let from_file = file(
+            r#"
+            store-password-file = "/run/secrets/pg/password"
+            store-read-connections = 2
+            "#,
+        );
+        let s = Settings::resolve(FlagsAndEnvironment::default(), from_file).unwrap();
+        assert_eq!(
+            s.journal.password_file.as_deref(),
+            Some(std::path::Path::new("/run/secrets/pg/password"))
+        );
+        assert_eq!(s.journal.read_connections, 2);
+        let flags = FlagsAndEnvironment {
+            store_password_file: Some("/flag/password".into()),
+            store_read_connections: Some(6),
+            ..FlagsAndEnvironment::default()
+        };
+        let s = Settings::resolve(flags, file("store-read-connections = 2")).unwrap();
+        assert_eq!(
+            s.journal.password_file.as_deref(),
+            Some(std::path::Path::new("/flag/password"))
+        );
+        assert_eq!(s.journal.read_connections, 6, "the flag wins over the file");
     }
 
     #[test]
