@@ -654,7 +654,10 @@ async fn apply_ownership(
         .collect();
     *holdings = now;
     if !lost.is_empty() {
-        tracing::info!(buckets = lost.len(), "tenant buckets lost; their tenants are left to their new owner");
+        tracing::info!(
+            buckets = lost.len(),
+            "tenant buckets lost; their tenants are left to their new owner"
+        );
         let mut tenants = shared.tenants();
         if tenants.lose(&lost) {
             shared.room.notify_one();
@@ -667,7 +670,10 @@ async fn apply_ownership(
     if gained.is_empty() {
         return true;
     }
-    tracing::info!(buckets = gained.len(), "tenant buckets gained; reading their pending events");
+    tracing::info!(
+        buckets = gained.len(),
+        "tenant buckets gained; reading their pending events"
+    );
     // Rows of pages in flight are not queued yet: they are read again.
     let queued_to = pages.front().map_or(*cursor, |page| page.after);
     for page in pages.drain(..) {

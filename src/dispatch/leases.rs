@@ -189,11 +189,9 @@ impl BucketLeases {
         .execute(&mut *tx)
         .await?;
         // Long-dead replicas' rows are only clutter; a minute past expiry they go.
-        sqlx::query(
-            "DELETE FROM dispatch_replicas WHERE expires_at < now() - interval '1 minute'",
-        )
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("DELETE FROM dispatch_replicas WHERE expires_at < now() - interval '1 minute'")
+            .execute(&mut *tx)
+            .await?;
         let live: i64 =
             sqlx::query_scalar("SELECT count(*) FROM dispatch_replicas WHERE expires_at > now()")
                 .fetch_one(&mut *tx)
@@ -215,7 +213,12 @@ impl BucketLeases {
             .collect();
         if held.len() > share {
             // Give back the highest buckets: any would do, a fixed choice keeps it simple.
-            let extra: Vec<i32> = held.iter().rev().take(held.len() - share).map(|&b| i32::from(b)).collect();
+            let extra: Vec<i32> = held
+                .iter()
+                .rev()
+                .take(held.len() - share)
+                .map(|&b| i32::from(b))
+                .collect();
             sqlx::query(
                 "UPDATE dispatch_leases
                  SET given_back = true,
@@ -417,7 +420,10 @@ fn withdraw(held_tx: &watch::Sender<HeldBuckets>, why: &str) {
         if current.grants.is_empty() {
             return false;
         }
-        tracing::warn!(buckets = current.grants.len(), "{why}; delivering nothing until renewed");
+        tracing::warn!(
+            buckets = current.grants.len(),
+            "{why}; delivering nothing until renewed"
+        );
         *current = HeldBuckets::default();
         true
     });
@@ -453,7 +459,9 @@ pub async fn listen_to_peers(pool: PgPool, signals: mpsc::UnboundedSender<Signal
     loop {
         let listener = async {
             let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen_all([UNPARK_CHANNEL, COMMITS_CHANNEL]).await?;
+            listener
+                .listen_all([UNPARK_CHANNEL, COMMITS_CHANNEL])
+                .await?;
             Ok::<_, sqlx::Error>(listener)
         };
         let mut listener = tokio::select! {

@@ -176,7 +176,10 @@ mod tests {
             counts[usize::from(bucket_of(&format!("tenant-{t}")))] += 1;
         }
         // 100 per bucket on average; a usable hash keeps every bucket within a factor of two.
-        assert!(counts.iter().all(|&c| (50..=200).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (50..=200).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]

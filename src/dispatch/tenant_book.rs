@@ -199,7 +199,8 @@ impl<E: BookEntry> TenantBook<E> {
                     worker: self.last_worker,
                     items: VecDeque::from([emission]),
                 };
-                self.queues.insert(queue.items[0].tenant().to_owned(), queue);
+                self.queues
+                    .insert(queue.items[0].tenant().to_owned(), queue);
                 Queued::StartWorker
             }
         }
@@ -242,7 +243,10 @@ impl<E: BookEntry> TenantBook<E> {
 
     /// Drops `tenant`'s queue, whoever's it is; true if that freed room for a refill.
     fn forget_queue(&mut self, tenant: &str) -> bool {
-        let dropped = self.queues.remove(tenant).map_or(0, |queue| queue.items.len());
+        let dropped = self
+            .queues
+            .remove(tenant)
+            .map_or(0, |queue| queue.items.len());
         self.release(dropped)
     }
 
@@ -290,7 +294,8 @@ impl<E: BookEntry> TenantBook<E> {
         self.parked.retain(|tenant| !lost(tenant));
         self.catching_up.retain(|tenant, _| !lost(tenant));
         self.caught_up_to.retain(|tenant, _| !lost(tenant));
-        self.read_marks.retain(|bucket, _| !buckets.contains(bucket));
+        self.read_marks
+            .retain(|bucket, _| !buckets.contains(bucket));
         room
     }
 
@@ -525,7 +530,10 @@ mod tests {
             book.take_next("acme", worker).expect("row").1,
             "2 free: wake the reader"
         );
-        assert!(!book.take_next("acme", worker).expect("row").1, "already had room");
+        assert!(
+            !book.take_next("acme", worker).expect("row").1,
+            "already had room"
+        );
         assert_eq!(book.room_for_read(1), Some(2), "rows in flight count");
         book.queue_read(row("acme", 5));
         book.queue_read(row("acme", 6));
@@ -533,7 +541,10 @@ mod tests {
             !book.drop_queue("acme", worker + 1),
             "another worker's drop leaves the queue"
         );
-        assert!(book.drop_queue("acme", worker), "dropping 3 of 4 frees room");
+        assert!(
+            book.drop_queue("acme", worker),
+            "dropping 3 of 4 frees room"
+        );
         assert_eq!(book.buffered(), 0);
     }
 
@@ -572,11 +583,18 @@ mod tests {
         let (a, b, _) = tenants_in_two_buckets();
         let mut book = TenantBook::new(100);
         book.hold_only();
-        assert_eq!(book.queue_read(Owned(a.clone(), 1)), None, "nothing held yet");
+        assert_eq!(
+            book.queue_read(Owned(a.clone(), 1)),
+            None,
+            "nothing held yet"
+        );
         book.gain(&HashSet::from([bucket_of(&a)]), 0);
         book.load([a.clone(), b.clone()], []);
         assert!(book.parked.contains(&a));
-        assert!(!book.parked.contains(&b), "another replica's tenant is not parked here");
+        assert!(
+            !book.parked.contains(&b),
+            "another replica's tenant is not parked here"
+        );
         assert!(book.unpark(&a));
         book.queue_catch_up(&a, vec![Owned(a.clone(), 1)], false);
         assert_eq!(book.queue_read(Owned(b.clone(), 2)), None);
@@ -587,7 +605,10 @@ mod tests {
         assert_eq!(book.worker_of(&a), None);
         assert_eq!(book.queue_read(Owned(a.clone(), 3)), None);
         book.park(&a);
-        assert!(!book.parked.contains(&a), "a late park of a lost tenant is not kept");
+        assert!(
+            !book.parked.contains(&a),
+            "a late park of a lost tenant is not kept"
+        );
     }
 
     #[test]
@@ -602,9 +623,19 @@ mod tests {
         // b's bucket comes in once the reads queued up to position 3; they start over.
         book.gain(&HashSet::from([bucket_of(&b)]), 3);
         assert_eq!(book.queue_read(Owned(a.clone(), 1)), None, "already queued");
-        assert!(book.queue_read(Owned(b.clone(), 2)).is_some(), "the gained bucket's row");
-        assert_eq!(book.queue_read(Owned(a2.clone(), 3)), None, "already queued");
-        assert!(book.queue_read(Owned(a.clone(), 4)).is_some(), "past the mark");
+        assert!(
+            book.queue_read(Owned(b.clone(), 2)).is_some(),
+            "the gained bucket's row"
+        );
+        assert_eq!(
+            book.queue_read(Owned(a2.clone(), 3)),
+            None,
+            "already queued"
+        );
+        assert!(
+            book.queue_read(Owned(a.clone(), 4)).is_some(),
+            "past the mark"
+        );
         book.reads_passed(4);
         assert!(book.read_marks.is_empty());
         assert_eq!(drain(&mut book, &a), [1, 4]);
