@@ -143,9 +143,44 @@ pub struct DispatchControl {
     commands: mpsc::UnboundedSender<Signal>,
     /// With several replicas: where to tell the others (the tenant's owner may be one).
     peers: Option<sqlx::PgPool>,
+    /// Whether this replica runs the bulk replay jobs (always, when it is the only one).
+    ownership: TenantOwnership,
+    /// Woken when another replica announced a new bulk replay job.
+    replay_jobs: Arc<Notify>,
 }
 
 impl DispatchControl {
+    /// Resolves once this replica may run bulk replay jobs: at once for the only replica, else
+    /// when it holds the runner's lease (one replica at a time; another takes over when the
+    /// holder dies).
+    pub async fn replay_turn(&self) {
+        self.ownership.replay_turn().await;
+    }
+
+    /// Whether this replica may run bulk replay jobs now; checked before every batch.
+    pub fn runs_replay_jobs(&self) -> bool {
+        self.ownership.runs_replay_jobs()
+    }
+
+    /// Tells the replica that runs the bulk replay jobs that one was created (if not this one).
+    pub fn announce_replay_job(&self) {
+        if let Some(pool) = self.peers.clone() {
+            tokio::spawn(async move {
+                if let Err(error) = leases::notify_replay_job(&pool).await {
+                    tracing::warn!(
+                        error = %crate::telemetry::ErrorChain(&error),
+                        "announcing a replay job to the other replicas failed"
+                    );
+                }
+            });
+        }
+    }
+
+    /// Resolves when another replica announced a new bulk replay job (never with one replica).
+    pub async fn replay_job_announced(&self) {
+        self.replay_jobs.notified().await;
+    }
+
     /// Takes `tenant` up again after an operator replayed or skipped the dead emission that
     /// parked it (the journal says it has no dead emission left): its pending emissions are
     /// read again, in its delivery order. A tenant that is not parked is left alone. With
@@ -367,19 +402,23 @@ impl Dispatcher {
         });
         let coordinator = tokio::spawn(run_coordinator(Arc::clone(&shared), commands));
         tokio::spawn(run_prober(Arc::clone(&shared)));
+        let replay_jobs = Arc::new(Notify::new());
         if let Some(pool) = peers.clone() {
             tokio::spawn(run_peer_signals(
                 Arc::clone(&shared),
                 pool,
                 commands_tx.clone(),
+                Arc::clone(&replay_jobs),
             ));
         }
         Dispatcher {
-            shared,
             control: DispatchControl {
                 commands: commands_tx,
                 peers,
+                ownership: shared.ownership.clone(),
+                replay_jobs,
             },
+            shared,
             coordinator,
             progress,
             keeper,
@@ -416,6 +455,7 @@ async fn run_peer_signals(
     shared: Arc<Shared>,
     pool: sqlx::PgPool,
     commands: mpsc::UnboundedSender<Signal>,
+    replay_jobs: Arc<Notify>,
 ) {
     let (signals_tx, mut signals) = mpsc::unbounded_channel();
     let listener = tokio::spawn(leases::listen_to_peers(pool, signals_tx));
@@ -432,6 +472,11 @@ async fn run_peer_signals(
                 None => break,
             },
         };
+        if signal == Signal::ReplayJob {
+            // For the replay job runner, not the coordinator; kept if it is busy.
+            replay_jobs.notify_one();
+            continue;
+        }
         if commands.send(signal).is_err() {
             break;
         }
@@ -569,6 +614,7 @@ async fn run_coordinator(shared: Arc<Shared>, mut commands: mpsc::UnboundedRecei
                 // Another replica committed: the next loop reads.
                 Signal::Commit => {}
                 Signal::Resync => resync_parked(&shared).await,
+                Signal::ReplayJob => {}
             },
             Some(result) = workers.join_next(), if !workers.is_empty() => {
                 if let Err(error) = result {

@@ -7,6 +7,8 @@
 //!   replicas gives each one its fair share, `ceil(BUCKETS / live)`.
 //! - `dispatch_leases`: one row per leased bucket: owner, expiry, and whether the owner gave
 //!   it back (a given-back lease is not renewed and is free once it expires).
+//! - `dispatch_named_leases`: leases on one-of-a-kind work; `replay-runner` makes one replica
+//!   at a time run the bulk replay jobs, and another take them over when it dies.
 //!
 //! Every `renew_every` a replica runs one round in one transaction: heartbeat, count the live
 //! replicas, renew its unexpired leases, give back what exceeds its share, claim free or
@@ -41,6 +43,10 @@ use super::ownership::{HeldBuckets, TenantOwnership, BUCKETS};
 pub const UNPARK_CHANNEL: &str = "tenant_gateway_unpark";
 /// The channel the journal notifies in every commit that stored events (payload unused).
 pub const COMMITS_CHANNEL: &str = "tenant_gateway_commits";
+/// The channel announcing a new bulk replay job to the replica that runs them.
+pub const REPLAY_JOBS_CHANNEL: &str = "tenant_gateway_replay_jobs";
+/// The named lease of the bulk replay job runner.
+const REPLAY_RUNNER: &str = "replay-runner";
 
 /// Key of the advisory lock that serialises schema creation across replicas.
 const SCHEMA_LOCK: i64 = 0x7467_6c65_6173_6573; // "tgleases"
@@ -146,6 +152,8 @@ pub struct RoundOutcome {
     pub held: BTreeSet<u16>,
     /// Live replicas counted, itself included.
     pub live: u32,
+    /// Whether it holds the replay runner's lease.
+    pub runs_replay_jobs: bool,
 }
 
 /// One replica's lease rounds, without timing: the keeper calls [`BucketLeases::round`] on
@@ -256,8 +264,28 @@ impl BucketLeases {
             .await?;
             held.extend(claimed.into_iter().filter_map(|b| u16::try_from(b).ok()));
         }
+        // The runner's lease: renewed by its holder, taken by anyone once it expired.
+        let runs_replay_jobs = sqlx::query_scalar::<_, String>(
+            "INSERT INTO dispatch_named_leases (name, owner, expires_at)
+             VALUES ($1, $2, now() + make_interval(secs => $3))
+             ON CONFLICT (name) DO UPDATE
+             SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
+             WHERE dispatch_named_leases.owner = EXCLUDED.owner
+                OR dispatch_named_leases.expires_at <= now()
+             RETURNING owner",
+        )
+        .bind(REPLAY_RUNNER)
+        .bind(me)
+        .bind(ttl)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
         tx.commit().await?;
-        Ok(RoundOutcome { held, live })
+        Ok(RoundOutcome {
+            held,
+            live,
+            runs_replay_jobs,
+        })
     }
 
     /// Gives every lease and the heartbeat up at once (a clean stop, after the dispatcher
@@ -266,6 +294,10 @@ impl BucketLeases {
         let me = &self.settings.replica;
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM dispatch_leases WHERE owner = $1")
+            .bind(me)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM dispatch_named_leases WHERE owner = $1")
             .bind(me)
             .execute(&mut *tx)
             .await?;
@@ -367,7 +399,11 @@ async fn run_rounds(
             return leases;
         };
         match outcome {
-            Ok(RoundOutcome { held, live }) => {
+            Ok(RoundOutcome {
+                held,
+                live,
+                runs_replay_jobs,
+            }) => {
                 held_tx.send_if_modified(|current| {
                     let still_valid = current.valid_until.is_some_and(|u| Instant::now() < u);
                     let grants: BTreeMap<u16, u64> = held
@@ -381,16 +417,19 @@ async fn run_rounds(
                             (bucket, id)
                         })
                         .collect();
-                    let changed = grants != current.grants;
+                    let changed =
+                        grants != current.grants || runs_replay_jobs != current.runs_replay_jobs;
                     if changed {
                         tracing::info!(
                             held = grants.len(),
                             live_replicas = live,
+                            runs_replay_jobs,
                             "dispatch buckets changed"
                         );
                     }
                     *current = HeldBuckets {
                         grants,
+                        runs_replay_jobs,
                         valid_until: Some(valid_until),
                     };
                     // Every renewal extends the validity: always publish.
@@ -417,7 +456,7 @@ async fn run_rounds(
 /// Publishes "nothing held" (if anything was).
 fn withdraw(held_tx: &watch::Sender<HeldBuckets>, why: &str) {
     held_tx.send_if_modified(|current| {
-        if current.grants.is_empty() {
+        if current.grants.is_empty() && !current.runs_replay_jobs {
             return false;
         }
         tracing::warn!(
@@ -437,9 +476,20 @@ pub enum Signal {
     Unpark(String),
     /// Some replica committed new events.
     Commit,
+    /// Some replica created a bulk replay job.
+    ReplayJob,
     /// The listener reconnected: notifications may have been missed; re-read parked state and
     /// the outbox.
     Resync,
+}
+
+/// Tells every replica that a bulk replay job was created (the runner's holder runs it).
+pub async fn notify_replay_job(pool: &PgPool) -> Result<(), LeaseError> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(REPLAY_JOBS_CHANNEL)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// Tells every replica that `tenant` was unparked (the owner acts on it).
@@ -460,7 +510,7 @@ pub async fn listen_to_peers(pool: PgPool, signals: mpsc::UnboundedSender<Signal
         let listener = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener
-                .listen_all([UNPARK_CHANNEL, COMMITS_CHANNEL])
+                .listen_all([UNPARK_CHANNEL, COMMITS_CHANNEL, REPLAY_JOBS_CHANNEL])
                 .await?;
             Ok::<_, sqlx::Error>(listener)
         };
@@ -487,6 +537,9 @@ pub async fn listen_to_peers(pool: PgPool, signals: mpsc::UnboundedSender<Signal
             let signal = match received {
                 Ok(Some(notification)) if notification.channel() == UNPARK_CHANNEL => {
                     Signal::Unpark(notification.payload().to_owned())
+                }
+                Ok(Some(notification)) if notification.channel() == REPLAY_JOBS_CHANNEL => {
+                    Signal::ReplayJob
                 }
                 Ok(Some(_)) => Signal::Commit,
                 Ok(None) => {

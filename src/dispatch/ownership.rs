@@ -44,6 +44,8 @@ pub struct Grant {
 pub struct HeldBuckets {
     /// Each held bucket and the id of its current grant.
     pub grants: BTreeMap<u16, u64>,
+    /// Whether this replica holds the bulk replay job runner's lease.
+    pub runs_replay_jobs: bool,
     /// Until when the holdings may be acted on, on this machine's monotonic clock: the lease
     /// expiry as measured from before the renewal was sent, less a safety margin. Past it the
     /// replica holds nothing, even if the keeper could not say so (a hung renewal).
@@ -94,6 +96,38 @@ impl TenantOwnership {
                 let held = held.borrow();
                 held.valid_until.is_some_and(|until| Instant::now() < until)
                     && held.grants.get(&grant.bucket) == Some(&grant.id)
+            }
+        }
+    }
+
+    /// Whether this replica may run bulk replay jobs now (one replica at a time).
+    pub fn runs_replay_jobs(&self) -> bool {
+        match self {
+            TenantOwnership::Everything => true,
+            TenantOwnership::Leased(held) => {
+                let held = held.borrow();
+                held.runs_replay_jobs && held.valid_until.is_some_and(|u| Instant::now() < u)
+            }
+        }
+    }
+
+    /// Resolves once this replica may run bulk replay jobs (at once for the only replica).
+    pub async fn replay_turn(&self) {
+        let TenantOwnership::Leased(held) = self else {
+            return;
+        };
+        let mut held = held.clone();
+        loop {
+            let turn = {
+                let current = held.borrow_and_update();
+                current.runs_replay_jobs && current.valid_until.is_some_and(|u| Instant::now() < u)
+            };
+            if turn {
+                return;
+            }
+            if held.changed().await.is_err() {
+                // The keeper is gone: never again.
+                return std::future::pending().await;
             }
         }
     }
@@ -196,6 +230,7 @@ mod tests {
         let until = Some(Instant::now() + Duration::from_secs(60));
         let (tx, rx) = watch::channel(HeldBuckets {
             grants: BTreeMap::from([(bucket, 1)]),
+            runs_replay_jobs: false,
             valid_until: until,
         });
         let ownership = TenantOwnership::Leased(rx);
@@ -209,6 +244,7 @@ mod tests {
         tx.send_replace(HeldBuckets::default());
         tx.send_replace(HeldBuckets {
             grants: BTreeMap::from([(bucket, 2)]),
+            runs_replay_jobs: false,
             valid_until: until,
         });
         tokio::time::timeout(Duration::from_secs(30), lost)
@@ -224,6 +260,7 @@ mod tests {
         let bucket = bucket_of("acme");
         let (_tx, rx) = watch::channel(HeldBuckets {
             grants: BTreeMap::from([(bucket, 1)]),
+            runs_replay_jobs: true,
             valid_until: Some(Instant::now() + Duration::from_millis(200)),
         });
         let ownership = TenantOwnership::Leased(rx);
@@ -234,5 +271,9 @@ mod tests {
             .expect("lost at the validity deadline");
         assert_eq!(ownership.grant("acme"), None);
         assert_eq!(ownership.current(), Some(BTreeMap::new()));
+        assert!(
+            !ownership.runs_replay_jobs(),
+            "the runner's lease lapses with the rest"
+        );
     }
 }

@@ -191,14 +191,28 @@ async fn a_dead_replicas_buckets_are_taken_over_after_expiry_and_not_before() {
     })
     .await;
     let of_a = held[0].clone();
-    // a's last round; then a is dead.
+    // a's last round; then a is dead. a came first: it runs the replay jobs.
     let last_round_of_a = Instant::now();
-    assert_eq!(round(&a).await, of_a);
+    let last = a.round().await.expect("round");
+    assert_eq!(last.held, of_a);
+    assert!(last.runs_replay_jobs);
+    assert!(
+        !b.round().await.expect("round").runs_replay_jobs,
+        "one runner at a time"
+    );
     let settings = quick("a");
     let deadline = Instant::now() + WAIT;
     loop {
-        let held_by_b = round(&b).await;
+        let outcome = b.round().await.expect("round");
+        let held_by_b = outcome.held;
         let now = Instant::now();
+        if outcome.runs_replay_jobs {
+            assert!(
+                now >= last_round_of_a + (settings.ttl - settings.margin),
+                "b took the replay runner's lease {:?} after a's renewal",
+                now - last_round_of_a
+            );
+        }
         if !held_by_b.is_disjoint(&of_a) {
             // Never before a's own validity ran out: a stopped acting on them first.
             assert!(
@@ -207,7 +221,7 @@ async fn a_dead_replicas_buckets_are_taken_over_after_expiry_and_not_before() {
                 now - last_round_of_a
             );
         }
-        if held_by_b.len() == usize::from(BUCKETS) {
+        if held_by_b.len() == usize::from(BUCKETS) && outcome.runs_replay_jobs {
             // Takeover within the TTL and a round or two (plus the test's own pace).
             assert!(
                 now - last_round_of_a < settings.ttl + settings.renew_every * 3,
