@@ -181,3 +181,14 @@ echo "- server peak RSS (VmHWM): $(( HWM_KB / 1024 )) MiB ($HWM_KB kB); RSS at e
 echo "- store: $STORE_CHECK"
 echo "- shutdown: SIGTERM to exit ${STOP_S}s, exit status $SERVER_RC"
 echo "- load average (1/5/15 min) before: $LOAD_BEFORE, after: $LOAD_AFTER (the run itself adds about 2)"
+# Last line: the ratios the targets are stated in (docs/benchmarks.md), from this run's rows.
+eps_of() {
+    awk -v ok="${R[$1.ok]}" -v s="${R[$1.seconds]}" -v n="$(events_per_req "$1")" \
+        'BEGIN {printf "%.0f", ok * n / s}'
+}
+NULL_EPS=$(eps_of null); SINGLE_EPS=$(eps_of single); BATCH_EPS=$(eps_of batch)
+awk -v n="$NULL_EPS" -v s="$SINGLE_EPS" -v b="$BATCH_EPS" -v nx="${R[single.non2xx]}/${R[batch.non2xx]}" 'BEGIN {
+    printf "ratios: single/null %.1f %% (target >= 40 %%), batch/single %.1fx (target >= 4x), batch %d events/s (target >= 200000), non-2xx single/batch %s (target 0/0)\n",
+        (n > 0 ? 100 * s / n : 0), (s > 0 ? b / s : 0), b, nx
+}'
+

@@ -52,6 +52,10 @@ pub struct JournalOptions {
     /// The gateway's own writes (delivery records, operator writes) that may wait for the
     /// writer (default 1024); when it is full their callers wait, never ingest.
     pub internal_queue: usize,
+    /// SQLite only: the WAL file's size the checkpointer keeps it near (default 64 MiB). Past it
+    /// a checkpoint holds the writer back once to start the WAL over, and an idle journal's WAL
+    /// is emptied, so the file never grows with the load.
+    pub wal_limit: u64,
     /// Size of the read connection pool (default 4), used by lookups, timelines and readiness
     /// checks so reads never wait behind the writer.
     pub read_connections: u32,
@@ -65,6 +69,7 @@ impl Default for JournalOptions {
             queue_bytes: 64 << 20,
             internal_queue: 1024,
             read_connections: 4,
+            wal_limit: 64 << 20,
         }
     }
 }

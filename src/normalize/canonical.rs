@@ -46,9 +46,15 @@ pub fn canonical_event(input: &EmissionInput<'_>) -> CloudEvent {
         format!("lifecycle.{}", input.action),
     );
     event.subject = Some(input.tenant.to_owned());
-    // `data.origin.time` keeps the upstream text; the attribute is what Argo can parse.
+    // `data.origin.time` keeps the upstream text; the attribute is what Argo can parse. An
+    // upstream time valid to RFC 3339 that chrono cannot represent falls back to the receive
+    // time rather than reach the Sensor unparseable (it would drop the event after acking it).
     let time = upstream.time.as_deref().unwrap_or(input.received_at);
-    event.time = Some(go_rfc3339(time).unwrap_or_else(|| time.to_owned()));
+    event.time = Some(
+        go_rfc3339(time)
+            .or_else(|| go_rfc3339(input.received_at))
+            .unwrap_or_else(|| input.received_at.to_owned()),
+    );
     event.datacontenttype = Some("application/json".to_owned());
 
     let string = |s: &str| ExtensionValue::String(s.to_owned());

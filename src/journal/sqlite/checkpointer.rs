@@ -11,11 +11,24 @@ use tokio::task::JoinHandle;
 /// How often the checkpointer copies committed WAL pages into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a restarting or truncating checkpoint waits for readers and the writer before it
+/// gives up until the next tick: those modes hold new writers back while they wait, so the wait
+/// stays short (a passive checkpoint never waits).
+const BLOCKING_CHECKPOINT_WAIT: Duration = Duration::from_millis(200);
+
 /// Runs `PRAGMA wal_checkpoint(PASSIVE)` from its own connection every
 /// [`CHECKPOINT_INTERVAL`]. A passive checkpoint never blocks the writer or the readers; the
 /// writer restarts the WAL from its beginning once a checkpoint has caught up, so the WAL stays
 /// about one interval of commits long. SQLite's default, a checkpoint inside the commit that
 /// crosses 1000 WAL pages, stalled every request of that group.
+///
+/// Under a sustained write load a passive checkpoint never catches up, so the WAL would only
+/// grow (2.28 GB beside a 0.95 GB database was measured filling 1 million events). Two bounds:
+/// when the WAL holds more than `wal_limit` bytes the checkpointer runs a `RESTART` checkpoint
+/// (it holds new writers back for one copy, after which the writer starts the WAL from its
+/// beginning), and once the writer is idle (everything checkpointed, nothing new) a `TRUNCATE`
+/// one empties the file. `journal_size_limit` (set on every connection) makes SQLite cut the file
+/// back to `wal_limit` whenever the WAL restarts.
 pub(super) struct WalCheckpointer {
     /// Wakes the task to do a last, truncating checkpoint and stop.
     shutdown: Arc<Notify>,
@@ -23,24 +36,97 @@ pub(super) struct WalCheckpointer {
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
+/// What `PRAGMA wal_checkpoint` answers: whether it could not finish, the WAL's frames, and
+/// how many of them are in the database file now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CheckpointResult {
+    busy: bool,
+    log_frames: i64,
+    checkpointed_frames: i64,
+}
+
+async fn checkpoint(
+    connection: &mut SqliteConnection,
+    mode: &str,
+) -> Result<CheckpointResult, sqlx::Error> {
+    let (busy, log_frames, checkpointed_frames): (i64, i64, i64) =
+        sqlx::query_as(&format!("PRAGMA wal_checkpoint({mode})"))
+            .fetch_one(connection)
+            .await?;
+    Ok(CheckpointResult {
+        busy: busy != 0,
+        log_frames,
+        checkpointed_frames,
+    })
+}
+
+/// The checkpoint a tick runs after its passive one, if any.
+fn next_mode(
+    passive: CheckpointResult,
+    previous_log_frames: i64,
+    frame_limit: i64,
+) -> Option<&'static str> {
+    if passive.log_frames > frame_limit {
+        Some("RESTART")
+    } else if passive.log_frames > 0
+        && passive.log_frames == passive.checkpointed_frames
+        && passive.log_frames == previous_log_frames
+    {
+        // Idle: everything is in the database and nothing was written since the last tick.
+        Some("TRUNCATE")
+    } else {
+        None
+    }
+}
+
 impl WalCheckpointer {
-    pub(super) fn start(mut connection: SqliteConnection) -> Self {
+    /// Starts checkpointing over `connection`, keeping the WAL near `wal_limit` bytes.
+    pub(super) fn start(mut connection: SqliteConnection, wal_limit: u64) -> Self {
         let shutdown = Arc::new(Notify::new());
         let stop = Arc::clone(&shutdown);
         let task = tokio::spawn(async move {
+            let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+                .fetch_one(&mut connection)
+                .await
+                .unwrap_or(4096)
+                .max(512);
+            // A WAL frame is a page plus its 24-byte header.
+            let frame_limit = i64::try_from(wal_limit).unwrap_or(i64::MAX) / (page_size + 24);
+            let wait = format!(
+                "PRAGMA busy_timeout = {}",
+                BLOCKING_CHECKPOINT_WAIT.as_millis()
+            );
+            if let Err(error) = sqlx::query(&wait).execute(&mut connection).await {
+                tracing::warn!(%error, "setting the checkpoint connection's busy timeout failed");
+            }
+            let mut previous_log_frames = -1;
             loop {
                 let stopping = tokio::select! {
                     () = stop.notified() => true,
                     () = tokio::time::sleep(CHECKPOINT_INTERVAL) => false,
                 };
                 // TRUNCATE at the end leaves no WAL behind a stopped journal.
-                let sql = if stopping {
-                    "PRAGMA wal_checkpoint(TRUNCATE)"
-                } else {
-                    "PRAGMA wal_checkpoint(PASSIVE)"
-                };
-                if let Err(error) = sqlx::query(sql).execute(&mut connection).await {
-                    tracing::warn!(%error, "journal WAL checkpoint failed; retrying later");
+                let mode = if stopping { "TRUNCATE" } else { "PASSIVE" };
+                match checkpoint(&mut connection, mode).await {
+                    Ok(passive) if !stopping => {
+                        if let Some(mode) = next_mode(passive, previous_log_frames, frame_limit) {
+                            match checkpoint(&mut connection, mode).await {
+                                Ok(result) if result.busy => tracing::debug!(
+                                    mode,
+                                    "journal WAL checkpoint could not finish; next tick"
+                                ),
+                                Ok(_) => tracing::debug!(mode, "journal WAL reset"),
+                                Err(error) => tracing::warn!(
+                                    %error, mode, "journal WAL checkpoint failed; retrying later"
+                                ),
+                            }
+                        }
+                        previous_log_frames = passive.log_frames;
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "journal WAL checkpoint failed; retrying later")
+                    }
                 }
                 if stopping {
                     break;
@@ -70,5 +156,112 @@ impl Drop for WalCheckpointer {
     /// A journal dropped without `close` still stops its checkpointer.
     fn drop(&mut self) {
         self.shutdown.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(log_frames: i64, checkpointed_frames: i64) -> CheckpointResult {
+        CheckpointResult {
+            busy: false,
+            log_frames,
+            checkpointed_frames,
+        }
+    }
+
+    #[test]
+    fn a_long_wal_is_restarted_and_an_idle_one_truncated() {
+        // Over the limit: restart, whether or not the passive one caught up.
+        assert_eq!(next_mode(result(101, 40), 90, 100), Some("RESTART"));
+        assert_eq!(next_mode(result(101, 101), 101, 100), Some("RESTART"));
+        // Caught up and unchanged since the last tick: the writer is idle.
+        assert_eq!(next_mode(result(50, 50), 50, 100), Some("TRUNCATE"));
+        // Caught up but written to since the last tick, or behind: leave it to the writer.
+        assert_eq!(next_mode(result(50, 50), 30, 100), None);
+        assert_eq!(next_mode(result(50, 20), 50, 100), None);
+        // Empty: nothing to do.
+        assert_eq!(next_mode(result(0, 0), 0, 100), None);
+    }
+
+    fn event(n: usize, data: &str) -> crate::journal::NewEvent {
+        let document = format!(r#"{{"id":"e-{n}","data":"{data}"}}"#);
+        crate::journal::NewEvent {
+            source: "urn:test".into(),
+            id: format!("e-{n}"),
+            event_type: "com.acme.tenant.lifecycle.upsert".into(),
+            tenant: format!("t-{}", n % 16),
+            action: "upsert".into(),
+            time: None,
+            content_hash: format!("{n:064}"),
+            document,
+            lifecycle: r#"{"parameters":{},"objectStorage":null}"#.into(),
+        }
+    }
+
+    fn wal_size(path: &std::path::Path) -> u64 {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        std::fs::metadata(wal).map_or(0, |m| m.len())
+    }
+
+    /// Polls `condition` (the checkpointer acts once a second) until it holds, for at most 60 s.
+    async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !condition() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting until {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The WAL file shrinks back while writes go on (without the bound it only ever grows until
+    /// the journal closes), and an idle journal's WAL is emptied.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_is_cut_back_under_load_and_emptied_when_idle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wal.db");
+        let options = crate::journal::JournalOptions {
+            wal_limit: 256 << 10,
+            ..Default::default()
+        };
+        let url = format!("sqlite://{}", path.display());
+        let journal = crate::journal::EventJournal::open(&url, options)
+            .await
+            .expect("open");
+        // A burst far over the limit: 4 MiB of events.
+        let limit = 256 << 10;
+        let blob = "x".repeat(2000);
+        let mut peak = 0;
+        for batch in 0..200 {
+            let events = (0..10).map(|i| event(batch * 10 + i, &blob)).collect();
+            journal.append(events).await.expect("append");
+            peak = peak.max(wal_size(&path));
+        }
+        assert!(peak > 2 * limit, "the burst outgrew the limit: {peak}");
+        // Writes go on, slowly, while the WAL is cut back.
+        let writer = {
+            let journal = journal.clone();
+            let blob = blob.clone();
+            tokio::spawn(async move {
+                for n in 2000.. {
+                    if journal.append(vec![event(n, &blob)]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        wait_until("the WAL shrinks while writes go on", || {
+            wal_size(&path) < 2 * limit
+        })
+        .await;
+        writer.abort();
+        let _ = writer.await;
+        wait_until("an idle journal's WAL is empty", || wal_size(&path) == 0).await;
+        journal.close().await;
     }
 }

@@ -126,6 +126,7 @@ impl SqliteJournal {
                 .connect()
                 .await
                 .map_err(JournalError::Open)?,
+            options.wal_limit,
         );
         let writer = SqliteWriter::new(write_connection, write_options);
         let committer = GroupCommitter::start(
@@ -229,6 +230,8 @@ fn connect_options(path: &Path, options: &JournalOptions) -> SqliteConnectOption
         // No checkpoint inside a commit: the WalCheckpointer does it from its own connection,
         // so a commit (and the requests waiting on it) never pays for copying the WAL back.
         .pragma("wal_autocheckpoint", "0")
+        // Whenever the WAL restarts, SQLite cuts the file back to this (WalCheckpointer).
+        .pragma("journal_size_limit", options.wal_limit.to_string())
         .thread_name(|id| format!("journal-db-{id}"))
 }
 
