@@ -14,6 +14,7 @@ use crate::admin::client::commands::{
 };
 use crate::admin::client::{ClientSettings, TOKEN_ENV};
 use crate::config::{ByteSize, LogFormat};
+use crate::journal::EventStatus;
 use crate::normalize::DEFAULT_ACTIONS;
 
 #[derive(Debug, Parser)]
@@ -328,6 +329,31 @@ pub enum AdminOutput {
     Json,
 }
 
+/// `--status`: the delivery states of [`EventStatus`], mirrored here because the library stays
+/// free of clap (a test checks that the two spell the same states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    /// Not delivered yet.
+    Pending,
+    /// The sink took it.
+    Delivered,
+    /// Failed for good; its tenant is parked.
+    Dead,
+    /// An operator skipped it.
+    Skipped,
+}
+
+impl From<StatusArg> for EventStatus {
+    fn from(status: StatusArg) -> Self {
+        match status {
+            StatusArg::Pending => EventStatus::Pending,
+            StatusArg::Delivered => EventStatus::Delivered,
+            StatusArg::Dead => EventStatus::Dead,
+            StatusArg::Skipped => EventStatus::Skipped,
+        }
+    }
+}
+
 /// Flags every admin command takes: where the admin API is and how to authenticate.
 #[derive(Debug, Clone, Args)]
 pub struct AdminClientArgs {
@@ -359,8 +385,8 @@ pub struct FilterArgs {
     #[arg(long)]
     pub action: Option<String>,
     /// Delivery status of the event's latest emission.
-    #[arg(long, value_parser = ["pending", "delivered", "dead", "skipped"])]
-    pub status: Option<String>,
+    #[arg(long, value_enum)]
+    pub status: Option<StatusArg>,
     /// Upstream CloudEvent source, exactly.
     #[arg(long, value_name = "SRC")]
     pub source: Option<String>,
@@ -527,7 +553,7 @@ impl From<FilterArgs> for EventSelection {
         EventSelection {
             tenant: args.tenant,
             action: args.action,
-            status: args.status,
+            status: args.status.map(EventStatus::from),
             source: args.source,
             since: args.since,
             until: args.until,
@@ -630,7 +656,7 @@ mod tests {
         let AdminCommand::Replay(bulk) = invocation.command else {
             panic!("not replay")
         };
-        assert_eq!(bulk.selection.status.as_deref(), Some("dead"));
+        assert_eq!(bulk.selection.status, Some(EventStatus::Dead));
         assert_eq!(bulk.selection.since, Some("2h".parse().unwrap()));
         assert!(bulk.yes && !bulk.dry_run && bulk.cancel.is_none());
         let Command::Events(list) = parse(&[
@@ -697,5 +723,25 @@ mod tests {
         ])
         .is_ok());
         assert!(parse(&["replay", "--cancel", id]).is_ok());
+    }
+
+    #[test]
+    fn status_flag_values_are_the_journal_states() {
+        let flags: Vec<(String, EventStatus)> = StatusArg::value_variants()
+            .iter()
+            .map(|arg| {
+                let name = arg
+                    .to_possible_value()
+                    .expect("shown")
+                    .get_name()
+                    .to_owned();
+                (name, EventStatus::from(*arg))
+            })
+            .collect();
+        let states: Vec<(String, EventStatus)> = EventStatus::ALL
+            .iter()
+            .map(|status| (status.as_str().to_owned(), *status))
+            .collect();
+        assert_eq!(flags, states);
     }
 }

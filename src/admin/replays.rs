@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::api::{ActionRequest, BulkReplayRequest, DryRunResult, ReplayJobList, ReplayJobView};
-use super::events::{operator, parse_filter, summary, unexpected};
+use super::events::{operator, parse_filter, parse_status, summary, unexpected};
 use super::{optional_body, Actor, AdminError, AdminState};
 use crate::dispatch::DispatchControl;
 use crate::journal::{
@@ -57,14 +57,27 @@ fn job_id(path: &str) -> Result<Uuid, AdminError> {
     Uuid::parse_str(path).map_err(|_| AdminError::InvalidJobId(path.to_owned()))
 }
 
+/// Why a body is not a bulk replay request. A filter `status` no state spells is a bad filter
+/// condition (`invalid-filter`, like a bad time), not a malformed body, although serde refuses it
+/// while reading the body.
+fn request_error(body: &[u8], error: serde_json::Error) -> AdminError {
+    let status = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|body| body.pointer("/filter/status")?.as_str().map(parse_status));
+    match status {
+        Some(Err(message)) => AdminError::InvalidFilter(message),
+        _ => AdminError::InvalidBody(error.to_string()),
+    }
+}
+
 /// `POST /admin/v1/replays`.
 pub(super) async fn create(
     actor: Actor,
     state: web::Data<AdminState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
-    let request: BulkReplayRequest = serde_json::from_slice(&body)
-        .map_err(|error| AdminError::InvalidBody(error.to_string()))?;
+    let request: BulkReplayRequest =
+        serde_json::from_slice(&body).map_err(|error| request_error(&body, error))?;
     if request.filter.is_empty() {
         return Err(AdminError::InvalidFilter(
             "the filter is empty and would replay the whole journal; set at least one of \
@@ -293,7 +306,7 @@ async fn run_job(
                 }
                 replayed_here += job.replayed.saturating_sub(replayed);
                 replayed = job.replayed;
-                if job.status != "running" {
+                if job.status.is_final() {
                     tracing::info!(%job_id, replayed, status = %job.status, "replay job ended");
                     return true;
                 }

@@ -9,7 +9,7 @@
 //!
 //! Why our own: `cloudevents-sdk` 0.9 has no batch receive in actix, does not percent-decode
 //! `ce-*` headers and accepts events the spec forbids. Every rule here is a MUST of the spec or of
-//! DESIGN section 3, and every rejection names the attribute and the reason.
+//! `docs/api.md` ("Validation"), and every rejection names the attribute and the reason.
 
 pub mod event;
 pub mod format;

@@ -1,4 +1,4 @@
-//! The pure function from template Jobs to Argo WorkflowTemplates (DESIGN section 7).
+//! The pure function from template Jobs to Argo WorkflowTemplates (see `docs/discovery.md`).
 //!
 //! This module owns the shape of every generated `tenant-lifecycle-<action>` WorkflowTemplate:
 //! its parameters, the per-tenant mutex, the DAG of bridge tasks ordered by `depends-on`

@@ -1,5 +1,5 @@
 //! Dispatch: delivers journaled events, as canonical lifecycle CloudEvents, to the configured sink
-//! (DESIGN.md section 5).
+//! (see `docs/dispatch.md`).
 //!
 //! - `dispatcher`: the outbox reader; concurrent across tenants, in sequence within a tenant,
 //!   retries with backoff, dead events park their tenant until [`DispatchControl::unpark`].

@@ -1,4 +1,4 @@
-//! The ingest HTTP API (DESIGN section 3): `POST /events`, the webhook abuse-protection
+//! The ingest HTTP API (see `docs/api.md`): `POST /events`, the webhook abuse-protection
 //! handshake on `OPTIONS /events`, and the health endpoints.
 //!
 //! A request is authenticated, read within the body limit, decoded by the strict binding in
@@ -21,11 +21,11 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use crate::cloudevents::{decode_request, CloudEvent, ContentMode, DecodeError, Violation};
-use crate::dispatch::emission::{EmissionTarget, LifecycleDetails};
+use crate::dispatch::emission::EmissionTarget;
 use crate::error::Problem;
 use crate::journal::{AppendError, AppendStatus, EventJournal, NewEvent};
 use crate::metrics::GatewayMetrics;
-use crate::normalize::{Lifecycle, Normalizer};
+use crate::normalize::{Lifecycle, LifecycleDetails, Normalizer};
 use auth::{presented_token, AuthError, IngestAuth};
 
 /// Shared by every actix worker.

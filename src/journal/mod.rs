@@ -1,4 +1,5 @@
-//! The journal: the durable store of every accepted upstream CloudEvent (DESIGN.md section 5).
+//! The journal: the durable store of every accepted upstream CloudEvent (see
+//! `docs/architecture.md`, "Journal and group commit").
 //!
 //! It owns three things the rest of the gateway relies on:
 //! - deduplication by upstream identity (`source`, `id`): a repeat with the same content is a
@@ -20,6 +21,7 @@
 mod group_commit;
 pub mod operator;
 mod sqlite;
+mod status;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,10 +30,11 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub use operator::{
-    EventHeader, EventQuery, EventStatus, NewReplayJob, Operator, OperatorAction, OperatorError,
+    EventHeader, EventQuery, NewReplayJob, Operator, OperatorAction, OperatorError,
     OperatorOutcome, OperatorWrite, ReplayJob, Replayed, StoredEmission, TenantState,
 };
 pub use sqlite::SqliteJournal;
+pub use status::{AttemptOutcome, EmissionStatus, EventStatus, ReplayJobStatus, UnknownValue};
 
 /// Tuning of an [`EventJournal`]; the defaults suit the embedded single-replica deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,9 +253,8 @@ pub struct StoredEvent {
     pub document: serde_json::Value,
     /// Hex SHA-256 of the document as it was appended.
     pub content_hash: String,
-    /// Delivery state of the event's latest emission: `pending`, `delivered`, `dead` or
-    /// `skipped`.
-    pub status: String,
+    /// Delivery state of the event's latest emission.
+    pub status: EventStatus,
     /// What normalization found besides tenant and action, as stored at ingest.
     pub lifecycle: serde_json::Value,
 }
@@ -326,50 +328,6 @@ impl PendingPage {
     }
 }
 
-/// Where an emission stands after a delivery attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EmissionStatus {
-    /// Not delivered yet; the dispatcher will try again.
-    Pending,
-    /// The sink took it.
-    Delivered,
-    /// Failed permanently or ran out of retries; its tenant is parked.
-    Dead,
-}
-
-impl EmissionStatus {
-    /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EmissionStatus::Pending => "pending",
-            EmissionStatus::Delivered => "delivered",
-            EmissionStatus::Dead => "dead",
-        }
-    }
-}
-
-/// How one delivery attempt ended, as recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptOutcome {
-    /// The sink took the emission.
-    Delivered,
-    /// A failure worth retrying (timeout, connection error, 429, 5xx).
-    Retryable,
-    /// A failure no retry can fix (another 4xx).
-    Permanent,
-}
-
-impl AttemptOutcome {
-    /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptOutcome::Delivered => "delivered",
-            AttemptOutcome::Retryable => "retryable",
-            AttemptOutcome::Permanent => "permanent",
-        }
-    }
-}
-
 /// One delivery attempt to record, with the emission's state after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptRecord {
@@ -408,8 +366,8 @@ pub struct StoredAttempt {
     pub finished_at: String,
     /// The sink kind it went to.
     pub sink: String,
-    /// `delivered`, `retryable` or `permanent`.
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
     /// The sink's HTTP status, when it answered over HTTP.
     pub status_code: Option<u16>,
     /// What went wrong, for failed attempts.

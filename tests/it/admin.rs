@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sqlx::{ConnectOptions, Row};
 use tenant_gateway::config::{Settings, TokenConfig};
+use tenant_gateway::journal::EventStatus;
 
 use crate::argo_webhook::{ArgoWebhook, Behaviour, Received};
 use crate::dispatch::{post, webhook_settings};
@@ -585,6 +586,40 @@ async fn cancel_stops_a_replay_job() {
     app.stop().await;
 }
 
+/// A bulk replay condition no event could meet is a bad filter, whichever condition it is (a
+/// status is read by serde with the body, a time afterwards); a member of the wrong JSON type
+/// is a bad body.
+#[tokio::test]
+async fn a_bad_bulk_replay_condition_is_an_invalid_filter() {
+    let app = TestApp::spawn().await;
+    let admin = AdminApi::of(&app);
+    for (body, slug, named) in [
+        (
+            json!({"filter": {"status": "lost"}}),
+            "invalid-filter",
+            "status",
+        ),
+        (
+            json!({"filter": {"since": "yesterday"}}),
+            "invalid-filter",
+            "since",
+        ),
+        (json!({"filter": {"status": 3}}), "invalid-body", "a string"),
+    ] {
+        let answer = problem(admin.post("/admin/v1/replays", &body).await, 400).await;
+        assert_eq!(
+            answer["type"],
+            format!("urn:tenant-gateway:problem:{slug}"),
+            "{body}: {answer}"
+        );
+        assert!(
+            answer["detail"].as_str().unwrap().contains(named),
+            "{body}: {answer}"
+        );
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn pagination_never_skips_or_repeats_while_events_arrive() {
     let hook = ArgoWebhook::start().await;
@@ -746,7 +781,7 @@ async fn a_non_loopback_admin_listener_requires_the_admin_token() {
             .unwrap()
             .unwrap()
             .status,
-        "delivered",
+        EventStatus::Delivered,
         "refused calls changed nothing"
     );
     let alice = AdminApi::of(&app).with_token("op3rator");

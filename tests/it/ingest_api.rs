@@ -1,4 +1,4 @@
-//! The `POST /events` contract of DESIGN section 3 against a running gateway: every status code,
+//! The `POST /events` contract of `docs/api.md` against a running gateway: every status code,
 //! atomic batches, dedup and conflict, authentication, the handshake and health endpoints.
 
 use std::io::Write;

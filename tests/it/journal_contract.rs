@@ -855,7 +855,7 @@ async fn stored_event_round_trips(store: TestStore) {
     );
     assert_eq!(stored.document, document);
     assert_eq!(stored.content_hash, with_time.content_hash);
-    assert_eq!(stored.status, "pending");
+    assert_eq!(stored.status, EventStatus::Pending);
     assert!(
         stored.received_at.ends_with('Z'),
         "received_at is UTC: {}",
@@ -1148,7 +1148,7 @@ async fn accepted_events_are_pending_emissions_in_sequence_order(store: TestStor
         assert_eq!(emission.emission_id, emission.event.event_id);
         assert_eq!(emission.replay_of, None);
         assert_eq!(emission.attempts, 0);
-        assert_eq!(emission.event.status, "pending");
+        assert_eq!(emission.event.status, EventStatus::Pending);
     }
     for tenant in ["acme", "globex"] {
         let sequences: Vec<i64> = pending
@@ -1230,7 +1230,7 @@ async fn recorded_attempts_move_emissions_on(store: TestStore) {
         .await
         .expect("find")
         .expect("stored");
-    assert_eq!(stored.status, "delivered");
+    assert_eq!(stored.status, EventStatus::Delivered);
 
     let attempts = journal
         .delivery_attempts(first.event_id)
@@ -1297,7 +1297,7 @@ async fn dead_emission_parks_its_tenant_across_reopen(store: TestStore) {
         .await
         .expect("find")
         .expect("stored");
-    assert_eq!(dead.status, "dead");
+    assert_eq!(dead.status, EventStatus::Dead);
     journal.close().await;
 }
 
@@ -1362,7 +1362,7 @@ async fn delivery_order(journal: &EventJournal, tenant: &str) -> Vec<(String, bo
         .collect()
 }
 
-/// DESIGN 6: replaying the dead event that parks a tenant retries it in its own place, before
+/// `docs/admin.md`: replaying the dead event that parks a tenant retries it in its own place, before
 /// the events waiting behind it; the tenant is no longer parked by it, also after a reopen.
 async fn replaying_a_dead_emission_takes_its_place_and_unparks(store: TestStore) {
     let journal = &store.journal;
@@ -1477,7 +1477,7 @@ async fn skipping_needs_a_dead_emission_and_unparks(store: TestStore) {
         })
         .await;
     assert!(
-        matches!(&refused, Err(OperatorError::NotDead { status, .. }) if status == "pending"),
+        matches!(&refused, Err(OperatorError::NotDead { status, .. }) if *status == EventStatus::Pending),
         "{refused:?}"
     );
     let dead = kill_first_pending(journal, "acme").await;
@@ -1497,7 +1497,7 @@ async fn skipping_needs_a_dead_emission_and_unparks(store: TestStore) {
     ));
     assert!(journal.parked_tenants().await.unwrap().is_empty());
     let stored = journal.find_event(dead).await.unwrap().unwrap();
-    assert_eq!(stored.status, "skipped");
+    assert_eq!(stored.status, EventStatus::Skipped);
     let state = journal.tenant_state("acme").await.unwrap().unwrap();
     assert_eq!(state.counts, [1, 0, 0, 1]);
     assert!(state.parked_by.is_none());

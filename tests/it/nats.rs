@@ -210,7 +210,7 @@ async fn eventbus_sink(config: EventbusConfig) -> Sink {
         .expect("eventbus sink builds")
 }
 
-/// A canonical emission as the dispatcher sends it (DESIGN.md section 4), compact JSON.
+/// A canonical emission as the dispatcher sends it (`docs/normalization.md`), compact JSON.
 fn canonical_event(emission_id: &str, tenant: &str) -> Bytes {
     let event = json!({
         "specversion": "1.0",

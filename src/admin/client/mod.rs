@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 use crate::admin::api::{
     ActionRequest, BulkReplayRequest, DryRunResult, EventDetail, EventFilter, EventPage,
-    ReplayJobList, ReplayJobView, ReplayResult, SkipResult, TenantView,
+    EventStatus, ReplayJobList, ReplayJobStatus, ReplayJobView, ReplayResult, SkipResult,
+    TenantView,
 };
 
 pub mod commands;
@@ -125,7 +126,7 @@ pub enum ClientError {
         /// The job.
         id: Uuid,
         /// `failed` or `cancelled`.
-        status: String,
+        status: ReplayJobStatus,
         /// Why it failed, as the server says.
         error: Option<String>,
     },
@@ -310,12 +311,12 @@ impl AdminClient {
         {
             let mut query = url.query_pairs_mut();
             let conditions = [
-                ("tenant", &filter.tenant),
-                ("action", &filter.action),
-                ("status", &filter.status),
-                ("source", &filter.source),
-                ("since", &filter.since),
-                ("until", &filter.until),
+                ("tenant", filter.tenant.as_deref()),
+                ("action", filter.action.as_deref()),
+                ("status", filter.status.map(EventStatus::as_str)),
+                ("source", filter.source.as_deref()),
+                ("since", filter.since.as_deref()),
+                ("until", filter.until.as_deref()),
             ];
             for (name, value) in conditions {
                 if let Some(value) = value {

@@ -1,4 +1,4 @@
-//! Sinks: where the dispatcher's emissions go (DESIGN.md section 5).
+//! Sinks: where the dispatcher's emissions go (see `docs/dispatch.md`, "Sinks").
 //!
 //! An emission is one canonical lifecycle CloudEvent in structured JSON
 //! (`application/cloudevents+json`), identified by its emission id (the CloudEvent `id`). The
@@ -89,8 +89,8 @@ pub struct WebhookConfig {
     pub token_file: Option<PathBuf>,
     /// Whole-request timeout. Argo's webhook EventSource answers only after its own EventBus
     /// publish, whose retries take 5 to 10 s when the bus is slow, so the default (30 s) leaves
-    /// room for that instead of retrying a request that is about to succeed (DESIGN.md section 5
-    /// asks for more than 15 s).
+    /// room for that instead of retrying a request that is about to succeed (`docs/dispatch.md`,
+    /// "Sinks": above 15 s).
     #[serde(
         default = "default_webhook_timeout",
         deserialize_with = "deserialize_duration"

@@ -200,7 +200,7 @@ impl WebhookSink {
     }
 }
 
-/// 429 and 5xx are worth retrying (DESIGN.md section 5); any other non-2xx is not.
+/// 429 and 5xx are worth retrying (`docs/dispatch.md`, "Retries"); any other non-2xx is not.
 fn is_retryable(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }
