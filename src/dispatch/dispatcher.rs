@@ -186,21 +186,25 @@ impl DispatchControl {
     /// read again, in its delivery order. A tenant that is not parked is left alone. With
     /// several replicas the owner is told by `NOTIFY` (here too, if it is this one).
     pub fn unpark(&self, tenant: &str) {
-        // Fails only once the dispatcher has stopped; a restart reads the journal anyway.
-        let _ = self.commands.send(Signal::Unpark(tenant.to_owned()));
-        if let Some(pool) = self.peers.clone() {
-            let tenant = tenant.to_owned();
-            tokio::spawn(async move {
-                if let Err(error) = leases::notify_unpark(&pool, &tenant).await {
-                    // The owner's periodic resync finds the tenant unparked anyway.
-                    tracing::warn!(
-                        tenant,
-                        error = %crate::telemetry::ErrorChain(&error),
-                        "telling the other replicas about an unpark failed"
-                    );
-                }
-            });
-        }
+        // One unpark per operator action: sent here directly, or (several replicas) by
+        // NOTIFY, which reaches this replica too. Two would unpark a tenant whose replay died
+        // again in between.
+        let Some(pool) = self.peers.clone() else {
+            // Fails only once the dispatcher has stopped; a restart reads the journal anyway.
+            let _ = self.commands.send(Signal::Unpark(tenant.to_owned()));
+            return;
+        };
+        let tenant = tenant.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = leases::notify_unpark(&pool, &tenant).await {
+                // The owner's periodic resync finds the tenant unparked anyway.
+                tracing::warn!(
+                    tenant,
+                    error = %crate::telemetry::ErrorChain(&error),
+                    "telling the other replicas about an unpark failed"
+                );
+            }
+        });
     }
 }
 
@@ -733,10 +737,11 @@ async fn apply_ownership(
 /// Unparks every tenant parked here that the journal no longer has parked (an unpark notice
 /// that did not arrive).
 async fn resync_parked(shared: &Shared) {
+    let mark = shared.tenants().durable_mark();
     match shared.journal.parked_tenants().await {
         Ok(parked) => {
             let parked: HashSet<String> = parked.into_iter().collect();
-            let unparked = shared.tenants().parked_but_not_in(&parked);
+            let unparked = shared.tenants().parked_but_not_in(&parked, mark);
             for tenant in unparked {
                 unpark(shared, &tenant);
             }
@@ -931,9 +936,11 @@ async fn deliver(
                 }
                 tracing::error!(%error, "event cannot be emitted; it is dead and its tenant parked");
                 park(shared, &emission.tenant);
-                record_durably(shared, record, grant)
-                    .await
-                    .then_some(EmissionStatus::Dead)
+                let recorded = record_durably(shared, record, grant).await;
+                if recorded {
+                    shared.tenants().park_is_durable(&emission.tenant);
+                }
+                recorded.then_some(EmissionStatus::Dead)
             }
         }
     }
@@ -1038,6 +1045,9 @@ async fn attempt_until_final(
         }
         if !record_durably(shared, record, grant).await {
             return None;
+        }
+        if emission_status == EmissionStatus::Dead {
+            shared.tenants().park_is_durable(&emission.tenant);
         }
         shared.progress.send_modify(|progress| {
             progress.attempts += 1;

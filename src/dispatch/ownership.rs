@@ -171,7 +171,8 @@ impl TenantOwnership {
         let TenantOwnership::Leased(held) = self else {
             return std::future::pending().await;
         };
-        let until = held.borrow_and_update().valid_until;
+        // Not marked seen here: a publication since the last wait must wake this one.
+        let until = held.borrow().valid_until;
         let expiry = async {
             match until {
                 Some(until) if Instant::now() < until => {

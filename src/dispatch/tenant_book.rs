@@ -70,6 +70,11 @@ pub(super) struct TenantBook<E> {
     read_marks: HashMap<u16, i64>,
     /// Tenants behind a dead emission: their pending emissions are not read.
     parked: HashSet<String>,
+    /// For parked tenants whose dead emission is durably recorded: when that became known, on
+    /// the `durable_clock`. A resync may unpark only these (see [`Self::parked_but_not_in`]).
+    parked_durably: HashMap<String, u64>,
+    /// Counts [`Self::park_is_durable`] calls: orders them against a resync's read.
+    durable_clock: u64,
     /// Unparked tenants whose pending emissions are being read in their delivery order. The
     /// position-ordered reads skip these tenants.
     catching_up: HashMap<String, CatchUp>,
@@ -96,6 +101,8 @@ impl<E: BookEntry> TenantBook<E> {
             held: None,
             read_marks: HashMap::new(),
             parked: HashSet::new(),
+            parked_durably: HashMap::new(),
+            durable_clock: 0,
             catching_up: HashMap::new(),
             caught_up_to: HashMap::new(),
             buffered: 0,
@@ -149,6 +156,10 @@ impl<E: BookEntry> TenantBook<E> {
         replayed: impl IntoIterator<Item = String>,
     ) {
         let parked: Vec<String> = parked.into_iter().filter(|t| self.holds(t)).collect();
+        for tenant in &parked {
+            // Read from the journal: durable by definition.
+            self.parked_durably.entry(tenant.clone()).or_insert(0);
+        }
         self.parked.extend(parked);
         for tenant in replayed {
             if self.holds(&tenant) && !self.parked.contains(&tenant) {
@@ -259,15 +270,42 @@ impl<E: BookEntry> TenantBook<E> {
         if self.holds(tenant) {
             self.parked.insert(tenant.to_owned());
         }
+        // Parked before its record is written: not durable yet.
+        self.parked_durably.remove(tenant);
         room
     }
 
-    /// Tenants parked here that `journal_parked` (what the journal says now) no longer has:
-    /// they were unparked by an operator and the notice did not arrive.
-    pub(super) fn parked_but_not_in(&self, journal_parked: &HashSet<String>) -> Vec<String> {
+    /// The dead emission that parked `tenant` is durably recorded now.
+    pub(super) fn park_is_durable(&mut self, tenant: &str) {
+        self.durable_clock += 1;
+        if self.parked.contains(tenant) {
+            self.parked_durably
+                .insert(tenant.to_owned(), self.durable_clock);
+        }
+    }
+
+    /// Where the durable clock stands: taken before a resync reads the journal.
+    pub(super) fn durable_mark(&self) -> u64 {
+        self.durable_clock
+    }
+
+    /// Tenants parked here that `journal_parked` (what the journal said in a read that started
+    /// at durable clock `mark`) no longer has: an operator unparked them and the notice did not
+    /// arrive. Only parkings durable before the read count: a tenant parked again whose dead
+    /// record was not committed yet is absent from the read, but still parked.
+    pub(super) fn parked_but_not_in(
+        &self,
+        journal_parked: &HashSet<String>,
+        mark: u64,
+    ) -> Vec<String> {
         self.parked
             .iter()
             .filter(|tenant| !journal_parked.contains(*tenant))
+            .filter(|tenant| {
+                self.parked_durably
+                    .get(*tenant)
+                    .is_some_and(|at| *at <= mark)
+            })
             .cloned()
             .collect()
     }
@@ -292,6 +330,7 @@ impl<E: BookEntry> TenantBook<E> {
             room |= self.forget_queue(&tenant);
         }
         self.parked.retain(|tenant| !lost(tenant));
+        self.parked_durably.retain(|tenant, _| !lost(tenant));
         self.catching_up.retain(|tenant, _| !lost(tenant));
         self.caught_up_to.retain(|tenant, _| !lost(tenant));
         self.read_marks
@@ -318,6 +357,7 @@ impl<E: BookEntry> TenantBook<E> {
 
     /// Unparks `tenant`: it starts catching up. False if it was not parked.
     pub(super) fn unpark(&mut self, tenant: &str) -> bool {
+        self.parked_durably.remove(tenant);
         if !self.parked.remove(tenant) {
             return false;
         }
@@ -662,5 +702,25 @@ mod tests {
         assert_eq!(book.take_next(&a, old), None);
         assert!(!book.drop_queue(&a, old));
         assert_eq!(drain(&mut book, &a), [1]);
+    }
+
+    #[test]
+    fn a_resync_unparks_only_tenants_whose_parking_was_durable_before_its_read() {
+        let mut book = TenantBook::<Row>::new(100);
+        book.load(["loaded".to_owned()], []);
+        book.park("recorded");
+        book.park_is_durable("recorded");
+        let mark = book.durable_mark();
+        // Parked again after the read began, or with its record still in flight.
+        book.park("in-flight");
+        book.park("late");
+        book.park_is_durable("late");
+        let journal_says: HashSet<String> = HashSet::new();
+        let mut unparked = book.parked_but_not_in(&journal_says, mark);
+        unparked.sort();
+        assert_eq!(unparked, ["loaded", "recorded"]);
+        // A tenant the journal still has parked stays parked.
+        let journal_says = HashSet::from(["loaded".to_owned()]);
+        assert_eq!(book.parked_but_not_in(&journal_says, mark), ["recorded"]);
     }
 }

@@ -450,12 +450,17 @@ async fn append_round(journal: &EventJournal, tenants: usize, round: usize) {
     }
 }
 
-/// Waits until `n` accepted deliveries arrived.
+/// Waits until `n` distinct emissions were accepted (a redelivery counts once).
 async fn accepted(hook: &ArgoWebhook, n: usize) -> Vec<Received> {
     let deadline = Instant::now() + WAIT;
     loop {
         let requests = hook.requests();
-        let count = requests.iter().filter(|r| r.status == 200).count();
+        let count = requests
+            .iter()
+            .filter(|r| r.status == 200)
+            .map(|r| delivery(r).3)
+            .collect::<BTreeSet<_>>()
+            .len();
         if count >= n {
             return requests;
         }
