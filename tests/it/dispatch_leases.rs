@@ -16,7 +16,7 @@ use tenant_gateway::dispatch::{
     DispatchControl, DispatchScope, DispatchSettings, Dispatcher, RetryPolicy,
 };
 use tenant_gateway::journal::{
-    EventJournal, JournalOptions, NewEvent, Operator, OperatorOutcome, OperatorWrite,
+    EventJournal, EventStatus, JournalOptions, NewEvent, Operator, OperatorOutcome, OperatorWrite,
 };
 use tenant_gateway::metrics::GatewayMetrics;
 
@@ -643,5 +643,80 @@ async fn a_tenant_parked_on_its_owner_is_unparked_through_the_other_replica() {
     assert_eq!(dead.len(), 1, "one failed attempt before the replay");
     a.dispatcher.stop().await;
     b.dispatcher.stop().await;
+    journal.close().await;
+}
+
+/// A replica whose lease renewal hangs cancels its attempt in flight before its leases expire
+/// and, once it holds the bucket again, sends the same emission again (same id): nothing is
+/// lost and nothing new is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_in_flight_stops_when_renewal_fails_and_goes_again_with_the_same_id() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = format!("sqlite://{}", dir.path().join("gw.db").display());
+    let journal = EventJournal::open(&store, JournalOptions::default())
+        .await
+        .expect("journal");
+    let hook = ArgoWebhook::start().await;
+    // The first attempt would take longer than this test may.
+    hook.push_behaviour(Behaviour::Slow(Duration::from_secs(600)));
+    let a = start_replica(&db, &journal, &hook, "a").await;
+    journal
+        .append(vec![event("acme", "s-1")])
+        .await
+        .expect("append");
+    let first = hook.wait_for(1, WAIT).await.remove(0);
+    // Renewals hang behind a lock until every lease of a has expired by the database's clock.
+    let mut locker = db.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE dispatch_leases IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *locker)
+        .await
+        .expect("lock");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let expired: bool = sqlx::query_scalar(
+            "SELECT bool_and(expires_at < clock_timestamp()) FROM dispatch_leases",
+        )
+        .fetch_one(&mut *locker)
+        .await
+        .expect("read the leases");
+        if expired {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the leases never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    locker.rollback().await.expect("unlock");
+    let requests = hook.wait_for(2, WAIT).await;
+    let id = |r: &Received| delivery(r).3;
+    assert_eq!(id(&requests[1]), id(&first), "the same emission again");
+    assert_eq!(requests[1].status, 200);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let stored = journal
+            .find_by_origin("//billing.acme.example/invoices", "s-1")
+            .await
+            .expect("find")
+            .expect("stored");
+        if stored.status == EventStatus::Delivered {
+            // The abandoned attempt is recorded nowhere: one attempt, the delivery.
+            let attempts = journal
+                .delivery_attempts(stored.event_id)
+                .await
+                .expect("attempts");
+            let summary: Vec<(u32, &str)> = attempts
+                .iter()
+                .map(|a| (a.attempt, a.outcome.as_str()))
+                .collect();
+            assert_eq!(summary, [(1, "delivered")]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recorded as delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(hook.requests().len(), 2, "no other emission was sent");
+    a.dispatcher.stop().await;
     journal.close().await;
 }
