@@ -72,7 +72,13 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let auth = IngestAuth::load(&settings.tokens)?;
+        let signatures = crate::ingest::auth::SignatureAuth::load(
+            &settings.signing_secrets,
+            settings.require_signature,
+            settings.signature_tolerance,
+        )?;
         if !auth.requires_credentials()
+            && !signatures.is_configured()
             && !settings.listen.ip().is_loopback()
             && !settings.insecure_no_auth
         {
@@ -104,7 +110,15 @@ impl Application {
             journal: journal.clone(),
             normalizer,
             auth,
+            signatures,
+            global_rate: settings.global_rate.map(|(rate, burst)| {
+                crate::ingest::rate_limit::TokenBucket::new(rate, burst, std::time::Instant::now())
+            }),
+            auth_failures: Default::default(),
             max_body: settings.max_body,
+            limits: settings.decode_limits,
+            body_read_timeout: settings.body_read_timeout,
+            max_request_events: settings.journal.max_group_events,
             emission_target: EmissionTarget {
                 instance_source: settings.dispatch.instance_source.clone(),
                 routing: sink.argo_routing().cloned(),

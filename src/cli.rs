@@ -69,12 +69,57 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub token_files: Vec<PathBuf>,
+    /// File holding one Standard Webhooks signing secret, whsec_<base64> (repeatable;
+    /// comma-separated in the environment).
+    #[arg(
+        long = "signing-secret-file",
+        env = "TENANT_GATEWAY_SIGNING_SECRET_FILE",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub signing_secret_files: Vec<PathBuf>,
+    /// Require a valid Standard Webhooks signature on every post.
+    #[arg(long, env = "TENANT_GATEWAY_REQUIRE_SIGNATURE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub require_signature: Option<bool>,
+    /// How far webhook-timestamp may be from now [default: 5m].
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_SIGNATURE_TOLERANCE",
+        value_name = "DURATION"
+    )]
+    pub signature_tolerance: Option<humantime::Duration>,
+    /// Global ingest rate limit in events per second [default: none].
+    #[arg(long, env = "TENANT_GATEWAY_RATE_LIMIT", value_name = "EVENTS_PER_S")]
+    pub rate_limit: Option<f64>,
+    /// Events the global limit lets through at once [default: the rate, at least 1].
+    #[arg(long, env = "TENANT_GATEWAY_RATE_LIMIT_BURST", value_name = "EVENTS")]
+    pub rate_limit_burst: Option<f64>,
     /// Allow a non-loopback listener without credentials.
     #[arg(long, env = "TENANT_GATEWAY_INSECURE_NO_AUTH", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub insecure_no_auth: Option<bool>,
     /// Largest accepted request body, e.g. 1048576, 512KiB, 1MiB [default: 1MiB].
     #[arg(long, env = "TENANT_GATEWAY_MAX_BODY", value_name = "BYTES")]
     pub max_body: Option<ByteSize>,
+    /// Most events in one batch request [default: 1000].
+    #[arg(long, env = "TENANT_GATEWAY_MAX_BATCH_EVENTS", value_name = "N")]
+    pub max_batch_events: Option<usize>,
+    /// Most extension attributes of one event [default: 50].
+    #[arg(long, env = "TENANT_GATEWAY_MAX_EXTENSIONS", value_name = "N")]
+    pub max_extensions: Option<usize>,
+    /// Longest id, source, type, subject or extension value [default: 1KiB].
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_MAX_ATTRIBUTE_LENGTH",
+        value_name = "BYTES"
+    )]
+    pub max_attribute_length: Option<ByteSize>,
+    /// How long a request body may take to arrive after its headers (408 after) [default: 10s].
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_BODY_READ_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub body_read_timeout: Option<humantime::Duration>,
     /// Log line format [default: human].
     #[arg(long, env = "TENANT_GATEWAY_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,

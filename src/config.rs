@@ -25,6 +25,10 @@ pub const DEFAULT_INSTANCE_URI: &str = "urn:tenant-gateway";
 pub const DEFAULT_STORE: &str = "sqlite://./data/tenant-gateway.db";
 /// The Argo Events payload limit: a bigger event could not be emitted anyway.
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// A client that has sent its headers has had ample time to send 1 MiB by then.
+/// The Standard Webhooks recommendation.
+pub const DEFAULT_SIGNATURE_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -99,7 +103,7 @@ impl<'de> Deserialize<'de> for ByteSize {
 }
 
 /// One ingest credential as written in the TOML file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// Shown in logs (never the token itself) and, later, in audit records.
@@ -109,6 +113,39 @@ pub struct TokenConfig {
     /// CloudEvent `source` glob patterns this token may post; empty means any source.
     #[serde(default)]
     pub sources: Vec<String>,
+    /// Tenant glob patterns this token may post for; empty means any tenant.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Lifecycle actions (`upsert`, `delete`, ...) this token may post; empty means any.
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// Sustained events per second this token may post; none means no per-token limit.
+    pub rate: Option<f64>,
+    /// Events this token may post at once above `rate` [default: `rate`, at least 1].
+    pub burst: Option<f64>,
+}
+
+/// One Standard Webhooks signing secret as written in the TOML file (`[[signing-secrets]]`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSecretConfig {
+    /// Shown in logs (never the secret).
+    pub name: String,
+    /// File with the secret, `whsec_<base64>`; surrounding whitespace is ignored.
+    pub file: PathBuf,
+    /// CloudEvent `source` glob patterns this secret may sign; empty means any source.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Tenant glob patterns; empty means any tenant.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Lifecycle actions; empty means any.
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// Sustained events per second; none means no per-secret limit.
+    pub rate: Option<f64>,
+    /// Events at once above `rate` [default: `rate`, at least 1].
+    pub burst: Option<f64>,
 }
 
 /// One admin API credential as written in the TOML file.
@@ -131,7 +168,19 @@ pub struct FileConfig {
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
     pub insecure_no_auth: Option<bool>,
+    pub signing_secret_file: Option<Vec<PathBuf>>,
+    /// `[[signing-secrets]]` tables: named Standard Webhooks secrets with scopes and rates.
+    #[serde(default)]
+    pub signing_secrets: Vec<SigningSecretConfig>,
+    pub require_signature: Option<bool>,
+    pub signature_tolerance: Option<String>,
+    pub rate_limit: Option<f64>,
+    pub rate_limit_burst: Option<f64>,
     pub max_body: Option<ByteSize>,
+    pub max_batch_events: Option<usize>,
+    pub max_extensions: Option<usize>,
+    pub max_attribute_length: Option<ByteSize>,
+    pub body_read_timeout: Option<String>,
     pub log_format: Option<LogFormat>,
     pub shutdown_grace: Option<String>,
     pub workers: Option<usize>,
@@ -188,8 +237,21 @@ pub struct Settings {
     pub tokens: Vec<TokenConfig>,
     /// Explicit consent to run without credentials on a non-loopback address.
     pub insecure_no_auth: bool,
+    /// Standard Webhooks secrets; a valid signature authenticates a request like a token.
+    pub signing_secrets: Vec<SigningSecretConfig>,
+    /// A valid signature is required on every post (a bearer token alone is not enough).
+    pub require_signature: bool,
+    /// How far `webhook-timestamp` may be from now, either way; also how long a `webhook-id`
+    /// is remembered as seen.
+    pub signature_tolerance: Duration,
+    /// Global ingest rate (events/s) and burst over all credentials; `None` is unlimited.
+    pub global_rate: Option<(f64, f64)>,
     /// Request body limit in bytes (413 above it).
     pub max_body: usize,
+    /// Events per batch, extensions per event, attribute value length (413 above them).
+    pub decode_limits: crate::cloudevents::DecodeLimits,
+    /// How long a request body may take after its headers (408 after it).
+    pub body_read_timeout: Duration,
     pub log_format: LogFormat,
     /// Time between "draining" (readiness 503) and closing the listener, so load balancers
     /// stop sending before connections are refused.
@@ -229,7 +291,13 @@ impl Settings {
             store: DEFAULT_STORE.to_owned(),
             tokens: Vec::new(),
             insecure_no_auth: false,
+            signing_secrets: Vec::new(),
+            require_signature: false,
+            signature_tolerance: DEFAULT_SIGNATURE_TOLERANCE,
+            global_rate: None,
             max_body: DEFAULT_MAX_BODY,
+            decode_limits: crate::cloudevents::DecodeLimits::default(),
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             log_format: LogFormat::Human,
             shutdown_grace: Duration::from_secs(5),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -276,7 +344,7 @@ impl Settings {
             .chain(file.admin_tokens.into_iter().map(|t| TokenConfig {
                 name: t.name,
                 file: t.file,
-                sources: Vec::new(),
+                ..TokenConfig::default()
             }))
             .collect();
         if let Some(url) = args.argo_ui_url.or(file.argo_ui_url) {
@@ -291,6 +359,51 @@ impl Settings {
         if let Some(namespace) = args.workflow_namespace.or(file.workflow_namespace) {
             s.workflow_namespace = namespace;
         }
+        let secret_files = if args.signing_secret_files.is_empty() {
+            file.signing_secret_file.unwrap_or_default()
+        } else {
+            args.signing_secret_files
+        };
+        s.signing_secrets = secret_files
+            .into_iter()
+            .map(|path| SigningSecretConfig {
+                name: path
+                    .file_stem()
+                    .map_or_else(|| "secret".into(), |n| n.to_string_lossy().into_owned()),
+                file: path,
+                ..SigningSecretConfig::default()
+            })
+            .chain(file.signing_secrets)
+            .collect();
+        for (name, rate, burst) in s
+            .tokens
+            .iter()
+            .map(|t| (&t.name, t.rate, t.burst))
+            .chain(s.signing_secrets.iter().map(|t| (&t.name, t.rate, t.burst)))
+        {
+            check_rate(rate, burst).map_err(|reason| ConfigError::Invalid {
+                key: "rate",
+                reason: format!("credential {name:?}: {reason}"),
+            })?;
+        }
+        if let Some(v) = args.require_signature.or(file.require_signature) {
+            s.require_signature = v;
+        }
+        if let Some(v) = duration(
+            "signature-tolerance",
+            args.signature_tolerance,
+            file.signature_tolerance,
+        )? {
+            s.signature_tolerance = v;
+        }
+        if let Some(rate) = args.rate_limit.or(file.rate_limit) {
+            let burst = args.rate_limit_burst.or(file.rate_limit_burst);
+            check_rate(Some(rate), burst).map_err(|reason| ConfigError::Invalid {
+                key: "rate-limit",
+                reason,
+            })?;
+            s.global_rate = Some((rate, burst.unwrap_or(rate.max(1.0))));
+        }
         if let Some(v) = args.insecure_no_auth.or(file.insecure_no_auth) {
             s.insecure_no_auth = v;
         }
@@ -302,6 +415,43 @@ impl Settings {
                 });
             }
             s.max_body = v.0;
+        }
+        let positive = |key: &'static str, value: Option<usize>| match value {
+            Some(0) => Err(ConfigError::Invalid {
+                key,
+                reason: "must be greater than 0".into(),
+            }),
+            other => Ok(other),
+        };
+        if let Some(v) = positive(
+            "max-batch-events",
+            args.max_batch_events.or(file.max_batch_events),
+        )? {
+            s.decode_limits.max_batch_events = v;
+        }
+        if let Some(v) = args.max_extensions.or(file.max_extensions) {
+            s.decode_limits.max_extensions = v;
+        }
+        if let Some(v) = positive(
+            "max-attribute-length",
+            args.max_attribute_length
+                .or(file.max_attribute_length)
+                .map(|b| b.0),
+        )? {
+            s.decode_limits.max_attribute_length = v;
+        }
+        if let Some(v) = duration(
+            "body-read-timeout",
+            args.body_read_timeout,
+            file.body_read_timeout,
+        )? {
+            if v.is_zero() {
+                return Err(ConfigError::Invalid {
+                    key: "body-read-timeout",
+                    reason: "must be greater than 0".into(),
+                });
+            }
+            s.body_read_timeout = v;
         }
         if let Some(v) = args.log_format.or(file.log_format) {
             s.log_format = v;
@@ -350,6 +500,21 @@ impl Settings {
     }
 }
 
+/// Rates are events per second between one per day and a million; a burst is at least 1.
+fn check_rate(rate: Option<f64>, burst: Option<f64>) -> Result<(), String> {
+    if let Some(rate) = rate {
+        if !(1.0 / 86_400.0..=1e6).contains(&rate) {
+            return Err(format!("rate {rate} is outside 1/86400 ..= 1e6 events/s"));
+        }
+    }
+    if let Some(burst) = burst {
+        if !(1.0..=1e9).contains(&burst) {
+            return Err(format!("burst {burst} is outside 1 ..= 1e9 events"));
+        }
+    }
+    Ok(())
+}
+
 /// Token files from the flag/environment, else from the file's key; each named after its file
 /// (`/run/secrets/alice` is `alice`).
 fn token_files(
@@ -366,7 +531,7 @@ fn token_files(
             .file_stem()
             .map_or_else(|| "token".into(), |n| n.to_string_lossy().into_owned()),
         file: path,
-        sources: Vec::new(),
+        ..TokenConfig::default()
     })
 }
 
@@ -579,6 +744,45 @@ mod tests {
             assert!(err.to_string().starts_with("invalid "), "{bad}: {err}");
         }
         assert!(toml::from_str::<FileConfig>("[dispatch]\nretries = 3").is_err());
+    }
+
+    #[test]
+    fn hardening_keys_resolve_and_rates_are_bounded() {
+        let f: FileConfig = toml::from_str(
+            r#"
+            max-batch-events = 10
+            max-extensions = 5
+            max-attribute-length = "2KiB"
+            body-read-timeout = "3s"
+            require-signature = true
+            signature-tolerance = "1m"
+            rate-limit = 5.0
+            [[signing-secrets]]
+            name = "crm"
+            file = "/run/secrets/crm"
+            tenants = ["acme-*"]
+            rate = 1.0
+            "#,
+        )
+        .unwrap();
+        let s = Settings::resolve(ServeArgs::default(), f).unwrap();
+        assert_eq!(s.decode_limits.max_batch_events, 10);
+        assert_eq!(s.decode_limits.max_extensions, 5);
+        assert_eq!(s.decode_limits.max_attribute_length, 2048);
+        assert_eq!(s.body_read_timeout, Duration::from_secs(3));
+        assert!(s.require_signature);
+        assert_eq!(s.signature_tolerance, Duration::from_secs(60));
+        assert_eq!(s.global_rate, Some((5.0, 5.0)));
+        assert_eq!(s.signing_secrets[0].tenants, ["acme-*"]);
+        for bad in [
+            "rate-limit = 5e-324",
+            "rate-limit = 1e7",
+            "[[tokens]]\nname = \"t\"\nfile = \"/t\"\nrate = 0.0",
+            "max-batch-events = 0",
+        ] {
+            let f: FileConfig = toml::from_str(bad).unwrap();
+            assert!(Settings::resolve(ServeArgs::default(), f).is_err(), "{bad}");
+        }
     }
 
     #[test]

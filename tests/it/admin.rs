@@ -10,8 +10,8 @@ use sqlx::{ConnectOptions, Row};
 use tenant_gateway::config::{Settings, TokenConfig};
 use tenant_gateway::journal::EventStatus;
 
-use crate::argo_webhook::{ArgoWebhook, Behaviour, Received};
 use crate::dispatch::{post, webhook_settings};
+use crate::support::argo_webhook::{ArgoWebhook, Behaviour, Received};
 use crate::support::{json_body, lifecycle_event, problem, TestApp};
 
 /// Long enough for any wait here; a test that reaches it has failed.
@@ -728,7 +728,7 @@ fn admin_token(dir: &tempfile::TempDir, secret: &str) -> TokenConfig {
     TokenConfig {
         name: "alice".into(),
         file: path,
-        sources: Vec::new(),
+        ..TokenConfig::default()
     }
 }
 
@@ -798,18 +798,31 @@ async fn a_non_loopback_admin_listener_requires_the_admin_token() {
 }
 
 #[tokio::test]
-async fn a_loopback_listener_takes_no_token_but_refuses_a_wrong_one() {
+async fn a_loopback_listener_with_tokens_requires_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = admin_token(&dir, "op3rator");
     let app =
         TestApp::spawn_with(|settings: &mut Settings| settings.admin_tokens = vec![token]).await;
     let anonymous = AdminApi::of(&app);
-    assert_eq!(
-        anonymous.get("/admin/v1/events").await.status().as_u16(),
-        200
-    );
+    problem(anonymous.get("/admin/v1/events").await, 401).await;
     let wrong = AdminApi::of(&app).with_token("guess");
     problem(wrong.get("/admin/v1/events").await, 401).await;
+    for malformed in ["Basic b3A6b3A=", "Bearer", "op3rator"] {
+        let resp = app
+            .client
+            .get(format!("http://{}/admin/v1/events", app.admin_addr))
+            .header("authorization", malformed)
+            .send()
+            .await
+            .expect("request sent");
+        let body = problem(resp, 401).await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("malformed"),
+            "{malformed}: {body}"
+        );
+    }
+    let right = AdminApi::of(&app).with_token("op3rator");
+    assert_eq!(right.get("/admin/v1/events").await.status().as_u16(), 200);
     app.stop().await;
 }
 

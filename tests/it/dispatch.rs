@@ -13,8 +13,8 @@ use tenant_gateway::dispatch::sinks::{EventbusConfig, SinkConfig, WebhookConfig}
 use tenant_gateway::dispatch::RetryPolicy;
 use tenant_gateway::journal::{AttemptOutcome, EventStatus};
 
-use crate::argo_webhook::{ArgoWebhook, Behaviour, Received};
-use crate::nats::{create_argo_stream, eventbus_config, NatsServer};
+use crate::support::argo_webhook::{ArgoWebhook, Behaviour, Received};
+use crate::support::nats::{create_argo_stream, eventbus_config, NatsServer};
 use crate::support::{lifecycle_event, TestApp};
 
 /// Long enough for any wait here; a test that reaches it has failed.

@@ -20,7 +20,7 @@ use tenant_gateway::journal::{
 };
 use tenant_gateway::metrics::GatewayMetrics;
 
-use crate::argo_webhook::{ArgoWebhook, Behaviour, Received};
+use crate::support::argo_webhook::{ArgoWebhook, Behaviour, Received};
 use crate::support::skip_or_fail;
 
 /// Long enough for any wait here; a test that reaches it has failed.

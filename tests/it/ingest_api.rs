@@ -320,12 +320,13 @@ async fn bearer_tokens_are_required_when_configured_and_limit_sources() {
             tenant_gateway::config::TokenConfig {
                 name: "ops".into(),
                 file: open_token,
-                sources: vec![],
+                ..Default::default()
             },
             tenant_gateway::config::TokenConfig {
                 name: "billing".into(),
                 file: billing_token,
                 sources: vec!["//billing.acme.example/*".into()],
+                ..Default::default()
             },
         ]
     })

@@ -8,6 +8,7 @@ mod discovery_kube;
 mod discovery_render;
 mod dispatch;
 mod dispatch_leases;
+mod hardening;
 mod ingest_api;
 mod interop;
 mod journal_contract;

@@ -288,7 +288,7 @@ async fn log_sink_prints_one_json_line_per_event_on_stdout() {
 /// took just before the kill may come again: at-least-once, never out of order).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_dispatch_loses_nothing_and_keeps_order() {
-    use crate::argo_webhook::{ArgoWebhook, Behaviour};
+    use crate::support::argo_webhook::{ArgoWebhook, Behaviour};
     const TENANTS: usize = 10;
     const EVENTS: usize = 20;
     let hook = ArgoWebhook::start().await;
