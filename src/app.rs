@@ -178,7 +178,7 @@ impl Application {
         tracing::info!(
             listen = %ingest_addr,
             admin = %admin_addr,
-            store = %redact_url(&settings.store),
+            store = %crate::redact::redact_url(&settings.store),
             sink = %sink_description,
             auth = if settings.tokens.is_empty() { "none" } else { "tokens" },
             "tenant-gateway listening"
@@ -260,61 +260,10 @@ fn flatten(res: Result<std::io::Result<()>, tokio::task::JoinError>) -> std::io:
     res.map_err(std::io::Error::other)?
 }
 
-/// Store URLs may carry a password (postgres://user:pass@host); never log it.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM: the shutdown future `serve` passes in production.
-pub async fn termination_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-}
-
 /// `tenant-gateway serve`.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = Application::build(settings).await?;
-    app.run_until_stopped(termination_signal()).await?;
+    app.run_until_stopped(crate::shutdown::termination_signal())
+        .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted_from_store_urls() {
-        assert_eq!(
-            redact_url("postgres://u:secret@db:5432/x"),
-            "postgres://***@db:5432/x"
-        );
-        assert_eq!(redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
-    }
 }

@@ -5,7 +5,7 @@
 //! the contract each module implements):
 //! - [`admin`]: the admin listener: operator API, metrics, probes; the operator CLI's client.
 //! - [`app`]: `Application`, which wires the modules for `serve` and for the tests.
-//! - [`cli`]: the clap definitions, converted into the plain settings the library takes.
+//! - [`cli`]: the command-line definitions, converted into the plain settings the library takes.
 //! - [`cloudevents`]: the strict CloudEvents model, JSON format and HTTP binding.
 //! - [`config`]: typed settings for `serve` (flags > environment > TOML > defaults).
 //! - [`discovery`]: the sidecar that renders annotated Jobs into Argo WorkflowTemplates.
@@ -15,6 +15,9 @@
 //! - [`journal`]: the durable store of events, emissions, attempts and operator actions.
 //! - [`metrics`]: the Prometheus registry (no tenant labels).
 //! - [`normalize`]: upstream event -> tenant, action and details; the canonical emitted event.
+//! - [`redact`]: URLs as logs may show them (user information and query masked).
+//! - [`secret_file`]: reading a token, password or secret from a mounted file.
+//! - [`shutdown`]: the termination signal `serve` and `discover` stop on.
 //! - [`telemetry`]: logs and traces, and the error cause-chain formatter.
 
 pub mod admin;
@@ -29,6 +32,9 @@ pub mod ingest;
 pub mod journal;
 pub mod metrics;
 pub mod normalize;
+pub mod redact;
+pub mod secret_file;
+pub mod shutdown;
 pub mod telemetry;
 
 /// The map stays true: the module list above, docs/architecture.md and the docs pages the code

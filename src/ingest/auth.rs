@@ -12,6 +12,7 @@ use wildmatch::WildMatch;
 use super::rate_limit::TokenBucket;
 use super::signature::{self, SignatureError, SignatureHeaders, Verified};
 use crate::config::{SigningSecretConfig, TokenConfig};
+use crate::secret_file::{read_secret_file, SecretFileError};
 
 /// What a credential may post. Every list empty means anything.
 #[derive(Debug, Default)]
@@ -61,14 +62,23 @@ fn bucket(rate: Option<f64>, burst: Option<f64>) -> Option<TokenBucket> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    #[error("cannot read token file {path} (token {name:?}): {source}")]
-    Read {
+    /// A token file could not be read, or is empty.
+    #[error("token {name:?}: token file {source}")]
+    File {
+        /// The token's name (never its value).
         name: String,
-        path: String,
-        source: std::io::Error,
+        /// What is wrong with the file; names it.
+        source: SecretFileError,
     },
-    #[error("token file {path} (token {name:?}) is empty")]
-    Empty { name: String, path: String },
+    /// A signing secret file could not be read, or is empty.
+    #[error("signing secret {name:?}: secret file {source}")]
+    SigningSecretFile {
+        /// The secret's name (never its value).
+        name: String,
+        /// What is wrong with the file; names it.
+        source: SecretFileError,
+    },
+    /// A signing secret file does not hold a `whsec_<base64>` secret.
     #[error("signing secret file {path} (secret {name:?}): {reason}")]
     BadSecret {
         name: String,
@@ -125,20 +135,10 @@ impl IngestAuth {
         tokens
             .iter()
             .map(|t| {
-                let path = t.file.display().to_string();
-                let text =
-                    std::fs::read_to_string(&t.file).map_err(|source| CredentialError::Read {
-                        name: t.name.clone(),
-                        path: path.clone(),
-                        source,
-                    })?;
-                let secret = text.trim();
-                if secret.is_empty() {
-                    return Err(CredentialError::Empty {
-                        name: t.name.clone(),
-                        path,
-                    });
-                }
+                let secret = read_secret_file(&t.file).map_err(|source| CredentialError::File {
+                    name: t.name.clone(),
+                    source,
+                })?;
                 Ok(IngestToken {
                     name: t.name.clone(),
                     digest: Sha256::digest(secret.as_bytes()).into(),
@@ -241,12 +241,12 @@ impl SignatureAuth {
             .iter()
             .map(|c| {
                 let path = c.file.display().to_string();
-                let text =
-                    std::fs::read_to_string(&c.file).map_err(|source| CredentialError::Read {
+                let text = read_secret_file(&c.file).map_err(|source| {
+                    CredentialError::SigningSecretFile {
                         name: c.name.clone(),
-                        path: path.clone(),
                         source,
-                    })?;
+                    }
+                })?;
                 let key = signature::parse_secret(&text).map_err(|reason| {
                     CredentialError::BadSecret {
                         name: c.name.clone(),
@@ -409,7 +409,16 @@ mod tests {
             ..TokenConfig::default()
         }])
         .unwrap_err();
-        assert!(matches!(err, CredentialError::Empty { .. }));
+        assert!(
+            matches!(
+                err,
+                CredentialError::File {
+                    source: SecretFileError::Empty { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]

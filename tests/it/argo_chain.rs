@@ -793,7 +793,8 @@ fn discovered_templates() -> BTreeMap<String, Value> {
     let Command::Discover(args) = cli.command else {
         panic!("discover")
     };
-    let config = RenderConfig::from_args(&args);
+    let args = tenant_gateway::discovery::DiscoverSettings::from(args);
+    let config = RenderConfig::from_settings(&args);
     let jobs = load_jobs(&examples).expect("examples/jobs load");
     let state = desired_state(&jobs, &args.annotation_key, &config, &config.actions);
     assert!(

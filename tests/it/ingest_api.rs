@@ -656,7 +656,7 @@ async fn send_subcommand_posts_binary_and_structured() {
         let tenant_gateway::cli::Command::Send(args) = cli.command else {
             unreachable!()
         };
-        let answer = tenant_gateway::ingest::send::run(args)
+        let answer = tenant_gateway::ingest::send::run(args.into())
             .await
             .expect("accepted");
         assert_eq!(answer["accepted"], 1);
@@ -684,7 +684,9 @@ async fn send_subcommand_posts_binary_and_structured() {
     let tenant_gateway::cli::Command::Send(args) = cli.command else {
         unreachable!()
     };
-    let err = tenant_gateway::ingest::send::run(args).await.unwrap_err();
+    let err = tenant_gateway::ingest::send::run(args.into())
+        .await
+        .unwrap_err();
     assert!(err.to_string().starts_with("422"), "{err}");
     app.stop().await;
 }

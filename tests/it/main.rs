@@ -15,4 +15,6 @@ mod journal_contract;
 mod manifests;
 mod nats;
 mod process;
+mod send_sdk;
+mod structure;
 mod support;

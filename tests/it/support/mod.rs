@@ -244,6 +244,11 @@ pub struct GatewayProcess {
 
 impl GatewayProcess {
     pub fn start(store: &Path, extra: &[&str]) -> GatewayProcess {
+        Self::start_with_env(store, extra, &[])
+    }
+
+    /// [`GatewayProcess::start`] with extra environment variables for the child only.
+    pub fn start_with_env(store: &Path, extra: &[&str], env: &[(&str, &str)]) -> GatewayProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tenant-gateway"))
             .args([
                 "serve",
@@ -258,6 +263,7 @@ impl GatewayProcess {
             .arg(format!("sqlite://{}", store.display()))
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
