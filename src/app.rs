@@ -11,8 +11,9 @@ use actix_web::{web, App, HttpServer};
 use crate::admin::{self, AdminAuth, AdminState, ReplayRunner, WorkflowLinks};
 use crate::config::Settings;
 use crate::dispatch::emission::EmissionTarget;
+use crate::dispatch::leases::LeaseError;
 use crate::dispatch::sinks::SinkError;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{DispatchScope, Dispatcher};
 use crate::ingest::auth::{CredentialError, IngestAuth};
 use crate::ingest::{self, IngestState};
 use crate::journal::{EventJournal, JournalError};
@@ -40,6 +41,8 @@ pub enum StartupError {
     Rules(#[from] RulesError),
     #[error("cannot start the sink: {0}")]
     Sink(#[from] SinkError),
+    #[error("cannot set up the dispatch leases: {0}")]
+    Leases(#[from] LeaseError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -124,11 +127,15 @@ impl Application {
             metrics: metrics.clone(),
         });
         let sink_description = sink.describe();
-        let dispatcher = Dispatcher::start(
+        // Which tenants this replica delivers: all of them on SQLite, leased buckets when
+        // several replicas share a PostgreSQL journal.
+        let scope = DispatchScope::for_journal(&journal).await?;
+        let dispatcher = Dispatcher::start_in(
             journal.clone(),
             sink.clone(),
             settings.dispatch.clone(),
             metrics.clone(),
+            scope,
         );
         let admin_state = web::Data::new(AdminState {
             metrics,

@@ -4,7 +4,9 @@
 //!
 //! A job's events are fixed when it is created, and each batch of replays is written in the
 //! same transaction as the job's progress, so a restart resumes a running job exactly where it
-//! stopped. Jobs run one after the other, oldest first, each at its own rate.
+//! stopped. Jobs run one after the other, oldest first, each at its own rate. With several
+//! replicas only the holder of the runner's lease runs them (`DispatchControl::replay_turn`);
+//! when it dies another replica takes the lease over and resumes them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -179,6 +181,8 @@ pub struct ReplayRunner {
     stopping: watch::Sender<bool>,
     /// The task, until `stop`.
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Announces new jobs to the replica that runs them.
+    dispatch: DispatchControl,
 }
 
 impl ReplayRunner {
@@ -188,7 +192,7 @@ impl ReplayRunner {
         let stopping = watch::channel(false).0;
         let task = tokio::spawn(run_jobs(
             journal,
-            dispatch,
+            dispatch.clone(),
             Arc::clone(&wake),
             stopping.subscribe(),
         ));
@@ -196,12 +200,14 @@ impl ReplayRunner {
             wake,
             stopping,
             task: std::sync::Mutex::new(Some(task)),
+            dispatch,
         }
     }
 
-    /// Looks for running jobs now.
+    /// Looks for running jobs now (here, or on the replica that runs them).
     pub fn wake(&self) {
         self.wake.notify_one();
+        self.dispatch.announce_replay_job();
     }
 
     /// Stops between two batches (a running job resumes at the next start) and waits.
@@ -234,6 +240,10 @@ async fn run_jobs(
     mut stopping: watch::Receiver<bool>,
 ) {
     loop {
+        tokio::select! {
+            () = stopped(&mut stopping) => return,
+            () = dispatch.replay_turn() => {}
+        }
         // Registered before the read, so a job created during it still wakes the wait below.
         let woken = wake.notified();
         match journal.replay_jobs(true, JOBS_LISTED).await {
@@ -258,6 +268,7 @@ async fn run_jobs(
         tokio::select! {
             () = stopped(&mut stopping) => return,
             () = woken => {}
+            () = dispatch.replay_job_announced() => {}
         }
     }
 }
@@ -280,6 +291,10 @@ async fn run_job(
     loop {
         if *stopping.borrow() {
             return false;
+        }
+        if !dispatch.runs_replay_jobs() {
+            tracing::warn!(%job_id, replayed, "the replay runner's lease is gone; the replica that takes it resumes the job");
+            return true;
         }
         match journal
             .operate(OperatorWrite::JobBatch { job_id, max: batch })

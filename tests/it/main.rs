@@ -7,6 +7,7 @@ mod conformance;
 mod discovery_kube;
 mod discovery_render;
 mod dispatch;
+mod dispatch_leases;
 mod hardening;
 mod ingest_api;
 mod interop;

@@ -594,17 +594,20 @@ fn assert_locked_down(pod: &Value) {
     }
 }
 
-/// What both overlays must render: the RBAC, the pod, and the Argo objects of `variant`.
-/// Returns the parsed config.toml of the gateway.
-fn check_overlay(variant: &str, objects: &[Value]) -> toml::Table {
+/// What every overlay must render: the RBAC, the pod, and the Argo objects of `variant`.
+/// `sqlite`: one replica on the SQLite journal's volume (else the `ha` overlay checks its
+/// replicas and store itself). Returns the parsed config.toml of the gateway.
+fn check_overlay(variant: &str, objects: &[Value], sqlite: bool) -> toml::Table {
     // No Secret values are committed: the operator creates every Secret.
     assert!(
         objects.iter().all(|o| o["kind"] != "Secret"),
         "{variant} renders a Secret"
     );
     let deployment = one(objects, "Deployment", Some("tenant-gateway"));
-    assert_eq!(deployment["spec"]["replicas"], 1, "one SQLite writer");
-    assert_eq!(deployment["spec"]["strategy"], json!({"type": "Recreate"}));
+    if sqlite {
+        assert_eq!(deployment["spec"]["replicas"], 1, "one SQLite writer");
+        assert_eq!(deployment["spec"]["strategy"], json!({"type": "Recreate"}));
+    }
     let pod = &deployment["spec"]["template"]["spec"];
     assert_locked_down(pod);
     let gateway = container(pod, "gateway");
@@ -803,12 +806,14 @@ fn check_overlay(variant: &str, objects: &[Value]) -> toml::Table {
             "token-file {file}"
         );
     }
-    let store = config["store"].as_str().expect("store");
-    let journal_file = store.strip_prefix("sqlite://").expect("sqlite store");
-    assert!(
-        under_mount(pod, gateway, journal_file, is_journal),
-        "the journal is on the PVC"
-    );
+    if sqlite {
+        let store = config["store"].as_str().expect("store");
+        let journal_file = store.strip_prefix("sqlite://").expect("sqlite store");
+        assert!(
+            under_mount(pod, gateway, journal_file, is_journal),
+            "the journal is on the PVC"
+        );
+    }
     assert_eq!(mount_path(discovery, "journal"), None);
     assert_eq!(config["listen"].as_str(), Some("0.0.0.0:8080"));
     assert_eq!(config["admin-listen"].as_str(), Some("0.0.0.0:8081"));
@@ -864,7 +869,7 @@ fn the_webhook_overlay_renders_the_webhook_variant() {
     let Some(objects) = kustomize(&crate_dir().join("deploy/overlays/webhook")) else {
         return;
     };
-    let config = check_overlay("webhook", &objects);
+    let config = check_overlay("webhook", &objects, true);
     let sink = config["sink"].as_table().expect("[sink]");
     assert_eq!(sink["kind"].as_str(), Some("webhook"));
 
@@ -909,7 +914,7 @@ fn the_eventbus_overlay_renders_the_eventbus_variant() {
     let Some(objects) = kustomize(&crate_dir().join("deploy/overlays/eventbus")) else {
         return;
     };
-    let config = check_overlay("eventbus", &objects);
+    let config = check_overlay("eventbus", &objects, true);
     let sink = config["sink"].as_table().expect("[sink]");
     assert_eq!(sink["kind"].as_str(), Some("eventbus"));
     assert!(
@@ -963,4 +968,64 @@ fn the_overlay_configs_differ_only_in_the_sink() {
         table
     };
     assert_eq!(read("webhook"), read("eventbus"));
+}
+
+/// The `ha` overlay: the webhook variant with three active replicas on PostgreSQL, replaced
+/// one at a time, at least two kept through voluntary disruptions, no volume, the store URL
+/// from a Secret, discovery electing a leader in every pod.
+#[test]
+fn the_ha_overlay_runs_three_replicas_on_postgresql() {
+    let Some(objects) = kustomize(&crate_dir().join("deploy/overlays/ha")) else {
+        return;
+    };
+    let config = check_overlay("ha", &objects, false);
+    assert_eq!(config["sink"]["kind"].as_str(), Some("webhook"));
+    let deployment = one(&objects, "Deployment", Some("tenant-gateway"));
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert_eq!(
+        deployment["spec"]["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}})
+    );
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let pdb = one(&objects, "PodDisruptionBudget", Some("tenant-gateway"));
+    assert_eq!(pdb["metadata"]["namespace"], "tenant-gateway");
+    assert_eq!(pdb["spec"]["minAvailable"], 2, "two of three stay up");
+    let selector = pdb["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels");
+    assert!(
+        selector.iter().all(|(k, v)| &labels[k] == v),
+        "the budget selects the gateway's pods"
+    );
+    // No journal volume anywhere: the journal is the database.
+    assert!(objects.iter().all(|o| o["kind"] != "PersistentVolumeClaim"));
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert!(pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .all(|v| v.get("persistentVolumeClaim").is_none()));
+    // The store: not in the ConfigMap (it carries the password), from the Secret.
+    assert!(
+        config.get("store").is_none(),
+        "no store URL in the ConfigMap"
+    );
+    let gateway = container(pod, "gateway");
+    let store = gateway["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == "TENANT_GATEWAY_STORE")
+        .expect("TENANT_GATEWAY_STORE");
+    assert_eq!(
+        store["valueFrom"]["secretKeyRef"],
+        json!({"name": "tenant-gateway-store", "key": "url"})
+    );
+    // Discovery runs in every pod; only the Lease holder applies.
+    let discovery = container(pod, "discovery");
+    assert_eq!(
+        env(discovery, "TENANT_GATEWAY_LEADER_ELECTION"),
+        Some("true")
+    );
+    assert!(env(discovery, "TENANT_GATEWAY_LEASE_NAME").is_some());
 }

@@ -71,6 +71,13 @@ struct PostgresJournalInner {
     readers: PgPool,
 }
 
+impl PostgresJournal {
+    /// The read pool, which the dispatcher's bucket leases and notifications share.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.readers
+    }
+}
+
 impl fmt::Debug for PostgresJournal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresJournal")

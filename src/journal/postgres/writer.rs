@@ -70,10 +70,14 @@ const UPDATE_SEQUENCES: &str = "UPDATE tenant_sequences AS s SET last_sequence =
      WHERE s.tenant = u.tenant";
 
 /// Delivery attempts of a group.
+/// A late record from a replica that just lost the tenant's bucket can carry the attempt number
+/// the new owner records too (both read the same `attempts`): the first one stands, and the
+/// conflict must not fail the whole group (docs/dispatch.md, "Ownership").
 const INSERT_ATTEMPTS: &str = "INSERT INTO delivery_attempts (position, attempt, started_at, \
      finished_at, sink, outcome, status_code, error) \
      SELECT * FROM UNNEST($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], \
-     $6::text[], $7::integer[], $8::text[])";
+     $6::text[], $7::integer[], $8::text[]) \
+     ON CONFLICT (position, attempt) DO NOTHING";
 
 /// The emissions' state after their attempts (one row per emission: see `write_attempts`).
 const UPDATE_EMISSIONS: &str = "UPDATE emissions AS m SET status = u.status, \
