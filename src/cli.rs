@@ -37,7 +37,7 @@ pub enum Command {
     #[command(
         after_help = "Example:\n  tenant-gateway serve --config /etc/tenant-gateway/config.toml\n  TENANT_GATEWAY_SINK=webhook TENANT_GATEWAY_WEBHOOK_URL=http://eventsource-svc:12000/lifecycle tenant-gateway serve"
     )]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Post one CloudEvent to a gateway, the way an upstream system would.
     #[command(
         after_help = "Example:\n  tenant-gateway send --type com.acme.tenant.lifecycle.upsert --tenant acme --data '{\"plan\":\"gold\"}'"
@@ -872,7 +872,7 @@ mod tests {
 
     fn serve_flags_locked(args: &[&str]) -> FlagsAndEnvironment {
         match parse_locked(&[&["serve"], args].concat()) {
-            Command::Serve(args) => args.into(),
+            Command::Serve(args) => (*args).into(),
             other => panic!("unexpected {other:?}"),
         }
     }

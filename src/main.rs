@@ -19,7 +19,7 @@ fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            let settings = config::Settings::load(args.into())?;
+            let settings = config::Settings::load((*args).into())?;
             telemetry::init(settings.log_format);
             app::serve(settings).await
         }

@@ -42,7 +42,7 @@ use super::ownership::{HeldBuckets, TenantOwnership, BUCKETS};
 /// The channel of unpark notifications; the payload is the tenant.
 pub const UNPARK_CHANNEL: &str = "tenant_gateway_unpark";
 /// The channel the journal notifies in every commit that stored events (payload unused).
-pub const COMMITS_CHANNEL: &str = "tenant_gateway_commits";
+pub use crate::journal::COMMITS_CHANNEL;
 /// The channel announcing a new bulk replay job to the replica that runs them.
 pub const REPLAY_JOBS_CHANNEL: &str = "tenant_gateway_replay_jobs";
 /// The named lease of the bulk replay job runner.
