@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tenant_gateway::cloudevents::{CloudEvent, Data};
-use tenant_gateway::dispatch::emission::LifecycleDetails;
 use tenant_gateway::dispatch::sinks::{EventbusConfig, SinkConfig, WebhookConfig};
 use tenant_gateway::dispatch::{DispatchSettings, Dispatcher};
 use tenant_gateway::journal::{EventJournal, JournalOptions, NewEvent};
 use tenant_gateway::metrics::GatewayMetrics;
+use tenant_gateway::normalize::LifecycleDetails;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -11,8 +11,9 @@ use actix_web::{web, App, HttpServer};
 use crate::admin::{self, AdminAuth, AdminState, ReplayRunner, WorkflowLinks};
 use crate::config::Settings;
 use crate::dispatch::emission::EmissionTarget;
+use crate::dispatch::leases::LeaseError;
 use crate::dispatch::sinks::SinkError;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{DispatchScope, Dispatcher};
 use crate::ingest::auth::{CredentialError, IngestAuth};
 use crate::ingest::{self, IngestState};
 use crate::journal::{EventJournal, JournalError};
@@ -40,6 +41,8 @@ pub enum StartupError {
     Rules(#[from] RulesError),
     #[error("cannot start the sink: {0}")]
     Sink(#[from] SinkError),
+    #[error("cannot set up the dispatch leases: {0}")]
+    Leases(#[from] LeaseError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -69,7 +72,13 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let auth = IngestAuth::load(&settings.tokens)?;
+        let signatures = crate::ingest::auth::SignatureAuth::load(
+            &settings.signing_secrets,
+            settings.require_signature,
+            settings.signature_tolerance,
+        )?;
         if !auth.requires_credentials()
+            && !signatures.is_configured()
             && !settings.listen.ip().is_loopback()
             && !settings.insecure_no_auth
         {
@@ -101,7 +110,15 @@ impl Application {
             journal: journal.clone(),
             normalizer,
             auth,
+            signatures,
+            global_rate: settings.global_rate.map(|(rate, burst)| {
+                crate::ingest::rate_limit::TokenBucket::new(rate, burst, std::time::Instant::now())
+            }),
+            auth_failures: Default::default(),
             max_body: settings.max_body,
+            limits: settings.decode_limits,
+            body_read_timeout: settings.body_read_timeout,
+            max_request_events: settings.journal.max_group_events,
             emission_target: EmissionTarget {
                 instance_source: settings.dispatch.instance_source.clone(),
                 routing: sink.argo_routing().cloned(),
@@ -110,11 +127,15 @@ impl Application {
             metrics: metrics.clone(),
         });
         let sink_description = sink.describe();
-        let dispatcher = Dispatcher::start(
+        // Which tenants this replica delivers: all of them on SQLite, leased buckets when
+        // several replicas share a PostgreSQL journal.
+        let scope = DispatchScope::for_journal(&journal).await?;
+        let dispatcher = Dispatcher::start_in(
             journal.clone(),
             sink.clone(),
             settings.dispatch.clone(),
             metrics.clone(),
+            scope,
         );
         let admin_state = web::Data::new(AdminState {
             metrics,
@@ -157,7 +178,7 @@ impl Application {
         tracing::info!(
             listen = %ingest_addr,
             admin = %admin_addr,
-            store = %redact_url(&settings.store),
+            store = %crate::redact::redact_url(&settings.store),
             sink = %sink_description,
             auth = if settings.tokens.is_empty() { "none" } else { "tokens" },
             "tenant-gateway listening"
@@ -239,61 +260,10 @@ fn flatten(res: Result<std::io::Result<()>, tokio::task::JoinError>) -> std::io:
     res.map_err(std::io::Error::other)?
 }
 
-/// Store URLs may carry a password (postgres://user:pass@host); never log it.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM: the shutdown future `serve` passes in production.
-pub async fn termination_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-}
-
 /// `tenant-gateway serve`.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = Application::build(settings).await?;
-    app.run_until_stopped(termination_signal()).await?;
+    app.run_until_stopped(crate::shutdown::termination_signal())
+        .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted_from_store_urls() {
-        assert_eq!(
-            redact_url("postgres://u:secret@db:5432/x"),
-            "postgres://***@db:5432/x"
-        );
-        assert_eq!(redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
-    }
 }

@@ -13,7 +13,11 @@ use crate::admin::client::commands::{
     ShowTenant, Skip, TimeSpec,
 };
 use crate::admin::client::{ClientSettings, TOKEN_ENV};
-use crate::config::{ByteSize, LogFormat};
+use crate::config::{ByteSize, FlagsAndEnvironment, LogFormat, SinkFlags, SinkKind};
+use crate::discovery::offline::OutputFormat;
+use crate::discovery::{self, DiscoverSettings};
+use crate::ingest::send::{SendMode, SendSettings};
+use crate::journal::EventStatus;
 use crate::normalize::DEFAULT_ACTIONS;
 
 #[derive(Debug, Parser)]
@@ -30,20 +34,40 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway: the CloudEvents ingest API on --listen, backed by the journal at --store.
-    Serve(ServeArgs),
+    #[command(
+        after_help = "Example:\n  tenant-gateway serve --config /etc/tenant-gateway/config.toml\n  TENANT_GATEWAY_SINK=webhook TENANT_GATEWAY_WEBHOOK_URL=http://eventsource-svc:12000/lifecycle tenant-gateway serve"
+    )]
+    Serve(Box<ServeArgs>),
     /// Post one CloudEvent to a gateway, the way an upstream system would.
+    #[command(
+        after_help = "Example:\n  tenant-gateway send --type com.acme.tenant.lifecycle.upsert --tenant acme --data '{\"plan\":\"gold\"}'"
+    )]
     Send(SendArgs),
     /// Generate Argo WorkflowTemplates from suspended, annotated Jobs (the discovery sidecar).
+    #[command(
+        after_help = "Example:\n  tenant-gateway discover --from-dir examples/jobs --once --dry-run -o yaml"
+    )]
     Discover(DiscoverArgs),
     /// Work with normalization rules files (validate them, try them on an event).
+    #[command(after_help = "Example:\n  tenant-gateway rules check rules.yaml --event event.json")]
     Rules(RulesArgs),
     /// Search journaled events and show one with its deliveries (admin API).
+    #[command(
+        after_help = "Example:\n  tenant-gateway events list --tenant acme --status dead\n  tenant-gateway events show 0190a2b4-0000-7000-8000-000000000001"
+    )]
     Events(EventsArgs),
     /// Replay events by id, or in bulk by filter as a rate-limited job (admin API).
+    #[command(
+        after_help = "Example:\n  tenant-gateway replay 0190a2b4-0000-7000-8000-000000000001 --reason \"fixed the Job\" --yes\n  tenant-gateway replay --status dead --since 2h --rate 5 --dry-run"
+    )]
     Replay(ReplayArgs),
     /// Mark a dead event skipped, so its tenant's later events can flow (admin API).
+    #[command(
+        after_help = "Example:\n  tenant-gateway skip 0190a2b4-0000-7000-8000-000000000001 --reason \"tenant deleted by hand\""
+    )]
     Skip(SkipArgs),
     /// Show a tenant: whether it is parked, its counts and its timeline (admin API).
+    #[command(after_help = "Example:\n  tenant-gateway tenants show acme --limit 20")]
     Tenants(TenantsArgs),
 }
 
@@ -57,7 +81,8 @@ pub struct ServeArgs {
     /// Ingest listener address [default: 127.0.0.1:8080].
     #[arg(long, env = "TENANT_GATEWAY_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Journal URL, sqlite://PATH [default: sqlite://./data/tenant-gateway.db].
+    /// Journal URL, sqlite://PATH or postgres://USER@HOST:PORT/DB
+    /// [default: sqlite://./data/tenant-gateway.db].
     #[arg(long, env = "TENANT_GATEWAY_STORE", value_name = "URL")]
     pub store: Option<String>,
     /// File holding one ingest bearer token (repeatable; comma-separated in the environment).
@@ -68,15 +93,60 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub token_files: Vec<PathBuf>,
+    /// File holding one Standard Webhooks signing secret, whsec_<base64> (repeatable;
+    /// comma-separated in the environment).
+    #[arg(
+        long = "signing-secret-file",
+        env = "TENANT_GATEWAY_SIGNING_SECRET_FILE",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub signing_secret_files: Vec<PathBuf>,
+    /// Require a valid Standard Webhooks signature on every post.
+    #[arg(long, env = "TENANT_GATEWAY_REQUIRE_SIGNATURE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub require_signature: Option<bool>,
+    /// How far webhook-timestamp may be from now [default: 5m].
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_SIGNATURE_TOLERANCE",
+        value_name = "DURATION"
+    )]
+    pub signature_tolerance: Option<humantime::Duration>,
+    /// Global ingest rate limit in events per second [default: none].
+    #[arg(long, env = "TENANT_GATEWAY_RATE_LIMIT", value_name = "EVENTS_PER_S")]
+    pub rate_limit: Option<f64>,
+    /// Events the global limit lets through at once [default: the rate, at least 1].
+    #[arg(long, env = "TENANT_GATEWAY_RATE_LIMIT_BURST", value_name = "EVENTS")]
+    pub rate_limit_burst: Option<f64>,
     /// Allow a non-loopback listener without credentials.
     #[arg(long, env = "TENANT_GATEWAY_INSECURE_NO_AUTH", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub insecure_no_auth: Option<bool>,
     /// Largest accepted request body, e.g. 1048576, 512KiB, 1MiB [default: 1MiB].
     #[arg(long, env = "TENANT_GATEWAY_MAX_BODY", value_name = "BYTES")]
     pub max_body: Option<ByteSize>,
+    /// Most events in one batch request [default: 1000].
+    #[arg(long, env = "TENANT_GATEWAY_MAX_BATCH_EVENTS", value_name = "N")]
+    pub max_batch_events: Option<usize>,
+    /// Most extension attributes of one event [default: 50].
+    #[arg(long, env = "TENANT_GATEWAY_MAX_EXTENSIONS", value_name = "N")]
+    pub max_extensions: Option<usize>,
+    /// Longest id, source, type, subject or extension value [default: 1KiB].
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_MAX_ATTRIBUTE_LENGTH",
+        value_name = "BYTES"
+    )]
+    pub max_attribute_length: Option<ByteSize>,
+    /// How long a request body may take to arrive after its headers (408 after) [default: 10s].
+    #[arg(
+        long,
+        env = "TENANT_GATEWAY_BODY_READ_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub body_read_timeout: Option<humantime::Duration>,
     /// Log line format [default: human].
     #[arg(long, env = "TENANT_GATEWAY_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
+    pub log_format: Option<LogFormatArg>,
     /// How long readiness reports 503 before the listener stops on SIGTERM [default: 5s].
     #[arg(long, env = "TENANT_GATEWAY_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<humantime::Duration>,
@@ -90,6 +160,13 @@ pub struct ServeArgs {
         value_name = "DURATION"
     )]
     pub store_busy_timeout: Option<humantime::Duration>,
+    /// File holding the PostgreSQL password of a postgres:// store (trailing whitespace ignored).
+    #[arg(long, env = "TENANT_GATEWAY_STORE_PASSWORD_FILE", value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
+    /// Read connections of the journal (a PostgreSQL journal adds one write connection)
+    /// [default: 4].
+    #[arg(long, env = "TENANT_GATEWAY_STORE_READ_CONNECTIONS", value_name = "N")]
+    pub store_read_connections: Option<u32>,
     /// Admin listener: /metrics, /healthz, /readyz [default: 127.0.0.1:8081].
     #[arg(long, env = "TENANT_GATEWAY_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
@@ -118,11 +195,61 @@ pub struct ServeArgs {
     /// baseline the ingest benchmark measures beside `/events`. Never enable in production.
     #[arg(long, env = "TENANT_GATEWAY_BENCH_NULL_ENDPOINT", hide = true)]
     pub bench_null_endpoint: bool,
+    /// Where emissions go [default: the [sink] table's kind, else log].
+    #[arg(long, env = "TENANT_GATEWAY_SINK", value_enum, value_name = "KIND")]
+    pub sink: Option<SinkKindArg>,
+    /// Webhook sink: the Argo webhook EventSource URL.
+    #[arg(long, env = "TENANT_GATEWAY_WEBHOOK_URL", value_name = "URL")]
+    pub webhook_url: Option<String>,
+    /// Webhook sink: file holding the bearer token the EventSource expects.
+    #[arg(long, env = "TENANT_GATEWAY_WEBHOOK_TOKEN_FILE", value_name = "FILE")]
+    pub webhook_token_file: Option<PathBuf>,
+    /// Eventbus sink: NATS server URL(s), comma-separated [default: nats://127.0.0.1:4222].
+    #[arg(long, env = "TENANT_GATEWAY_NATS_URL", value_name = "URLS")]
+    pub nats_url: Option<String>,
+    /// Eventbus sink: the EventSource name Sensors depend on.
+    #[arg(long, env = "TENANT_GATEWAY_EVENT_SOURCE_NAME", value_name = "NAME")]
+    pub event_source_name: Option<String>,
+    /// Eventbus sink: the event name Sensors depend on.
+    #[arg(long, env = "TENANT_GATEWAY_EVENT_NAME", value_name = "NAME")]
+    pub event_name: Option<String>,
 }
 
+/// `serve --sink` values ([`SinkKind`] without clap in the library).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SendMode {
+pub enum SinkKindArg {
+    /// One JSON line per emission on stdout.
+    Log,
+    /// POST to an Argo Events webhook EventSource.
+    Webhook,
+    /// Publish to the Argo Events JetStream EventBus.
+    Eventbus,
+}
+
+/// `--log-format` values ([`LogFormat`] without clap in the library).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    /// Readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(arg: LogFormatArg) -> Self {
+        match arg {
+            LogFormatArg::Human => LogFormat::Human,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
+/// `send --mode` values ([`SendMode`] without clap in the library).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SendModeArg {
+    /// Attributes in `ce-*` headers.
     Binary,
+    /// The whole event as JSON.
     Structured,
 }
 
@@ -138,8 +265,8 @@ pub struct SendArgs {
     #[arg(long, value_name = "JSON")]
     pub data: Option<String>,
     /// HTTP content mode.
-    #[arg(long, value_enum, default_value_t = SendMode::Binary)]
-    pub mode: SendMode,
+    #[arg(long, value_enum, default_value_t = SendModeArg::Binary)]
+    pub mode: SendModeArg,
     /// Ingest endpoint.
     #[arg(
         long,
@@ -173,6 +300,9 @@ pub struct RulesArgs {
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
     /// Validate a rules file; with --event, show how that event normalizes.
+    #[command(
+        after_help = "Example:\n  tenant-gateway rules check rules.yaml --event event.json --actions upsert,delete"
+    )]
     Check(RulesCheckArgs),
 }
 
@@ -195,9 +325,12 @@ pub struct RulesCheckArgs {
     pub actions: Vec<String>,
 }
 
+/// `discover --output` values ([`OutputFormat`] without clap in the library).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
+pub enum OutputFormatArg {
+    /// A multi-document YAML stream.
     Yaml,
+    /// A `v1` `List`.
     Json,
 }
 
@@ -208,7 +341,7 @@ pub struct DiscoverArgs {
     #[arg(
         long,
         env = "TENANT_GATEWAY_ANNOTATION_KEY",
-        default_value = "tenant-gateway.io/lifecycle"
+        default_value = discovery::DEFAULT_ANNOTATION_KEY
     )]
     pub annotation_key: String,
     /// Namespace to watch for template Jobs (repeatable; comma-separated in the environment)
@@ -238,8 +371,8 @@ pub struct DiscoverArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Output format of --dry-run.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Yaml)]
-    pub output: OutputFormat,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormatArg::Yaml)]
+    pub output: OutputFormatArg,
     /// Only the holder of a coordination.k8s.io Lease applies (for several replicas).
     #[arg(long, env = "TENANT_GATEWAY_LEADER_ELECTION")]
     pub leader_election: bool,
@@ -247,14 +380,14 @@ pub struct DiscoverArgs {
     #[arg(
         long,
         env = "TENANT_GATEWAY_LEASE_NAME",
-        default_value = "tenant-gateway-discovery"
+        default_value = discovery::DEFAULT_LEASE_NAME
     )]
     pub lease_name: String,
     /// Listener for /healthz, /readyz and /metrics.
     #[arg(
         long,
         env = "TENANT_GATEWAY_DISCOVERY_LISTEN",
-        default_value = "127.0.0.1:8082",
+        default_value = discovery::DEFAULT_LISTEN,
         value_name = "ADDR"
     )]
     pub listen: SocketAddr,
@@ -278,7 +411,7 @@ pub struct DiscoverArgs {
     #[arg(
         long,
         env = "TENANT_GATEWAY_BRIDGE_SERVICE_ACCOUNT",
-        default_value = "tenant-lifecycle-bridge"
+        default_value = discovery::DEFAULT_BRIDGE_SERVICE_ACCOUNT
     )]
     pub bridge_service_account: String,
     /// ttlSecondsAfterFinished of the Jobs the bridge creates.
@@ -311,12 +444,12 @@ pub struct DiscoverArgs {
         long,
         env = "TENANT_GATEWAY_ACTIONS",
         value_delimiter = ',',
-        default_value = "upsert,delete,migrate-out,migrate-in,admin"
+        default_values_t = discovery::DEFAULT_ACTIONS.map(String::from)
     )]
     pub actions: Vec<String>,
     /// Log line format.
-    #[arg(long, env = "TENANT_GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
+    #[arg(long, env = "TENANT_GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Human)]
+    pub log_format: LogFormatArg,
 }
 
 /// How the admin commands print their answer.
@@ -326,6 +459,31 @@ pub enum AdminOutput {
     Table,
     /// The API's JSON answer, for scripts.
     Json,
+}
+
+/// `--status`: the delivery states of [`EventStatus`], mirrored here because the library stays
+/// free of clap (a test checks that the two spell the same states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    /// Not delivered yet.
+    Pending,
+    /// The sink took it.
+    Delivered,
+    /// Failed for good; its tenant is parked.
+    Dead,
+    /// An operator skipped it.
+    Skipped,
+}
+
+impl From<StatusArg> for EventStatus {
+    fn from(status: StatusArg) -> Self {
+        match status {
+            StatusArg::Pending => EventStatus::Pending,
+            StatusArg::Delivered => EventStatus::Delivered,
+            StatusArg::Dead => EventStatus::Dead,
+            StatusArg::Skipped => EventStatus::Skipped,
+        }
+    }
 }
 
 /// Flags every admin command takes: where the admin API is and how to authenticate.
@@ -359,8 +517,8 @@ pub struct FilterArgs {
     #[arg(long)]
     pub action: Option<String>,
     /// Delivery status of the event's latest emission.
-    #[arg(long, value_parser = ["pending", "delivered", "dead", "skipped"])]
-    pub status: Option<String>,
+    #[arg(long, value_enum)]
+    pub status: Option<StatusArg>,
     /// Upstream CloudEvent source, exactly.
     #[arg(long, value_name = "SRC")]
     pub source: Option<String>,
@@ -384,8 +542,14 @@ pub struct EventsArgs {
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
     /// List journaled events, oldest first, a page at a time.
+    #[command(
+        after_help = "Example:\n  tenant-gateway events list --tenant acme --since 24h --all -o json"
+    )]
     List(EventsListArgs),
     /// Show one event: its upstream form, emissions, delivery attempts and operator actions.
+    #[command(
+        after_help = "Example:\n  tenant-gateway events show 0190a2b4-0000-7000-8000-000000000001"
+    )]
     Show(EventsShowArgs),
 }
 
@@ -439,7 +603,7 @@ pub struct ReplayArgs {
     #[command(flatten)]
     pub client: AdminClientArgs,
     /// Events to replay, one request each.
-    #[arg(value_name = "EVENT_ID", conflicts_with_all = ["filter", "cancel", "dry_run", "rate", "yes"])]
+    #[arg(value_name = "EVENT_ID", conflicts_with_all = ["filter", "cancel", "dry_run", "rate"])]
     pub event_ids: Vec<Uuid>,
     /// Bulk replay: the events the job replays.
     #[command(flatten)]
@@ -453,7 +617,7 @@ pub struct ReplayArgs {
     /// Why; recorded with each replay or with the job.
     #[arg(long)]
     pub reason: Option<String>,
-    /// Bulk replay: do not ask for confirmation.
+    /// Do not ask for confirmation (bulk replay; accepted, and needless, with event ids).
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// Cancel a running bulk replay job.
@@ -487,6 +651,7 @@ pub struct TenantsArgs {
 #[derive(Debug, Subcommand)]
 pub enum TenantsCommand {
     /// Show a tenant: parked or not, counts per status, its latest events and operator actions.
+    #[command(after_help = "Example:\n  tenant-gateway tenants show acme --limit 20")]
     Show(TenantsShowArgs),
 }
 
@@ -502,6 +667,100 @@ pub struct TenantsShowArgs {
     /// Timeline length (1-1000) [server default: 100].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: Option<u32>,
+}
+
+impl From<ServeArgs> for FlagsAndEnvironment {
+    fn from(args: ServeArgs) -> Self {
+        FlagsAndEnvironment {
+            config: args.config,
+            listen: args.listen,
+            store: args.store,
+            token_files: args.token_files,
+            insecure_no_auth: args.insecure_no_auth,
+            max_body: args.max_body,
+            log_format: args.log_format.map(LogFormat::from),
+            shutdown_grace: args.shutdown_grace.map(Into::into),
+            workers: args.workers,
+            store_busy_timeout: args.store_busy_timeout.map(Into::into),
+            admin_listen: args.admin_listen,
+            admin_token_files: args.admin_token_files,
+            argo_ui_url: args.argo_ui_url,
+            workflow_namespace: args.workflow_namespace,
+            rules: args.rules,
+            instance_uri: args.instance_uri,
+            bench_null_endpoint: args.bench_null_endpoint,
+            sink: SinkFlags {
+                kind: args.sink.map(|kind| match kind {
+                    SinkKindArg::Log => SinkKind::Log,
+                    SinkKindArg::Webhook => SinkKind::Webhook,
+                    SinkKindArg::Eventbus => SinkKind::Eventbus,
+                }),
+                webhook_url: args.webhook_url,
+                webhook_token_file: args.webhook_token_file,
+                nats_url: args.nats_url,
+                event_source_name: args.event_source_name,
+                event_name: args.event_name,
+            },
+            signing_secret_files: args.signing_secret_files,
+            require_signature: args.require_signature,
+            signature_tolerance: args.signature_tolerance.map(Into::into),
+            rate_limit: args.rate_limit,
+            rate_limit_burst: args.rate_limit_burst,
+            max_batch_events: args.max_batch_events,
+            max_extensions: args.max_extensions,
+            max_attribute_length: args.max_attribute_length,
+            body_read_timeout: args.body_read_timeout.map(Into::into),
+            store_password_file: args.store_password_file,
+            store_read_connections: args.store_read_connections,
+        }
+    }
+}
+
+impl From<SendArgs> for SendSettings {
+    fn from(args: SendArgs) -> Self {
+        SendSettings {
+            ty: args.ty,
+            tenant: args.tenant,
+            data: args.data,
+            mode: match args.mode {
+                SendModeArg::Binary => SendMode::Binary,
+                SendModeArg::Structured => SendMode::Structured,
+            },
+            url: args.url,
+            source: args.source,
+            id: args.id,
+            subject: args.subject,
+            token_file: args.token_file,
+        }
+    }
+}
+
+impl From<DiscoverArgs> for DiscoverSettings {
+    fn from(args: DiscoverArgs) -> Self {
+        DiscoverSettings {
+            annotation_key: args.annotation_key,
+            namespaces: args.namespaces,
+            workflow_namespace: args.workflow_namespace,
+            from_dir: args.from_dir,
+            once: args.once,
+            dry_run: args.dry_run,
+            output: match args.output {
+                OutputFormatArg::Yaml => OutputFormat::Yaml,
+                OutputFormatArg::Json => OutputFormat::Json,
+            },
+            leader_election: args.leader_election,
+            lease_name: args.lease_name,
+            listen: args.listen,
+            debounce: args.debounce.into(),
+            disappearance_grace: args.disappearance_grace.into(),
+            bridge_service_account: args.bridge_service_account,
+            job_ttl: args.job_ttl.into(),
+            default_timeout: args.default_timeout.into(),
+            object_storage_secret: args.object_storage_secret,
+            actions: args.actions,
+            log_format: args.log_format.into(),
+        }
+    }
 }
 
 impl AdminClientArgs {
@@ -527,7 +786,7 @@ impl From<FilterArgs> for EventSelection {
         EventSelection {
             tenant: args.tenant,
             action: args.action,
-            status: args.status,
+            status: args.status.map(EventStatus::from),
             source: args.source,
             since: args.since,
             until: args.until,
@@ -593,9 +852,149 @@ impl From<TenantsArgs> for Invocation {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use clap::{CommandFactory, Parser};
 
     use super::*;
+    use crate::config::{FileConfig, Settings};
+    use crate::discovery::render::RenderConfig;
+
+    /// clap reads `TENANT_GATEWAY_*` while parsing; every test that parses `serve` or
+    /// `discover` holds this lock, so the test that sets variables is never seen by another.
+    static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn parse_locked(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("tenant-gateway").chain(args.iter().copied()))
+            .expect("valid flags")
+            .command
+    }
+
+    fn serve_flags_locked(args: &[&str]) -> FlagsAndEnvironment {
+        match parse_locked(&[&["serve"], args].concat()) {
+            Command::Serve(args) => (*args).into(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn discover_settings(args: &[&str]) -> DiscoverSettings {
+        let _env = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        match parse_locked(&[&["discover"], args].concat()) {
+            Command::Discover(args) => args.into(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn file(text: &str) -> FileConfig {
+        toml::from_str(text).expect("valid toml")
+    }
+
+    #[test]
+    fn environment_sits_between_flags_and_file() {
+        let env = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        std::env::set_var("TENANT_GATEWAY_STORE", "sqlite://from-env.db");
+        std::env::set_var("TENANT_GATEWAY_MAX_BODY", "4KiB");
+        std::env::set_var("TENANT_GATEWAY_SINK", "webhook");
+        std::env::set_var("TENANT_GATEWAY_WEBHOOK_URL", "http://from-env/lifecycle");
+        let from_env = serve_flags_locked(&[]);
+        let flag_wins = serve_flags_locked(&[
+            "--store",
+            "sqlite://from-flag.db",
+            "--webhook-url",
+            "http://from-flag/lifecycle",
+        ]);
+        for name in [
+            "TENANT_GATEWAY_STORE",
+            "TENANT_GATEWAY_MAX_BODY",
+            "TENANT_GATEWAY_SINK",
+            "TENANT_GATEWAY_WEBHOOK_URL",
+        ] {
+            std::env::remove_var(name);
+        }
+        drop(env);
+
+        let f = || {
+            file(
+                "store = \"sqlite://from-file.db\"\n\
+                 [sink]\nkind = \"webhook\"\nurl = \"http://from-file/lifecycle\"\n",
+            )
+        };
+        let webhook_url = |s: &Settings| match &s.sink {
+            crate::dispatch::sinks::SinkConfig::Webhook(w) => w.url.clone(),
+            other => panic!("not a webhook sink: {other:?}"),
+        };
+        let s = Settings::resolve(from_env, f()).unwrap();
+        assert_eq!(s.store, "sqlite://from-env.db");
+        assert_eq!(s.max_body, 4096);
+        assert_eq!(webhook_url(&s), "http://from-env/lifecycle");
+        let s = Settings::resolve(flag_wins, f()).unwrap();
+        assert_eq!(s.store, "sqlite://from-flag.db");
+        assert_eq!(webhook_url(&s), "http://from-flag/lifecycle");
+        let s = Settings::resolve(FlagsAndEnvironment::default(), f()).unwrap();
+        assert_eq!(webhook_url(&s), "http://from-file/lifecycle");
+    }
+
+    #[test]
+    fn serve_flags_become_settings() {
+        let flags = {
+            let _env = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            serve_flags_locked(&[
+                "--shutdown-grace",
+                "250ms",
+                "--log-format",
+                "json",
+                "--token-file",
+                "/run/a,/run/b",
+            ])
+        };
+        assert_eq!(flags.shutdown_grace, Some(Duration::from_millis(250)));
+        assert_eq!(flags.log_format, Some(LogFormat::Json));
+        assert_eq!(
+            flags.token_files,
+            [PathBuf::from("/run/a"), "/run/b".into()]
+        );
+    }
+
+    #[test]
+    fn discover_defaults_are_the_library_defaults() {
+        assert_eq!(discover_settings(&[]), DiscoverSettings::default());
+    }
+
+    #[test]
+    fn discover_flags_become_settings() {
+        let settings = discover_settings(&[
+            "--workflow-namespace",
+            "workflows",
+            "--bridge-service-account",
+            "bridge",
+            "--job-ttl",
+            "30m",
+            "--default-timeout",
+            "2h",
+            "--object-storage-secret",
+            "s3-creds",
+            "--actions",
+            "upsert,lifecycle.delete,upsert",
+            "--namespace",
+            "team-a",
+            "--namespace",
+            "team-b",
+            "-o",
+            "json",
+            "--debounce",
+            "10ms",
+        ]);
+        assert_eq!(settings.namespaces, ["team-a", "team-b"]);
+        assert_eq!(settings.output, OutputFormat::Json);
+        assert_eq!(settings.debounce, Duration::from_millis(10));
+        let config = RenderConfig::from_settings(&settings);
+        assert_eq!(config.workflow_namespace, "workflows");
+        assert_eq!(config.bridge_service_account, "bridge");
+        assert_eq!(config.job_ttl, Duration::from_secs(1800));
+        assert_eq!(config.default_timeout, Duration::from_secs(7200));
+        assert_eq!(config.object_storage_secret.as_deref(), Some("s3-creds"));
+        assert_eq!(config.actions, ["upsert", "delete"]);
+    }
 
     #[test]
     fn the_command_line_is_consistent() {
@@ -630,7 +1029,7 @@ mod tests {
         let AdminCommand::Replay(bulk) = invocation.command else {
             panic!("not replay")
         };
-        assert_eq!(bulk.selection.status.as_deref(), Some("dead"));
+        assert_eq!(bulk.selection.status, Some(EventStatus::Dead));
         assert_eq!(bulk.selection.since, Some("2h".parse().unwrap()));
         assert!(bulk.yes && !bulk.dry_run && bulk.cancel.is_none());
         let Command::Events(list) = parse(&[
@@ -697,5 +1096,69 @@ mod tests {
         ])
         .is_ok());
         assert!(parse(&["replay", "--cancel", id]).is_ok());
+    }
+
+    #[test]
+    fn status_flag_values_are_the_journal_states() {
+        let flags: Vec<(String, EventStatus)> = StatusArg::value_variants()
+            .iter()
+            .map(|arg| {
+                let name = arg
+                    .to_possible_value()
+                    .expect("shown")
+                    .get_name()
+                    .to_owned();
+                (name, EventStatus::from(*arg))
+            })
+            .collect();
+        let states: Vec<(String, EventStatus)> = EventStatus::ALL
+            .iter()
+            .map(|status| (status.as_str().to_owned(), *status))
+            .collect();
+        assert_eq!(flags, states);
+    }
+
+    /// Scripts pass `--yes` to every replay, by id too.
+    #[test]
+    fn replay_by_id_accepts_yes() {
+        let id = "0190a2b4-0000-7000-8000-000000000001";
+        for yes in ["--yes", "-y"] {
+            let parsed =
+                Cli::try_parse_from(["tenant-gateway", "replay", id, yes, "--reason", "r"]);
+            let Command::Replay(replay) = parsed.expect("accepted").command else {
+                panic!("not replay")
+            };
+            assert!(replay.yes);
+            assert_eq!(replay.event_ids.len(), 1);
+        }
+    }
+
+    /// Every command and subcommand shows an example in its `--help`.
+    #[test]
+    fn every_command_help_shows_an_example() {
+        fn visit(command: &mut clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            let has_subcommands = command.has_subcommands();
+            let help = command.render_long_help().to_string();
+            if !help.contains("Example:\n  tenant-gateway ") {
+                missing.push(path.clone());
+            }
+            if has_subcommands {
+                for sub in command.get_subcommands_mut() {
+                    if sub.get_name() != "help" {
+                        visit(sub, &path, missing);
+                    }
+                }
+            }
+        }
+        let mut root = Cli::command();
+        root.build();
+        let mut missing = Vec::new();
+        for sub in root.get_subcommands_mut() {
+            if sub.get_name() != "help" {
+                visit(sub, "tenant-gateway", &mut missing);
+            }
+        }
+        assert!(missing.is_empty(), "no example in --help of {missing:?}");
     }
 }

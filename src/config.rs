@@ -1,6 +1,7 @@
 //! Typed configuration for `serve`: flags > `TENANT_GATEWAY_*` environment > TOML file >
-//! built-in defaults. clap resolves flags and environment; this module layers the file and the
-//! defaults beneath them and produces [`Settings`], the one value `Application::build` takes.
+//! built-in defaults. The command line (`cli`) resolves flags over environment into
+//! [`FlagsAndEnvironment`]; this module layers the file and the defaults beneath them and
+//! produces [`Settings`], the one value `Application::build` takes.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,8 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::ServeArgs;
-use crate::dispatch::sinks::SinkConfig;
+use crate::dispatch::sinks::{EventbusConfig, SinkConfig, WebhookConfig};
 use crate::dispatch::{DispatchSettings, RetryPolicy};
 use crate::journal::JournalOptions;
 use crate::normalize::DEFAULT_ACTIONS;
@@ -25,6 +25,10 @@ pub const DEFAULT_INSTANCE_URI: &str = "urn:tenant-gateway";
 pub const DEFAULT_STORE: &str = "sqlite://./data/tenant-gateway.db";
 /// The Argo Events payload limit: a bigger event could not be emitted anyway.
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// A client that has sent its headers has had ample time to send 1 MiB by then.
+/// The Standard Webhooks recommendation.
+pub const DEFAULT_SIGNATURE_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,12 +47,116 @@ pub enum ConfigError {
 }
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
     Human,
     Json,
+}
+
+/// What the flags and the environment set for `serve` (flags already won over the
+/// environment); `None` or empty means "not given", so the file or the default applies.
+#[derive(Debug, Clone, Default)]
+pub struct FlagsAndEnvironment {
+    /// The TOML file to layer beneath these.
+    pub config: Option<PathBuf>,
+    /// Ingest listener.
+    pub listen: Option<SocketAddr>,
+    /// Journal URL.
+    pub store: Option<String>,
+    /// Ingest token files; when given they replace the file's `token-file` list.
+    pub token_files: Vec<PathBuf>,
+    /// Consent to a non-loopback listener without credentials.
+    pub insecure_no_auth: Option<bool>,
+    /// Request body limit.
+    pub max_body: Option<ByteSize>,
+    /// Log line format.
+    pub log_format: Option<LogFormat>,
+    /// Readiness-503 time before the listener stops.
+    pub shutdown_grace: Option<Duration>,
+    /// HTTP worker threads.
+    pub workers: Option<usize>,
+    /// Journal busy timeout.
+    pub store_busy_timeout: Option<Duration>,
+    /// Admin listener.
+    pub admin_listen: Option<SocketAddr>,
+    /// Admin token files; when given they replace the file's `admin-token-file` list.
+    pub admin_token_files: Vec<PathBuf>,
+    /// Argo Workflows UI base URL.
+    pub argo_ui_url: Option<String>,
+    /// Namespace of the Workflows.
+    pub workflow_namespace: Option<String>,
+    /// Normalization rules file.
+    pub rules: Option<PathBuf>,
+    /// `source` of emitted CloudEvents.
+    pub instance_uri: Option<String>,
+    /// Serve the storage-free benchmark endpoint (a flag only, never in the file).
+    pub bench_null_endpoint: bool,
+    /// The sink, without a `[sink]` table (12-factor deployments).
+    pub sink: SinkFlags,
+    /// Standard Webhooks signing secret files; when given they replace the file's list.
+    pub signing_secret_files: Vec<PathBuf>,
+    /// Refuse requests without a valid signature.
+    pub require_signature: Option<bool>,
+    /// How far a signature's timestamp may be from the clock.
+    pub signature_tolerance: Option<Duration>,
+    /// Global ingest rate limit, events per second.
+    pub rate_limit: Option<f64>,
+    /// Burst of the global rate limit.
+    pub rate_limit_burst: Option<f64>,
+    /// Most events in one batch.
+    pub max_batch_events: Option<usize>,
+    /// Most extensions on one event.
+    pub max_extensions: Option<usize>,
+    /// Longest `id`, `source`, `type`, `subject` or extension value.
+    pub max_attribute_length: Option<ByteSize>,
+    /// How long a request body may take to arrive after its headers.
+    pub body_read_timeout: Option<Duration>,
+    /// File holding the PostgreSQL store's password.
+    pub store_password_file: Option<PathBuf>,
+    /// Size of the journal's read connection pool.
+    pub store_read_connections: Option<u32>,
+}
+
+/// Which sink emissions go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkKind {
+    /// One JSON line per emission on stdout.
+    Log,
+    /// POST to an Argo Events webhook EventSource.
+    Webhook,
+    /// Publish to the Argo Events JetStream EventBus.
+    Eventbus,
+}
+
+impl SinkKind {
+    fn of(config: &SinkConfig) -> SinkKind {
+        match config {
+            SinkConfig::Log => SinkKind::Log,
+            SinkConfig::Webhook(_) => SinkKind::Webhook,
+            SinkConfig::Eventbus(_) => SinkKind::Eventbus,
+        }
+    }
+}
+
+/// The sink as flags and environment give it. Each value overrides the same key of the
+/// `[sink]` table when the table is of the same kind; a `kind` other than the table's replaces
+/// the table (its keys belong to another sink).
+#[derive(Debug, Clone, Default)]
+pub struct SinkFlags {
+    /// The sink kind (`--sink`).
+    pub kind: Option<SinkKind>,
+    /// The webhook EventSource URL (`url` of a webhook table).
+    pub webhook_url: Option<String>,
+    /// The webhook bearer token file (`token-file` of a webhook table).
+    pub webhook_token_file: Option<PathBuf>,
+    /// The EventBus NATS URL(s) (`url` of an eventbus table).
+    pub nats_url: Option<String>,
+    /// The EventSource name to publish as (`event-source-name` of an eventbus table).
+    pub event_source_name: Option<String>,
+    /// The event name to publish as (`event-name` of an eventbus table).
+    pub event_name: Option<String>,
 }
 
 /// A size in bytes, written as a plain number or with a KiB/MiB/KB/MB suffix.
@@ -99,16 +207,49 @@ impl<'de> Deserialize<'de> for ByteSize {
 }
 
 /// One ingest credential as written in the TOML file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// Shown in logs (never the token itself) and, later, in audit records.
     pub name: String,
-    /// File with the token (a mounted Kubernetes Secret); surrounding whitespace is ignored.
+    /// File with the token (a mounted Kubernetes Secret); one trailing newline is dropped.
     pub file: PathBuf,
     /// CloudEvent `source` glob patterns this token may post; empty means any source.
     #[serde(default)]
     pub sources: Vec<String>,
+    /// Tenant glob patterns this token may post for; empty means any tenant.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Lifecycle actions (`upsert`, `delete`, ...) this token may post; empty means any.
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// Sustained events per second this token may post; none means no per-token limit.
+    pub rate: Option<f64>,
+    /// Events this token may post at once above `rate` [default: `rate`, at least 1].
+    pub burst: Option<f64>,
+}
+
+/// One Standard Webhooks signing secret as written in the TOML file (`[[signing-secrets]]`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSecretConfig {
+    /// Shown in logs (never the secret).
+    pub name: String,
+    /// File with the secret, `whsec_<base64>`; surrounding whitespace is ignored.
+    pub file: PathBuf,
+    /// CloudEvent `source` glob patterns this secret may sign; empty means any source.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Tenant glob patterns; empty means any tenant.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Lifecycle actions; empty means any.
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// Sustained events per second; none means no per-secret limit.
+    pub rate: Option<f64>,
+    /// Events at once above `rate` [default: `rate`, at least 1].
+    pub burst: Option<f64>,
 }
 
 /// One admin API credential as written in the TOML file.
@@ -117,7 +258,7 @@ pub struct TokenConfig {
 pub struct AdminTokenConfig {
     /// Recorded as the actor of every operator action taken with the token.
     pub name: String,
-    /// File with the token; surrounding whitespace is ignored.
+    /// File with the token; one trailing newline is dropped.
     pub file: PathBuf,
 }
 
@@ -131,11 +272,25 @@ pub struct FileConfig {
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
     pub insecure_no_auth: Option<bool>,
+    pub signing_secret_file: Option<Vec<PathBuf>>,
+    /// `[[signing-secrets]]` tables: named Standard Webhooks secrets with scopes and rates.
+    #[serde(default)]
+    pub signing_secrets: Vec<SigningSecretConfig>,
+    pub require_signature: Option<bool>,
+    pub signature_tolerance: Option<String>,
+    pub rate_limit: Option<f64>,
+    pub rate_limit_burst: Option<f64>,
     pub max_body: Option<ByteSize>,
+    pub max_batch_events: Option<usize>,
+    pub max_extensions: Option<usize>,
+    pub max_attribute_length: Option<ByteSize>,
+    pub body_read_timeout: Option<String>,
     pub log_format: Option<LogFormat>,
     pub shutdown_grace: Option<String>,
     pub workers: Option<usize>,
     pub store_busy_timeout: Option<String>,
+    pub store_password_file: Option<PathBuf>,
+    pub store_read_connections: Option<u32>,
     pub actions: Option<Vec<String>>,
     pub admin_listen: Option<SocketAddr>,
     pub admin_token_file: Option<Vec<PathBuf>>,
@@ -188,8 +343,21 @@ pub struct Settings {
     pub tokens: Vec<TokenConfig>,
     /// Explicit consent to run without credentials on a non-loopback address.
     pub insecure_no_auth: bool,
+    /// Standard Webhooks secrets; a valid signature authenticates a request like a token.
+    pub signing_secrets: Vec<SigningSecretConfig>,
+    /// A valid signature is required on every post (a bearer token alone is not enough).
+    pub require_signature: bool,
+    /// How far `webhook-timestamp` may be from now, either way; also how long a `webhook-id`
+    /// is remembered as seen.
+    pub signature_tolerance: Duration,
+    /// Global ingest rate (events/s) and burst over all credentials; `None` is unlimited.
+    pub global_rate: Option<(f64, f64)>,
     /// Request body limit in bytes (413 above it).
     pub max_body: usize,
+    /// Events per batch, extensions per event, attribute value length (413 above them).
+    pub decode_limits: crate::cloudevents::DecodeLimits,
+    /// How long a request body may take after its headers (408 after it).
+    pub body_read_timeout: Duration,
     pub log_format: LogFormat,
     /// Time between "draining" (readiness 503) and closing the listener, so load balancers
     /// stop sending before connections are refused.
@@ -229,7 +397,13 @@ impl Settings {
             store: DEFAULT_STORE.to_owned(),
             tokens: Vec::new(),
             insecure_no_auth: false,
+            signing_secrets: Vec::new(),
+            require_signature: false,
+            signature_tolerance: DEFAULT_SIGNATURE_TOLERANCE,
+            global_rate: None,
             max_body: DEFAULT_MAX_BODY,
+            decode_limits: crate::cloudevents::DecodeLimits::default(),
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             log_format: LogFormat::Human,
             shutdown_grace: Duration::from_secs(5),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -251,8 +425,8 @@ impl Settings {
         }
     }
 
-    /// Layer flags/environment (already merged by clap) over the file over the defaults.
-    pub fn load(args: ServeArgs) -> Result<Self, ConfigError> {
+    /// Layer flags/environment over the file (`args.config`) over the defaults.
+    pub fn load(args: FlagsAndEnvironment) -> Result<Self, ConfigError> {
         let file = match &args.config {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
@@ -260,7 +434,7 @@ impl Settings {
         Self::resolve(args, file)
     }
 
-    pub fn resolve(args: ServeArgs, file: FileConfig) -> Result<Self, ConfigError> {
+    pub fn resolve(args: FlagsAndEnvironment, file: FileConfig) -> Result<Self, ConfigError> {
         let mut s = Settings::local();
         if let Some(v) = args.listen.or(file.listen) {
             s.listen = v;
@@ -276,7 +450,7 @@ impl Settings {
             .chain(file.admin_tokens.into_iter().map(|t| TokenConfig {
                 name: t.name,
                 file: t.file,
-                sources: Vec::new(),
+                ..TokenConfig::default()
             }))
             .collect();
         if let Some(url) = args.argo_ui_url.or(file.argo_ui_url) {
@@ -291,6 +465,51 @@ impl Settings {
         if let Some(namespace) = args.workflow_namespace.or(file.workflow_namespace) {
             s.workflow_namespace = namespace;
         }
+        let secret_files = if args.signing_secret_files.is_empty() {
+            file.signing_secret_file.unwrap_or_default()
+        } else {
+            args.signing_secret_files
+        };
+        s.signing_secrets = secret_files
+            .into_iter()
+            .map(|path| SigningSecretConfig {
+                name: path
+                    .file_stem()
+                    .map_or_else(|| "secret".into(), |n| n.to_string_lossy().into_owned()),
+                file: path,
+                ..SigningSecretConfig::default()
+            })
+            .chain(file.signing_secrets)
+            .collect();
+        for (name, rate, burst) in s
+            .tokens
+            .iter()
+            .map(|t| (&t.name, t.rate, t.burst))
+            .chain(s.signing_secrets.iter().map(|t| (&t.name, t.rate, t.burst)))
+        {
+            check_rate(rate, burst).map_err(|reason| ConfigError::Invalid {
+                key: "rate",
+                reason: format!("credential {name:?}: {reason}"),
+            })?;
+        }
+        if let Some(v) = args.require_signature.or(file.require_signature) {
+            s.require_signature = v;
+        }
+        if let Some(v) = duration(
+            "signature-tolerance",
+            args.signature_tolerance,
+            file.signature_tolerance,
+        )? {
+            s.signature_tolerance = v;
+        }
+        if let Some(rate) = args.rate_limit.or(file.rate_limit) {
+            let burst = args.rate_limit_burst.or(file.rate_limit_burst);
+            check_rate(Some(rate), burst).map_err(|reason| ConfigError::Invalid {
+                key: "rate-limit",
+                reason,
+            })?;
+            s.global_rate = Some((rate, burst.unwrap_or(rate.max(1.0))));
+        }
         if let Some(v) = args.insecure_no_auth.or(file.insecure_no_auth) {
             s.insecure_no_auth = v;
         }
@@ -302,6 +521,43 @@ impl Settings {
                 });
             }
             s.max_body = v.0;
+        }
+        let positive = |key: &'static str, value: Option<usize>| match value {
+            Some(0) => Err(ConfigError::Invalid {
+                key,
+                reason: "must be greater than 0".into(),
+            }),
+            other => Ok(other),
+        };
+        if let Some(v) = positive(
+            "max-batch-events",
+            args.max_batch_events.or(file.max_batch_events),
+        )? {
+            s.decode_limits.max_batch_events = v;
+        }
+        if let Some(v) = args.max_extensions.or(file.max_extensions) {
+            s.decode_limits.max_extensions = v;
+        }
+        if let Some(v) = positive(
+            "max-attribute-length",
+            args.max_attribute_length
+                .or(file.max_attribute_length)
+                .map(|b| b.0),
+        )? {
+            s.decode_limits.max_attribute_length = v;
+        }
+        if let Some(v) = duration(
+            "body-read-timeout",
+            args.body_read_timeout,
+            file.body_read_timeout,
+        )? {
+            if v.is_zero() {
+                return Err(ConfigError::Invalid {
+                    key: "body-read-timeout",
+                    reason: "must be greater than 0".into(),
+                });
+            }
+            s.body_read_timeout = v;
         }
         if let Some(v) = args.log_format.or(file.log_format) {
             s.log_format = v;
@@ -315,6 +571,12 @@ impl Settings {
             file.store_busy_timeout,
         )? {
             s.journal.busy_timeout = v;
+        }
+        if let Some(v) = args.store_password_file.or(file.store_password_file) {
+            s.journal.password_file = Some(v);
+        }
+        if let Some(v) = args.store_read_connections.or(file.store_read_connections) {
+            s.journal.read_connections = v;
         }
         if let Some(v) = args.workers.or(file.workers) {
             if v == 0 {
@@ -342,11 +604,106 @@ impl Settings {
             }
             s.dispatch.instance_source = v;
         }
-        if let Some(sink) = file.sink {
-            s.sink = sink;
-        }
+        s.sink = resolve_sink(args.sink, file.sink)?;
         resolve_dispatch(&mut s.dispatch, file.dispatch)?;
         Ok(s)
+    }
+}
+
+/// Rates are events per second between one per day and a million; a burst is at least 1.
+fn check_rate(rate: Option<f64>, burst: Option<f64>) -> Result<(), String> {
+    if let Some(rate) = rate {
+        if !(1.0 / 86_400.0..=1e6).contains(&rate) {
+            return Err(format!("rate {rate} is outside 1/86400 ..= 1e6 events/s"));
+        }
+    }
+    if let Some(burst) = burst {
+        if !(1.0..=1e9).contains(&burst) {
+            return Err(format!("burst {burst} is outside 1 ..= 1e9 events"));
+        }
+    }
+    Ok(())
+}
+
+/// The sink: flags/environment over the `[sink]` table (when of the same kind) over defaults.
+/// Flags for another kind of sink than the resolved one are refused rather than ignored, so a
+/// stray `TENANT_GATEWAY_WEBHOOK_URL` beside an eventbus sink is noticed at start.
+fn resolve_sink(flags: SinkFlags, file: Option<SinkConfig>) -> Result<SinkConfig, ConfigError> {
+    let kind = flags
+        .kind
+        .or(file.as_ref().map(SinkKind::of))
+        .unwrap_or(SinkKind::Log);
+    let file = file.filter(|table| SinkKind::of(table) == kind);
+    let webhook_flags = [
+        ("webhook-url", flags.webhook_url.is_some()),
+        ("webhook-token-file", flags.webhook_token_file.is_some()),
+    ];
+    let eventbus_flags = [
+        ("nats-url", flags.nats_url.is_some()),
+        ("event-source-name", flags.event_source_name.is_some()),
+        ("event-name", flags.event_name.is_some()),
+    ];
+    let refuse =
+        |given: &[(&'static str, bool)], sink: &str| match given.iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(ConfigError::Invalid {
+                key,
+                reason: format!("does not apply to the {sink} sink (set sink to choose another)"),
+            }),
+            None => Ok(()),
+        };
+    let missing = |key: &'static str, sink: &str| ConfigError::Invalid {
+        key,
+        reason: format!("the {sink} sink needs it (flag, environment or [sink] table)"),
+    };
+    match kind {
+        SinkKind::Log => {
+            refuse(&webhook_flags, "log")?;
+            refuse(&eventbus_flags, "log")?;
+            Ok(SinkConfig::Log)
+        }
+        SinkKind::Webhook => {
+            refuse(&eventbus_flags, "webhook")?;
+            let table = match file {
+                Some(SinkConfig::Webhook(table)) => Some(table),
+                _ => None,
+            };
+            let mut config = match (flags.webhook_url, table) {
+                (Some(url), Some(table)) => WebhookConfig { url, ..table },
+                (Some(url), None) => WebhookConfig::new(url),
+                (None, Some(table)) => table,
+                (None, None) => return Err(missing("webhook-url", "webhook")),
+            };
+            if let Some(token_file) = flags.webhook_token_file {
+                config.token_file = Some(token_file);
+            }
+            Ok(SinkConfig::Webhook(config))
+        }
+        SinkKind::Eventbus => {
+            refuse(&webhook_flags, "eventbus")?;
+            let mut config = match file {
+                Some(SinkConfig::Eventbus(table)) => table,
+                _ => EventbusConfig::new(
+                    flags
+                        .event_source_name
+                        .clone()
+                        .ok_or_else(|| missing("event-source-name", "eventbus"))?,
+                    flags
+                        .event_name
+                        .clone()
+                        .ok_or_else(|| missing("event-name", "eventbus"))?,
+                ),
+            };
+            if let Some(url) = flags.nats_url {
+                config.url = url;
+            }
+            if let Some(name) = flags.event_source_name {
+                config.event_source_name = name;
+            }
+            if let Some(name) = flags.event_name {
+                config.event_name = name;
+            }
+            Ok(SinkConfig::Eventbus(config))
+        }
     }
 }
 
@@ -366,7 +723,7 @@ fn token_files(
             .file_stem()
             .map_or_else(|| "token".into(), |n| n.to_string_lossy().into_owned()),
         file: path,
-        sources: Vec::new(),
+        ..TokenConfig::default()
     })
 }
 
@@ -420,11 +777,11 @@ fn resolve_dispatch(
 
 fn duration(
     key: &'static str,
-    flag: Option<humantime::Duration>,
+    flag: Option<Duration>,
     file: Option<String>,
 ) -> Result<Option<Duration>, ConfigError> {
     if let Some(d) = flag {
-        return Ok(Some(d.into()));
+        return Ok(Some(d));
     }
     file.map(|text| {
         humantime::parse_duration(&text).map_err(|e| ConfigError::Invalid {
@@ -438,34 +795,41 @@ fn duration(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    /// clap reads `TENANT_GATEWAY_*` while parsing; the one test that sets them holds this lock
-    /// so parallel tests never see its values.
-    static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-    fn parse(args: &[&str]) -> ServeArgs {
-        let _env = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        parse_locked(args)
-    }
-
-    fn parse_locked(args: &[&str]) -> ServeArgs {
-        let cli =
-            crate::cli::Cli::try_parse_from(["tenant-gateway", "serve"].iter().chain(args.iter()))
-                .expect("valid flags");
-        match cli.command {
-            crate::cli::Command::Serve(a) => a,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
 
     fn file(text: &str) -> FileConfig {
         toml::from_str(text).expect("valid toml")
     }
 
     #[test]
+    fn store_password_file_and_read_connections_come_from_flags_or_file() {
+        let from_file = file(
+            r#"
+            store-password-file = "/run/secrets/pg/password"
+            store-read-connections = 2
+            "#,
+        );
+        let s = Settings::resolve(FlagsAndEnvironment::default(), from_file).unwrap();
+        assert_eq!(
+            s.journal.password_file.as_deref(),
+            Some(std::path::Path::new("/run/secrets/pg/password"))
+        );
+        assert_eq!(s.journal.read_connections, 2);
+        let flags = FlagsAndEnvironment {
+            store_password_file: Some("/flag/password".into()),
+            store_read_connections: Some(6),
+            ..FlagsAndEnvironment::default()
+        };
+        let s = Settings::resolve(flags, file("store-read-connections = 2")).unwrap();
+        assert_eq!(
+            s.journal.password_file.as_deref(),
+            Some(std::path::Path::new("/flag/password"))
+        );
+        assert_eq!(s.journal.read_connections, 6, "the flag wins over the file");
+    }
+
+    #[test]
     fn defaults_apply_without_flags_or_file() {
-        let s = Settings::resolve(ServeArgs::default(), FileConfig::default()).unwrap();
+        let s = Settings::resolve(FlagsAndEnvironment::default(), FileConfig::default()).unwrap();
         assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(s.store, DEFAULT_STORE);
         assert_eq!(s.max_body, 1024 * 1024);
@@ -482,30 +846,15 @@ mod tests {
             shutdown-grace = "250ms"
             "#,
         );
-        let s = Settings::resolve(parse(&["--listen", "127.0.0.1:7000"]), f).unwrap();
+        let flags = FlagsAndEnvironment {
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+            ..FlagsAndEnvironment::default()
+        };
+        let s = Settings::resolve(flags, f).unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(s.store, "sqlite://from-file.db");
         assert_eq!(s.max_body, 2 * 1024 * 1024);
         assert_eq!(s.shutdown_grace, Duration::from_millis(250));
-    }
-
-    #[test]
-    fn environment_sits_between_flags_and_file() {
-        let env = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        std::env::set_var("TENANT_GATEWAY_STORE", "sqlite://from-env.db");
-        std::env::set_var("TENANT_GATEWAY_MAX_BODY", "4KiB");
-        let from_env = parse_locked(&[]);
-        let flag_wins = parse_locked(&["--store", "sqlite://from-flag.db"]);
-        std::env::remove_var("TENANT_GATEWAY_STORE");
-        std::env::remove_var("TENANT_GATEWAY_MAX_BODY");
-        drop(env);
-
-        let f = || file(r#"store = "sqlite://from-file.db""#);
-        let s = Settings::resolve(from_env, f()).unwrap();
-        assert_eq!(s.store, "sqlite://from-env.db");
-        assert_eq!(s.max_body, 4096);
-        let s = Settings::resolve(flag_wins, f()).unwrap();
-        assert_eq!(s.store, "sqlite://from-flag.db");
     }
 
     #[test]
@@ -518,7 +867,11 @@ mod tests {
             sources = ["//billing.acme.com/*"]
             "#,
         );
-        let s = Settings::resolve(parse(&["--token-file", "/run/secrets/crm.token"]), f).unwrap();
+        let flags = FlagsAndEnvironment {
+            token_files: vec!["/run/secrets/crm.token".into()],
+            ..FlagsAndEnvironment::default()
+        };
+        let s = Settings::resolve(flags, f).unwrap();
         let names: Vec<_> = s.tokens.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["crm", "billing"]);
         assert_eq!(s.tokens[1].sources, ["//billing.acme.com/*"]);
@@ -526,8 +879,11 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let err = Settings::resolve(ServeArgs::default(), file(r#"shutdown-grace = "soon""#))
-            .unwrap_err();
+        let err = Settings::resolve(
+            FlagsAndEnvironment::default(),
+            file(r#"shutdown-grace = "soon""#),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("shutdown-grace"), "{err}");
         assert!(toml::from_str::<FileConfig>("no-such-key = 1").is_err());
         assert_eq!("1MiB".parse::<ByteSize>(), Ok(ByteSize(1 << 20)));
@@ -550,8 +906,11 @@ mod tests {
             max-backoff = "1m"
             "#,
         );
-        let s =
-            Settings::resolve(parse(&["--rules", "/etc/tenant-gateway/rules.yaml"]), f).unwrap();
+        let flags = FlagsAndEnvironment {
+            rules: Some("/etc/tenant-gateway/rules.yaml".into()),
+            ..FlagsAndEnvironment::default()
+        };
+        let s = Settings::resolve(flags, f).unwrap();
         assert_eq!(s.admin_listen.to_string(), "127.0.0.1:9091");
         assert_eq!(s.dispatch.instance_source, "urn:tenant-gateway:prod-eu");
         assert!(matches!(s.sink, SinkConfig::Webhook(_)));
@@ -563,7 +922,8 @@ mod tests {
             s.rules.as_deref(),
             Some(Path::new("/etc/tenant-gateway/rules.yaml"))
         );
-        let defaults = Settings::resolve(ServeArgs::default(), FileConfig::default()).unwrap();
+        let defaults =
+            Settings::resolve(FlagsAndEnvironment::default(), FileConfig::default()).unwrap();
         assert_eq!(defaults.sink, SinkConfig::Log);
         assert_eq!(
             defaults.dispatch.retry.retry_limit,
@@ -575,16 +935,204 @@ mod tests {
             "[dispatch]\ninitial-backoff = \"10m\"\nmax-backoff = \"1m\"",
             "instance-uri = \"gateway\"",
         ] {
-            let err = Settings::resolve(ServeArgs::default(), file(bad)).unwrap_err();
+            let err = Settings::resolve(FlagsAndEnvironment::default(), file(bad)).unwrap_err();
             assert!(err.to_string().starts_with("invalid "), "{bad}: {err}");
         }
         assert!(toml::from_str::<FileConfig>("[dispatch]\nretries = 3").is_err());
+    }
+
+    fn webhook_flags(url: Option<&str>, token_file: Option<&str>) -> FlagsAndEnvironment {
+        FlagsAndEnvironment {
+            sink: SinkFlags {
+                kind: Some(SinkKind::Webhook),
+                webhook_url: url.map(String::from),
+                webhook_token_file: token_file.map(PathBuf::from),
+                ..SinkFlags::default()
+            },
+            ..FlagsAndEnvironment::default()
+        }
+    }
+
+    #[test]
+    fn sink_flags_win_over_the_sink_table() {
+        let table = || {
+            file(
+                r#"
+                [sink]
+                kind = "webhook"
+                url = "http://from-file:12000/lifecycle"
+                token-file = "/file/token"
+                timeout = "45s"
+                "#,
+            )
+        };
+        let s =
+            Settings::resolve(webhook_flags(Some("http://from-flag/x"), None), table()).unwrap();
+        let SinkConfig::Webhook(webhook) = s.sink else {
+            panic!("not a webhook sink: {:?}", s.sink)
+        };
+        assert_eq!(webhook.url, "http://from-flag/x");
+        // Keys no flag gives still come from the table.
+        assert_eq!(
+            webhook.token_file.as_deref(),
+            Some(Path::new("/file/token"))
+        );
+        assert_eq!(webhook.timeout, Duration::from_secs(45));
+
+        let s = Settings::resolve(webhook_flags(None, Some("/flag/token")), table()).unwrap();
+        let SinkConfig::Webhook(webhook) = s.sink else {
+            panic!("not a webhook sink: {:?}", s.sink)
+        };
+        assert_eq!(webhook.url, "http://from-file:12000/lifecycle");
+        assert_eq!(
+            webhook.token_file.as_deref(),
+            Some(Path::new("/flag/token"))
+        );
+
+        // Another kind replaces the table: its keys belong to the other sink.
+        let log = FlagsAndEnvironment {
+            sink: SinkFlags {
+                kind: Some(SinkKind::Log),
+                ..SinkFlags::default()
+            },
+            ..FlagsAndEnvironment::default()
+        };
+        assert_eq!(
+            Settings::resolve(log, table()).unwrap().sink,
+            SinkConfig::Log
+        );
+    }
+
+    #[test]
+    fn sinks_from_flags_alone() {
+        let s = Settings::resolve(
+            webhook_flags(Some("http://es:12000/lifecycle"), Some("/t")),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.sink,
+            SinkConfig::Webhook(WebhookConfig {
+                token_file: Some("/t".into()),
+                ..WebhookConfig::new("http://es:12000/lifecycle".into())
+            })
+        );
+        let eventbus = FlagsAndEnvironment {
+            sink: SinkFlags {
+                kind: Some(SinkKind::Eventbus),
+                nats_url: Some("nats://bus:4222".into()),
+                event_source_name: Some("tenant-gateway".into()),
+                event_name: Some("lifecycle".into()),
+                ..SinkFlags::default()
+            },
+            ..FlagsAndEnvironment::default()
+        };
+        let s = Settings::resolve(eventbus, FileConfig::default()).unwrap();
+        let SinkConfig::Eventbus(bus) = s.sink else {
+            panic!("not an eventbus sink: {:?}", s.sink)
+        };
+        assert_eq!(
+            (bus.url.as_str(), bus.stream.as_str()),
+            ("nats://bus:4222", "default")
+        );
+        assert_eq!(
+            (bus.event_source_name.as_str(), bus.event_name.as_str()),
+            ("tenant-gateway", "lifecycle")
+        );
+        // Flags only name what they change: the table's names stay when only the URL is given.
+        let table =
+            file("[sink]\nkind = \"eventbus\"\nevent-source-name = \"es\"\nevent-name = \"ev\"\n");
+        let url_only = FlagsAndEnvironment {
+            sink: SinkFlags {
+                nats_url: Some("nats://other:4222".into()),
+                ..SinkFlags::default()
+            },
+            ..FlagsAndEnvironment::default()
+        };
+        let s = Settings::resolve(url_only, table).unwrap();
+        let SinkConfig::Eventbus(bus) = s.sink else {
+            panic!("not an eventbus sink: {:?}", s.sink)
+        };
+        assert_eq!(
+            (bus.url.as_str(), bus.event_source_name.as_str()),
+            ("nats://other:4222", "es")
+        );
+    }
+
+    #[test]
+    fn sink_flags_that_do_not_fit_are_refused() {
+        let no_url = Settings::resolve(webhook_flags(None, None), FileConfig::default());
+        assert!(no_url.unwrap_err().to_string().contains("webhook-url"));
+        let stray = FlagsAndEnvironment {
+            sink: SinkFlags {
+                webhook_url: Some("http://es/x".into()),
+                ..SinkFlags::default()
+            },
+            ..FlagsAndEnvironment::default()
+        };
+        let err = Settings::resolve(stray, FileConfig::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("does not apply to the log sink"),
+            "{err}"
+        );
+        let no_names = FlagsAndEnvironment {
+            sink: SinkFlags {
+                kind: Some(SinkKind::Eventbus),
+                event_name: Some("lifecycle".into()),
+                ..SinkFlags::default()
+            },
+            ..FlagsAndEnvironment::default()
+        };
+        let err = Settings::resolve(no_names, FileConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("event-source-name"), "{err}");
+    }
+
+    #[test]
+    fn hardening_keys_resolve_and_rates_are_bounded() {
+        let f: FileConfig = toml::from_str(
+            r#"
+            max-batch-events = 10
+            max-extensions = 5
+            max-attribute-length = "2KiB"
+            body-read-timeout = "3s"
+            require-signature = true
+            signature-tolerance = "1m"
+            rate-limit = 5.0
+            [[signing-secrets]]
+            name = "crm"
+            file = "/run/secrets/crm"
+            tenants = ["acme-*"]
+            rate = 1.0
+            "#,
+        )
+        .unwrap();
+        let s = Settings::resolve(FlagsAndEnvironment::default(), f).unwrap();
+        assert_eq!(s.decode_limits.max_batch_events, 10);
+        assert_eq!(s.decode_limits.max_extensions, 5);
+        assert_eq!(s.decode_limits.max_attribute_length, 2048);
+        assert_eq!(s.body_read_timeout, Duration::from_secs(3));
+        assert!(s.require_signature);
+        assert_eq!(s.signature_tolerance, Duration::from_secs(60));
+        assert_eq!(s.global_rate, Some((5.0, 5.0)));
+        assert_eq!(s.signing_secrets[0].tenants, ["acme-*"]);
+        for bad in [
+            "rate-limit = 5e-324",
+            "rate-limit = 1e7",
+            "[[tokens]]\nname = \"t\"\nfile = \"/t\"\nrate = 0.0",
+            "max-batch-events = 0",
+        ] {
+            let f: FileConfig = toml::from_str(bad).unwrap();
+            assert!(
+                Settings::resolve(FlagsAndEnvironment::default(), f).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
     fn example_config_file_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tenant-gateway.example.toml");
         let f = FileConfig::load(&path).expect("example config parses");
-        Settings::resolve(ServeArgs::default(), f).expect("example config resolves");
+        Settings::resolve(FlagsAndEnvironment::default(), f).expect("example config resolves");
     }
 }

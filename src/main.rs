@@ -19,16 +19,17 @@ fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            let settings = config::Settings::load(args)?;
+            let settings = config::Settings::load((*args).into())?;
             telemetry::init(settings.log_format);
             app::serve(settings).await
         }
         Command::Discover(args) => {
-            telemetry::init(args.log_format);
-            discovery::run(args).await
+            let settings = discovery::DiscoverSettings::from(args);
+            telemetry::init(settings.log_format);
+            discovery::run(settings).await
         }
         Command::Send(args) => {
-            let answer = ingest::send::run(args).await?;
+            let answer = ingest::send::run(args.into()).await?;
             println!("{answer}");
             Ok(())
         }

@@ -30,17 +30,78 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// Displays an error followed by each of its sources: `outer: middle: root`.
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+/// Displays an error followed by each of its sources on one line: `outer: middle: root`. A
+/// source whose text its error already shows (many wrappers repeat their cause) is left out;
+/// the one error-chain format of logs, records and messages.
+pub struct ErrorChain<'a>(pub &'a dyn std::error::Error);
 
 impl fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut shown = self.0.to_string();
+        f.write_str(&shown)?;
         let mut source = self.0.source();
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !shown.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            shown = text;
+            source = cause.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorChain;
+
+    /// An error with a message and an optional cause.
+    #[derive(Debug)]
+    struct Failure(&'static str, Option<Box<Failure>>);
+
+    impl std::fmt::Display for Failure {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Failure {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    fn chain(messages: &[&'static str]) -> Failure {
+        messages
+            .iter()
+            .rev()
+            .fold(None, |cause, message| {
+                Some(Failure(message, cause.map(Box::new)))
+            })
+            .expect("at least one message")
+    }
+
+    #[test]
+    fn causes_follow_on_one_line() {
+        assert_eq!(ErrorChain(&chain(&["a"])).to_string(), "a");
+        assert_eq!(
+            ErrorChain(&chain(&[
+                "cannot connect",
+                "tls handshake",
+                "bad certificate"
+            ]))
+            .to_string(),
+            "cannot connect: tls handshake: bad certificate"
+        );
+    }
+
+    #[test]
+    fn causes_the_message_already_shows_are_left_out() {
+        let error = chain(&["request failed: timed out", "timed out", "os error 110"]);
+        assert_eq!(
+            ErrorChain(&error).to_string(),
+            "request failed: timed out: os error 110"
+        );
     }
 }

@@ -1,6 +1,7 @@
-//! Who may call the operator API: admin bearer tokens (read from files, like ingest tokens),
-//! required unless the admin listener is loopback-only. The token's name is the actor recorded
-//! with every operator action.
+//! Who may call the operator API: admin bearer tokens (read from files, like ingest tokens).
+//! When tokens are configured they are required on every listener address, loopback too (in a
+//! pod every sidecar reaches loopback); a loopback listener without tokens is open. The token's
+//! name is the actor recorded with every operator action.
 
 use std::future::{ready, Ready};
 
@@ -18,8 +19,8 @@ pub const LOOPBACK_ACTOR: &str = "loopback";
 pub struct AdminAuth {
     /// The configured admin tokens (the ingest token mechanism, without source limits).
     tokens: IngestAuth,
-    /// The listener only accepts local connections: a call without a token is allowed (a
-    /// presented token must still be valid).
+    /// The listener only accepts local connections: with no tokens configured, calls are
+    /// allowed without one (startup refuses a non-loopback listener without tokens).
     loopback_only: bool,
 }
 
@@ -37,13 +38,14 @@ impl AdminAuth {
         self.tokens.requires_credentials()
     }
 
-    /// The actor for a presented token (or none).
+    /// The actor for a presented token (or none). With tokens configured a token is required
+    /// whatever the listener address.
     pub fn authenticate(&self, presented: Option<&str>) -> Result<String, AuthError> {
         match self.tokens.authenticate(presented) {
             Ok(Some(token)) => Ok(token.name.clone()),
             // No tokens configured: only possible on loopback, or with --insecure-no-auth.
-            Ok(None) => Ok(LOOPBACK_ACTOR.to_owned()),
-            Err(AuthError::Missing) if self.loopback_only => Ok(LOOPBACK_ACTOR.to_owned()),
+            Ok(None) if self.loopback_only => Ok(LOOPBACK_ACTOR.to_owned()),
+            Ok(None) => Ok("unauthenticated".to_owned()),
             Err(error) => Err(error),
         }
     }
@@ -66,15 +68,11 @@ impl FromRequest for Actor {
         let authorization = request
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok());
-        // Only the header: a token in the query string would end up in access logs.
-        let presented = presented_token(authorization, "");
-        ready(
-            state
-                .auth
-                .authenticate(presented.as_deref())
-                .map(Actor)
-                .map_err(AdminError::Unauthorized),
-        )
+            .map(|value| value.as_bytes());
+        // Only the header: a token in the query string would end up in access logs. A
+        // malformed header is refused, never taken for a missing one.
+        let result = presented_token(authorization, "")
+            .and_then(|presented| state.auth.authenticate(presented.as_deref()));
+        ready(result.map(Actor).map_err(AdminError::Unauthorized))
     }
 }

@@ -42,6 +42,11 @@ pub(super) struct ListParams {
     cursor: Option<String>,
 }
 
+/// Parses a `status` condition given as text, with the message every bad condition gets.
+pub(super) fn parse_status(value: &str) -> Result<EventStatus, String> {
+    value.parse().map_err(|error| format!("status: {error}"))
+}
+
 /// Turns the operator's filter into a journal query, or says which condition is wrong.
 pub(super) fn parse_filter(filter: &EventFilter) -> Result<EventQuery, String> {
     let time = |name: &str, value: &Option<String>| {
@@ -54,15 +59,6 @@ pub(super) fn parse_filter(filter: &EventFilter) -> Result<EventQuery, String> {
             })
             .transpose()
     };
-    let status = filter
-        .status
-        .as_deref()
-        .map(|s| {
-            EventStatus::parse(s).ok_or_else(|| {
-                format!("status: {s:?} is not one of pending, delivered, dead, skipped")
-            })
-        })
-        .transpose()?;
     let action = filter.action.as_deref().map(|a| {
         // Accept the emitted type as well as the short name.
         a.strip_prefix("lifecycle.").unwrap_or(a).to_owned()
@@ -70,7 +66,7 @@ pub(super) fn parse_filter(filter: &EventFilter) -> Result<EventQuery, String> {
     Ok(EventQuery {
         tenant: filter.tenant.clone(),
         action,
-        status,
+        status: filter.status,
         source: filter.source.clone(),
         since: time("since", &filter.since)?,
         until: time("until", &filter.until)?,
@@ -188,10 +184,11 @@ pub(super) async fn list(
     let params = params.into_inner();
     let limit = parse_limit(params.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let status = params.status.as_deref().map(parse_status).transpose();
     let filter = EventFilter {
         tenant: params.tenant,
         action: params.action,
-        status: params.status,
+        status: status.map_err(AdminError::InvalidQuery)?,
         source: params.source,
         since: params.since,
         until: params.until,
@@ -263,7 +260,7 @@ pub(super) async fn show(
         sequence: event.sequence,
         time: event.time.clone(),
         received_at: event.received_at.clone(),
-        status: event.status.clone(),
+        status: event.status,
     };
     Ok(HttpResponse::Ok().json(EventDetail {
         event: summary(header),

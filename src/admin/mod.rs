@@ -1,5 +1,5 @@
 //! The admin listener (default 127.0.0.1:8081), apart from ingest so it can stay on loopback or
-//! behind its own network policy (DESIGN.md section 6):
+//! behind its own network policy (see `docs/admin.md`):
 //! - operations: Prometheus `/metrics`, `/healthz`, `/readyz` (journal and sink), and the
 //!   OpenAPI document `/admin/openapi.json` (`docs/openapi.json`, served as is);
 //! - the operator API under `/admin/v1` (`events`, `tenants`, `replays` submodules): event

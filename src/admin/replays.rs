@@ -4,7 +4,9 @@
 //!
 //! A job's events are fixed when it is created, and each batch of replays is written in the
 //! same transaction as the job's progress, so a restart resumes a running job exactly where it
-//! stopped. Jobs run one after the other, oldest first, each at its own rate.
+//! stopped. Jobs run one after the other, oldest first, each at its own rate. With several
+//! replicas only the holder of the runner's lease runs them (`DispatchControl::replay_turn`);
+//! when it dies another replica takes the lease over and resumes them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +17,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::api::{ActionRequest, BulkReplayRequest, DryRunResult, ReplayJobList, ReplayJobView};
-use super::events::{operator, parse_filter, summary, unexpected};
+use super::events::{operator, parse_filter, parse_status, summary, unexpected};
 use super::{optional_body, Actor, AdminError, AdminState};
 use crate::dispatch::DispatchControl;
 use crate::journal::{
@@ -55,14 +57,27 @@ fn job_id(path: &str) -> Result<Uuid, AdminError> {
     Uuid::parse_str(path).map_err(|_| AdminError::InvalidJobId(path.to_owned()))
 }
 
+/// Why a body is not a bulk replay request. A filter `status` no state spells is a bad filter
+/// condition (`invalid-filter`, like a bad time), not a malformed body, although serde refuses it
+/// while reading the body.
+fn request_error(body: &[u8], error: serde_json::Error) -> AdminError {
+    let status = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|body| body.pointer("/filter/status")?.as_str().map(parse_status));
+    match status {
+        Some(Err(message)) => AdminError::InvalidFilter(message),
+        _ => AdminError::InvalidBody(error.to_string()),
+    }
+}
+
 /// `POST /admin/v1/replays`.
 pub(super) async fn create(
     actor: Actor,
     state: web::Data<AdminState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
-    let request: BulkReplayRequest = serde_json::from_slice(&body)
-        .map_err(|error| AdminError::InvalidBody(error.to_string()))?;
+    let request: BulkReplayRequest =
+        serde_json::from_slice(&body).map_err(|error| request_error(&body, error))?;
     if request.filter.is_empty() {
         return Err(AdminError::InvalidFilter(
             "the filter is empty and would replay the whole journal; set at least one of \
@@ -166,6 +181,8 @@ pub struct ReplayRunner {
     stopping: watch::Sender<bool>,
     /// The task, until `stop`.
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Announces new jobs to the replica that runs them.
+    dispatch: DispatchControl,
 }
 
 impl ReplayRunner {
@@ -175,7 +192,7 @@ impl ReplayRunner {
         let stopping = watch::channel(false).0;
         let task = tokio::spawn(run_jobs(
             journal,
-            dispatch,
+            dispatch.clone(),
             Arc::clone(&wake),
             stopping.subscribe(),
         ));
@@ -183,12 +200,14 @@ impl ReplayRunner {
             wake,
             stopping,
             task: std::sync::Mutex::new(Some(task)),
+            dispatch,
         }
     }
 
-    /// Looks for running jobs now.
+    /// Looks for running jobs now (here, or on the replica that runs them).
     pub fn wake(&self) {
         self.wake.notify_one();
+        self.dispatch.announce_replay_job();
     }
 
     /// Stops between two batches (a running job resumes at the next start) and waits.
@@ -221,6 +240,10 @@ async fn run_jobs(
     mut stopping: watch::Receiver<bool>,
 ) {
     loop {
+        tokio::select! {
+            () = stopped(&mut stopping) => return,
+            () = dispatch.replay_turn() => {}
+        }
         // Registered before the read, so a job created during it still wakes the wait below.
         let woken = wake.notified();
         match journal.replay_jobs(true, JOBS_LISTED).await {
@@ -245,6 +268,7 @@ async fn run_jobs(
         tokio::select! {
             () = stopped(&mut stopping) => return,
             () = woken => {}
+            () = dispatch.replay_job_announced() => {}
         }
     }
 }
@@ -268,6 +292,10 @@ async fn run_job(
         if *stopping.borrow() {
             return false;
         }
+        if !dispatch.runs_replay_jobs() {
+            tracing::warn!(%job_id, replayed, "the replay runner's lease is gone; the replica that takes it resumes the job");
+            return true;
+        }
         match journal
             .operate(OperatorWrite::JobBatch { job_id, max: batch })
             .await
@@ -278,7 +306,7 @@ async fn run_job(
                 }
                 replayed_here += job.replayed.saturating_sub(replayed);
                 replayed = job.replayed;
-                if job.status != "running" {
+                if job.status.is_final() {
                     tracing::info!(%job_id, replayed, status = %job.status, "replay job ended");
                     return true;
                 }

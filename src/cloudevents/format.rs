@@ -1,50 +1,165 @@
 //! The JSON event format (structured and batch mode) and the attribute rules shared with binary
 //! mode: attributes arrive as a JSON object (binary-mode headers become string members), are
-//! checked one by one, and every violation is collected rather than stopping at the first.
+//! checked one by one, and the violations are collected rather than stopping at the first
+//! (bounded: see [`Violations`]). The [`DecodeLimits`] are checked before per-attribute work.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use serde::de::{DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::event::{control_character, is_json_media_type, is_valid_attribute_name};
-use super::{CloudEvent, Data, ExtensionValue, SpecVersion, Violation};
+use super::{
+    echo, CloudEvent, Data, DecodeError, DecodeLimits, ExtensionValue, SpecVersion, Violation,
+    Violations,
+};
 
-/// Decode one structured-mode event (the whole body, or one batch member).
+/// Decode one structured-mode event without [`DecodeLimits`] (documents the gateway stored or a
+/// developer wrote); every violation found is returned.
 pub fn event_from_json(value: Value) -> Result<CloudEvent, Vec<Violation>> {
+    event_from_json_with(value, &DecodeLimits::UNLIMITED).map_err(|error| match error {
+        DecodeError::Invalid { violations } => violations.listed,
+        other => vec![Violation::new(None, other.to_string())],
+    })
+}
+
+/// Decode one structured-mode event (the whole body, or one batch member) within `limits`.
+pub fn event_from_json_with(
+    value: Value,
+    limits: &DecodeLimits,
+) -> Result<CloudEvent, DecodeError> {
     let Value::Object(mut members) = value else {
-        return Err(vec![Violation::new(
+        return Err(DecodeError::invalid(Violation::new(
             None,
             "a CloudEvent in the JSON format must be a JSON object",
-        )]);
+        )));
     };
-    let specversion = take_specversion(&members)?;
+    let specversion = take_specversion(&members).map_err(DecodeError::invalid)?;
     let mut violations = Vec::new();
     let data = take_structured_data(specversion, &mut members, &mut violations);
-    match assemble(specversion, members, data) {
+    match assemble(specversion, members, data, limits) {
         Ok(event) if violations.is_empty() => Ok(event),
-        Ok(_) => Err(violations),
-        Err(more) => {
-            violations.extend(more);
-            Err(violations)
+        Ok(_) => Err(Violations::from_iter(violations).into()),
+        Err(DecodeError::Invalid { violations: more }) => {
+            let mut all = Violations::from_iter(violations);
+            all.extend(more.listed);
+            all.more += more.more;
+            Err(all.into())
         }
+        Err(other) => Err(other),
     }
 }
 
-/// Decode a JSON batch: an array (possibly empty) of events sharing one `specversion`. Every
-/// violation carries the index of its member.
-pub fn batch_from_json(value: Value) -> Result<Vec<CloudEvent>, Vec<Violation>> {
+/// Decode a JSON batch body: an array (possibly empty) of events sharing one `specversion`.
+/// The member count is checked while parsing, so a batch over `max_batch_events` is refused
+/// after reading one member more than the limit, never held in memory whole.
+pub fn batch_from_slice(
+    body: &[u8],
+    limits: &DecodeLimits,
+) -> Result<Vec<CloudEvent>, DecodeError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'[') {
+        let value: Value = parse_json(body)?;
+        return batch_from_json(value, limits);
+    }
+    let over_limit = Cell::new(false);
+    let seed = BoundedArray {
+        max: limits.max_batch_events,
+        over_limit: &over_limit,
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let members = seed
+        .deserialize(&mut deserializer)
+        .and_then(|members| deserializer.end().map(|()| members));
+    match members {
+        Ok(members) => batch_members(members, limits),
+        Err(_) if over_limit.get() => Err(too_many_events(limits.max_batch_events)),
+        Err(e) => Err(DecodeError::invalid(Violation::new(
+            None,
+            format!("body is not valid JSON: {e}"),
+        ))),
+    }
+}
+
+pub(crate) fn parse_json(body: &[u8]) -> Result<Value, DecodeError> {
+    serde_json::from_slice(body).map_err(|e| {
+        DecodeError::invalid(Violation::new(None, format!("body is not valid JSON: {e}")))
+    })
+}
+
+fn too_many_events(max: usize) -> DecodeError {
+    DecodeError::LimitExceeded {
+        limit: "max-batch-events",
+        max,
+        detail: format!("the batch has more than max-batch-events ({max}) events"),
+    }
+}
+
+/// A JSON array of at most `max` values; one more sets `over_limit` and stops the parse.
+struct BoundedArray<'a> {
+    max: usize,
+    over_limit: &'a Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for BoundedArray<'_> {
+    type Value = Vec<Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Value>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BoundedArray<'_> {
+    type Value = Vec<Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+        let mut members = Vec::new();
+        while members.len() < self.max {
+            match seq.next_element::<Value>()? {
+                Some(member) => members.push(member),
+                None => return Ok(members),
+            }
+        }
+        if seq.next_element::<IgnoredAny>()?.is_some() {
+            self.over_limit.set(true);
+            return Err(serde::de::Error::custom("too many batch members"));
+        }
+        Ok(members)
+    }
+}
+
+/// Decode a parsed JSON batch. Every violation carries the index of its member.
+pub fn batch_from_json(
+    value: Value,
+    limits: &DecodeLimits,
+) -> Result<Vec<CloudEvent>, DecodeError> {
     let Value::Array(members) = value else {
-        return Err(vec![Violation::new(
+        return Err(DecodeError::invalid(Violation::new(
             None,
             "a CloudEvents JSON batch must be a JSON array",
-        )]);
+        )));
     };
+    if members.len() > limits.max_batch_events {
+        return Err(too_many_events(limits.max_batch_events));
+    }
+    batch_members(members, limits)
+}
+
+fn batch_members(
+    members: Vec<Value>,
+    limits: &DecodeLimits,
+) -> Result<Vec<CloudEvent>, DecodeError> {
     let mut events = Vec::with_capacity(members.len());
-    let mut violations = Vec::new();
+    let mut violations = Violations::default();
     let mut first_version = None;
     for (i, member) in members.into_iter().enumerate() {
-        match event_from_json(member) {
+        match event_from_json_with(member, limits) {
             Ok(e) => {
                 let first = *first_version.get_or_insert(e.specversion);
                 if e.specversion != first {
@@ -58,29 +173,43 @@ pub fn batch_from_json(value: Value) -> Result<Vec<CloudEvent>, Vec<Violation>> 
                 }
                 events.push(e);
             }
-            Err(vs) => violations.extend(vs.into_iter().map(|v| v.at(i))),
+            Err(DecodeError::Invalid { violations: vs }) => {
+                violations.more += vs.more;
+                violations.extend(vs.listed.into_iter().map(|v| v.at(i)));
+            }
+            Err(DecodeError::LimitExceeded { limit, max, detail }) => {
+                return Err(DecodeError::LimitExceeded {
+                    limit,
+                    max,
+                    detail: format!("[{i}] {detail}"),
+                })
+            }
+            Err(other) => return Err(other),
         }
     }
     if violations.is_empty() {
         Ok(events)
     } else {
-        Err(violations)
+        Err(violations.into())
     }
 }
 
-fn take_specversion(members: &Map<String, Value>) -> Result<SpecVersion, Vec<Violation>> {
+fn take_specversion(members: &Map<String, Value>) -> Result<SpecVersion, Violation> {
     match members.get("specversion") {
-        None | Some(Value::Null) => Err(vec![Violation::attr(
+        None | Some(Value::Null) => Err(Violation::attr(
             "specversion",
             "required attribute is missing",
-        )]),
+        )),
         Some(Value::String(s)) => SpecVersion::parse(s).ok_or_else(|| {
-            vec![Violation::attr(
+            Violation::attr(
                 "specversion",
-                format!("unsupported specversion {s:?}: 1.0 and 0.3 are supported"),
-            )]
+                format!(
+                    "unsupported specversion {:?}: 1.0 and 0.3 are supported",
+                    echo(s)
+                ),
+            )
         }),
-        Some(_) => Err(vec![Violation::attr("specversion", "must be a string")]),
+        Some(_) => Err(Violation::attr("specversion", "must be a string")),
     }
 }
 
@@ -156,7 +285,9 @@ pub(crate) fn assemble(
     specversion: SpecVersion,
     members: Map<String, Value>,
     data: Option<Data>,
-) -> Result<CloudEvent, Vec<Violation>> {
+    limits: &DecodeLimits,
+) -> Result<CloudEvent, DecodeError> {
+    check_limits(specversion, &members, limits)?;
     let mut violations = Vec::new();
     let mut id = None;
     let mut source = None;
@@ -218,12 +349,12 @@ pub(crate) fn assemble(
             violations.push(Violation::attr(name, "required attribute is missing"));
         }
     }
-    if !violations.is_empty() {
-        return Err(violations);
-    }
     let (Some(id), Some(source), Some(ty)) = (id, source, ty) else {
-        unreachable!("required attributes were checked above");
+        return Err(Violations::from_iter(violations).into());
     };
+    if !violations.is_empty() {
+        return Err(Violations::from_iter(violations).into());
+    }
     Ok(CloudEvent {
         specversion,
         id,
@@ -236,6 +367,55 @@ pub(crate) fn assemble(
         extensions,
         data,
     })
+}
+
+/// The [`DecodeLimits`] of one event, checked before any attribute is looked at so an event
+/// over them costs no per-attribute work.
+fn check_limits(
+    specversion: SpecVersion,
+    members: &Map<String, Value>,
+    limits: &DecodeLimits,
+) -> Result<(), DecodeError> {
+    let schema_key = match specversion {
+        SpecVersion::V10 => "dataschema",
+        SpecVersion::V03 => "schemaurl",
+    };
+    let is_context = |name: &str| {
+        matches!(
+            name,
+            "specversion" | "id" | "source" | "type" | "datacontenttype" | "subject" | "time"
+        ) || name == schema_key
+    };
+    let extensions = members.keys().filter(|name| !is_context(name)).count();
+    if extensions > limits.max_extensions {
+        return Err(DecodeError::LimitExceeded {
+            limit: "max-extensions",
+            max: limits.max_extensions,
+            detail: format!(
+                "the event has {extensions} extension attributes, more than max-extensions ({})",
+                limits.max_extensions
+            ),
+        });
+    }
+    for (name, value) in members {
+        let limited =
+            matches!(name.as_str(), "id" | "source" | "type" | "subject") || !is_context(name);
+        if let (true, Value::String(s)) = (limited, value) {
+            if s.len() > limits.max_attribute_length {
+                return Err(DecodeError::LimitExceeded {
+                    limit: "max-attribute-length",
+                    max: limits.max_attribute_length,
+                    detail: format!(
+                        "attribute {} is {} bytes long, more than max-attribute-length ({})",
+                        echo(name),
+                        s.len(),
+                        limits.max_attribute_length
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The per-attribute rules for the context attributes that have them.
@@ -323,13 +503,27 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn event_from_json_default(value: Value) -> Result<CloudEvent, DecodeError> {
+        event_from_json_with(value, &DecodeLimits::default())
+    }
+
+    fn batch_from_json_default(value: Value) -> Result<Vec<CloudEvent>, Vec<Violation>> {
+        batch_from_json(value, &DecodeLimits::default()).map_err(listed)
+    }
+
+    fn listed(error: DecodeError) -> Vec<Violation> {
+        match error {
+            DecodeError::Invalid { violations } => violations.listed,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
     fn minimal() -> Value {
         json!({"specversion": "1.0", "id": "1", "source": "/s", "type": "t"})
     }
 
     fn reasons(value: Value) -> Vec<(Option<String>, String)> {
-        event_from_json(value)
-            .expect_err("should be rejected")
+        listed(event_from_json_default(value).expect_err("should be rejected"))
             .into_iter()
             .map(|v| (v.attribute, v.message))
             .collect()
@@ -347,7 +541,7 @@ mod tests {
 
     #[test]
     fn minimal_event_is_accepted() {
-        let e = event_from_json(minimal()).unwrap();
+        let e = event_from_json_default(minimal()).unwrap();
         assert_eq!(
             (e.id.as_str(), e.source.as_str(), e.ty.as_str()),
             ("1", "/s", "t")
@@ -386,7 +580,7 @@ mod tests {
             rejected_attribute(with(minimal(), "my_ext", json!("a"))),
             "my_ext"
         );
-        let e = event_from_json(with(
+        let e = event_from_json_default(with(
             minimal(),
             "averyveryverylongextensionname",
             json!("x"),
@@ -397,7 +591,9 @@ mod tests {
 
     #[test]
     fn time_must_be_rfc3339() {
-        assert!(event_from_json(with(minimal(), "time", json!("2018-04-05T03:56:24Z"))).is_ok());
+        assert!(
+            event_from_json_default(with(minimal(), "time", json!("2018-04-05T03:56:24Z"))).is_ok()
+        );
         assert_eq!(
             rejected_attribute(with(minimal(), "time", json!("2018-04-05 03:56"))),
             "time"
@@ -424,13 +620,13 @@ mod tests {
             rejected_attribute(with(minimal(), "data_base64", json!("***"))),
             "data_base64"
         );
-        let e = event_from_json(with(minimal(), "data_base64", json!("AAEC"))).unwrap();
+        let e = event_from_json_default(with(minimal(), "data_base64", json!("AAEC"))).unwrap();
         assert_eq!(e.data, Some(Data::Binary(vec![0, 1, 2])));
     }
 
     #[test]
     fn integer_extensions_must_fit_i32() {
-        let ok = event_from_json(with(minimal(), "count", json!(2147483647))).unwrap();
+        let ok = event_from_json_default(with(minimal(), "count", json!(2147483647))).unwrap();
         assert_eq!(
             ok.extension("count"),
             Some(&ExtensionValue::Integer(i32::MAX))
@@ -455,7 +651,7 @@ mod tests {
 
     #[test]
     fn null_optional_attributes_are_unset() {
-        let e = event_from_json(with(
+        let e = event_from_json_default(with(
             with(minimal(), "subject", Value::Null),
             "ext",
             Value::Null,
@@ -495,7 +691,7 @@ mod tests {
 
     #[test]
     fn v03_base64_data_and_schemaurl() {
-        let e = event_from_json(json!({
+        let e = event_from_json_default(json!({
             "specversion": "0.3", "id": "1", "source": "/s", "type": "t",
             "schemaurl": "https://example.com/schema", "datacontentencoding": "base64", "data": "AAEC"
         }))
@@ -504,7 +700,7 @@ mod tests {
         assert_eq!(e.data, Some(Data::Binary(vec![0, 1, 2])));
         assert_eq!(e.dataschema.as_deref(), Some("https://example.com/schema"));
         // data_base64 is not a 0.3 member, and its name is not a valid attribute name.
-        assert!(event_from_json(json!({
+        assert!(event_from_json_default(json!({
             "specversion": "0.3", "id": "1", "source": "/s", "type": "t", "data_base64": "AAEC"
         }))
         .is_err());
@@ -512,7 +708,7 @@ mod tests {
 
     #[test]
     fn non_json_data_stays_text() {
-        let e = event_from_json(json!({
+        let e = event_from_json_default(json!({
             "specversion": "1.0", "id": "1", "source": "/s", "type": "t",
             "datacontenttype": "application/xml", "data": "<a/>"
         }))
@@ -522,7 +718,7 @@ mod tests {
 
     #[test]
     fn batch_reports_each_bad_index_and_mixed_versions() {
-        let err = batch_from_json(json!([
+        let err = batch_from_json_default(json!([
             minimal(),
             {"specversion": "1.0", "source": "/s", "type": "t"},
             minimal(),
@@ -532,14 +728,14 @@ mod tests {
         let indices: Vec<_> = err.iter().map(|v| v.index).collect();
         assert_eq!(indices, vec![Some(1), Some(3)]);
 
-        let mixed = batch_from_json(json!([
+        let mixed = batch_from_json_default(json!([
             minimal(),
             with(minimal(), "specversion", json!("0.3"))
         ]))
         .unwrap_err();
         assert_eq!(mixed[0].attribute.as_deref(), Some("specversion"));
         assert_eq!(mixed[0].index, Some(1));
-        assert!(batch_from_json(json!([])).unwrap().is_empty());
-        assert!(batch_from_json(json!({})).is_err());
+        assert!(batch_from_json_default(json!([])).unwrap().is_empty());
+        assert!(batch_from_json_default(json!({})).is_err());
     }
 }

@@ -4,8 +4,10 @@
 use serde_json::{Map, Value};
 
 use super::event::{is_json_media_type, media_type_essence};
-use super::format::{assemble, batch_from_json, event_from_json};
-use super::{CloudEvent, Data, DecodeError, SpecVersion, Violation};
+use super::format::{assemble, batch_from_slice, event_from_json_with, parse_json};
+use super::{
+    echo, CloudEvent, Data, DecodeError, DecodeLimits, SpecVersion, Violation, Violations,
+};
 
 pub const STRUCTURED_JSON: &str = "application/cloudevents+json";
 pub const BATCH_JSON: &str = "application/cloudevents-batch+json";
@@ -28,9 +30,19 @@ impl ContentMode {
     }
 }
 
-/// Decode a request into events. `headers` yields (name, raw value) pairs; names compare
-/// case-insensitively. A binary or structured request yields exactly one event.
+/// Decode a request into events with the default [`DecodeLimits`].
 pub fn decode_request<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    body: &[u8],
+) -> Result<(ContentMode, Vec<CloudEvent>), DecodeError> {
+    decode_request_with(&DecodeLimits::default(), headers, body)
+}
+
+/// Decode a request into events. `headers` yields (name, raw value) pairs; names compare
+/// case-insensitively. A binary or structured request yields exactly one event. A pure
+/// function of its inputs (the fuzzing entry point for the binding).
+pub fn decode_request_with<'a>(
+    limits: &DecodeLimits,
     headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     body: &[u8],
 ) -> Result<(ContentMode, Vec<CloudEvent>), DecodeError> {
@@ -55,13 +67,11 @@ pub fn decode_request<'a>(
     };
     let essence = content_type.map(media_type_essence).unwrap_or_default();
     if essence == STRUCTURED_JSON {
-        let event = event_from_json(parse_json_body(body)?)
-            .map_err(|violations| DecodeError::Invalid { violations })?;
+        let event = event_from_json_with(parse_json(body)?, limits)?;
         return Ok((ContentMode::Structured, vec![event]));
     }
     if essence == BATCH_JSON {
-        let events = batch_from_json(parse_json_body(body)?)
-            .map_err(|violations| DecodeError::Invalid { violations })?;
+        let events = batch_from_slice(body, limits)?;
         return Ok((ContentMode::Batch, events));
     }
     if essence.starts_with("application/cloudevents") {
@@ -69,22 +79,16 @@ pub fn decode_request<'a>(
             media_type: essence,
         });
     }
-    let event = decode_binary(content_type, &ce_headers, body)
-        .map_err(|violations| DecodeError::Invalid { violations })?;
+    let event = decode_binary(content_type, &ce_headers, body, limits)?;
     Ok((ContentMode::Binary, vec![event]))
-}
-
-fn parse_json_body(body: &[u8]) -> Result<Value, DecodeError> {
-    serde_json::from_slice(body).map_err(|e| {
-        DecodeError::invalid(Violation::new(None, format!("body is not valid JSON: {e}")))
-    })
 }
 
 fn decode_binary(
     content_type: Option<&str>,
     ce_headers: &[(&str, &[u8])],
     body: &[u8],
-) -> Result<CloudEvent, Vec<Violation>> {
+    limits: &DecodeLimits,
+) -> Result<CloudEvent, DecodeError> {
     let mut violations = Vec::new();
     let mut members = Map::new();
     for (name, raw) in ce_headers {
@@ -117,21 +121,24 @@ fn decode_binary(
             None => {
                 violations.push(Violation::attr(
                     "specversion",
-                    format!("unsupported specversion {s:?}: 1.0 and 0.3 are supported"),
+                    format!(
+                        "unsupported specversion {:?}: 1.0 and 0.3 are supported",
+                        echo(s)
+                    ),
                 ));
-                return Err(violations);
+                return Err(Violations::from_iter(violations).into());
             }
         },
         None if violations.is_empty() => {
-            return Err(vec![Violation::new(
+            return Err(DecodeError::invalid(Violation::new(
                 None,
                 format!(
                     "not a CloudEvent: no ce-specversion header, and Content-Type {:?} is not a CloudEvents format ({STRUCTURED_JSON} or {BATCH_JSON})",
-                    content_type.unwrap_or("(none)")
+                    echo(content_type.unwrap_or("(none)"))
                 ),
-            )]);
+            )));
         }
-        None => return Err(violations),
+        None => return Err(Violations::from_iter(violations).into()),
     };
     // 0.3's datacontentencoding describes the encoding inside structured formats; in binary mode
     // the body is the data itself, so the header carries nothing to keep.
@@ -148,13 +155,16 @@ fn decode_binary(
             None
         }
     };
-    match assemble(specversion, members, data) {
+    match assemble(specversion, members, data, limits) {
         Ok(event) if violations.is_empty() => Ok(event),
-        Ok(_) => Err(violations),
-        Err(more) => {
-            violations.extend(more);
-            Err(violations)
+        Ok(_) => Err(Violations::from_iter(violations).into()),
+        Err(DecodeError::Invalid { violations: more }) => {
+            let mut all = Violations::from_iter(violations);
+            all.extend(more.listed);
+            all.more += more.more;
+            Err(all.into())
         }
+        Err(other) => Err(other),
     }
 }
 
@@ -168,7 +178,10 @@ fn binary_data(content_type: Option<&str>, body: &[u8]) -> Result<Option<Data>, 
             .map_err(|e| {
                 Violation::attr(
                     "data",
-                    format!("Content-Type is {ct} but the body is not valid JSON: {e}"),
+                    format!(
+                        "Content-Type is {} but the body is not valid JSON: {e}",
+                        echo(ct)
+                    ),
                 )
             }),
         Some(ct) if is_text_media_type(ct) => Ok(Some(match String::from_utf8(body.to_vec()) {
@@ -356,7 +369,7 @@ mod tests {
 
     fn violation_of(result: Result<Vec<CloudEvent>, DecodeError>) -> Violation {
         match result {
-            Err(DecodeError::Invalid { violations }) => violations[0].clone(),
+            Err(DecodeError::Invalid { violations }) => violations.listed[0].clone(),
             other => panic!("expected Invalid, got {other:?}"),
         }
     }

@@ -14,7 +14,15 @@ use serde_json::{json, Value};
 use thiserror::Error;
 
 use super::render::RenderOutcome;
-use crate::cli::OutputFormat;
+
+/// How `--dry-run` prints the templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// A multi-document YAML stream, as `kubectl apply -f` takes it.
+    Yaml,
+    /// A `v1` `List`.
+    Json,
+}
 
 /// Why a directory of manifests could not be read. Every variant names the file.
 #[derive(Debug, Error)]

@@ -1,4 +1,4 @@
-//! The pure function from template Jobs to Argo WorkflowTemplates (DESIGN section 7).
+//! The pure function from template Jobs to Argo WorkflowTemplates (see `docs/discovery.md`).
 //!
 //! This module owns the shape of every generated `tenant-lifecycle-<action>` WorkflowTemplate:
 //! its parameters, the per-tenant mutex, the DAG of bridge tasks ordered by `depends-on`
@@ -23,7 +23,7 @@ use super::template_job::{
     is_valid_action, JobRef, TemplateJob, DEPENDS_ON_ANNOTATION, RETRIES_ANNOTATION,
     TEMPLATE_LABEL, TIMEOUT_ANNOTATION,
 };
-use crate::cli::DiscoverArgs;
+use super::DiscoverSettings;
 
 /// Label on every generated WorkflowTemplate (value [`MANAGED_BY_VALUE`]): what the
 /// reconciler may prune.
@@ -108,11 +108,11 @@ pub struct RenderConfig {
 }
 
 impl RenderConfig {
-    /// The render settings of `discover`'s flags. Actions may be given as `upsert` or
+    /// The render part of `discover`'s settings. Actions may be given as `upsert` or
     /// `lifecycle.upsert`; blanks and duplicates are dropped.
-    pub fn from_args(args: &DiscoverArgs) -> Self {
+    pub fn from_settings(settings: &DiscoverSettings) -> Self {
         let mut actions: Vec<String> = Vec::new();
-        for action in &args.actions {
+        for action in &settings.actions {
             let action = action.trim();
             let action = action.strip_prefix("lifecycle.").unwrap_or(action);
             if !action.is_empty() && !actions.iter().any(|known| known == action) {
@@ -120,12 +120,12 @@ impl RenderConfig {
             }
         }
         RenderConfig {
-            workflow_namespace: args.workflow_namespace.clone(),
-            bridge_service_account: args.bridge_service_account.clone(),
-            job_ttl: args.job_ttl.into(),
-            default_timeout: args.default_timeout.into(),
+            workflow_namespace: settings.workflow_namespace.clone(),
+            bridge_service_account: settings.bridge_service_account.clone(),
+            job_ttl: settings.job_ttl,
+            default_timeout: settings.default_timeout,
             actions,
-            object_storage_secret: args
+            object_storage_secret: settings
                 .object_storage_secret
                 .clone()
                 .filter(|secret| !secret.trim().is_empty()),

@@ -30,7 +30,7 @@ use super::offline;
 use super::reconcile::Reconciler;
 use super::render::{render, RenderConfig, RenderOutcome};
 use super::template_job::{classify, Classified, IgnoredJob, TemplateJob, TEMPLATE_LABEL};
-use crate::cli::DiscoverArgs;
+use super::DiscoverSettings;
 use crate::telemetry::ErrorChain;
 
 /// How often the leader re-syncs without any Job change: restores a template someone deleted
@@ -285,15 +285,15 @@ fn lease_identity() -> String {
 /// or `shutdown` fires (`None` then).
 async fn start_leader_election(
     client: &Client,
-    args: &DiscoverArgs,
+    settings: &DiscoverSettings,
     metrics: &DiscoveryMetrics,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Option<Leadership> {
     let identity = lease_identity();
     let mut backoff = MIN_RETRY_BACKOFF;
     loop {
-        let built = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-            .with_namespace(&args.workflow_namespace)
+        let built = LeaseManagerBuilder::new(client.clone(), &settings.lease_name)
+            .with_namespace(&settings.workflow_namespace)
             .with_identity(&identity)
             // One SSA field manager per replica, so two replicas conflict instead of sharing.
             .with_field_manager(format!("tenant-gateway-lease-{identity}"))
@@ -301,7 +301,7 @@ async fn start_leader_election(
             .await;
         match built {
             Ok(manager) => {
-                tracing::info!(lease = %args.lease_name, namespace = %args.workflow_namespace, identity = %identity, "competing for the discovery Lease");
+                tracing::info!(lease = %settings.lease_name, namespace = %settings.workflow_namespace, identity = %identity, "competing for the discovery Lease");
                 let (state, task) = manager.watch().await;
                 return Some(Leadership::Lease { state, task });
             }
@@ -319,44 +319,48 @@ async fn start_leader_election(
 }
 
 /// Run discovery against the cluster until `shutdown` resolves (or, with `--once`, until one
-/// sync is done). Serves `/healthz`, `/readyz` and `/metrics` on `args.listen` meanwhile.
+/// sync is done). Serves `/healthz`, `/readyz` and `/metrics` on `settings.listen` meanwhile.
 ///
-/// `args.from_dir` is not looked at here: offline discovery needs no cluster.
+/// `settings.from_dir` is not looked at here: offline discovery needs no cluster.
 pub async fn run(
-    args: DiscoverArgs,
+    settings: DiscoverSettings,
     client: Client,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let metrics = DiscoveryMetrics::new();
     let readiness = Arc::new(Readiness::default());
-    let health = HealthServer::start(args.listen, metrics.clone(), readiness.clone())?;
-    let result = run_loop(&args, client, shutdown, &metrics, &readiness).await;
+    let health = HealthServer::start(settings.listen, metrics.clone(), readiness.clone())?;
+    let result = run_loop(&settings, client, shutdown, &metrics, &readiness).await;
     health.stop().await;
     result
 }
 
 /// Everything of [`run`] but the HTTP listener.
 async fn run_loop(
-    args: &DiscoverArgs,
+    settings: &DiscoverSettings,
     client: Client,
     shutdown: impl Future<Output = ()>,
     metrics: &DiscoveryMetrics,
     readiness: &Readiness,
 ) -> anyhow::Result<()> {
     let mut shutdown = std::pin::pin!(shutdown);
-    let debounce: Duration = args.debounce.into();
-    let render_config = RenderConfig::from_args(args);
-    let mut reconciler = Reconciler::new(client.clone(), &args.workflow_namespace, metrics.clone());
-    let mut memory = JobMemory::new(args.disappearance_grace.into());
-    let mut watch = JobWatch::start(&client, &args.namespaces);
+    let debounce = settings.debounce;
+    let render_config = RenderConfig::from_settings(settings);
+    let mut reconciler = Reconciler::new(
+        client.clone(),
+        &settings.workflow_namespace,
+        metrics.clone(),
+    );
+    let mut memory = JobMemory::new(settings.disappearance_grace);
+    let mut watch = JobWatch::start(&client, &settings.namespaces);
 
-    let mut leadership = if args.leader_election && !args.dry_run {
-        match start_leader_election(&client, args, metrics, &mut shutdown).await {
+    let mut leadership = if settings.leader_election && !settings.dry_run {
+        match start_leader_election(&client, settings, metrics, &mut shutdown).await {
             Some(l) => l,
             None => return Ok(()),
         }
     } else {
-        if args.leader_election {
+        if settings.leader_election {
             tracing::info!("--dry-run writes nothing: leader election skipped");
         }
         Leadership::Always
@@ -371,11 +375,11 @@ async fn run_loop(
     let mut first_change_at: Option<Instant> = None;
     let mut retry_backoff = MIN_RETRY_BACKOFF;
     tracing::info!(
-        namespaces = ?args.namespaces,
-        workflow_namespace = %args.workflow_namespace,
+        namespaces = ?settings.namespaces,
+        workflow_namespace = %settings.workflow_namespace,
         debounce = ?debounce,
-        grace = ?args.disappearance_grace,
-        leader_election = args.leader_election,
+        grace = ?settings.disappearance_grace,
+        leader_election = settings.leader_election,
         "discovery started"
     );
 
@@ -426,7 +430,7 @@ async fn run_loop(
                     }
                     let state = desired_state(
                         memory.effective_jobs(now).iter().map(|j| j.as_ref()),
-                        &args.annotation_key,
+                        &settings.annotation_key,
                         &render_config,
                         &render_config.actions,
                     );
@@ -438,19 +442,19 @@ async fn run_loop(
                         tracing::debug!("follower: desired state rebuilt, not applied");
                         continue;
                     }
-                    match apply_desired(args, &mut reconciler, &state).await {
+                    match apply_desired(settings, &mut reconciler, &state).await {
                         Ok(()) => {
                             readiness.mark_synced_once();
                             retry_backoff = MIN_RETRY_BACKOFF;
-                            if args.once {
+                            if settings.once {
                                 break;
                             }
-                            if !args.dry_run {
+                            if !settings.dry_run {
                                 rebuild_at = Some(now + RESYNC_INTERVAL);
                             }
                         }
                         Err(e) => {
-                            if args.once {
+                            if settings.once {
                                 leadership.release().await;
                                 return Err(e);
                             }
@@ -481,7 +485,7 @@ async fn run_loop(
                             readiness.set_watch_synced(watch.all_synced());
                             let now = Instant::now();
                             let first = *first_change_at.get_or_insert(now);
-                            rebuild_at = Some(if args.once {
+                            rebuild_at = Some(if settings.once {
                                 now
                             } else {
                                 // Debounce, but a steady trickle of changes must not postpone
@@ -504,23 +508,26 @@ async fn run_loop(
 
 /// `--dry-run`: print exactly what would be applied (and log the ignored Jobs, whose Events a
 /// real run would create).
-pub(crate) fn print_desired(args: &DiscoverArgs, state: &DesiredState) -> anyhow::Result<()> {
+pub(crate) fn print_desired(
+    settings: &DiscoverSettings,
+    state: &DesiredState,
+) -> anyhow::Result<()> {
     for job in &state.ignored {
         tracing::warn!(job.namespace = %job.reference.namespace, job.name = %job.reference.name, reason = %job.reason, "template Job ignored");
     }
     let mut out = std::io::stdout().lock();
-    offline::print_templates(&state.outcome, args.output, &mut out)
+    offline::print_templates(&state.outcome, settings.output, &mut out)
         .context("cannot print the rendered WorkflowTemplates")
 }
 
 /// Print (`--dry-run`) or sync the desired state.
 pub(crate) async fn apply_desired(
-    args: &DiscoverArgs,
+    settings: &DiscoverSettings,
     reconciler: &mut Reconciler,
     state: &DesiredState,
 ) -> anyhow::Result<()> {
-    if args.dry_run {
-        return print_desired(args, state);
+    if settings.dry_run {
+        return print_desired(settings, state);
     }
     for (action, problem) in &state.outcome.problems {
         tracing::warn!(action = %action, problem = %problem, "action failed to render; its last good template stays");

@@ -15,8 +15,16 @@
 //! tenant's pending emissions in the tenant's delivery order (an in-place replay of the dead
 //! emission first), page by page, while its position-ordered reads skip that tenant; rows they
 //! meet later that the catch-up already read are skipped too.
+//!
+//! With several replicas on one journal ([`DispatchScope::Leased`]) a replica delivers only
+//! the tenants of the buckets it holds (see `ownership` and `leases`): rows of other buckets are
+//! left to their owners; a lost bucket's tenants are forgotten at once, and a worker's attempt
+//! in flight for one is cancelled and recorded nowhere, exactly as on stop (the new owner
+//! sends the same emission again); a gained bucket's parked tenants and in-place replays are
+//! read from the journal and its rows read from the start of the outbox. Unparks reach the
+//! owner by `NOTIFY`, and a periodic resync re-reads the parked tenants in case one was missed.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -25,6 +33,8 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::emission::{EncodedEmission, QueuedEmission};
+use super::leases::{self, LeaseError, LeaseKeeper, LeaseSettings, Signal};
+use super::ownership::{bucket_of, Grant, TenantOwnership};
 use super::retry::RetryPolicy;
 use super::sinks::{DeliveryOutcome, Sink};
 use super::tenant_book::{BookEntry, Queued, TenantBook, READ_PAGE};
@@ -75,6 +85,47 @@ pub struct DispatchProgress {
     pub attempts: u64,
 }
 
+/// Which tenants this replica dispatches: chosen from the journal backend.
+pub enum DispatchScope {
+    /// The only replica (SQLite): every tenant, no leases.
+    Everything,
+    /// One of several replicas on a PostgreSQL journal: the tenants of the buckets it leases.
+    Leased {
+        /// Renews and balances the bucket leases.
+        keeper: LeaseKeeper,
+        /// The journal's database: peer notifications (unparks, commits).
+        pool: sqlx::PgPool,
+    },
+}
+
+/// How often a leased replica re-reads which tenants are parked: the backstop for an unpark
+/// notification that never arrived (NOTIFY is not delivered to a listener that was
+/// reconnecting).
+const RESYNC_EVERY: Duration = Duration::from_secs(30);
+
+impl DispatchScope {
+    /// The scope of a journal: SQLite has a single replica, which owns every tenant.
+    // The PostgreSQL journal's arm: `Self::leased(pool, LeaseSettings::default())`.
+    pub async fn for_journal(journal: &EventJournal) -> Result<DispatchScope, LeaseError> {
+        match journal {
+            EventJournal::Sqlite(_) => Ok(DispatchScope::Everything),
+            // Several replicas may share the database: each delivers the buckets it leases.
+            EventJournal::Postgres(journal) => {
+                Self::leased(journal.pool().clone(), LeaseSettings::default()).await
+            }
+        }
+    }
+
+    /// Leases tenant buckets in `pool` (creating the lease tables if needed).
+    pub async fn leased(
+        pool: sqlx::PgPool,
+        settings: LeaseSettings,
+    ) -> Result<DispatchScope, LeaseError> {
+        let keeper = LeaseKeeper::start(pool.clone(), settings).await?;
+        Ok(DispatchScope::Leased { keeper, pool })
+    }
+}
+
 /// The running dispatcher. Stop it with [`Dispatcher::stop`] before closing the journal.
 pub struct Dispatcher {
     /// State shared with the coordinator and the workers.
@@ -85,22 +136,79 @@ pub struct Dispatcher {
     coordinator: tokio::task::JoinHandle<()>,
     /// Progress, for [`Dispatcher::progress`].
     progress: watch::Receiver<DispatchProgress>,
+    /// The lease keeper, stopped (its leases given back) after the coordinator.
+    keeper: Option<LeaseKeeper>,
 }
 
 /// What the admin API may ask of a running dispatcher; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct DispatchControl {
     /// Into the coordinator, which applies commands between its reads.
-    commands: mpsc::UnboundedSender<String>,
+    commands: mpsc::UnboundedSender<Signal>,
+    /// With several replicas: where to tell the others (the tenant's owner may be one).
+    peers: Option<sqlx::PgPool>,
+    /// Whether this replica runs the bulk replay jobs (always, when it is the only one).
+    ownership: TenantOwnership,
+    /// Woken when another replica announced a new bulk replay job.
+    replay_jobs: Arc<Notify>,
 }
 
 impl DispatchControl {
+    /// Resolves once this replica may run bulk replay jobs: at once for the only replica, else
+    /// when it holds the runner's lease (one replica at a time; another takes over when the
+    /// holder dies).
+    pub async fn replay_turn(&self) {
+        self.ownership.replay_turn().await;
+    }
+
+    /// Whether this replica may run bulk replay jobs now; checked before every batch.
+    pub fn runs_replay_jobs(&self) -> bool {
+        self.ownership.runs_replay_jobs()
+    }
+
+    /// Tells the replica that runs the bulk replay jobs that one was created (if not this one).
+    pub fn announce_replay_job(&self) {
+        if let Some(pool) = self.peers.clone() {
+            tokio::spawn(async move {
+                if let Err(error) = leases::notify_replay_job(&pool).await {
+                    tracing::warn!(
+                        error = %crate::telemetry::ErrorChain(&error),
+                        "announcing a replay job to the other replicas failed"
+                    );
+                }
+            });
+        }
+    }
+
+    /// Resolves when another replica announced a new bulk replay job (never with one replica).
+    pub async fn replay_job_announced(&self) {
+        self.replay_jobs.notified().await;
+    }
+
     /// Takes `tenant` up again after an operator replayed or skipped the dead emission that
     /// parked it (the journal says it has no dead emission left): its pending emissions are
-    /// read again, in its delivery order. A tenant that is not parked is left alone.
+    /// read again, in its delivery order. A tenant that is not parked is left alone. With
+    /// several replicas the owner is told by `NOTIFY` (here too, if it is this one).
     pub fn unpark(&self, tenant: &str) {
-        // Fails only once the dispatcher has stopped; a restart reads the journal anyway.
-        let _ = self.commands.send(tenant.to_owned());
+        // One unpark per operator action: sent here directly, or (several replicas) by
+        // NOTIFY, which reaches this replica too. Two would unpark a tenant whose replay died
+        // again in between.
+        let Some(pool) = self.peers.clone() else {
+            // Fails only once the dispatcher has stopped; a restart reads the journal anyway.
+            let _ = self.commands.send(Signal::Unpark(tenant.to_owned()));
+            return;
+        };
+        let tenant = tenant.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = leases::notify_unpark(&pool, &tenant).await {
+                // The owner's periodic resync finds the tenant unparked anyway.
+                tracing::warn!(
+                    tenant,
+                    error = %crate::telemetry::ErrorChain(&error),
+                    "telling the other replicas about an unpark failed"
+                );
+            }
+        });
     }
 }
 
@@ -110,6 +218,8 @@ struct Shared {
     journal: EventJournal,
     /// Where emissions go.
     sink: Sink,
+    /// Which tenants are this replica's to deliver.
+    ownership: TenantOwnership,
     /// Concurrency, buffer, retries, instance URI.
     settings: DispatchSettings,
     /// Delivery counters and latency, parked tenants.
@@ -257,20 +367,39 @@ impl Shared {
 
 impl Dispatcher {
     /// Starts delivering the journal's pending emissions to `sink`, resuming whatever a previous
-    /// run left pending.
+    /// run left pending; the only replica ([`DispatchScope::Everything`]).
     pub fn start(
         journal: EventJournal,
         sink: Sink,
         settings: DispatchSettings,
         metrics: GatewayMetrics,
     ) -> Dispatcher {
+        Self::start_in(journal, sink, settings, metrics, DispatchScope::Everything)
+    }
+
+    /// Like [`start`](Self::start), delivering only the tenants `scope` gives this replica.
+    pub fn start_in(
+        journal: EventJournal,
+        sink: Sink,
+        settings: DispatchSettings,
+        metrics: GatewayMetrics,
+        scope: DispatchScope,
+    ) -> Dispatcher {
         let (progress_tx, progress) = watch::channel(DispatchProgress::default());
         let (commands_tx, commands) = mpsc::unbounded_channel();
-        let book = TenantBook::new(settings.buffer);
+        let mut book = TenantBook::new(settings.buffer);
+        let (ownership, keeper, peers) = match scope {
+            DispatchScope::Everything => (TenantOwnership::Everything, None, None),
+            DispatchScope::Leased { keeper, pool } => {
+                book.hold_only();
+                (keeper.ownership(), Some(keeper), Some(pool))
+            }
+        };
         let shared = Arc::new(Shared {
             permits: Semaphore::new(settings.concurrency.max(1)),
             journal,
             sink,
+            ownership,
             settings,
             metrics,
             tenants: Mutex::new(book),
@@ -281,13 +410,26 @@ impl Dispatcher {
         });
         let coordinator = tokio::spawn(run_coordinator(Arc::clone(&shared), commands));
         tokio::spawn(run_prober(Arc::clone(&shared)));
+        let replay_jobs = Arc::new(Notify::new());
+        if let Some(pool) = peers.clone() {
+            tokio::spawn(run_peer_signals(
+                Arc::clone(&shared),
+                pool,
+                commands_tx.clone(),
+                Arc::clone(&replay_jobs),
+            ));
+        }
         Dispatcher {
-            shared,
             control: DispatchControl {
                 commands: commands_tx,
+                peers,
+                ownership: shared.ownership.clone(),
+                replay_jobs,
             },
+            shared,
             coordinator,
             progress,
+            keeper,
         }
     }
 
@@ -308,7 +450,46 @@ impl Dispatcher {
         if let Err(error) = self.coordinator.await {
             tracing::error!(%error, "dispatch coordinator ended abnormally");
         }
+        // Nothing is in flight any more: the buckets may go to the other replicas at once.
+        if let Some(keeper) = self.keeper {
+            keeper.stop().await;
+        }
     }
+}
+
+/// Forwards the other replicas' notifications to the coordinator and asks it to resync
+/// every [`RESYNC_EVERY`], until stopped.
+async fn run_peer_signals(
+    shared: Arc<Shared>,
+    pool: sqlx::PgPool,
+    commands: mpsc::UnboundedSender<Signal>,
+    replay_jobs: Arc<Notify>,
+) {
+    let (signals_tx, mut signals) = mpsc::unbounded_channel();
+    let listener = tokio::spawn(leases::listen_to_peers(pool, signals_tx));
+    let mut resync = tokio::time::interval(RESYNC_EVERY);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; the listener's first Resync covers the start.
+    resync.tick().await;
+    loop {
+        let signal = tokio::select! {
+            () = shared.stopped() => break,
+            _ = resync.tick() => Signal::Resync,
+            signal = signals.recv() => match signal {
+                Some(signal) => signal,
+                None => break,
+            },
+        };
+        if signal == Signal::ReplayJob {
+            // For the replay job runner, not the coordinator; kept if it is busy.
+            replay_jobs.notify_one();
+            continue;
+        }
+        if commands.send(signal).is_err() {
+            break;
+        }
+    }
+    listener.abort();
 }
 
 /// Pages read from the journal and still being decoded and encoded, at most: reading the next
@@ -330,12 +511,15 @@ struct PageInFlight {
 }
 
 /// Reads pending emissions into the tenant queues and starts workers, until stopped.
-async fn run_coordinator(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<String>) {
+async fn run_coordinator(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Signal>) {
     let mut commits = shared.journal.subscribe_commits();
+    let mut ownership = shared.ownership.clone();
     let mut workers = JoinSet::new();
-    if !load_parked(&shared).await {
+    if !load_parked(&shared, None).await {
         return;
     }
+    // The buckets held and their grants, as last applied to the book (leased scope only).
+    let mut holdings: BTreeMap<u16, u64> = BTreeMap::new();
     // Position of the last emission read; everything after it is still in the journal.
     let mut cursor = 0;
     let mut pages: VecDeque<PageInFlight> = VecDeque::new();
@@ -428,7 +612,18 @@ async fn run_coordinator(shared: Arc<Shared>, mut commands: mpsc::UnboundedRecei
                 }
             }
             () = shared.room.notified() => {}
-            Some(tenant) = commands.recv() => unpark(&shared, &tenant),
+            () = ownership.changed() => {
+                if !apply_ownership(&shared, &mut holdings, &mut cursor, &mut pages).await {
+                    break;
+                }
+            }
+            Some(signal) = commands.recv() => match signal {
+                Signal::Unpark(tenant) => unpark(&shared, &tenant),
+                // Another replica committed: the next loop reads.
+                Signal::Commit => {}
+                Signal::Resync => resync_parked(&shared).await,
+                Signal::ReplayJob => {}
+            },
             Some(result) = workers.join_next(), if !workers.is_empty() => {
                 if let Err(error) = result {
                     tracing::error!(%error, "dispatch worker ended abnormally");
@@ -489,10 +684,85 @@ fn encode_page(
     }
 }
 
+/// Applies a change of the held buckets: lost ones are forgotten, gained ones read (their
+/// parked tenants and in-place replays, then their rows from the start of the outbox); false
+/// if stopped meanwhile.
+async fn apply_ownership(
+    shared: &Arc<Shared>,
+    holdings: &mut BTreeMap<u16, u64>,
+    cursor: &mut i64,
+    pages: &mut VecDeque<PageInFlight>,
+) -> bool {
+    let Some(now) = shared.ownership.current() else {
+        return true;
+    };
+    let lost: HashSet<u16> = holdings
+        .iter()
+        .filter(|(bucket, grant)| now.get(bucket) != Some(grant))
+        .map(|(bucket, _)| *bucket)
+        .collect();
+    let gained: HashSet<u16> = now
+        .iter()
+        .filter(|(bucket, grant)| holdings.get(bucket) != Some(grant))
+        .map(|(bucket, _)| *bucket)
+        .collect();
+    *holdings = now;
+    if !lost.is_empty() {
+        tracing::info!(
+            buckets = lost.len(),
+            "tenant buckets lost; their tenants are left to their new owner"
+        );
+        let mut tenants = shared.tenants();
+        if tenants.lose(&lost) {
+            shared.room.notify_one();
+        }
+        shared
+            .metrics
+            .parked_tenants
+            .set(i64::try_from(tenants.parked_count()).unwrap_or(i64::MAX));
+    }
+    if gained.is_empty() {
+        return true;
+    }
+    tracing::info!(
+        buckets = gained.len(),
+        "tenant buckets gained; reading their pending events"
+    );
+    // Rows of pages in flight are not queued yet: they are read again.
+    let queued_to = pages.front().map_or(*cursor, |page| page.after);
+    for page in pages.drain(..) {
+        page.task.abort();
+    }
+    shared.tenants().gain(&gained, queued_to);
+    *cursor = 0;
+    load_parked(shared, Some(&gained)).await
+}
+
+/// Unparks every tenant parked here that the journal no longer has parked (an unpark notice
+/// that did not arrive).
+async fn resync_parked(shared: &Shared) {
+    let mark = shared.tenants().durable_mark();
+    match shared.journal.parked_tenants().await {
+        Ok(parked) => {
+            let parked: HashSet<String> = parked.into_iter().collect();
+            let unparked = shared.tenants().parked_but_not_in(&parked, mark);
+            for tenant in unparked {
+                unpark(shared, &tenant);
+            }
+        }
+        // The next resync tries again.
+        Err(error) => tracing::warn!(
+            error = %crate::telemetry::ErrorChain(&error),
+            "re-reading the parked tenants failed"
+        ),
+    }
+}
+
 /// Reads which tenants are parked, and which have an in-place replay pending (they start
-/// catching up: the replay goes before the emissions that waited behind its dead one); false
-/// if stopped before it succeeded.
-async fn load_parked(shared: &Shared) -> bool {
+/// catching up: the replay goes before the emissions that waited behind its dead one), of the
+/// held buckets (of `only`, if given); false if stopped before it succeeded.
+async fn load_parked(shared: &Shared, only: Option<&HashSet<u16>>) -> bool {
+    let wanted = |tenant: &String| only.is_none_or(|only| only.contains(&bucket_of(tenant)));
     loop {
         let read = async {
             let parked = shared.journal.parked_tenants().await?;
@@ -501,17 +771,22 @@ async fn load_parked(shared: &Shared) -> bool {
         };
         match read.await {
             Ok((parked, replayed)) => {
+                let parked: Vec<String> = parked.into_iter().filter(wanted).collect();
+                let replayed: Vec<String> = replayed.into_iter().filter(wanted).collect();
+                let mut tenants = shared.tenants();
+                tenants.load(parked, replayed);
+                let count = tenants.parked_count();
+                drop(tenants);
                 shared
                     .metrics
                     .parked_tenants
-                    .set(i64::try_from(parked.len()).unwrap_or(i64::MAX));
-                if !parked.is_empty() {
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+                if count > 0 {
                     tracing::warn!(
-                        tenants = parked.len(),
+                        tenants = count,
                         "tenants are parked behind dead events; replay or skip them"
                     );
                 }
-                shared.tenants().load(parked, replayed);
                 return true;
             }
             Err(error) => {
@@ -535,7 +810,9 @@ fn enqueue(shared: &Arc<Shared>, workers: &mut JoinSet<()>, emissions: Vec<Queue
     let mut tenants = shared.tenants();
     for emission in emissions {
         if let Some((tenant, Queued::StartWorker)) = tenants.queue_read(emission) {
-            workers.spawn(run_tenant(Arc::clone(shared), tenant));
+            if let Some(worker) = tenants.worker_of(&tenant) {
+                workers.spawn(run_tenant(Arc::clone(shared), tenant, worker));
+            }
         }
     }
 }
@@ -570,30 +847,40 @@ async fn catch_up_page(
     let emissions = encode_page(shared, page)
         .await
         .map_err(|error| JournalError::Query(sqlx::Error::Protocol(error.to_string())))??;
-    // `None`: parked again meanwhile (its replay died), the catch-up is over.
-    if shared.tenants().queue_catch_up(tenant, emissions, full) == Some(Queued::StartWorker) {
-        workers.spawn(run_tenant(Arc::clone(shared), tenant.to_owned()));
+    // `None`: parked again meanwhile (its replay died) or its bucket lost, the catch-up is
+    // over.
+    let mut tenants = shared.tenants();
+    if tenants.queue_catch_up(tenant, emissions, full) == Some(Queued::StartWorker) {
+        if let Some(worker) = tenants.worker_of(tenant) {
+            workers.spawn(run_tenant(Arc::clone(shared), tenant.to_owned(), worker));
+        }
     }
     Ok(())
 }
 
-/// Delivers one tenant's queue in order until it is empty, the tenant is parked, or stop.
-async fn run_tenant(shared: Arc<Shared>, tenant: String) {
+/// Delivers one tenant's queue in order until it is empty, the tenant is parked, its bucket
+/// lost, or stop. `worker` is the book's id of this worker's queue.
+async fn run_tenant(shared: Arc<Shared>, tenant: String, worker: u64) {
     loop {
-        let taken = shared.tenants().take_next(&tenant);
+        let taken = shared.tenants().take_next(&tenant, worker);
         let Some((next, room)) = taken else {
             return;
         };
         if room {
             shared.room.notify_one();
         }
-        match deliver(&shared, next).await {
+        let outcome = match shared.ownership.grant(&tenant) {
+            Some(grant) => deliver(&shared, next, grant).await,
+            // The bucket is gone: the coordinator forgets the queue as soon as it sees it.
+            None => None,
+        };
+        match outcome {
             Some(EmissionStatus::Delivered) => {}
             // `park` already took the queue; after an unpark a new worker may own the tenant.
             Some(EmissionStatus::Dead) => return,
-            // Stopped: what is left stays pending in the journal.
+            // Stopped, or the bucket lost: what is left stays pending in the journal.
             Some(EmissionStatus::Pending) | None => {
-                if shared.tenants().drop_queue(&tenant) {
+                if shared.tenants().drop_queue(&tenant, worker) {
                     shared.room.notify_one();
                 }
                 return;
@@ -616,8 +903,13 @@ fn park(shared: &Shared, tenant: &str) {
         .set(i64::try_from(tenants.parked_count()).unwrap_or(i64::MAX));
 }
 
-/// Attempts `emission` until it is delivered or dead; `None` if stopped first.
-async fn deliver(shared: &Arc<Shared>, emission: QueuedEmission) -> Option<EmissionStatus> {
+/// Attempts `emission` until it is delivered or dead; `None` if stopped or `grant` lost
+/// first.
+async fn deliver(
+    shared: &Arc<Shared>,
+    emission: QueuedEmission,
+    grant: Grant,
+) -> Option<EmissionStatus> {
     let span = tracing::info_span!(
         "dispatch",
         event_id = %emission.event_id,
@@ -627,7 +919,7 @@ async fn deliver(shared: &Arc<Shared>, emission: QueuedEmission) -> Option<Emiss
     );
     async {
         match &emission.encoded {
-            Ok(encoded) => attempt_until_final(shared, &emission, encoded).await,
+            Ok(encoded) => attempt_until_final(shared, &emission, encoded, grant).await,
             Err(error) => {
                 // A corrupt row can never be sent: dead at once, recorded like any attempt.
                 let now = chrono::Utc::now();
@@ -643,11 +935,16 @@ async fn deliver(shared: &Arc<Shared>, emission: QueuedEmission) -> Option<Emiss
                     error: Some(error.to_string()),
                     emission_status: EmissionStatus::Dead,
                 };
+                if !shared.ownership.holds(grant) {
+                    return None;
+                }
                 tracing::error!(%error, "event cannot be emitted; it is dead and its tenant parked");
                 park(shared, &emission.tenant);
-                record_durably(shared, record)
-                    .await
-                    .then_some(EmissionStatus::Dead)
+                let recorded = record_durably(shared, record, grant).await;
+                if recorded {
+                    shared.tenants().park_is_durable(&emission.tenant);
+                }
+                recorded.then_some(EmissionStatus::Dead)
             }
         }
     }
@@ -655,11 +952,13 @@ async fn deliver(shared: &Arc<Shared>, emission: QueuedEmission) -> Option<Emiss
     .await
 }
 
-/// The retry loop of one emission.
+/// The retry loop of one emission. Losing `grant` is handled like stop: the attempt in flight
+/// is cancelled and nothing is recorded, so the new owner sends the same emission again.
 async fn attempt_until_final(
     shared: &Arc<Shared>,
     emission: &QueuedEmission,
     encoded: &EncodedEmission,
+    grant: Grant,
 ) -> Option<EmissionStatus> {
     let sink = shared.sink.kind();
     let mut attempt = emission.attempts;
@@ -667,8 +966,13 @@ async fn attempt_until_final(
     loop {
         let permit = tokio::select! {
             () = shared.stopped() => return None,
+            () = shared.ownership.lost(grant) => return None,
             permit = shared.permits.acquire() => permit.ok()?,
         };
+        // Checked after the wait for a permit: no attempt starts once the grant ran out.
+        if !shared.ownership.holds(grant) {
+            return None;
+        }
         attempt += 1;
         shared.health.attempt_started();
         let started_at = chrono::Utc::now();
@@ -676,6 +980,7 @@ async fn attempt_until_final(
         let outcome = async {
             tokio::select! {
                 () = shared.stopped() => None,
+                () = shared.ownership.lost(grant) => None,
                 outcome = shared.sink.deliver(&encoded.id, &encoded.body) => Some(outcome),
             }
         }
@@ -730,6 +1035,11 @@ async fn attempt_until_final(
             error: error.clone(),
             emission_status,
         };
+        // A record made after the bucket went could race the new owner's record of the same
+        // attempt number: leave the emission as stored, for the new owner.
+        if !shared.ownership.holds(grant) {
+            return None;
+        }
         if emission_status == EmissionStatus::Delivered {
             tracing::debug!(attempt, workflow = %encoded.workflow_name, "delivered");
             return submit_delivered(shared, record).await;
@@ -737,8 +1047,11 @@ async fn attempt_until_final(
         if emission_status == EmissionStatus::Dead {
             park(shared, &emission.tenant);
         }
-        if !record_durably(shared, record).await {
+        if !record_durably(shared, record, grant).await {
             return None;
+        }
+        if emission_status == EmissionStatus::Dead {
+            shared.tenants().park_is_durable(&emission.tenant);
         }
         shared.progress.send_modify(|progress| {
             progress.attempts += 1;
@@ -771,7 +1084,11 @@ async fn attempt_until_final(
                     retry_in = ?wait,
                     "delivery failed; retrying"
                 );
-                if !sleep_backoff(shared, wait).await {
+                let slept = tokio::select! {
+                    slept = sleep_backoff(shared, wait) => slept,
+                    () = shared.ownership.lost(grant) => false,
+                };
+                if !slept {
                     return None;
                 }
             }
@@ -805,9 +1122,13 @@ async fn submit_delivered(shared: &Arc<Shared>, record: AttemptRecord) -> Option
 }
 
 /// Writes `record` to the journal, retrying while the store is unavailable; false if the
-/// journal closed or the dispatcher stopped first (the emission then stays as it was stored).
-async fn record_durably(shared: &Shared, record: AttemptRecord) -> bool {
+/// journal closed, the dispatcher stopped or `grant` was lost first (the emission then stays
+/// as it was stored).
+async fn record_durably(shared: &Shared, record: AttemptRecord, grant: Grant) -> bool {
     loop {
+        if !shared.ownership.holds(grant) {
+            return false;
+        }
         match shared.journal.record_attempts(vec![record.clone()]).await {
             Ok(()) => return true,
             Err(AppendError::Closed) => return false,

@@ -1,10 +1,8 @@
-//! From a pending emission in the journal to the bytes a sink sends: the canonical CloudEvent of
-//! DESIGN.md section 4 in structured JSON.
-
-use std::collections::BTreeMap;
+//! From a pending emission in the journal to the bytes a sink sends: the canonical CloudEvent
+//! (`docs/normalization.md`, "The canonical event") in structured JSON.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::sinks::ArgoRouting;
@@ -13,35 +11,7 @@ use crate::cloudevents::CloudEvent;
 use crate::cloudevents::ExtensionValue;
 use crate::journal::{PendingEmission, StoredEvent};
 use crate::normalize::canonical::{canonical_event, EmissionInput};
-use crate::normalize::{Lifecycle, ObjectStorage};
-
-/// What normalization found besides tenant and action, as the journal keeps it (the `lifecycle`
-/// column): fixed at ingest, so a rules change never alters what an accepted event emits.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LifecycleDetails {
-    /// Named values for the workflow, from the rule's parameter mappings.
-    #[serde(default)]
-    pub parameters: BTreeMap<String, String>,
-    /// Where a migration reads or writes the tenant's data.
-    #[serde(default, rename = "objectStorage")]
-    pub object_storage: Option<ObjectStorage>,
-}
-
-impl LifecycleDetails {
-    /// The details of a freshly normalized event.
-    pub fn of(lifecycle: &Lifecycle) -> Self {
-        LifecycleDetails {
-            parameters: lifecycle.parameters.clone(),
-            object_storage: lifecycle.object_storage.clone(),
-        }
-    }
-
-    /// The JSON text the journal stores.
-    pub fn to_json_string(&self) -> String {
-        // A map of strings and an optional struct of strings always serialize.
-        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
-    }
-}
+use crate::normalize::{Lifecycle, LifecycleDetails};
 
 /// An emission ready to send: its id and the structured-mode body.
 #[derive(Debug, Clone)]
@@ -380,6 +350,8 @@ fn json_string_length(text: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use serde_json::{json, Value};
 
     use super::*;
@@ -420,7 +392,7 @@ mod tests {
                 received_at: "2024-05-01T10:00:01.000000Z".into(),
                 document,
                 content_hash: String::new(),
-                status: "pending".into(),
+                status: crate::journal::EventStatus::Pending,
                 lifecycle: json!({"parameters": {"plan": "{{workflow.name}}"}}),
             },
         }

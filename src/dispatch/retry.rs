@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
-/// Exponential backoff with jitter, bounded by a total retry time (DESIGN.md section 5).
+/// Exponential backoff with jitter, bounded by a total retry time (`docs/dispatch.md`,
+/// "Retries, dead events, parked tenants").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Wait after the first failed attempt; each later failure doubles it.

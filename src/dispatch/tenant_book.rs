@@ -10,9 +10,16 @@
 //! - an unparked tenant catches up: its rows are read by place, page by page, while the
 //!   position-ordered reads skip it; once caught up, those reads skip its rows up to the
 //!   highest position the catch-up read (already queued), until the reads have passed it;
-//! - the buffer counts queued emissions; freeing enough of it for a refill wakes the reader.
+//! - the buffer counts queued emissions; freeing enough of it for a refill wakes the reader;
+//! - with several replicas, only tenants of held buckets are queued, parked or caught up: a
+//!   lost bucket's tenants are forgotten at once, and a gained bucket's rows are read again
+//!   from the start of the outbox while the buckets held before skip what was already queued;
+//! - each queue belongs to one worker (by id): a worker of an earlier holding of the tenant
+//!   can neither take from nor drop the queue of the worker that replaced it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+
+use super::ownership::bucket_of;
 
 /// What the book needs to know of a queued emission.
 pub(super) trait BookEntry {
@@ -42,12 +49,32 @@ pub(super) enum Queued {
     Behind,
 }
 
+/// One tenant's queue and the worker that delivers it.
+struct TenantQueue<E> {
+    /// The worker that owns the queue; another worker's calls leave it alone.
+    worker: u64,
+    /// Emissions read and not yet started, in delivery order.
+    items: VecDeque<E>,
+}
+
 /// In-memory dispatch state. A tenant has an entry in `queues` while its worker delivers.
 pub(super) struct TenantBook<E> {
     /// Emissions read from the journal and not yet started, per tenant, in delivery order.
-    queues: HashMap<String, VecDeque<E>>,
+    queues: HashMap<String, TenantQueue<E>>,
+    /// The id of the last worker a queue was created for.
+    last_worker: u64,
+    /// The buckets this replica holds; `None`: every bucket (the only replica).
+    held: Option<HashSet<u16>>,
+    /// Per held bucket: rows at or below this position were already queued, so the
+    /// position-ordered reads that restarted from the beginning for a gained bucket skip them.
+    read_marks: HashMap<u16, i64>,
     /// Tenants behind a dead emission: their pending emissions are not read.
     parked: HashSet<String>,
+    /// For parked tenants whose dead emission is durably recorded: when that became known, on
+    /// the `durable_clock`. A resync may unpark only these (see [`Self::parked_but_not_in`]).
+    parked_durably: HashMap<String, u64>,
+    /// Counts [`Self::park_is_durable`] calls: orders them against a resync's read.
+    durable_clock: u64,
     /// Unparked tenants whose pending emissions are being read in their delivery order. The
     /// position-ordered reads skip these tenants.
     catching_up: HashMap<String, CatchUp>,
@@ -70,7 +97,12 @@ impl<E: BookEntry> TenantBook<E> {
     pub(super) fn new(buffer: usize) -> Self {
         TenantBook {
             queues: HashMap::new(),
+            last_worker: 0,
+            held: None,
+            read_marks: HashMap::new(),
             parked: HashSet::new(),
+            parked_durably: HashMap::new(),
+            durable_clock: 0,
             catching_up: HashMap::new(),
             caught_up_to: HashMap::new(),
             buffered: 0,
@@ -108,16 +140,29 @@ impl<E: BookEntry> TenantBook<E> {
         self.parked.contains(tenant)
     }
 
-    /// Takes the journal's view at start: `parked` tenants stay parked; `replayed` tenants (an
-    /// in-place replay pending) catch up, so the replay goes before what waited behind it.
+    /// Whether `tenant`'s bucket is held.
+    pub(super) fn holds(&self, tenant: &str) -> bool {
+        self.held
+            .as_ref()
+            .is_none_or(|held| held.contains(&bucket_of(tenant)))
+    }
+
+    /// Takes the journal's view (at start, or when buckets were gained) of the tenants of
+    /// held buckets: `parked` tenants stay parked; `replayed` tenants (an in-place replay
+    /// pending) catch up, so the replay goes before what waited behind it.
     pub(super) fn load(
         &mut self,
         parked: impl IntoIterator<Item = String>,
         replayed: impl IntoIterator<Item = String>,
     ) {
+        let parked: Vec<String> = parked.into_iter().filter(|t| self.holds(t)).collect();
+        for tenant in &parked {
+            // Read from the journal: durable by definition.
+            self.parked_durably.entry(tenant.clone()).or_insert(0);
+        }
         self.parked.extend(parked);
         for tenant in replayed {
-            if !self.parked.contains(&tenant) {
+            if self.holds(&tenant) && !self.parked.contains(&tenant) {
                 self.catching_up.insert(tenant, CatchUp::default());
             }
         }
@@ -125,8 +170,14 @@ impl<E: BookEntry> TenantBook<E> {
 
     /// Whether a position-ordered read must leave this row to the journal (parked tenant) or
     /// to a catch-up (which reads it, or already did).
+    /// Rows of buckets not held are another replica's.
     pub(super) fn leaves_to_others(&self, tenant: &str, position: i64) -> bool {
-        self.parked.contains(tenant)
+        !self.holds(tenant)
+            || self
+                .read_marks
+                .get(&bucket_of(tenant))
+                .is_some_and(|mark| position <= *mark)
+            || self.parked.contains(tenant)
             || self.catching_up.contains_key(tenant)
             || self
                 .caught_up_to
@@ -150,28 +201,40 @@ impl<E: BookEntry> TenantBook<E> {
         self.buffered += 1;
         match self.queues.get_mut(emission.tenant()) {
             Some(queue) => {
-                queue.push_back(emission);
+                queue.items.push_back(emission);
                 Queued::Behind
             }
             None => {
+                self.last_worker += 1;
+                let queue = TenantQueue {
+                    worker: self.last_worker,
+                    items: VecDeque::from([emission]),
+                };
                 self.queues
-                    .insert(emission.tenant().to_owned(), VecDeque::from([emission]));
+                    .insert(queue.items[0].tenant().to_owned(), queue);
                 Queued::StartWorker
             }
         }
     }
 
-    /// The position-ordered reads have passed `cursor` with nothing in flight: the catch-up
-    /// marks at or below it have done their work.
-    pub(super) fn reads_passed(&mut self, cursor: i64) {
-        self.caught_up_to.retain(|_, until| *until > cursor);
+    /// The worker id of `tenant`'s queue: what a worker started for it passes back.
+    pub(super) fn worker_of(&self, tenant: &str) -> Option<u64> {
+        self.queues.get(tenant).map(|queue| queue.worker)
     }
 
-    /// The worker's next emission for `tenant`, and whether taking it freed room for a refill.
-    /// `None` ends the worker: the tenant's queue is gone.
-    pub(super) fn take_next(&mut self, tenant: &str) -> Option<(E, bool)> {
-        let next = self.queues.get_mut(tenant).and_then(VecDeque::pop_front);
-        match next {
+    /// The position-ordered reads have passed `cursor` with nothing in flight: the catch-up
+    /// marks and read marks at or below it have done their work.
+    pub(super) fn reads_passed(&mut self, cursor: i64) {
+        self.caught_up_to.retain(|_, until| *until > cursor);
+        self.read_marks.retain(|_, mark| *mark > cursor);
+    }
+
+    /// Worker `worker`'s next emission for `tenant`, and whether taking it freed room for a
+    /// refill. `None` ends the worker: the tenant's queue is gone, or belongs to another
+    /// worker now.
+    pub(super) fn take_next(&mut self, tenant: &str, worker: u64) -> Option<(E, bool)> {
+        let queue = self.queues.get_mut(tenant).filter(|q| q.worker == worker)?;
+        match queue.items.pop_front() {
             Some(emission) => Some((emission, self.release(1))),
             None => {
                 self.queues.remove(tenant);
@@ -180,24 +243,121 @@ impl<E: BookEntry> TenantBook<E> {
         }
     }
 
-    /// Drops `tenant`'s queue (the dispatcher stops; its emissions stay in the journal); true
-    /// if that freed room for a refill.
-    pub(super) fn drop_queue(&mut self, tenant: &str) -> bool {
-        let dropped = self.queues.remove(tenant).map_or(0, |queue| queue.len());
+    /// Drops `tenant`'s queue if it is `worker`'s (its worker stops; its emissions stay in
+    /// the journal); true if that freed room for a refill.
+    pub(super) fn drop_queue(&mut self, tenant: &str, worker: u64) -> bool {
+        if self.worker_of(tenant) != Some(worker) {
+            return false;
+        }
+        self.forget_queue(tenant)
+    }
+
+    /// Drops `tenant`'s queue, whoever's it is; true if that freed room for a refill.
+    fn forget_queue(&mut self, tenant: &str) -> bool {
+        let dropped = self
+            .queues
+            .remove(tenant)
+            .map_or(0, |queue| queue.items.len());
         self.release(dropped)
     }
 
     /// Parks `tenant` behind a dead emission: drops its queue and any catch-up; true if that
-    /// freed room for a refill.
+    /// freed room for a refill. A tenant of a bucket no longer held is not parked here: its
+    /// new owner reads its state from the journal.
     pub(super) fn park(&mut self, tenant: &str) -> bool {
-        let room = self.drop_queue(tenant);
+        let room = self.forget_queue(tenant);
         self.catching_up.remove(tenant);
-        self.parked.insert(tenant.to_owned());
+        if self.holds(tenant) {
+            self.parked.insert(tenant.to_owned());
+        }
+        // Parked before its record is written: not durable yet.
+        self.parked_durably.remove(tenant);
         room
+    }
+
+    /// The dead emission that parked `tenant` is durably recorded now.
+    pub(super) fn park_is_durable(&mut self, tenant: &str) {
+        self.durable_clock += 1;
+        if self.parked.contains(tenant) {
+            self.parked_durably
+                .insert(tenant.to_owned(), self.durable_clock);
+        }
+    }
+
+    /// Where the durable clock stands: taken before a resync reads the journal.
+    pub(super) fn durable_mark(&self) -> u64 {
+        self.durable_clock
+    }
+
+    /// Tenants parked here that `journal_parked` (what the journal said in a read that started
+    /// at durable clock `mark`) no longer has: an operator unparked them and the notice did not
+    /// arrive. Only parkings durable before the read count: a tenant parked again whose dead
+    /// record was not committed yet is absent from the read, but still parked.
+    pub(super) fn parked_but_not_in(
+        &self,
+        journal_parked: &HashSet<String>,
+        mark: u64,
+    ) -> Vec<String> {
+        self.parked
+            .iter()
+            .filter(|tenant| !journal_parked.contains(*tenant))
+            .filter(|tenant| {
+                self.parked_durably
+                    .get(*tenant)
+                    .is_some_and(|at| *at <= mark)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Starts following held buckets (several replicas): holding none until
+    /// [`Self::gain`].
+    pub(super) fn hold_only(&mut self) {
+        self.held = Some(HashSet::new());
+    }
+
+    /// Buckets lost: their tenants' queues, parking, catch-ups and marks are forgotten (the
+    /// new owner reads them from the journal). True if that freed room for a refill.
+    pub(super) fn lose(&mut self, buckets: &HashSet<u16>) -> bool {
+        let Some(held) = self.held.as_mut() else {
+            return false;
+        };
+        held.retain(|bucket| !buckets.contains(bucket));
+        let lost = |tenant: &String| buckets.contains(&bucket_of(tenant));
+        let queued: Vec<String> = self.queues.keys().filter(|t| lost(t)).cloned().collect();
+        let mut room = false;
+        for tenant in queued {
+            room |= self.forget_queue(&tenant);
+        }
+        self.parked.retain(|tenant| !lost(tenant));
+        self.parked_durably.retain(|tenant, _| !lost(tenant));
+        self.catching_up.retain(|tenant, _| !lost(tenant));
+        self.caught_up_to.retain(|tenant, _| !lost(tenant));
+        self.read_marks
+            .retain(|bucket, _| !buckets.contains(bucket));
+        room
+    }
+
+    /// Buckets gained; the position-ordered reads restart from the beginning of the outbox.
+    /// `queued_to`: every row up to it of the buckets held before is queued (or left) already,
+    /// so those rows are skipped when the reads meet them again.
+    pub(super) fn gain(&mut self, buckets: &HashSet<u16>, queued_to: i64) {
+        let Some(held) = self.held.as_mut() else {
+            return;
+        };
+        for bucket in held.iter() {
+            let mark = self.read_marks.entry(*bucket).or_default();
+            *mark = (*mark).max(queued_to);
+        }
+        for bucket in buckets {
+            held.insert(*bucket);
+            self.read_marks.remove(bucket);
+        }
     }
 
     /// Unparks `tenant`: it starts catching up. False if it was not parked.
     pub(super) fn unpark(&mut self, tenant: &str) -> bool {
+        self.parked_durably.remove(tenant);
         if !self.parked.remove(tenant) {
             return false;
         }
@@ -276,10 +436,13 @@ mod tests {
         Row(tenant, position, position)
     }
 
-    fn drain(book: &mut TenantBook<Row>, tenant: &str) -> Vec<i64> {
+    fn drain<E: BookEntry>(book: &mut TenantBook<E>, tenant: &str) -> Vec<i64> {
         let mut taken = Vec::new();
-        while let Some((row, _)) = book.take_next(tenant) {
-            taken.push(row.1);
+        let Some(worker) = book.worker_of(tenant) else {
+            return taken;
+        };
+        while let Some((row, _)) = book.take_next(tenant, worker) {
+            taken.push(row.position());
         }
         taken
     }
@@ -313,7 +476,7 @@ mod tests {
         let mut book = TenantBook::new(100);
         book.queue_read(row("acme", 1));
         book.queue_read(row("acme", 2));
-        book.take_next("acme");
+        book.take_next("acme", book.worker_of("acme").expect("queued"));
         book.park("acme");
         assert!(book.is_parked("acme"));
         assert_eq!(book.buffered(), 0, "the dropped row is off the buffer");
@@ -398,19 +561,166 @@ mod tests {
             book.queue_read(row("acme", position));
         }
         assert_eq!(book.room_for_read(0), None);
+        let worker = book.worker_of("acme").expect("queued");
         assert!(
-            !book.take_next("acme").expect("row").1,
+            !book.take_next("acme", worker).expect("row").1,
             "1 free: not worth a read"
         );
         assert!(
-            book.take_next("acme").expect("row").1,
+            book.take_next("acme", worker).expect("row").1,
             "2 free: wake the reader"
         );
-        assert!(!book.take_next("acme").expect("row").1, "already had room");
+        assert!(
+            !book.take_next("acme", worker).expect("row").1,
+            "already had room"
+        );
         assert_eq!(book.room_for_read(1), Some(2), "rows in flight count");
         book.queue_read(row("acme", 5));
         book.queue_read(row("acme", 6));
-        assert!(book.drop_queue("acme"), "dropping 3 of 4 frees room");
+        assert!(
+            !book.drop_queue("acme", worker + 1),
+            "another worker's drop leaves the queue"
+        );
+        assert!(
+            book.drop_queue("acme", worker),
+            "dropping 3 of 4 frees room"
+        );
         assert_eq!(book.buffered(), 0);
+    }
+
+    /// Two tenant names in different buckets, and one more in the first one's bucket.
+    fn tenants_in_two_buckets() -> (String, String, String) {
+        let a = "tenant-0".to_owned();
+        let b = (1..)
+            .map(|i| format!("tenant-{i}"))
+            .find(|t| bucket_of(t) != bucket_of(&a))
+            .expect("another bucket");
+        let a2 = (1..)
+            .map(|i| format!("tenant-{i}"))
+            .find(|t| bucket_of(t) == bucket_of(&a) && *t != a)
+            .expect("same bucket");
+        (a, b, a2)
+    }
+
+    /// A row of an owned tenant name.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Owned(String, i64);
+
+    impl BookEntry for Owned {
+        fn tenant(&self) -> &str {
+            &self.0
+        }
+        fn position(&self) -> i64 {
+            self.1
+        }
+        fn place(&self) -> i64 {
+            self.1
+        }
+    }
+
+    #[test]
+    fn only_held_buckets_are_queued_and_a_lost_bucket_is_forgotten_at_once() {
+        let (a, b, _) = tenants_in_two_buckets();
+        let mut book = TenantBook::new(100);
+        book.hold_only();
+        assert_eq!(
+            book.queue_read(Owned(a.clone(), 1)),
+            None,
+            "nothing held yet"
+        );
+        book.gain(&HashSet::from([bucket_of(&a)]), 0);
+        book.load([a.clone(), b.clone()], []);
+        assert!(book.parked.contains(&a));
+        assert!(
+            !book.parked.contains(&b),
+            "another replica's tenant is not parked here"
+        );
+        assert!(book.unpark(&a));
+        book.queue_catch_up(&a, vec![Owned(a.clone(), 1)], false);
+        assert_eq!(book.queue_read(Owned(b.clone(), 2)), None);
+        assert_eq!(book.buffered(), 1);
+        // One row freed of a buffer of 100: not worth waking the reader for.
+        assert!(!book.lose(&HashSet::from([bucket_of(&a)])));
+        assert_eq!(book.buffered(), 0, "the lost tenant's queue is gone");
+        assert_eq!(book.worker_of(&a), None);
+        assert_eq!(book.queue_read(Owned(a.clone(), 3)), None);
+        book.park(&a);
+        assert!(
+            !book.parked.contains(&a),
+            "a late park of a lost tenant is not kept"
+        );
+    }
+
+    #[test]
+    fn a_gained_bucket_is_read_from_the_start_while_held_ones_skip_what_they_queued() {
+        let (a, b, a2) = tenants_in_two_buckets();
+        let mut book = TenantBook::new(100);
+        book.hold_only();
+        book.gain(&HashSet::from([bucket_of(&a)]), 0);
+        assert!(book.queue_read(Owned(a.clone(), 1)).is_some());
+        assert_eq!(book.queue_read(Owned(b.clone(), 2)), None);
+        assert!(book.queue_read(Owned(a2.clone(), 3)).is_some());
+        // b's bucket comes in once the reads queued up to position 3; they start over.
+        book.gain(&HashSet::from([bucket_of(&b)]), 3);
+        assert_eq!(book.queue_read(Owned(a.clone(), 1)), None, "already queued");
+        assert!(
+            book.queue_read(Owned(b.clone(), 2)).is_some(),
+            "the gained bucket's row"
+        );
+        assert_eq!(
+            book.queue_read(Owned(a2.clone(), 3)),
+            None,
+            "already queued"
+        );
+        assert!(
+            book.queue_read(Owned(a.clone(), 4)).is_some(),
+            "past the mark"
+        );
+        book.reads_passed(4);
+        assert!(book.read_marks.is_empty());
+        assert_eq!(drain(&mut book, &a), [1, 4]);
+        assert_eq!(drain(&mut book, &b), [2]);
+    }
+
+    #[test]
+    fn a_worker_of_an_earlier_holding_cannot_touch_its_successors_queue() {
+        let (a, _, _) = tenants_in_two_buckets();
+        let mut book = TenantBook::new(100);
+        book.hold_only();
+        book.gain(&HashSet::from([bucket_of(&a)]), 0);
+        book.queue_read(Owned(a.clone(), 1));
+        let old = book.worker_of(&a).expect("queued");
+        book.lose(&HashSet::from([bucket_of(&a)]));
+        book.gain(&HashSet::from([bucket_of(&a)]), 0);
+        assert_eq!(
+            book.queue_read(Owned(a.clone(), 1)).map(|(_, q)| q),
+            Some(Queued::StartWorker),
+            "the regained tenant gets a new worker"
+        );
+        let new = book.worker_of(&a).expect("queued");
+        assert_ne!(old, new);
+        assert_eq!(book.take_next(&a, old), None);
+        assert!(!book.drop_queue(&a, old));
+        assert_eq!(drain(&mut book, &a), [1]);
+    }
+
+    #[test]
+    fn a_resync_unparks_only_tenants_whose_parking_was_durable_before_its_read() {
+        let mut book = TenantBook::<Row>::new(100);
+        book.load(["loaded".to_owned()], []);
+        book.park("recorded");
+        book.park_is_durable("recorded");
+        let mark = book.durable_mark();
+        // Parked again after the read began, or with its record still in flight.
+        book.park("in-flight");
+        book.park("late");
+        book.park_is_durable("late");
+        let journal_says: HashSet<String> = HashSet::new();
+        let mut unparked = book.parked_but_not_in(&journal_says, mark);
+        unparked.sort();
+        assert_eq!(unparked, ["loaded", "recorded"]);
+        // A tenant the journal still has parked stays parked.
+        let journal_says = HashSet::from(["loaded".to_owned()]);
+        assert_eq!(book.parked_but_not_in(&journal_says, mark), ["recorded"]);
     }
 }

@@ -1,4 +1,4 @@
-//! The ingest HTTP API (DESIGN section 3): `POST /events`, the webhook abuse-protection
+//! The ingest HTTP API (see `docs/api.md`): `POST /events`, the webhook abuse-protection
 //! handshake on `OPTIONS /events`, and the health endpoints.
 //!
 //! A request is authenticated, read within the body limit, decoded by the strict binding in
@@ -9,7 +9,9 @@
 //! - [`send`]: the `send` subcommand, an upstream client of this API.
 
 pub mod auth;
+pub mod rate_limit;
 pub mod send;
+pub mod signature;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,21 +22,40 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::cloudevents::{decode_request, CloudEvent, ContentMode, DecodeError, Violation};
-use crate::dispatch::emission::{EmissionTarget, LifecycleDetails};
+use crate::cloudevents::{
+    decode_request_with, echo, CloudEvent, ContentMode, DecodeError, DecodeLimits, Violation,
+    Violations,
+};
+use crate::dispatch::emission::EmissionTarget;
 use crate::error::Problem;
 use crate::journal::{AppendError, AppendStatus, EventJournal, NewEvent};
 use crate::metrics::GatewayMetrics;
-use crate::normalize::{Lifecycle, Normalizer};
-use auth::{presented_token, AuthError, IngestAuth};
+use crate::normalize::{Lifecycle, LifecycleDetails, Normalizer};
+use auth::{presented_token, AuthError, IngestAuth, Replay, Scope, SignatureAuth};
+use rate_limit::{retry_after_seconds, AuthFailureThrottle, RateError, TokenBucket};
+use signature::{SignatureHeaders, Verified};
 
 /// Shared by every actix worker.
 pub struct IngestState {
     pub journal: EventJournal,
     pub normalizer: Normalizer,
     pub auth: IngestAuth,
+    /// Standard Webhooks secrets, whether a signature is required, and the seen `webhook-id`s.
+    pub signatures: SignatureAuth,
+    /// The global rate limit over all credentials, when configured.
+    pub global_rate: Option<TokenBucket>,
+    /// Failed authentications per client address, so tokens cannot be guessed at line rate.
+    pub auth_failures: AuthFailureThrottle,
     /// Body limit in bytes.
     pub max_body: usize,
+    /// Batch size, extension count and attribute length limits of the decoder.
+    pub limits: DecodeLimits,
+    /// How long the body may take to arrive after the headers (408 after it), so a stalled
+    /// client cannot hold a connection and a worker's buffer.
+    pub body_read_timeout: std::time::Duration,
+    /// The journal's `max_group_events`: a request with more events is refused (413) because
+    /// it could not be committed atomically in one transaction.
+    pub max_request_events: usize,
     /// Where emissions go: an event whose emission could never be delivered there is refused
     /// (413) instead of being journaled to die later.
     pub emission_target: EmissionTarget,
@@ -65,27 +86,38 @@ pub enum IngestError {
     Draining,
     #[error(transparent)]
     Unauthorized(#[from] AuthError),
-    #[error("the token {token:?} may not post events from these sources")]
+    /// An attribute of an event is outside the credential's scope; names the attribute, never
+    /// the credential.
+    #[error("{}", .errors.summary())]
     Forbidden {
-        token: String,
-        errors: Vec<Violation>,
+        /// The attribute of the first refusal, for `type`: `source`, `tenant` or `action`.
+        attribute: ScopedAttribute,
+        errors: Violations,
     },
-    #[error("request body is larger than the limit of {limit} bytes")]
+    #[error("request body is larger than the limit of {limit} bytes (max-body)")]
     PayloadTooLarge { limit: usize },
     /// The body was within the limit, but an event's emission would not fit what Argo can carry.
-    #[error("{detail}")]
+    #[error("{}", .errors.summary())]
     EmissionTooLarge {
-        /// The first event's reason, naming the limit.
-        detail: String,
         /// One entry per event that is too large.
-        errors: Vec<Violation>,
+        errors: Violations,
     },
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    /// The body did not arrive within `body-read-timeout` after the headers.
+    #[error("the request body did not arrive within body-read-timeout ({}s)", .timeout.as_secs_f64())]
+    BodyTimeout { timeout: std::time::Duration },
     #[error(transparent)]
     Decode(#[from] DecodeError),
-    #[error("not a lifecycle event this gateway can normalize")]
-    Unprocessable(Vec<Violation>),
+    /// More events than one journal transaction may hold: refused rather than split, so a
+    /// request stays all-or-nothing.
+    #[error(
+        "the request has {events} events, more than max-group-events ({max}), the most one \
+         atomic journal commit holds; send them in smaller batches"
+    )]
+    TooManyForCommit { events: usize, max: usize },
+    #[error("not a lifecycle event this gateway can normalize: {}", .0.summary())]
+    Unprocessable(Violations),
     #[error(
         "event {index} has the same source and id as stored event {event_id} but different content"
     )]
@@ -94,116 +126,184 @@ pub enum IngestError {
     Unavailable(#[source] AppendError),
     #[error(transparent)]
     Overloaded(AppendError),
+    /// A rate limit (`rate`/`burst` of the credential, or the global `rate-limit`) is used up.
+    #[error("rate limit {limit} exceeded: retry after {retry_after} s")]
+    RateLimited {
+        limit: &'static str,
+        retry_after: u64,
+    },
+    /// The request alone has more events than the limit's burst: it can never pass.
+    #[error(
+        "the request has {events} events, more than the burst ({burst}) of rate limit {limit}"
+    )]
+    LargerThanBurst {
+        limit: &'static str,
+        events: usize,
+        burst: f64,
+    },
+    /// Too many failed authentications from this client address.
+    #[error("too many failed authentications from this address: retry after {retry_after} s")]
+    AuthThrottled { retry_after: u64 },
+    /// More signed messages inside the tolerance than the replay memory holds.
+    #[error("too many signed messages to remember: retry after {retry_after} s")]
+    ReplayMemoryFull { retry_after: u64 },
+}
+
+/// The event attribute a credential's scope limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopedAttribute {
+    Source,
+    Tenant,
+    Action,
+}
+
+impl ScopedAttribute {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopedAttribute::Source => "source",
+            ScopedAttribute::Tenant => "tenant",
+            ScopedAttribute::Action => "action",
+        }
+    }
 }
 
 impl IngestError {
-    fn problem(&self) -> Problem {
+    /// Status, `type` slug and title: a match without allocation, so the status and the metrics
+    /// label cost nothing and the problem body is built once, in `error_response`.
+    fn kind(&self) -> (StatusCode, &'static str, &'static str) {
         use IngestError::*;
-        let detail = self.to_string();
         match self {
-            Draining => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "draining",
-                "Shutting down",
-                detail,
-            )
-            .retry_after(5),
-            Unauthorized(_) => {
-                let mut p = Problem::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "Unauthorized",
-                    detail,
-                );
-                p.bearer_challenge = true;
-                p
-            }
-            Forbidden { errors, .. } => Problem::new(
-                StatusCode::FORBIDDEN,
-                "source-not-allowed",
-                "Source not allowed",
-                detail,
-            )
-            .with_errors(errors.clone()),
-            PayloadTooLarge { .. } => Problem::new(
+            Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining", "Shutting down"),
+            Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Forbidden { attribute, .. } => match attribute {
+                ScopedAttribute::Source => (
+                    StatusCode::FORBIDDEN,
+                    "source-not-allowed",
+                    "Source not allowed",
+                ),
+                ScopedAttribute::Tenant => (
+                    StatusCode::FORBIDDEN,
+                    "tenant-not-allowed",
+                    "Tenant not allowed",
+                ),
+                ScopedAttribute::Action => (
+                    StatusCode::FORBIDDEN,
+                    "action-not-allowed",
+                    "Action not allowed",
+                ),
+            },
+            PayloadTooLarge { .. } | EmissionTooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
                 "Payload too large",
-                detail,
             ),
-            EmissionTooLarge { errors, .. } => Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Payload too large",
-                detail,
-            )
-            .with_errors(errors.clone()),
-            BodyRead(_) => Problem::new(
+            BodyRead(_) => (
                 StatusCode::BAD_REQUEST,
                 "malformed-request",
                 "Malformed request",
-                detail,
             ),
-            Decode(DecodeError::UnsupportedFormat { .. }) => Problem::new(
+            BodyTimeout { .. } => (
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                "Request body timed out",
+            ),
+            Decode(DecodeError::UnsupportedFormat { .. }) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-format",
                 "Unsupported CloudEvents format",
-                detail,
             ),
-            Decode(DecodeError::Invalid { violations }) => Problem::new(
+            Decode(DecodeError::Invalid { .. }) => (
                 StatusCode::BAD_REQUEST,
                 "invalid-cloudevent",
                 "Invalid CloudEvent",
-                detail,
-            )
-            .with_errors(violations.clone()),
-            Unprocessable(errors) => Problem::new(
+            ),
+            Decode(DecodeError::LimitExceeded { .. }) | TooManyForCommit { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "limit-exceeded",
+                "Limit exceeded",
+            ),
+            Unprocessable(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "not-a-lifecycle-event",
                 "Not a lifecycle event",
-                format!(
-                    "{detail}: {}",
-                    errors
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
-            )
-            .with_errors(errors.clone()),
-            Conflict { index, .. } => Problem::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                "Conflicting event",
-                detail,
-            )
-            .with_errors(vec![Violation::new(
-                Some("id"),
-                "same source and id as a stored event with different content",
-            )
-            .at(*index)]),
-
-            Unavailable(_) => Problem::new(
+            ),
+            Conflict { .. } => (StatusCode::CONFLICT, "conflict", "Conflicting event"),
+            Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store-unavailable",
                 "Store unavailable",
-                "the journal could not commit the events; nothing was stored, retry later",
-            )
-            .retry_after(1),
-            Overloaded(_) => Problem::new(
+            ),
+            Overloaded(_) | ReplayMemoryFull { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "overloaded",
                 "Ingest queue full",
-                detail,
-            )
-            .retry_after(1),
+            ),
+            RateLimited { .. } | AuthThrottled { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Rate limit exceeded",
+            ),
+            LargerThanBurst { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "limit-exceeded",
+                "Limit exceeded",
+            ),
+        }
+    }
+
+    /// The `type` slug, for the rejection metrics.
+    pub fn slug(&self) -> &'static str {
+        self.kind().1
+    }
+
+    fn problem(&self) -> Problem {
+        use IngestError::*;
+        let (status, slug, title) = self.kind();
+        let detail = match self {
+            Unavailable(_) => {
+                "the journal could not commit the events; nothing was stored, retry later".into()
+            }
+            other => other.to_string(),
+        };
+        let problem = Problem::new(status, slug, title, detail);
+        match self {
+            Draining => problem.retry_after(5),
+            Unauthorized(_) => {
+                let mut p = problem;
+                p.bearer_challenge = true;
+                p
+            }
+            Forbidden { errors, .. }
+            | EmissionTooLarge { errors }
+            | Decode(DecodeError::Invalid { violations: errors })
+            | Unprocessable(errors) => problem.with_violations(errors.clone()),
+            PayloadTooLarge { .. } => problem.with_limit("max-body"),
+            BodyTimeout { .. } => problem.with_limit("body-read-timeout").close_connection(),
+            Decode(DecodeError::LimitExceeded { limit, .. }) => problem.with_limit(limit),
+            TooManyForCommit { .. } => problem.with_limit("max-group-events"),
+            Conflict { index, .. } => problem.with_violations(Violations::one(
+                Violation::new(
+                    Some("id"),
+                    "same source and id as a stored event with different content",
+                )
+                .at(*index),
+            )),
+            Unavailable(_) | Overloaded(_) => problem.retry_after(1),
+            RateLimited { limit, retry_after } => {
+                problem.with_limit(limit).retry_after(*retry_after)
+            }
+            LargerThanBurst { limit, .. } => problem.with_limit(limit),
+            AuthThrottled { retry_after } | ReplayMemoryFull { retry_after } => {
+                problem.retry_after(*retry_after)
+            }
+            BodyRead(_) | Decode(DecodeError::UnsupportedFormat { .. }) => problem,
         }
     }
 }
 
 impl ResponseError for IngestError {
     fn status_code(&self) -> StatusCode {
-        self.problem().status
+        self.kind().0
     }
 
     fn error_response(&self) -> HttpResponse {
@@ -245,18 +345,37 @@ async fn post_events(
         tenant = tracing::field::Empty,
     );
     let result = async {
-        let (events, lifecycles) = accept_request(&req, payload, &state).await?;
+        let accepted_request = accept_request(&req, payload, &state).await?;
+        let (events, lifecycles) = (accepted_request.events, accepted_request.lifecycles);
+        if accepted_request.replayed {
+            // A replayed webhook-id: the message was received before; nothing is stored again.
+            let body = IngestResponse {
+                accepted: 0,
+                duplicates: events.len(),
+                events: Vec::new(),
+            };
+            return Ok(HttpResponse::Ok().json(body));
+        }
         let new_events: Vec<NewEvent> = events
             .iter()
             .zip(&lifecycles)
             .map(|(event, lifecycle)| new_event(event, lifecycle))
             .collect();
-        let appended = state.journal.append(new_events).await.map_err(|e| match e {
-            AppendError::Conflict { index, event_id } => IngestError::Conflict { index, event_id },
-            // The journal closes only during shutdown: the same answer as any post while draining.
-            AppendError::Closed => IngestError::Draining,
-            overloaded @ AppendError::Overloaded { .. } => IngestError::Overloaded(overloaded),
-            other => IngestError::Unavailable(other),
+        let appended = state.journal.append(new_events).await.map_err(|e| {
+            if let Some(verified) = &accepted_request.signature {
+                // Nothing was stored: a retry of the same message must not count as a replay.
+                state.signatures.forget(verified);
+            }
+            match e {
+                AppendError::Conflict { index, event_id } => {
+                    IngestError::Conflict { index, event_id }
+                }
+                // The journal closes only during shutdown: the same answer as any post while
+                // draining.
+                AppendError::Closed => IngestError::Draining,
+                overloaded @ AppendError::Overloaded { .. } => IngestError::Overloaded(overloaded),
+                other => IngestError::Unavailable(other),
+            }
         })?;
         let mut accepted = 0;
         let reported = events
@@ -296,65 +415,158 @@ async fn post_events(
     .instrument(span)
     .await;
     if let Err(error) = &result {
-        state.metrics.reject(error.problem().slug);
+        state.metrics.reject(error.slug());
     }
     result
 }
 
-/// Everything before the journal: draining, auth, body, decoding, source limits, normalization.
+/// What [`accept_request`] lets through to the journal.
+struct AcceptedRequest {
+    events: Vec<CloudEvent>,
+    lifecycles: Vec<Lifecycle>,
+    /// The verified signature, when the request was signed (forgotten again if nothing is
+    /// stored).
+    signature: Option<Verified>,
+    /// The signature's `webhook-id` was seen inside the tolerance: a duplicate delivery.
+    replayed: bool,
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Everything before the journal: draining, auth, body, decoding, scopes, normalization, rate
+/// limits, replay detection.
 async fn accept_request(
     req: &HttpRequest,
     payload: web::Payload,
     state: &IngestState,
-) -> Result<(Vec<CloudEvent>, Vec<Lifecycle>), IngestError> {
+) -> Result<AcceptedRequest, IngestError> {
     if state.draining.load(Ordering::Relaxed) {
         return Err(IngestError::Draining);
     }
+    let client = req.peer_addr().map(|a| a.ip());
+    if let Some(client) = client {
+        state
+            .auth_failures
+            .check(client, std::time::Instant::now())
+            .map_err(|wait| IngestError::AuthThrottled {
+                retry_after: retry_after_seconds(wait),
+            })?;
+    }
+    let failed = |error: AuthError| {
+        if let Some(client) = client {
+            state
+                .auth_failures
+                .record_failure(client, std::time::Instant::now());
+        }
+        IngestError::Unauthorized(error)
+    };
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let presented = presented_token(authorization, req.query_string());
-    let token = state.auth.authenticate(presented.as_deref())?;
+        .map(|v| v.as_bytes());
+    let presented = presented_token(authorization, req.query_string()).map_err(failed)?;
+    let token = match presented {
+        Some(presented) => state.auth.authenticate(Some(&presented)).map_err(failed)?,
+        None => None,
+    };
+    let signature_headers = SignatureHeaders {
+        id: req
+            .headers()
+            .get(signature::HEADER_ID)
+            .map(|v| v.as_bytes()),
+        timestamp: req
+            .headers()
+            .get(signature::HEADER_TIMESTAMP)
+            .map(|v| v.as_bytes()),
+        signature: req
+            .headers()
+            .get(signature::HEADER_SIGNATURE)
+            .map(|v| v.as_bytes()),
+    };
+    let signed = state.signatures.is_configured() && signature_headers.signature.is_some();
+    if state.signatures.require_signature && !signed {
+        return Err(failed(AuthError::SignatureRequired));
+    }
+    let credentials_required =
+        state.auth.requires_credentials() || state.signatures.is_configured();
+    if credentials_required && token.is_none() && !signed {
+        return Err(failed(AuthError::Missing));
+    }
 
-    let body = read_body(req, payload, state.max_body).await?;
-    let (mode, events) = decode_request(
+    let body = tokio::time::timeout(
+        state.body_read_timeout,
+        read_body(req, payload, state.max_body),
+    )
+    .await
+    .map_err(|_| IngestError::BodyTimeout {
+        timeout: state.body_read_timeout,
+    })??;
+    let (mode, events) = decode_request_with(
+        &state.limits,
         req.headers()
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_bytes())),
         &body,
     )?;
+    if events.len() > state.max_request_events {
+        return Err(IngestError::TooManyForCommit {
+            events: events.len(),
+            max: state.max_request_events,
+        });
+    }
+    let now = now_unix();
+    let secret = if signed {
+        let (secret, verified) = state
+            .signatures
+            .verify(signature_headers, &body, now)
+            .map_err(|e| failed(AuthError::Signature(e)))?;
+        Some((secret, verified))
+    } else {
+        None
+    };
+    let scopes: Vec<&Scope> = token
+        .map(|t| &t.scope)
+        .into_iter()
+        .chain(secret.as_ref().map(|(s, _)| &s.scope))
+        .collect();
     state.metrics.events_received.inc_by(events.len() as u64);
     let span = tracing::Span::current();
     span.record("mode", mode.as_str());
     span.record("events", events.len());
     if let [only] = events.as_slice() {
-        span.record("ce.id", only.id.as_str());
+        span.record("ce.id", echo(&only.id).as_ref());
     }
 
-    if let Some(token) = token {
-        let errors: Vec<Violation> = events
+    for scope in &scopes {
+        let errors: Violations = events
             .iter()
             .enumerate()
-            .filter(|(_, e)| !token.permits_source(&e.source))
+            .filter(|(_, e)| !scope.permits_source(&e.source))
             .map(|(i, e)| {
                 let v = Violation::attr(
                     "source",
-                    format!("source {:?} is not allowed for this token", e.source),
+                    format!(
+                        "source {:?} is not allowed for this credential",
+                        echo(&e.source)
+                    ),
                 );
                 at_batch_index(v, mode, i)
             })
             .collect();
         if !errors.is_empty() {
             return Err(IngestError::Forbidden {
-                token: token.name.clone(),
+                attribute: ScopedAttribute::Source,
                 errors,
             });
         }
     }
 
     let mut lifecycles = Vec::with_capacity(events.len());
-    let mut errors = Vec::new();
+    let mut errors = Violations::default();
     for (i, event) in events.iter().enumerate() {
         match state.normalizer.normalize(event) {
             Ok(l) => lifecycles.push(l),
@@ -367,7 +579,7 @@ async fn accept_request(
     if !errors.is_empty() {
         return Err(IngestError::Unprocessable(errors));
     }
-    let too_large: Vec<Violation> = events
+    let too_large: Violations = events
         .iter()
         .zip(&lifecycles)
         .enumerate()
@@ -380,16 +592,113 @@ async fn accept_request(
             ))
         })
         .collect();
-    if let Some(first) = too_large.first() {
-        return Err(IngestError::EmissionTooLarge {
-            detail: first.to_string(),
-            errors: too_large,
-        });
+    if !too_large.is_empty() {
+        return Err(IngestError::EmissionTooLarge { errors: too_large });
     }
+    for scope in &scopes {
+        check_scope(scope, mode, &lifecycles)?;
+    }
+    let mut buckets: Vec<(&'static str, &TokenBucket)> = Vec::new();
+    if let Some(bucket) = token.and_then(|t| t.rate.as_ref()) {
+        buckets.push(("rate", bucket));
+    }
+    if let Some(bucket) = secret.as_ref().and_then(|(s, _)| s.rate.as_ref()) {
+        buckets.push(("rate", bucket));
+    }
+    if let Some(bucket) = &state.global_rate {
+        buckets.push(("rate-limit", bucket));
+    }
+    take_rate(&buckets, events.len())?;
+    let (signature, replayed) = match secret {
+        None => (None, false),
+        Some((_, verified)) => match state.signatures.remember(&verified, now) {
+            Replay::First => (Some(verified), false),
+            Replay::Duplicate => (None, true),
+            Replay::Full => {
+                return Err(IngestError::ReplayMemoryFull { retry_after: 1 });
+            }
+        },
+    };
     if let [only] = lifecycles.as_slice() {
-        span.record("tenant", only.tenant.as_str());
+        span.record("tenant", echo(only.tenant.as_str()).as_ref());
     }
-    Ok((events, lifecycles))
+    Ok(AcceptedRequest {
+        events,
+        lifecycles,
+        signature,
+        replayed,
+    })
+}
+
+/// Tenants and actions outside a credential's scope: 403 naming the attribute (every
+/// offending event listed, bounded), never the credential.
+fn check_scope(
+    scope: &Scope,
+    mode: ContentMode,
+    lifecycles: &[Lifecycle],
+) -> Result<(), IngestError> {
+    let mut errors = Violations::default();
+    let mut first = None;
+    for (i, lifecycle) in lifecycles.iter().enumerate() {
+        if !scope.permits_tenant(lifecycle.tenant.as_str()) {
+            first.get_or_insert(ScopedAttribute::Tenant);
+            errors.push(at_batch_index(
+                Violation::attr(
+                    "tenant",
+                    format!(
+                        "tenant {:?} is not allowed for this credential",
+                        echo(lifecycle.tenant.as_str())
+                    ),
+                ),
+                mode,
+                i,
+            ));
+        }
+        if !scope.permits_action(&lifecycle.action) {
+            first.get_or_insert(ScopedAttribute::Action);
+            errors.push(at_batch_index(
+                Violation::attr(
+                    "action",
+                    format!(
+                        "action {:?} is not allowed for this credential",
+                        echo(&lifecycle.action)
+                    ),
+                ),
+                mode,
+                i,
+            ));
+        }
+    }
+    match first {
+        None => Ok(()),
+        Some(attribute) => Err(IngestError::Forbidden { attribute, errors }),
+    }
+}
+
+/// Takes `events` from every bucket, or none: what was taken is given back when a later one
+/// refuses. `Retry-After` is the longest wait of the refusing bucket, rounded up.
+fn take_rate(buckets: &[(&'static str, &TokenBucket)], events: usize) -> Result<(), IngestError> {
+    let now = std::time::Instant::now();
+    let n = events as f64;
+    for (taken, (limit, bucket)) in buckets.iter().enumerate() {
+        if let Err(error) = bucket.try_take(n, now) {
+            for (_, earlier) in &buckets[..taken] {
+                earlier.give_back(n);
+            }
+            return Err(match error {
+                RateError::RetryAfter(wait) => IngestError::RateLimited {
+                    limit,
+                    retry_after: retry_after_seconds(wait),
+                },
+                RateError::LargerThanBurst { burst } => IngestError::LargerThanBurst {
+                    limit,
+                    events,
+                    burst,
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Batch members are named by their index; a lone event needs none.
@@ -447,9 +756,10 @@ async fn bench_null_events(
     payload: web::Payload,
     state: web::Data<IngestState>,
 ) -> Result<HttpResponse, IngestError> {
-    let (events, _) = accept_request(&req, payload, &state).await?;
-    Ok(HttpResponse::Accepted()
-        .json(serde_json::json!({"accepted": events.len(), "duplicates": 0, "events": []})))
+    let accepted = accept_request(&req, payload, &state).await?;
+    Ok(HttpResponse::Accepted().json(
+        serde_json::json!({"accepted": accepted.events.len(), "duplicates": 0, "events": []}),
+    ))
 }
 
 /// CloudEvents Web Hook abuse protection (section 4 of the webhook spec): consent to deliveries
@@ -461,7 +771,7 @@ async fn webhook_handshake(req: HttpRequest) -> HttpResponse {
         resp.insert_header(("WebHook-Allowed-Origin", origin.clone()));
     }
     if req.headers().contains_key("webhook-request-rate") {
-        // No per-origin rate limit is enforced, so any requested rate is granted.
+        // Rate limits are per credential and global, not per origin: no origin rate is promised.
         resp.insert_header(("WebHook-Allowed-Rate", "*"));
     }
     resp.finish()

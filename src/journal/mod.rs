@@ -1,4 +1,5 @@
-//! The journal: the durable store of every accepted upstream CloudEvent (DESIGN.md section 5).
+//! The journal: the durable store of every accepted upstream CloudEvent (see
+//! `docs/architecture.md`, "Journal and group commit").
 //!
 //! It owns three things the rest of the gateway relies on:
 //! - deduplication by upstream identity (`source`, `id`): a repeat with the same content is a
@@ -13,13 +14,16 @@
 //! `group_commit`): concurrent requests share one transaction and one fsync, which is what makes tens of thousands of small requests
 //! per second possible on a durable store.
 //!
-//! [`EventJournal`] is an enum over storage backends, chosen once from the store URL. SQLite is the
-//! only backend today; `postgres://` URLs are recognised and refused until the PostgreSQL backend
-//! is added behind the same API.
+//! [`EventJournal`] is an enum over storage backends, chosen once from the store URL: SQLite for
+//! the embedded single replica (`sqlite://PATH`), PostgreSQL for several replicas on one
+//! database (`postgres://USER@HOST:PORT/DB`). Both sit behind the same API and pass the same
+//! contract suite.
 
 mod group_commit;
 pub mod operator;
+mod postgres;
 mod sqlite;
+mod status;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,10 +32,12 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub use operator::{
-    EventHeader, EventQuery, EventStatus, NewReplayJob, Operator, OperatorAction, OperatorError,
+    EventHeader, EventQuery, NewReplayJob, Operator, OperatorAction, OperatorError,
     OperatorOutcome, OperatorWrite, ReplayJob, Replayed, StoredEmission, TenantState,
 };
+pub use postgres::{PostgresJournal, COMMITS_CHANNEL};
 pub use sqlite::SqliteJournal;
+pub use status::{AttemptOutcome, EmissionStatus, EventStatus, ReplayJobStatus, UnknownValue};
 
 /// Tuning of an [`EventJournal`]; the defaults suit the embedded single-replica deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,8 +63,17 @@ pub struct JournalOptions {
     /// is emptied, so the file never grows with the load.
     pub wal_limit: u64,
     /// Size of the read connection pool (default 4), used by lookups, timelines and readiness
-    /// checks so reads never wait behind the writer.
+    /// checks so reads never wait behind the writer. A PostgreSQL journal holds this many plus
+    /// one write connection, so three replicas stay far below PostgreSQL's default
+    /// `max_connections` of 100.
     pub read_connections: u32,
+    /// A file holding the PostgreSQL password (trimmed), for a `postgres://` URL without one:
+    /// the secret stays out of the URL, the command line and the environment.
+    pub password_file: Option<PathBuf>,
+    /// How long opening a PostgreSQL journal keeps retrying a server it cannot reach (default
+    /// 30 s) before it fails, so a gateway started with its database rides out the database's
+    /// start-up but a wrong host still ends in a clear error.
+    pub connect_wait: Duration,
 }
 
 impl Default for JournalOptions {
@@ -69,6 +84,8 @@ impl Default for JournalOptions {
             queue_bytes: 64 << 20,
             internal_queue: 1024,
             read_connections: 4,
+            password_file: None,
+            connect_wait: Duration::from_secs(30),
             wal_limit: 64 << 20,
         }
     }
@@ -181,9 +198,35 @@ pub enum AppendError {
 /// Why the journal could not be opened or read.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    /// The URL names a store this build cannot use yet (PostgreSQL).
-    #[error("{0}")]
-    UnsupportedStore(String),
+    /// The PostgreSQL database named by the URL does not exist. It is never created: a
+    /// mistyped name must not start a second, empty journal.
+    #[error(
+        "the PostgreSQL database {location} does not exist; create it (the gateway never \
+         creates its database) or correct the store URL"
+    )]
+    DatabaseMissing {
+        /// `host:port/database` (never the password).
+        location: String,
+    },
+    /// The PostgreSQL server did not answer within [`JournalOptions::connect_wait`].
+    #[error("cannot reach the PostgreSQL server at {location} (retried for {waited})")]
+    Unreachable {
+        /// `host:port/database`.
+        location: String,
+        /// How long it was retried.
+        waited: String,
+        /// The last connection failure.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The store password file could not be used.
+    #[error("cannot use the store password file {}: {reason}", path.display())]
+    PasswordFile {
+        /// The file given.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
     /// The store URL is malformed; the message says why (it never repeats the URL, which may
     /// hold credentials).
     #[error("invalid journal store URL: {0}")]
@@ -250,9 +293,8 @@ pub struct StoredEvent {
     pub document: serde_json::Value,
     /// Hex SHA-256 of the document as it was appended.
     pub content_hash: String,
-    /// Delivery state of the event's latest emission: `pending`, `delivered`, `dead` or
-    /// `skipped`.
-    pub status: String,
+    /// Delivery state of the event's latest emission.
+    pub status: EventStatus,
     /// What normalization found besides tenant and action, as stored at ingest.
     pub lifecycle: serde_json::Value,
 }
@@ -293,6 +335,8 @@ impl RecordReceipt {
 pub enum PendingPage {
     /// Rows of the SQLite read.
     Sqlite(Vec<sqlx::sqlite::SqliteRow>),
+    /// Rows of the PostgreSQL read.
+    Postgres(Vec<sqlx::postgres::PgRow>),
 }
 
 impl PendingPage {
@@ -300,6 +344,7 @@ impl PendingPage {
     pub fn len(&self) -> usize {
         match self {
             PendingPage::Sqlite(rows) => rows.len(),
+            PendingPage::Postgres(rows) => rows.len(),
         }
     }
 
@@ -315,6 +360,10 @@ impl PendingPage {
                 use sqlx::Row;
                 rows.last().and_then(|row| row.try_get(0).ok())
             }
+            PendingPage::Postgres(rows) => {
+                use sqlx::Row;
+                rows.last().and_then(|row| row.try_get(0).ok())
+            }
         }
     }
 
@@ -322,50 +371,7 @@ impl PendingPage {
     pub fn decode(self) -> Result<Vec<PendingEmission>, JournalError> {
         match self {
             PendingPage::Sqlite(rows) => rows.iter().map(sqlite::pending_from_row).collect(),
-        }
-    }
-}
-
-/// Where an emission stands after a delivery attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EmissionStatus {
-    /// Not delivered yet; the dispatcher will try again.
-    Pending,
-    /// The sink took it.
-    Delivered,
-    /// Failed permanently or ran out of retries; its tenant is parked.
-    Dead,
-}
-
-impl EmissionStatus {
-    /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EmissionStatus::Pending => "pending",
-            EmissionStatus::Delivered => "delivered",
-            EmissionStatus::Dead => "dead",
-        }
-    }
-}
-
-/// How one delivery attempt ended, as recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptOutcome {
-    /// The sink took the emission.
-    Delivered,
-    /// A failure worth retrying (timeout, connection error, 429, 5xx).
-    Retryable,
-    /// A failure no retry can fix (another 4xx).
-    Permanent,
-}
-
-impl AttemptOutcome {
-    /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptOutcome::Delivered => "delivered",
-            AttemptOutcome::Retryable => "retryable",
-            AttemptOutcome::Permanent => "permanent",
+            PendingPage::Postgres(rows) => rows.iter().map(postgres::pending_from_row).collect(),
         }
     }
 }
@@ -408,8 +414,8 @@ pub struct StoredAttempt {
     pub finished_at: String,
     /// The sink kind it went to.
     pub sink: String,
-    /// `delivered`, `retryable` or `permanent`.
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
     /// The sink's HTTP status, when it answered over HTTP.
     pub status_code: Option<u16>,
     /// What went wrong, for failed attempts.
@@ -430,6 +436,8 @@ pub struct CommitStats {
 pub enum EventJournal {
     /// The embedded SQLite store (`sqlite://PATH`).
     Sqlite(SqliteJournal),
+    /// A PostgreSQL database shared by every replica (`postgres://USER@HOST:PORT/DB`).
+    Postgres(PostgresJournal),
 }
 
 // Every actix worker holds a clone: the handle must stay cheap to clone and shareable.
@@ -442,6 +450,8 @@ const _: () = {
 enum StoreLocation {
     /// A SQLite database file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database; the URL is parsed by the backend.
+    Postgres,
 }
 
 /// Splits a store URL into its backend and location without ever echoing the URL (a
@@ -454,9 +464,7 @@ fn parse_store_url(url: &str) -> Result<StoreLocation, JournalError> {
     };
     match scheme.to_ascii_lowercase().as_str() {
         "sqlite" => sqlite::parse_path(rest).map(StoreLocation::Sqlite),
-        "postgres" | "postgresql" => Err(JournalError::UnsupportedStore(
-            "PostgreSQL journal is not available yet; use a sqlite://PATH store".into(),
-        )),
+        "postgres" | "postgresql" => Ok(StoreLocation::Postgres),
         other => Err(JournalError::InvalidUrl(format!(
             "unsupported scheme `{other}`: expected sqlite://PATH or postgres://..."
         ))),
@@ -468,12 +476,22 @@ impl EventJournal {
     ///
     /// `sqlite://PATH` takes a relative or absolute file path (`sqlite://./data/gw.db`,
     /// `sqlite:///var/lib/gw/gw.db`); the parent directory and the file are created if missing.
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DB` names an existing database (never created);
+    /// an unreachable server is retried for [`JournalOptions::connect_wait`].
     pub async fn open(url: &str, options: JournalOptions) -> Result<Self, JournalError> {
         options.validate()?;
         match parse_store_url(url)? {
             StoreLocation::Sqlite(path) => {
+                if options.password_file.is_some() {
+                    return Err(JournalError::InvalidOptions(
+                        "a store password file is only used by postgres:// stores".into(),
+                    ));
+                }
                 SqliteJournal::open(path, options).await.map(Self::Sqlite)
             }
+            StoreLocation::Postgres => PostgresJournal::open(url, options)
+                .await
+                .map(Self::Postgres),
         }
     }
 
@@ -486,6 +504,7 @@ impl EventJournal {
     pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, AppendError> {
         match self {
             Self::Sqlite(journal) => journal.append(events).await,
+            Self::Postgres(journal) => journal.append(events).await,
         }
     }
 
@@ -497,6 +516,7 @@ impl EventJournal {
     ) -> Result<Option<StoredEvent>, JournalError> {
         match self {
             Self::Sqlite(journal) => journal.find_by_origin(source, id).await,
+            Self::Postgres(journal) => journal.find_by_origin(source, id).await,
         }
     }
 
@@ -504,6 +524,7 @@ impl EventJournal {
     pub async fn tenant_timeline(&self, tenant: &str) -> Result<Vec<StoredEvent>, JournalError> {
         match self {
             Self::Sqlite(journal) => journal.tenant_timeline(tenant).await,
+            Self::Postgres(journal) => journal.tenant_timeline(tenant).await,
         }
     }
 
@@ -512,6 +533,7 @@ impl EventJournal {
     pub async fn check_ready(&self) -> Result<(), JournalError> {
         match self {
             Self::Sqlite(journal) => journal.check_ready().await,
+            Self::Postgres(journal) => journal.check_ready().await,
         }
     }
 
@@ -530,6 +552,7 @@ impl EventJournal {
     ) -> Result<RecordReceipt, AppendError> {
         let receipt = match self {
             Self::Sqlite(journal) => journal.submit_attempts(attempts).await?,
+            Self::Postgres(journal) => journal.submit_attempts(attempts).await?,
         };
         Ok(RecordReceipt(receipt))
     }
@@ -565,6 +588,10 @@ impl EventJournal {
                 .pending_page(after, tenant, limit)
                 .await
                 .map(PendingPage::Sqlite),
+            Self::Postgres(journal) => journal
+                .pending_page(after, tenant, limit)
+                .await
+                .map(PendingPage::Postgres),
         }
     }
 
@@ -582,6 +609,10 @@ impl EventJournal {
                 .tenant_pending_page(tenant, after_place, limit)
                 .await
                 .map(PendingPage::Sqlite),
+            Self::Postgres(journal) => journal
+                .tenant_pending_page(tenant, after_place, limit)
+                .await
+                .map(PendingPage::Postgres),
         }
     }
 
@@ -590,6 +621,7 @@ impl EventJournal {
     pub async fn tenants_with_in_place_replays(&self) -> Result<Vec<String>, JournalError> {
         match self {
             Self::Sqlite(journal) => journal.tenants_with_in_place_replays().await,
+            Self::Postgres(journal) => journal.tenants_with_in_place_replays().await,
         }
     }
 
@@ -604,6 +636,7 @@ impl EventJournal {
     ) -> Result<Vec<EventHeader>, JournalError> {
         match self {
             Self::Sqlite(journal) => journal.list_events(query, after, limit).await,
+            Self::Postgres(journal) => journal.list_events(query, after, limit).await,
         }
     }
 
@@ -611,6 +644,7 @@ impl EventJournal {
     pub async fn count_events(&self, query: &EventQuery) -> Result<u64, JournalError> {
         match self {
             Self::Sqlite(journal) => journal.count_events(query).await,
+            Self::Postgres(journal) => journal.count_events(query).await,
         }
     }
 
@@ -618,6 +652,7 @@ impl EventJournal {
     pub async fn find_event(&self, event_id: Uuid) -> Result<Option<StoredEvent>, JournalError> {
         match self {
             Self::Sqlite(journal) => journal.find_event(event_id).await,
+            Self::Postgres(journal) => journal.find_event(event_id).await,
         }
     }
 
@@ -625,6 +660,7 @@ impl EventJournal {
     pub async fn event_of_emission(&self, emission_id: Uuid) -> Result<Option<Uuid>, JournalError> {
         match self {
             Self::Sqlite(journal) => journal.event_of_emission(emission_id).await,
+            Self::Postgres(journal) => journal.event_of_emission(emission_id).await,
         }
     }
 
@@ -635,6 +671,7 @@ impl EventJournal {
     ) -> Result<Vec<StoredEmission>, JournalError> {
         match self {
             Self::Sqlite(journal) => journal.event_emissions(event_id).await,
+            Self::Postgres(journal) => journal.event_emissions(event_id).await,
         }
     }
 
@@ -646,6 +683,7 @@ impl EventJournal {
     ) -> Result<(Vec<EventHeader>, Vec<StoredEmission>), JournalError> {
         match self {
             Self::Sqlite(journal) => journal.tenant_events(tenant, limit).await,
+            Self::Postgres(journal) => journal.tenant_events(tenant, limit).await,
         }
     }
 
@@ -653,6 +691,7 @@ impl EventJournal {
     pub async fn tenant_state(&self, tenant: &str) -> Result<Option<TenantState>, JournalError> {
         match self {
             Self::Sqlite(journal) => journal.tenant_state(tenant).await,
+            Self::Postgres(journal) => journal.tenant_state(tenant).await,
         }
     }
 
@@ -665,6 +704,7 @@ impl EventJournal {
     ) -> Result<Vec<OperatorAction>, JournalError> {
         match self {
             Self::Sqlite(journal) => journal.operator_actions(event_id, tenant, limit).await,
+            Self::Postgres(journal) => journal.operator_actions(event_id, tenant, limit).await,
         }
     }
 
@@ -672,6 +712,7 @@ impl EventJournal {
     pub async fn replay_job(&self, job_id: Uuid) -> Result<Option<ReplayJob>, JournalError> {
         match self {
             Self::Sqlite(journal) => journal.replay_job(job_id).await,
+            Self::Postgres(journal) => journal.replay_job(job_id).await,
         }
     }
 
@@ -683,6 +724,7 @@ impl EventJournal {
     ) -> Result<Vec<ReplayJob>, JournalError> {
         match self {
             Self::Sqlite(journal) => journal.replay_jobs(running_only, limit).await,
+            Self::Postgres(journal) => journal.replay_jobs(running_only, limit).await,
         }
     }
 
@@ -691,6 +733,7 @@ impl EventJournal {
     pub async fn operate(&self, write: OperatorWrite) -> Result<OperatorOutcome, OperatorError> {
         match self {
             Self::Sqlite(journal) => journal.operate(write).await,
+            Self::Postgres(journal) => journal.operate(write).await,
         }
     }
 
@@ -698,6 +741,7 @@ impl EventJournal {
     pub async fn parked_tenants(&self) -> Result<Vec<String>, JournalError> {
         match self {
             Self::Sqlite(journal) => journal.parked_tenants().await,
+            Self::Postgres(journal) => journal.parked_tenants().await,
         }
     }
 
@@ -705,6 +749,7 @@ impl EventJournal {
     pub async fn count_pending(&self) -> Result<u64, JournalError> {
         match self {
             Self::Sqlite(journal) => journal.count_pending().await,
+            Self::Postgres(journal) => journal.count_pending().await,
         }
     }
 
@@ -715,6 +760,7 @@ impl EventJournal {
     ) -> Result<Vec<StoredAttempt>, JournalError> {
         match self {
             Self::Sqlite(journal) => journal.delivery_attempts(event_id).await,
+            Self::Postgres(journal) => journal.delivery_attempts(event_id).await,
         }
     }
 
@@ -723,6 +769,7 @@ impl EventJournal {
     pub fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<u64> {
         match self {
             Self::Sqlite(journal) => journal.subscribe_commits(),
+            Self::Postgres(journal) => journal.subscribe_commits(),
         }
     }
 
@@ -730,6 +777,7 @@ impl EventJournal {
     pub fn group_sizes(&self) -> prometheus_client::metrics::histogram::Histogram {
         match self {
             Self::Sqlite(journal) => journal.group_sizes(),
+            Self::Postgres(journal) => journal.group_sizes(),
         }
     }
 
@@ -737,6 +785,7 @@ impl EventJournal {
     pub fn commit_stats(&self) -> CommitStats {
         match self {
             Self::Sqlite(journal) => journal.commit_stats(),
+            Self::Postgres(journal) => journal.commit_stats(),
         }
     }
 
@@ -744,6 +793,7 @@ impl EventJournal {
     pub fn queued_requests(&self) -> usize {
         match self {
             Self::Sqlite(journal) => journal.queued_requests(),
+            Self::Postgres(journal) => journal.queued_requests(),
         }
     }
 
@@ -752,6 +802,7 @@ impl EventJournal {
     pub fn queued_append_bytes(&self) -> usize {
         match self {
             Self::Sqlite(journal) => journal.queued_append_bytes(),
+            Self::Postgres(journal) => journal.queued_append_bytes(),
         }
     }
 
@@ -761,6 +812,7 @@ impl EventJournal {
     pub async fn close(&self) {
         match self {
             Self::Sqlite(journal) => journal.close().await,
+            Self::Postgres(journal) => journal.close().await,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Operator actions on the journal (DESIGN.md section 6): event search, an event's emissions,
+//! Operator actions on the journal (see `docs/admin.md`): event search, an event's emissions,
 //! a tenant's state, and the operator's writes (replay, skip, bulk replay jobs), each recorded
 //! with who did it and why. (Not crash recovery: the journal needs none beyond SQLite's WAL.)
 //!
@@ -15,45 +15,8 @@
 
 use uuid::Uuid;
 
+pub use super::status::{EventStatus, ReplayJobStatus};
 use super::AppendError;
-
-/// Delivery state of an event (that of its latest emission).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventStatus {
-    /// Not delivered yet.
-    Pending,
-    /// The sink took it.
-    Delivered,
-    /// Failed for good; its tenant is parked.
-    Dead,
-    /// An operator skipped it.
-    Skipped,
-}
-
-impl EventStatus {
-    /// Every status, in the order listings show counts.
-    pub const ALL: [EventStatus; 4] = [
-        EventStatus::Pending,
-        EventStatus::Delivered,
-        EventStatus::Dead,
-        EventStatus::Skipped,
-    ];
-
-    /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventStatus::Pending => "pending",
-            EventStatus::Delivered => "delivered",
-            EventStatus::Dead => "dead",
-            EventStatus::Skipped => "skipped",
-        }
-    }
-
-    /// Parses the stored spelling.
-    pub fn parse(value: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == value)
-    }
-}
 
 /// A validated event search: every condition optional, combined with AND.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,7 +66,7 @@ pub struct EventHeader {
     /// When the gateway accepted it.
     pub received_at: String,
     /// State of its latest emission.
-    pub status: String,
+    pub status: EventStatus,
 }
 
 /// One emission of an event, as stored.
@@ -119,8 +82,9 @@ pub struct StoredEmission {
     pub replay_of: Option<Uuid>,
     /// The bulk replay job that created it.
     pub replay_job: Option<Uuid>,
-    /// `pending`, `delivered`, `dead` or `skipped`.
-    pub status: String,
+    /// Its delivery state; an [`EventStatus`] because a stored emission can also be skipped
+    /// (see [`super::EmissionStatus`] for the states an attempt leaves).
+    pub status: EventStatus,
     /// When it was created.
     pub created_at: String,
     /// When it became final.
@@ -179,8 +143,8 @@ pub struct TenantState {
 pub struct ReplayJob {
     /// Its id.
     pub job_id: Uuid,
-    /// `running`, `completed`, `cancelled` or `failed`.
-    pub status: String,
+    /// Where the job stands.
+    pub status: ReplayJobStatus,
     /// The operator's filter (JSON), for display.
     pub filter: String,
     /// Replays per second.
@@ -310,7 +274,7 @@ pub enum OperatorError {
         /// The event.
         event_id: Uuid,
         /// Its status.
-        status: String,
+        status: EventStatus,
     },
     /// The filter selects another number of events than expected.
     #[error(
@@ -331,7 +295,7 @@ pub enum OperatorError {
         /// The job.
         job_id: Uuid,
         /// Its final status.
-        status: String,
+        status: ReplayJobStatus,
     },
     /// The store failed or is closed; nothing was written.
     #[error(transparent)]

@@ -1,5 +1,5 @@
-//! The canonical CloudEvent the gateway emits to Argo Events (DESIGN section 4), and the
-//! `workflowName` the Sensors use as the Workflow's `metadata.name`.
+//! The canonical CloudEvent the gateway emits to Argo Events, and the `workflowName` the Sensors
+//! use as the Workflow's `metadata.name` (see `docs/normalization.md`, "The canonical event").
 
 use std::collections::BTreeMap;
 

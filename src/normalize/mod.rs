@@ -1,6 +1,6 @@
 //! Normalization: from an accepted upstream CloudEvent to the lifecycle facts the gateway acts on
 //! (tenant, action, parameters, object storage), and from those facts to the canonical CloudEvent
-//! it emits (DESIGN section 4).
+//! it emits (see `docs/normalization.md`).
 //!
 //! Layout:
 //! - this module: [`Lifecycle`], [`TenantName`], [`NormalizeError`], the [`Normalizer`] and the
@@ -23,7 +23,7 @@ use crate::cloudevents::{CloudEvent, Data, ExtensionValue};
 pub use canonical::{canonical_event, workflow_name, EmissionInput};
 pub use rules::{RuleSet, RulesError};
 
-/// The actions a default deployment knows (DESIGN section 4).
+/// The actions a default deployment knows (`docs/normalization.md`).
 pub const DEFAULT_ACTIONS: [&str; 5] = ["upsert", "delete", "migrate-out", "migrate-in", "admin"];
 
 /// A tenant name: a DNS-1123 label, because it ends up in Kubernetes object and mutex names.
@@ -83,6 +83,34 @@ pub struct Lifecycle {
 pub struct ObjectStorage {
     /// The location as the upstream system named it (e.g. `s3://bucket/tenant/export`).
     pub url: String,
+}
+
+/// What normalization found besides tenant and action, as the journal keeps it (the `lifecycle`
+/// column): fixed at ingest, so a rules change never alters what an accepted event emits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleDetails {
+    /// Named values for the workflow, from the rule's parameter mappings.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// Where a migration reads or writes the tenant's data.
+    #[serde(default, rename = "objectStorage")]
+    pub object_storage: Option<ObjectStorage>,
+}
+
+impl LifecycleDetails {
+    /// The details of a freshly normalized event.
+    pub fn of(lifecycle: &Lifecycle) -> Self {
+        LifecycleDetails {
+            parameters: lifecycle.parameters.clone(),
+            object_storage: lifecycle.object_storage.clone(),
+        }
+    }
+
+    /// The JSON text the journal stores.
+    pub fn to_json_string(&self) -> String {
+        // A map of strings and an optional struct of strings always serialize.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
 }
 
 /// Why a valid CloudEvent is not a lifecycle event this gateway can act on (HTTP 422). Every

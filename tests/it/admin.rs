@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sqlx::{ConnectOptions, Row};
 use tenant_gateway::config::{Settings, TokenConfig};
+use tenant_gateway::journal::EventStatus;
 
-use crate::argo_webhook::{ArgoWebhook, Behaviour, Received};
 use crate::dispatch::{post, webhook_settings};
+use crate::support::argo_webhook::{ArgoWebhook, Behaviour, Received};
 use crate::support::{json_body, lifecycle_event, problem, TestApp};
 
 /// Long enough for any wait here; a test that reaches it has failed.
@@ -585,6 +586,40 @@ async fn cancel_stops_a_replay_job() {
     app.stop().await;
 }
 
+/// A bulk replay condition no event could meet is a bad filter, whichever condition it is (a
+/// status is read by serde with the body, a time afterwards); a member of the wrong JSON type
+/// is a bad body.
+#[tokio::test]
+async fn a_bad_bulk_replay_condition_is_an_invalid_filter() {
+    let app = TestApp::spawn().await;
+    let admin = AdminApi::of(&app);
+    for (body, slug, named) in [
+        (
+            json!({"filter": {"status": "lost"}}),
+            "invalid-filter",
+            "status",
+        ),
+        (
+            json!({"filter": {"since": "yesterday"}}),
+            "invalid-filter",
+            "since",
+        ),
+        (json!({"filter": {"status": 3}}), "invalid-body", "a string"),
+    ] {
+        let answer = problem(admin.post("/admin/v1/replays", &body).await, 400).await;
+        assert_eq!(
+            answer["type"],
+            format!("urn:tenant-gateway:problem:{slug}"),
+            "{body}: {answer}"
+        );
+        assert!(
+            answer["detail"].as_str().unwrap().contains(named),
+            "{body}: {answer}"
+        );
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn pagination_never_skips_or_repeats_while_events_arrive() {
     let hook = ArgoWebhook::start().await;
@@ -693,7 +728,7 @@ fn admin_token(dir: &tempfile::TempDir, secret: &str) -> TokenConfig {
     TokenConfig {
         name: "alice".into(),
         file: path,
-        sources: Vec::new(),
+        ..TokenConfig::default()
     }
 }
 
@@ -746,7 +781,7 @@ async fn a_non_loopback_admin_listener_requires_the_admin_token() {
             .unwrap()
             .unwrap()
             .status,
-        "delivered",
+        EventStatus::Delivered,
         "refused calls changed nothing"
     );
     let alice = AdminApi::of(&app).with_token("op3rator");
@@ -763,18 +798,31 @@ async fn a_non_loopback_admin_listener_requires_the_admin_token() {
 }
 
 #[tokio::test]
-async fn a_loopback_listener_takes_no_token_but_refuses_a_wrong_one() {
+async fn a_loopback_listener_with_tokens_requires_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = admin_token(&dir, "op3rator");
     let app =
         TestApp::spawn_with(|settings: &mut Settings| settings.admin_tokens = vec![token]).await;
     let anonymous = AdminApi::of(&app);
-    assert_eq!(
-        anonymous.get("/admin/v1/events").await.status().as_u16(),
-        200
-    );
+    problem(anonymous.get("/admin/v1/events").await, 401).await;
     let wrong = AdminApi::of(&app).with_token("guess");
     problem(wrong.get("/admin/v1/events").await, 401).await;
+    for malformed in ["Basic b3A6b3A=", "Bearer", "op3rator"] {
+        let resp = app
+            .client
+            .get(format!("http://{}/admin/v1/events", app.admin_addr))
+            .header("authorization", malformed)
+            .send()
+            .await
+            .expect("request sent");
+        let body = problem(resp, 401).await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("malformed"),
+            "{malformed}: {body}"
+        );
+    }
+    let right = AdminApi::of(&app).with_token("op3rator");
+    assert_eq!(right.get("/admin/v1/events").await.status().as_u16(), 200);
     app.stop().await;
 }
 

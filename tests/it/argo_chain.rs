@@ -51,9 +51,9 @@ use tenant_gateway::discovery::watch::desired_state;
 use tenant_gateway::dispatch::sinks::SinkConfig;
 use tenant_gateway::normalize::DEFAULT_ACTIONS;
 
-use crate::argo_webhook::ArgoWebhook;
-use crate::manifests::{assert_valid, crate_dir, yaml_documents};
-use crate::nats::{create_argo_stream, NatsServer};
+use crate::support::argo_webhook::ArgoWebhook;
+use crate::support::manifests::{assert_valid, crate_dir, yaml_documents};
+use crate::support::nats::{create_argo_stream, NatsServer};
 use crate::support::{json_body, TestApp};
 
 /// Long enough for any wait here; a test that reaches it has failed.
@@ -793,7 +793,8 @@ fn discovered_templates() -> BTreeMap<String, Value> {
     let Command::Discover(args) = cli.command else {
         panic!("discover")
     };
-    let config = RenderConfig::from_args(&args);
+    let args = tenant_gateway::discovery::DiscoverSettings::from(args);
+    let config = RenderConfig::from_settings(&args);
     let jobs = load_jobs(&examples).expect("examples/jobs load");
     let state = desired_state(&jobs, &args.annotation_key, &config, &config.actions);
     assert!(

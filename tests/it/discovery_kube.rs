@@ -12,19 +12,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use clap::Parser;
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::batch::v1::Job;
 use kube::client::Body;
 use kube::Client;
 use serde_json::{json, Value};
-use tenant_gateway::cli::{Cli, Command, DiscoverArgs};
 use tenant_gateway::discovery::health::DiscoveryMetrics;
 use tenant_gateway::discovery::reconcile::{
     ReconcileError, Reconciler, SyncReport, IGNORED_EVENT_REASON, REPORTING_CONTROLLER,
 };
 use tenant_gateway::discovery::render::{template_name, RenderConfig};
 use tenant_gateway::discovery::watch::{self, DesiredState};
+use tenant_gateway::discovery::DiscoverSettings;
 use tower_test::mock::{self, Handle, SendResponse};
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
@@ -37,14 +36,11 @@ const PATIENCE: Duration = Duration::from_secs(10);
 
 // ----- fixtures -------------------------------------------------------------------------------
 
-fn discover_args(extra: &[&str]) -> DiscoverArgs {
-    let argv = ["tenant-gateway", "discover"].iter().chain(extra);
-    match Cli::try_parse_from(argv)
-        .expect("discover flags parse")
-        .command
-    {
-        Command::Discover(args) => args,
-        other => panic!("parsed {other:?}"),
+/// The default `discover` settings with the test's Workflow namespace.
+fn discover_settings() -> DiscoverSettings {
+    DiscoverSettings {
+        workflow_namespace: WORKFLOW_NS.into(),
+        ..DiscoverSettings::default()
     }
 }
 
@@ -86,8 +82,7 @@ fn with_annotation(mut job: Job, key: &str, value: &str) -> Job {
 
 /// The desired state of `jobs` with the default `discover` flags (five configured actions).
 fn desired(jobs: &[Job]) -> DesiredState {
-    let args = discover_args(&["--workflow-namespace", WORKFLOW_NS]);
-    let config = RenderConfig::from_args(&args);
+    let config = RenderConfig::from_settings(&discover_settings());
     watch::desired_state(jobs.iter(), ANNOTATION, &config, &config.actions)
 }
 
@@ -674,15 +669,12 @@ async fn once_watches_labelled_jobs_syncs_and_exits() {
     let jobs = two_teams();
     let state = desired(&jobs);
     let (client, mut handle) = mock_client();
-    let args = discover_args(&[
-        "--once",
-        "--workflow-namespace",
-        WORKFLOW_NS,
-        "--listen",
-        "127.0.0.1:0",
-        "--debounce",
-        "10ms",
-    ]);
+    let args = DiscoverSettings {
+        once: true,
+        listen: "127.0.0.1:0".parse().expect("address"),
+        debounce: Duration::from_millis(10),
+        ..discover_settings()
+    };
     let job_items: Vec<Value> = jobs
         .iter()
         .map(|j| serde_json::to_value(j).expect("json"))
@@ -764,11 +756,12 @@ async fn discovery_runs_once_against_the_current_kubeconfig() {
         .await
         .expect("a kubeconfig or in-cluster configuration");
     let apply = std::env::var("TENANT_GATEWAY_IT_APPLY").is_ok_and(|v| v == "1");
-    let mut flags = vec!["--once", "--listen", "127.0.0.1:0"];
-    if !apply {
-        flags.push("--dry-run");
-    }
-    let args = discover_args(&flags);
+    let args = DiscoverSettings {
+        once: true,
+        dry_run: !apply,
+        listen: "127.0.0.1:0".parse().expect("address"),
+        ..DiscoverSettings::default()
+    };
     tokio::time::timeout(
         Duration::from_secs(120),
         watch::run(args, client, std::future::pending()),

@@ -10,11 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use clap::Parser;
 use k8s_openapi::api::batch::v1::Job;
 use serde_json::{json, Value};
-use tenant_gateway::cli::{Cli, Command, OutputFormat};
-use tenant_gateway::discovery::offline::{load_jobs, print_templates, OfflineError};
+use tenant_gateway::discovery::offline::{load_jobs, print_templates, OfflineError, OutputFormat};
 use tenant_gateway::discovery::render::{
     content_hash, render, template_name, RenderConfig, RenderOutcome, ACTION_LABEL,
     CONTENT_HASH_ANNOTATION, EVENT_MOUNT_PATH, INJECTED_ENV, MANAGED_BY_LABEL,
@@ -23,6 +21,7 @@ use tenant_gateway::discovery::template_job::{
     classify, Classified, JobRef, TemplateJob, DEPENDS_ON_ANNOTATION, RETRIES_ANNOTATION,
     TEMPLATE_LABEL, TIMEOUT_ANNOTATION,
 };
+use tenant_gateway::discovery::DiscoverSettings;
 
 const KEY: &str = "tenant-gateway.io/lifecycle";
 const STORAGE_SECRET: &str = "tenant-object-storage";
@@ -1729,28 +1728,19 @@ fn printed_yaml_and_json_parse_back_to_the_same_objects() {
 }
 
 #[test]
-fn render_config_comes_from_the_discover_flags() {
-    let cli = Cli::try_parse_from([
-        "tenant-gateway",
-        "discover",
-        "--workflow-namespace",
-        "workflows",
-        "--bridge-service-account",
-        "bridge",
-        "--job-ttl",
-        "30m",
-        "--default-timeout",
-        "2h",
-        "--object-storage-secret",
-        "s3-creds",
-        "--actions",
-        "upsert,lifecycle.delete,upsert",
-    ])
-    .expect("flags");
-    let Command::Discover(args) = cli.command else {
-        panic!("discover")
+fn render_config_comes_from_the_discover_settings() {
+    let settings = DiscoverSettings {
+        workflow_namespace: "workflows".into(),
+        bridge_service_account: "bridge".into(),
+        job_ttl: Duration::from_secs(1800),
+        default_timeout: Duration::from_secs(7200),
+        object_storage_secret: Some("s3-creds".into()),
+        actions: ["upsert", "lifecycle.delete", "upsert", " "]
+            .map(String::from)
+            .to_vec(),
+        ..DiscoverSettings::default()
     };
-    let config = RenderConfig::from_args(&args);
+    let config = RenderConfig::from_settings(&settings);
     assert_eq!(config.workflow_namespace, "workflows");
     assert_eq!(config.bridge_service_account, "bridge");
     assert_eq!(config.job_ttl, Duration::from_secs(1800));
@@ -1759,6 +1749,14 @@ fn render_config_comes_from_the_discover_flags() {
     assert_eq!(
         config.actions,
         vec!["upsert".to_string(), "delete".to_string()]
+    );
+    let blank_secret = DiscoverSettings {
+        object_storage_secret: Some("  ".into()),
+        ..DiscoverSettings::default()
+    };
+    assert_eq!(
+        RenderConfig::from_settings(&blank_secret).object_storage_secret,
+        None
     );
 }
 

@@ -11,9 +11,10 @@ use serde_json::{json, Value};
 use tenant_gateway::config::Settings;
 use tenant_gateway::dispatch::sinks::{EventbusConfig, SinkConfig, WebhookConfig};
 use tenant_gateway::dispatch::RetryPolicy;
+use tenant_gateway::journal::{AttemptOutcome, EventStatus};
 
-use crate::argo_webhook::{ArgoWebhook, Behaviour, Received};
-use crate::nats::{create_argo_stream, eventbus_config, NatsServer};
+use crate::support::argo_webhook::{ArgoWebhook, Behaviour, Received};
+use crate::support::nats::{create_argo_stream, eventbus_config, NatsServer};
 use crate::support::{lifecycle_event, TestApp};
 
 /// Long enough for any wait here; a test that reaches it has failed.
@@ -173,7 +174,7 @@ async fn retryable_failures_are_retried_and_every_attempt_recorded() {
         .await
         .unwrap()
         .expect("stored");
-    assert_eq!(stored.status, "delivered");
+    assert_eq!(stored.status, EventStatus::Delivered);
     let attempts = app
         .journal
         .delivery_attempts(stored.event_id)
@@ -227,7 +228,7 @@ async fn inactive_route_400_is_retried_and_other_400s_stay_permanent() {
         .await
         .unwrap()
         .expect("stored");
-    assert_eq!(stored.status, "delivered");
+    assert_eq!(stored.status, EventStatus::Delivered);
     let attempts = app
         .journal
         .delivery_attempts(stored.event_id)
@@ -367,7 +368,7 @@ async fn exhausted_retries_make_the_event_dead() {
     post(&app, &lifecycle_event("x-1", "acme", "upsert")).await;
     app.wait_for_progress("x-1 dead", |p| p.dead == 1).await;
     let stored = app.journal.tenant_timeline("acme").await.unwrap();
-    assert_eq!(stored[0].status, "dead");
+    assert_eq!(stored[0].status, EventStatus::Dead);
     let attempts = app
         .journal
         .delivery_attempts(stored[0].event_id)
@@ -379,7 +380,7 @@ async fn exhausted_retries_make_the_event_dead() {
     );
     assert!(attempts
         .iter()
-        .all(|a| a.outcome == "retryable" && a.status_code == Some(500)));
+        .all(|a| a.outcome == AttemptOutcome::Retryable && a.status_code == Some(500)));
     app.stop().await;
 }
 

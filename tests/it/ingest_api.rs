@@ -1,4 +1,4 @@
-//! The `POST /events` contract of DESIGN section 3 against a running gateway: every status code,
+//! The `POST /events` contract of `docs/api.md` against a running gateway: every status code,
 //! atomic batches, dedup and conflict, authentication, the handshake and health endpoints.
 
 use std::io::Write;
@@ -320,12 +320,13 @@ async fn bearer_tokens_are_required_when_configured_and_limit_sources() {
             tenant_gateway::config::TokenConfig {
                 name: "ops".into(),
                 file: open_token,
-                sources: vec![],
+                ..Default::default()
             },
             tenant_gateway::config::TokenConfig {
                 name: "billing".into(),
                 file: billing_token,
                 sources: vec!["//billing.acme.example/*".into()],
+                ..Default::default()
             },
         ]
     })
@@ -655,7 +656,7 @@ async fn send_subcommand_posts_binary_and_structured() {
         let tenant_gateway::cli::Command::Send(args) = cli.command else {
             unreachable!()
         };
-        let answer = tenant_gateway::ingest::send::run(args)
+        let answer = tenant_gateway::ingest::send::run(args.into())
             .await
             .expect("accepted");
         assert_eq!(answer["accepted"], 1);
@@ -683,7 +684,9 @@ async fn send_subcommand_posts_binary_and_structured() {
     let tenant_gateway::cli::Command::Send(args) = cli.command else {
         unreachable!()
     };
-    let err = tenant_gateway::ingest::send::run(args).await.unwrap_err();
+    let err = tenant_gateway::ingest::send::run(args.into())
+        .await
+        .unwrap_err();
     assert!(err.to_string().starts_with("422"), "{err}");
     app.stop().await;
 }

@@ -1,9 +1,9 @@
 //! Contract tests of the event journal: what every storage backend must do.
 //!
 //! Each contract is an async function over a [`TestStore`] (a journal opened on a fresh, empty
-//! store). `journal_contract_suite!` turns every contract into a test for one backend; adding the
-//! PostgreSQL backend is one more `journal_contract_suite!(postgres, open_fresh_postgres);` line,
-//! plus its opener and its [`WriteLock`] variant.
+//! store). `journal_contract_suite!` turns every contract into a test for one backend, one line
+//! per backend. Each PostgreSQL test runs on a database of its own (see `postgres_support`),
+//! and is skipped, saying so, when no PostgreSQL is reachable and `CI` is not set.
 //!
 //! Timing is never left to chance: where a test needs requests to share (or not share) a group,
 //! it parks the writer behind a write lock it holds itself ([`ParkedWriter`]) and waits for
@@ -24,6 +24,8 @@ use tenant_gateway::journal::{
 };
 use tokio::task::JoinHandle;
 use uuid::Uuid;
+
+use crate::postgres_support::{PostgresLock, TestDatabase};
 
 /// Instantiates every contract for one backend: `journal_contract_suite!(name, opener)` where
 /// `opener(JournalOptions) -> TestStore` opens a journal on a fresh store. Each contract is listed
@@ -68,13 +70,16 @@ macro_rules! journal_contract_suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $contract() {
-                super::$contract($open_fresh($options).await).await;
+                if let Some(store) = $open_fresh(stringify!($contract), $options).await {
+                    super::$contract(store).await;
+                }
             }
         )*
     };
 }
 
-journal_contract_suite!(sqlite, open_fresh_sqlite);
+journal_contract_suite!(sqlite, sqlite_store);
+journal_contract_suite!(postgres, open_fresh_postgres);
 
 // ---------------------------------------------------------------------------------------------
 // Backends
@@ -96,6 +101,28 @@ enum BackendStore {
         path: PathBuf,
         _dir: tempfile::TempDir,
     },
+    /// A database of its own on the test PostgreSQL (dropped when the store is dropped).
+    Postgres(TestDatabase),
+}
+
+/// [`open_fresh_sqlite`] as the suite's opener.
+async fn sqlite_store(_test: &str, options: JournalOptions) -> Option<TestStore> {
+    Some(open_fresh_sqlite(options).await)
+}
+
+/// A fresh PostgreSQL store: an empty database of the test's own; `None` when PostgreSQL is
+/// not reachable and `CI` is not set.
+async fn open_fresh_postgres(test: &str, options: JournalOptions) -> Option<TestStore> {
+    let database = TestDatabase::create(&format!("journal_contract::postgres::{test}")).await?;
+    let journal = EventJournal::open(&database.url, options.clone())
+        .await
+        .expect("open a fresh PostgreSQL journal");
+    Some(TestStore {
+        journal,
+        url: database.url.clone(),
+        options,
+        backend: BackendStore::Postgres(database),
+    })
 }
 
 /// A fresh SQLite store, in a directory that does not exist yet (open must create it).
@@ -121,6 +148,7 @@ async fn open_fresh_sqlite(options: JournalOptions) -> TestStore {
 /// The store's write lock, taken through a connection of its own, as another process would.
 enum WriteLock {
     Sqlite(crate::support::StoreLock),
+    Postgres(PostgresLock),
 }
 
 impl WriteLock {
@@ -129,12 +157,16 @@ impl WriteLock {
             BackendStore::Sqlite { path, .. } => {
                 WriteLock::Sqlite(crate::support::StoreLock::acquire(path).await)
             }
+            BackendStore::Postgres(database) => {
+                WriteLock::Postgres(PostgresLock::acquire(database).await)
+            }
         }
     }
 
     async fn release(self) {
         match self {
             WriteLock::Sqlite(lock) => lock.release().await,
+            WriteLock::Postgres(lock) => lock.release().await,
         }
     }
 }
@@ -143,10 +175,10 @@ impl WriteLock {
 // Test tools
 // ---------------------------------------------------------------------------------------------
 
-const SOURCE: &str = "urn:test:billing";
+pub(crate) const SOURCE: &str = "urn:test:billing";
 
 /// A lifecycle event of `tenant` with upstream id `id`; its document and hash derive from both.
-fn event(tenant: &str, id: &str) -> NewEvent {
+pub(crate) fn event(tenant: &str, id: &str) -> NewEvent {
     event_with_data(
         tenant,
         id,
@@ -155,7 +187,7 @@ fn event(tenant: &str, id: &str) -> NewEvent {
 }
 
 /// Like [`event`], with chosen data (so the same id can come with other content).
-fn event_with_data(tenant: &str, id: &str, data: serde_json::Value) -> NewEvent {
+pub(crate) fn event_with_data(tenant: &str, id: &str, data: serde_json::Value) -> NewEvent {
     let document = serde_json::json!({
         "specversion": "1.0",
         "id": id,
@@ -179,7 +211,7 @@ fn event_with_data(tenant: &str, id: &str, data: serde_json::Value) -> NewEvent 
 }
 
 /// The same upstream identity as `original` with different content: a conflict.
-fn conflicting(original: &NewEvent) -> NewEvent {
+pub(crate) fn conflicting(original: &NewEvent) -> NewEvent {
     event_with_data(
         &original.tenant,
         &original.id,
@@ -855,7 +887,7 @@ async fn stored_event_round_trips(store: TestStore) {
     );
     assert_eq!(stored.document, document);
     assert_eq!(stored.content_hash, with_time.content_hash);
-    assert_eq!(stored.status, "pending");
+    assert_eq!(stored.status, EventStatus::Pending);
     assert!(
         stored.received_at.ends_with('Z'),
         "received_at is UTC: {}",
@@ -883,29 +915,6 @@ async fn stored_event_round_trips(store: TestStore) {
 // ---------------------------------------------------------------------------------------------
 // Opening: URLs and options (not backend contracts: they decide the backend)
 // ---------------------------------------------------------------------------------------------
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_urls_are_refused_until_supported() {
-    for url in [
-        "postgres://gw:s3cret@db.internal:5432/gw",
-        "postgresql://db/gw",
-    ] {
-        match EventJournal::open(url, JournalOptions::default()).await {
-            Err(error @ JournalError::UnsupportedStore(_)) => {
-                let message = error.to_string();
-                assert!(
-                    message.contains("PostgreSQL journal is not available yet"),
-                    "{message}"
-                );
-                assert!(
-                    !message.contains("s3cret"),
-                    "the URL's password is never echoed"
-                );
-            }
-            other => panic!("{url}: expected UnsupportedStore, got {other:?}"),
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_urls_and_options_are_refused() {
@@ -941,7 +950,9 @@ async fn malformed_urls_and_options_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_is_in_wal_mode() {
     let store = open_fresh_sqlite(JournalOptions::default()).await;
-    let BackendStore::Sqlite { path, .. } = &store.backend;
+    let BackendStore::Sqlite { path, .. } = &store.backend else {
+        unreachable!("open_fresh_sqlite opens a SQLite store");
+    };
     let mut raw = SqliteConnectOptions::new()
         .filename(path)
         .connect()
@@ -1148,7 +1159,7 @@ async fn accepted_events_are_pending_emissions_in_sequence_order(store: TestStor
         assert_eq!(emission.emission_id, emission.event.event_id);
         assert_eq!(emission.replay_of, None);
         assert_eq!(emission.attempts, 0);
-        assert_eq!(emission.event.status, "pending");
+        assert_eq!(emission.event.status, EventStatus::Pending);
     }
     for tenant in ["acme", "globex"] {
         let sequences: Vec<i64> = pending
@@ -1230,7 +1241,7 @@ async fn recorded_attempts_move_emissions_on(store: TestStore) {
         .await
         .expect("find")
         .expect("stored");
-    assert_eq!(stored.status, "delivered");
+    assert_eq!(stored.status, EventStatus::Delivered);
 
     let attempts = journal
         .delivery_attempts(first.event_id)
@@ -1297,7 +1308,7 @@ async fn dead_emission_parks_its_tenant_across_reopen(store: TestStore) {
         .await
         .expect("find")
         .expect("stored");
-    assert_eq!(dead.status, "dead");
+    assert_eq!(dead.status, EventStatus::Dead);
     journal.close().await;
 }
 
@@ -1362,7 +1373,7 @@ async fn delivery_order(journal: &EventJournal, tenant: &str) -> Vec<(String, bo
         .collect()
 }
 
-/// DESIGN 6: replaying the dead event that parks a tenant retries it in its own place, before
+/// `docs/admin.md`: replaying the dead event that parks a tenant retries it in its own place, before
 /// the events waiting behind it; the tenant is no longer parked by it, also after a reopen.
 async fn replaying_a_dead_emission_takes_its_place_and_unparks(store: TestStore) {
     let journal = &store.journal;
@@ -1477,7 +1488,7 @@ async fn skipping_needs_a_dead_emission_and_unparks(store: TestStore) {
         })
         .await;
     assert!(
-        matches!(&refused, Err(OperatorError::NotDead { status, .. }) if status == "pending"),
+        matches!(&refused, Err(OperatorError::NotDead { status, .. }) if *status == EventStatus::Pending),
         "{refused:?}"
     );
     let dead = kill_first_pending(journal, "acme").await;
@@ -1497,7 +1508,7 @@ async fn skipping_needs_a_dead_emission_and_unparks(store: TestStore) {
     ));
     assert!(journal.parked_tenants().await.unwrap().is_empty());
     let stored = journal.find_event(dead).await.unwrap().unwrap();
-    assert_eq!(stored.status, "skipped");
+    assert_eq!(stored.status, EventStatus::Skipped);
     let state = journal.tenant_state("acme").await.unwrap().unwrap();
     assert_eq!(state.counts, [1, 0, 0, 1]);
     assert!(state.parked_by.is_none());

@@ -3,130 +3,21 @@
 //! deploy overlay renders with `kubectl kustomize`, and the rendered objects grant exactly the
 //! documented RBAC, run the pod locked down, and configure the sink of their variant.
 //!
-//! Also the YAML and schema helpers the chain test (`argo_chain.rs`) shares.
+//! The YAML and schema helpers it shares with the chain test are in `support::manifests`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tenant_gateway::config::FileConfig;
 use tenant_gateway::normalize::rules::RuleSet;
 use tenant_gateway::normalize::DEFAULT_ACTIONS;
 
+use crate::support::manifests::{
+    assert_valid, crate_dir, yaml_documents, yaml_stream, DEFINITIONS,
+};
 use crate::support::skip_or_fail;
-
-/// The repository root (where Cargo.toml is).
-pub(crate) fn crate_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Every non-empty document of a YAML file (or stream), as JSON values.
-pub(crate) fn yaml_documents(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    yaml_stream(&text, &path.display().to_string())
-}
-
-/// The non-empty documents of YAML text; `what` names it in failures.
-fn yaml_stream(text: &str, what: &str) -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_str(text)
-        .enumerate()
-        .map(|(n, document)| {
-            Value::deserialize(document)
-                .unwrap_or_else(|e| panic!("{what} document {}: not YAML: {e}", n + 1))
-        })
-        .filter(|document| !document.is_null())
-        .collect()
-}
-
-/// The schema definitions of both Argo projects, compiled once per definition used.
-struct Schemas {
-    /// Definition name -> validator.
-    validators: BTreeMap<&'static str, jsonschema::Validator>,
-}
-
-/// The definitions objects here are validated against, and the schema file holding each.
-const DEFINITIONS: [(&str, &str); 5] = [
-    ("io.argoproj.events.v1alpha1.Sensor", "argo-events"),
-    ("io.argoproj.events.v1alpha1.EventSource", "argo-events"),
-    ("io.argoproj.events.v1alpha1.EventBus", "argo-events"),
-    ("io.argoproj.workflow.v1alpha1.Workflow", "argo-workflows"),
-    (
-        "io.argoproj.workflow.v1alpha1.WorkflowTemplate",
-        "argo-workflows",
-    ),
-];
-
-fn schemas() -> &'static Schemas {
-    static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
-    SCHEMAS.get_or_init(|| {
-        let mut files: BTreeMap<&str, Value> = BTreeMap::new();
-        for project in ["argo-events", "argo-workflows"] {
-            let path = crate_dir().join(format!("tests/fixtures/argo/{project}.schema.json"));
-            let mut document: Value =
-                serde_json::from_str(&std::fs::read_to_string(&path).expect("schema file"))
-                    .expect("schema JSON");
-            if project == "argo-events" {
-                relax_event_context(&mut document);
-            }
-            files.insert(project, document);
-        }
-        let validators = DEFINITIONS
-            .iter()
-            .map(|&(definition, project)| {
-                let schema = json!({
-                    "$schema": "https://json-schema.org/draft/2020-12/schema",
-                    "definitions": files[project]["definitions"],
-                    "$ref": format!("#/definitions/{definition}"),
-                });
-                let validator = jsonschema::draft202012::new(&schema)
-                    .unwrap_or_else(|e| panic!("{definition} compiles: {e}"));
-                (definition, validator)
-            })
-            .collect();
-        Schemas { validators }
-    })
-}
-
-/// The one place the events schema is looser than the file. It is generated from Go structs
-/// and lists every `EventContext` field as required, because none has `omitempty`; but a
-/// context filter is a partial context: Argo compares only the non-empty `type`, `subject`,
-/// `source` and `datacontenttype` (argo-events `pkg/sensors/dependencies/filter.go`,
-/// `filterContext`), its own examples set one or two fields
-/// (`examples/sensors/filter-with-context.yaml`), and the Sensor CRD is schemaless, so the API
-/// server accepts them. A `time` placeholder would even break the Sensor (metav1.Time cannot
-/// parse ""). Everything else stays as published.
-fn relax_event_context(document: &mut Value) {
-    let context = &mut document["definitions"]["io.argoproj.events.v1alpha1.EventContext"];
-    assert!(
-        context["required"].is_array(),
-        "the schema still lists EventContext's required fields"
-    );
-    if let Some(object) = context.as_object_mut() {
-        object.remove("required");
-    }
-}
-
-/// Asserts `object` validates against the Argo schema `definition`; `origin` names it.
-pub(crate) fn assert_valid(definition: &str, object: &Value, origin: &Path) {
-    let validator = schemas()
-        .validators
-        .get(definition)
-        .unwrap_or_else(|| panic!("no validator for {definition}"));
-    let errors: Vec<String> = validator
-        .iter_errors(object)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{} ({definition}) in {}: {errors:#?}",
-        object["metadata"]["name"],
-        origin.display()
-    );
-}
 
 /// The schema definition of an Argo object, by kind.
 fn definition_of(kind: &str) -> &'static str {
@@ -703,17 +594,20 @@ fn assert_locked_down(pod: &Value) {
     }
 }
 
-/// What both overlays must render: the RBAC, the pod, and the Argo objects of `variant`.
-/// Returns the parsed config.toml of the gateway.
-fn check_overlay(variant: &str, objects: &[Value]) -> toml::Table {
+/// What every overlay must render: the RBAC, the pod, and the Argo objects of `variant`.
+/// `sqlite`: one replica on the SQLite journal's volume (else the `ha` overlay checks its
+/// replicas and store itself). Returns the parsed config.toml of the gateway.
+fn check_overlay(variant: &str, objects: &[Value], sqlite: bool) -> toml::Table {
     // No Secret values are committed: the operator creates every Secret.
     assert!(
         objects.iter().all(|o| o["kind"] != "Secret"),
         "{variant} renders a Secret"
     );
     let deployment = one(objects, "Deployment", Some("tenant-gateway"));
-    assert_eq!(deployment["spec"]["replicas"], 1, "one SQLite writer");
-    assert_eq!(deployment["spec"]["strategy"], json!({"type": "Recreate"}));
+    if sqlite {
+        assert_eq!(deployment["spec"]["replicas"], 1, "one SQLite writer");
+        assert_eq!(deployment["spec"]["strategy"], json!({"type": "Recreate"}));
+    }
     let pod = &deployment["spec"]["template"]["spec"];
     assert_locked_down(pod);
     let gateway = container(pod, "gateway");
@@ -912,12 +806,14 @@ fn check_overlay(variant: &str, objects: &[Value]) -> toml::Table {
             "token-file {file}"
         );
     }
-    let store = config["store"].as_str().expect("store");
-    let journal_file = store.strip_prefix("sqlite://").expect("sqlite store");
-    assert!(
-        under_mount(pod, gateway, journal_file, is_journal),
-        "the journal is on the PVC"
-    );
+    if sqlite {
+        let store = config["store"].as_str().expect("store");
+        let journal_file = store.strip_prefix("sqlite://").expect("sqlite store");
+        assert!(
+            under_mount(pod, gateway, journal_file, is_journal),
+            "the journal is on the PVC"
+        );
+    }
     assert_eq!(mount_path(discovery, "journal"), None);
     assert_eq!(config["listen"].as_str(), Some("0.0.0.0:8080"));
     assert_eq!(config["admin-listen"].as_str(), Some("0.0.0.0:8081"));
@@ -973,7 +869,7 @@ fn the_webhook_overlay_renders_the_webhook_variant() {
     let Some(objects) = kustomize(&crate_dir().join("deploy/overlays/webhook")) else {
         return;
     };
-    let config = check_overlay("webhook", &objects);
+    let config = check_overlay("webhook", &objects, true);
     let sink = config["sink"].as_table().expect("[sink]");
     assert_eq!(sink["kind"].as_str(), Some("webhook"));
 
@@ -1018,7 +914,7 @@ fn the_eventbus_overlay_renders_the_eventbus_variant() {
     let Some(objects) = kustomize(&crate_dir().join("deploy/overlays/eventbus")) else {
         return;
     };
-    let config = check_overlay("eventbus", &objects);
+    let config = check_overlay("eventbus", &objects, true);
     let sink = config["sink"].as_table().expect("[sink]");
     assert_eq!(sink["kind"].as_str(), Some("eventbus"));
     assert!(
@@ -1072,4 +968,64 @@ fn the_overlay_configs_differ_only_in_the_sink() {
         table
     };
     assert_eq!(read("webhook"), read("eventbus"));
+}
+
+/// The `ha` overlay: the webhook variant with three active replicas on PostgreSQL, replaced
+/// one at a time, at least two kept through voluntary disruptions, no volume, the store URL
+/// from a Secret, discovery electing a leader in every pod.
+#[test]
+fn the_ha_overlay_runs_three_replicas_on_postgresql() {
+    let Some(objects) = kustomize(&crate_dir().join("deploy/overlays/ha")) else {
+        return;
+    };
+    let config = check_overlay("ha", &objects, false);
+    assert_eq!(config["sink"]["kind"].as_str(), Some("webhook"));
+    let deployment = one(&objects, "Deployment", Some("tenant-gateway"));
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert_eq!(
+        deployment["spec"]["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}})
+    );
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let pdb = one(&objects, "PodDisruptionBudget", Some("tenant-gateway"));
+    assert_eq!(pdb["metadata"]["namespace"], "tenant-gateway");
+    assert_eq!(pdb["spec"]["minAvailable"], 2, "two of three stay up");
+    let selector = pdb["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels");
+    assert!(
+        selector.iter().all(|(k, v)| &labels[k] == v),
+        "the budget selects the gateway's pods"
+    );
+    // No journal volume anywhere: the journal is the database.
+    assert!(objects.iter().all(|o| o["kind"] != "PersistentVolumeClaim"));
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert!(pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .all(|v| v.get("persistentVolumeClaim").is_none()));
+    // The store: not in the ConfigMap (it carries the password), from the Secret.
+    assert!(
+        config.get("store").is_none(),
+        "no store URL in the ConfigMap"
+    );
+    let gateway = container(pod, "gateway");
+    let store = gateway["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == "TENANT_GATEWAY_STORE")
+        .expect("TENANT_GATEWAY_STORE");
+    assert_eq!(
+        store["valueFrom"]["secretKeyRef"],
+        json!({"name": "tenant-gateway-store", "key": "url"})
+    );
+    // Discovery runs in every pod; only the Lease holder applies.
+    let discovery = container(pod, "discovery");
+    assert_eq!(
+        env(discovery, "TENANT_GATEWAY_LEADER_ELECTION"),
+        Some("true")
+    );
+    assert!(env(discovery, "TENANT_GATEWAY_LEASE_NAME").is_some());
 }

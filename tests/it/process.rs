@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::argo_webhook::ArgoWebhook;
 use crate::support::{lifecycle_event, GatewayProcess};
 
 async fn post(
@@ -283,12 +284,66 @@ async fn log_sink_prints_one_json_line_per_event_on_stdout() {
     );
 }
 
+/// A 12-factor deployment configures the webhook sink without a file: `--sink webhook
+/// --webhook-url URL --webhook-token-file FILE`, or the same as `TENANT_GATEWAY_*` variables.
+/// Either way the event reaches the EventSource with the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_sink_from_flags_or_environment_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("webhook-token");
+    std::fs::write(&token_file, "hook-s3cret\n").unwrap();
+    let token_path = token_file.display().to_string();
+    let client = reqwest::Client::new();
+    for by_environment in [false, true] {
+        let webhook = ArgoWebhook::start_with_token("hook-s3cret").await;
+        let url = webhook.url();
+        let store = dir.path().join(format!("journal-{by_environment}.db"));
+        let gw = if by_environment {
+            GatewayProcess::start_with_env(
+                &store,
+                &[],
+                &[
+                    ("TENANT_GATEWAY_SINK", "webhook"),
+                    ("TENANT_GATEWAY_WEBHOOK_URL", &url),
+                    ("TENANT_GATEWAY_WEBHOOK_TOKEN_FILE", &token_path),
+                ],
+            )
+        } else {
+            GatewayProcess::start(
+                &store,
+                &[
+                    "--sink",
+                    "webhook",
+                    "--webhook-url",
+                    &url,
+                    "--webhook-token-file",
+                    &token_path,
+                ],
+            )
+        };
+        let id = format!("twelve-factor-{by_environment}");
+        let status = post(
+            &client,
+            &gw.url("/events"),
+            &lifecycle_event(&id, "acme", "upsert"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 202);
+        let received = webhook.wait_for(1, Duration::from_secs(60)).await;
+        assert_eq!(received[0].status, 200, "by environment: {by_environment}");
+        let emitted = received[0].json.as_ref().expect("a JSON body");
+        assert_eq!(emitted["originid"], id.as_str());
+        assert_eq!(emitted["subject"], "acme");
+    }
+}
+
 /// `kill -9` while the dispatcher is busy: after a restart every acknowledged event reaches the
 /// receiver, and each tenant's accepted deliveries stay in sequence (an emission the receiver
 /// took just before the kill may come again: at-least-once, never out of order).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_dispatch_loses_nothing_and_keeps_order() {
-    use crate::argo_webhook::{ArgoWebhook, Behaviour};
+    use crate::support::argo_webhook::{ArgoWebhook, Behaviour};
     const TENANTS: usize = 10;
     const EVENTS: usize = 20;
     let hook = ArgoWebhook::start().await;

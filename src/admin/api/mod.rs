@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+pub use crate::journal::{AttemptOutcome, EventStatus, ReplayJobStatus};
+
 /// Which events a listing or a bulk replay selects. Every condition is optional; conditions
 /// combine with AND. Times compare with the event's `receivedAt` (`since` inclusive, `until`
 /// exclusive).
@@ -17,9 +19,9 @@ pub struct EventFilter {
     /// Short action name (`upsert`) or the emitted type (`lifecycle.upsert`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
-    /// `pending`, `delivered`, `dead` or `skipped`.
+    /// Only events in this delivery state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
+    pub status: Option<EventStatus>,
     /// Upstream CloudEvent `source`, exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -51,7 +53,7 @@ pub struct EventSummary {
     /// Per-tenant sequence number.
     pub sequence: i64,
     /// Delivery state of its latest emission.
-    pub status: String,
+    pub status: EventStatus,
     /// Upstream CloudEvent `source`.
     pub source: String,
     /// Upstream CloudEvent `id`.
@@ -87,8 +89,8 @@ pub struct AttemptView {
     pub finished_at: String,
     /// Sink kind: `log`, `webhook` or `eventbus`.
     pub sink: String,
-    /// `delivered`, `retryable` or `permanent`.
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
     /// The sink's HTTP status, when it answered over HTTP.
     pub status_code: Option<u16>,
     /// What went wrong.
@@ -105,8 +107,8 @@ pub struct EmissionView {
     pub replay_of: Option<Uuid>,
     /// The bulk replay job that created it, if any.
     pub replay_job: Option<Uuid>,
-    /// `pending`, `delivered`, `dead` or `skipped`.
-    pub status: String,
+    /// Its delivery state.
+    pub status: EventStatus,
     /// When it was created.
     pub created_at: String,
     /// When it reached delivered, dead or skipped.
@@ -284,8 +286,8 @@ pub struct DryRunResult {
 pub struct ReplayJobView {
     /// The job id.
     pub id: Uuid,
-    /// `running`, `completed`, `cancelled` or `failed`.
-    pub status: String,
+    /// Where the job stands.
+    pub status: ReplayJobStatus,
     /// The filter it was created with.
     pub filter: EventFilter,
     /// Replays per second.

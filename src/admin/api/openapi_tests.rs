@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 use serde_json::{json, Value};
 
 use crate::admin::api::{
-    ActionRequest, AttemptView, BulkReplayRequest, DryRunResult, EmissionView, EventDetail,
-    EventFilter, EventPage, EventSummary, OperatorActionView, ReplayJobList, ReplayJobView,
-    ReplayResult, SkipResult, StatusCounts, TenantView, TimelineEntry,
+    ActionRequest, AttemptOutcome, AttemptView, BulkReplayRequest, DryRunResult, EmissionView,
+    EventDetail, EventFilter, EventPage, EventStatus, EventSummary, OperatorActionView,
+    ReplayJobList, ReplayJobStatus, ReplayJobView, ReplayResult, SkipResult, StatusCounts,
+    TenantView, TimelineEntry,
 };
 
 const DOCUMENT: &str = crate::admin::OPENAPI_DOCUMENT;
@@ -53,7 +54,7 @@ fn full_filter() -> EventFilter {
     EventFilter {
         tenant: Some("acme".into()),
         action: Some("upsert".into()),
-        status: Some("dead".into()),
+        status: Some(EventStatus::Dead),
         source: Some("/crm".into()),
         since: Some("2024-05-01T10:00:00Z".into()),
         until: Some("2024-05-01T12:00:00.5Z".into()),
@@ -66,7 +67,7 @@ fn summary(time: Option<&str>) -> EventSummary {
         tenant: "acme".into(),
         action: "upsert".into(),
         sequence: 3,
-        status: "dead".into(),
+        status: EventStatus::Dead,
         source: "/crm".into(),
         id: "crm-3".into(),
         event_type: "com.acme.tenant.lifecycle.upsert".into(),
@@ -81,7 +82,11 @@ fn attempt(full: bool) -> AttemptView {
         started_at: "2024-05-01T12:00:01Z".into(),
         finished_at: "2024-05-01T12:00:02Z".into(),
         sink: "webhook".into(),
-        outcome: if full { "permanent" } else { "delivered" }.into(),
+        outcome: if full {
+            AttemptOutcome::Permanent
+        } else {
+            AttemptOutcome::Delivered
+        },
         status_code: full.then_some(500),
         error: full.then(|| "HTTP 500".into()),
     }
@@ -92,7 +97,7 @@ fn emission(full: bool) -> EmissionView {
         emission_id: uuid(2),
         replay_of: full.then(|| uuid(1)),
         replay_job: full.then(|| uuid(3)),
-        status: "dead".into(),
+        status: EventStatus::Dead,
         created_at: "2024-05-01T12:00:00Z".into(),
         finished_at: full.then(|| "2024-05-01T12:05:00Z".into()),
         last_error: full.then(|| "HTTP 500".into()),
@@ -119,7 +124,11 @@ fn action(full: bool) -> OperatorActionView {
 fn job(full: bool) -> ReplayJobView {
     ReplayJobView {
         id: uuid(3),
-        status: if full { "failed" } else { "running" }.into(),
+        status: if full {
+            ReplayJobStatus::Failed
+        } else {
+            ReplayJobStatus::Running
+        },
         filter: if full {
             full_filter()
         } else {
@@ -580,4 +589,83 @@ fn the_schemas_are_not_vacuous() {
         "Problem",
         &json!({"type": "about:blank", "title": "x", "status": 404, "detail": "y"}),
     );
+}
+
+/// The words a schema's `enum` allows, `null` left out.
+fn enum_words(schema: &Value) -> Vec<String> {
+    schema["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no enum in {schema}"))
+        .iter()
+        .filter_map(|word| word.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn every_documented_status_is_a_typed_one_and_back() {
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    let words = |all: &[&str]| all.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+    let event = words(&EventStatus::ALL.map(EventStatus::as_str));
+    let outcome = words(&AttemptOutcome::ALL.map(AttemptOutcome::as_str));
+    let job = words(&ReplayJobStatus::ALL.map(ReplayJobStatus::as_str));
+    let query_status = doc["paths"]["/admin/v1/events"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "status")
+        .unwrap();
+    for (member, schema, typed) in [
+        (
+            "GET /admin/v1/events?status",
+            &query_status["schema"],
+            &event,
+        ),
+        (
+            "EventFilter.status",
+            &schemas["EventFilter"]["properties"]["status"],
+            &event,
+        ),
+        (
+            "EventSummary.status",
+            &schemas["EventSummary"]["properties"]["status"],
+            &event,
+        ),
+        (
+            "EmissionView.status",
+            &schemas["EmissionView"]["properties"]["status"],
+            &event,
+        ),
+        (
+            "AttemptView.outcome",
+            &schemas["AttemptView"]["properties"]["outcome"],
+            &outcome,
+        ),
+        (
+            "ReplayJobView.status",
+            &schemas["ReplayJobView"]["properties"]["status"],
+            &job,
+        ),
+    ] {
+        assert_eq!(&enum_words(schema), typed, "{member}");
+    }
+    // And serde reads every documented word into the type (what the operator CLI relies on).
+    for word in &event {
+        assert!(
+            serde_json::from_value::<EventStatus>(json!(word)).is_ok(),
+            "{word}"
+        );
+    }
+    for word in &outcome {
+        assert!(
+            serde_json::from_value::<AttemptOutcome>(json!(word)).is_ok(),
+            "{word}"
+        );
+    }
+    for word in &job {
+        assert!(
+            serde_json::from_value::<ReplayJobStatus>(json!(word)).is_ok(),
+            "{word}"
+        );
+    }
 }

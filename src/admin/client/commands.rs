@@ -16,7 +16,9 @@ use super::render::{
     skip_line, write_json, write_out, Progress,
 };
 use super::{AdminClient, ClientError, ClientSettings};
-use crate::admin::api::{BulkReplayRequest, EventFilter, EventSummary, ReplayJobView};
+use crate::admin::api::{
+    BulkReplayRequest, EventFilter, EventStatus, EventSummary, ReplayJobStatus, ReplayJobView,
+};
 
 /// The server's replay rate when the request names none; only used to word the confirmation.
 const DEFAULT_RATE: f64 = 100.0;
@@ -106,7 +108,7 @@ pub struct EventSelection {
     /// Short action name (`upsert`) or emitted type (`lifecycle.upsert`).
     pub action: Option<String>,
     /// Delivery status of the event's latest emission.
-    pub status: Option<String>,
+    pub status: Option<EventStatus>,
     /// Upstream CloudEvent source, exactly.
     pub source: Option<String>,
     /// Events received at or after this time.
@@ -122,7 +124,7 @@ impl EventSelection {
         EventFilter {
             tenant: self.tenant.clone(),
             action: self.action.clone(),
-            status: self.status.clone(),
+            status: self.status,
             source: self.source.clone(),
             since: self.since.map(|t| t.resolve(now)),
             until: self.until.map(|t| t.resolve(now)),
@@ -452,8 +454,8 @@ async fn bulk_replay(
     } else {
         write_out(&mut console.out, &format!("{}\n", job_line(&job)))?;
     }
-    match job.status.as_str() {
-        "failed" | "cancelled" => Err(ClientError::JobEnded {
+    match job.status {
+        ReplayJobStatus::Failed | ReplayJobStatus::Cancelled => Err(ClientError::JobEnded {
             id: job.id,
             status: job.status,
             error: job.error,
@@ -472,7 +474,7 @@ async fn follow_job(
     let mut failures = 0;
     loop {
         progress.update(&job, Instant::now(), &mut console.err)?;
-        if job.status != "running" {
+        if job.status.is_final() {
             break;
         }
         tokio::time::sleep(POLL_INTERVAL).await;
@@ -601,7 +603,7 @@ mod tests {
     fn replay_dead() -> Replay {
         Replay {
             selection: EventSelection {
-                status: Some("dead".into()),
+                status: Some(EventStatus::Dead),
                 ..EventSelection::default()
             },
             ..Replay::default()

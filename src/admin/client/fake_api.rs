@@ -8,8 +8,8 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use uuid::Uuid;
 
 use crate::admin::api::{
-    BulkReplayRequest, DryRunResult, EventFilter, EventPage, EventSummary, ReplayJobView,
-    ReplayResult,
+    BulkReplayRequest, DryRunResult, EventFilter, EventPage, EventSummary, ReplayJobStatus,
+    ReplayJobView, ReplayResult,
 };
 
 /// An event id the fake does not know.
@@ -81,11 +81,10 @@ async fn handle(
     let job = |replayed: u64| ReplayJobView {
         id: Uuid::nil(),
         status: if replayed == 3 {
-            "completed"
+            ReplayJobStatus::Completed
         } else {
-            "running"
-        }
-        .into(),
+            ReplayJobStatus::Running
+        },
         filter: EventFilter::default(),
         rate: 100.0,
         actor: "loopback".into(),
@@ -168,7 +167,7 @@ fn summary(tenant: &str, sequence: i64, action: &str, status: &str) -> EventSumm
         tenant: tenant.into(),
         action: action.into(),
         sequence,
-        status: status.into(),
+        status: status.parse().expect("an event status"),
         source: "/crm".into(),
         id: format!("crm-{sequence}"),
         event_type: format!("com.acme.tenant.lifecycle.{action}"),

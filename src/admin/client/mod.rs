@@ -15,8 +15,10 @@ use uuid::Uuid;
 
 use crate::admin::api::{
     ActionRequest, BulkReplayRequest, DryRunResult, EventDetail, EventFilter, EventPage,
-    ReplayJobList, ReplayJobView, ReplayResult, SkipResult, TenantView,
+    EventStatus, ReplayJobList, ReplayJobStatus, ReplayJobView, ReplayResult, SkipResult,
+    TenantView,
 };
+use crate::secret_file::SecretFileError;
 
 pub mod commands;
 #[cfg(test)]
@@ -125,7 +127,7 @@ pub enum ClientError {
         /// The job.
         id: Uuid,
         /// `failed` or `cancelled`.
-        status: String,
+        status: ReplayJobStatus,
         /// Why it failed, as the server says.
         error: Option<String>,
     },
@@ -227,24 +229,23 @@ fn one_line(text: &str) -> String {
         .join(" ")
 }
 
-/// The admin token: the trimmed content of `token_file` if given, else the trimmed `env_token`
+/// The admin token: the content of `token_file` if given (one trailing newline dropped), else the trimmed `env_token`
 /// (the value of [`TOKEN_ENV`]), else none (enough against a loopback-only admin listener).
 pub fn load_token(
     token_file: Option<&Path>,
     env_token: Option<String>,
 ) -> Result<Option<String>, ClientError> {
     if let Some(path) = token_file {
-        let text = std::fs::read_to_string(path).map_err(|source| ClientError::TokenFile {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(ClientError::EmptyTokenFile {
+        return match crate::secret_file::read_secret_file(path) {
+            Ok(token) => Ok(Some(token)),
+            Err(SecretFileError::Read { source, .. }) => Err(ClientError::TokenFile {
                 path: path.display().to_string(),
-            });
-        }
-        return Ok(Some(token.to_owned()));
+                source,
+            }),
+            Err(SecretFileError::Empty { .. }) => Err(ClientError::EmptyTokenFile {
+                path: path.display().to_string(),
+            }),
+        };
     }
     match env_token {
         Some(token) if token.trim().is_empty() => Err(ClientError::EmptyTokenEnv),
@@ -310,12 +311,12 @@ impl AdminClient {
         {
             let mut query = url.query_pairs_mut();
             let conditions = [
-                ("tenant", &filter.tenant),
-                ("action", &filter.action),
-                ("status", &filter.status),
-                ("source", &filter.source),
-                ("since", &filter.since),
-                ("until", &filter.until),
+                ("tenant", filter.tenant.as_deref()),
+                ("action", filter.action.as_deref()),
+                ("status", filter.status.map(EventStatus::as_str)),
+                ("source", filter.source.as_deref()),
+                ("since", filter.since.as_deref()),
+                ("until", filter.until.as_deref()),
             ];
             for (name, value) in conditions {
                 if let Some(value) = value {
@@ -527,7 +528,7 @@ mod tests {
     fn tokens_come_from_a_file_or_the_environment() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
-        std::fs::write(&file, "  s3cret \n").unwrap();
+        std::fs::write(&file, "s3cret\n").unwrap();
         assert_eq!(
             load_token(Some(&file), Some("env".into()))
                 .unwrap()

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::{one_line, ClientError};
 use crate::admin::api::{
-    DryRunResult, EmissionView, EventDetail, EventSummary, OperatorActionView, ReplayJobView,
-    ReplayResult, SkipResult, TenantView,
+    DryRunResult, EmissionView, EventDetail, EventSummary, OperatorActionView, ReplayJobStatus,
+    ReplayJobView, ReplayResult, SkipResult, TenantView,
 };
 
 /// Width of the progress bar, between the brackets.
@@ -32,7 +32,7 @@ pub(super) struct Progress {
     /// When the last plain line was printed.
     last_line: Option<Instant>,
     /// What the last plain line showed: status and count.
-    last_shown: Option<(String, u64)>,
+    last_shown: Option<(ReplayJobStatus, u64)>,
     /// Characters of the bar on screen, to blank a longer previous one.
     drawn: usize,
 }
@@ -72,7 +72,7 @@ impl Progress {
         let status_changed = self
             .last_shown
             .as_ref()
-            .is_none_or(|(status, _)| status != &job.status);
+            .is_none_or(|(status, _)| *status != job.status);
         let count_changed = self
             .last_shown
             .as_ref()
@@ -82,7 +82,7 @@ impl Progress {
             .is_none_or(|at| now.duration_since(at) >= PLAIN_PROGRESS_EVERY);
         if status_changed || (count_changed && due) {
             self.last_line = Some(now);
-            self.last_shown = Some((job.status.clone(), job.replayed));
+            self.last_shown = Some((job.status, job.replayed));
             write_out(err, &format!("{}\n", render_progress_line(job)))?;
         }
         Ok(())
@@ -119,8 +119,8 @@ pub fn render_progress_bar(replayed: u64, total: u64, rate: f64, width: usize) -
 /// A plain progress line: `replay <job>: replayed/total`, with the status once not running.
 pub fn render_progress_line(job: &ReplayJobView) -> String {
     let mut line = format!("replay {}: {}/{}", job.id, job.replayed, job.total);
-    if job.status != "running" {
-        let _ = write!(line, " {}", one_line(&job.status));
+    if job.status.is_final() {
+        let _ = write!(line, " {}", job.status);
     }
     line
 }
@@ -155,11 +155,7 @@ pub fn skip_line(result: &SkipResult) -> String {
 pub fn job_line(job: &ReplayJobView) -> String {
     let mut line = format!(
         "replay {} {}: {}/{} replayed at {}/s",
-        job.id,
-        one_line(&job.status),
-        job.replayed,
-        job.total,
-        job.rate
+        job.id, job.status, job.replayed, job.total, job.rate
     );
     if let Some(error) = &job.error {
         let _ = write!(line, ": {}", one_line(error));
@@ -211,7 +207,7 @@ pub fn render_events(events: &[EventSummary]) -> String {
                 e.tenant.clone(),
                 e.sequence.to_string(),
                 e.action.clone(),
-                e.status.clone(),
+                e.status.to_string(),
                 e.received_at.clone(),
             ]
         })
@@ -263,7 +259,7 @@ pub fn render_event_detail(detail: &EventDetail) -> String {
         ("tenant", event.tenant.clone()),
         ("sequence", event.sequence.to_string()),
         ("action", event.action.clone()),
-        ("status", event.status.clone()),
+        ("status", event.status.to_string()),
         ("received", event.received_at.clone()),
         ("source", event.source.clone()),
         ("type", event.event_type.clone()),
@@ -285,11 +281,7 @@ pub fn render_event_detail(detail: &EventDetail) -> String {
 }
 
 fn render_emission(emission: &EmissionView) -> String {
-    let mut report = format!(
-        "emission {}: {}\n",
-        emission.emission_id,
-        one_line(&emission.status)
-    );
+    let mut report = format!("emission {}: {}\n", emission.emission_id, emission.status);
     let mut fields = vec![("workflow", emission.workflow_name.clone())];
     if let Some(url) = &emission.workflow_url {
         fields.push(("workflow url", url.clone()));
@@ -325,7 +317,7 @@ fn render_emission(emission: &EmissionView) -> String {
                 a.started_at.clone(),
                 a.finished_at.clone(),
                 a.sink.clone(),
-                a.outcome.clone(),
+                a.outcome.to_string(),
                 a.status_code.map(|s| s.to_string()).unwrap_or_default(),
                 a.error.clone().unwrap_or_default(),
             ]
@@ -400,7 +392,7 @@ pub fn render_tenant(view: &TenantView) -> String {
                     entry.event.sequence.to_string(),
                     entry.event.event_id.to_string(),
                     entry.event.action.clone(),
-                    entry.event.status.clone(),
+                    entry.event.status.to_string(),
                     entry.emissions.len().to_string(),
                     entry.event.received_at.clone(),
                 ]
@@ -456,7 +448,9 @@ pub(super) fn write_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::api::{AttemptView, EventFilter, StatusCounts, TimelineEntry};
+    use crate::admin::api::{
+        AttemptOutcome, AttemptView, EventFilter, EventStatus, StatusCounts, TimelineEntry,
+    };
 
     fn summary(tenant: &str, sequence: i64, action: &str, status: &str) -> EventSummary {
         EventSummary {
@@ -464,7 +458,7 @@ mod tests {
             tenant: tenant.into(),
             action: action.into(),
             sequence,
-            status: status.into(),
+            status: status.parse().expect("an event status"),
             source: "/crm".into(),
             id: format!("crm-{sequence}"),
             event_type: format!("com.acme.tenant.lifecycle.{action}"),
@@ -476,7 +470,7 @@ mod tests {
     fn job(status: &str, replayed: u64, total: u64) -> ReplayJobView {
         ReplayJobView {
             id: Uuid::now_v7(),
-            status: status.into(),
+            status: status.parse().expect("a replay job status"),
             filter: EventFilter {
                 tenant: Some("acme".into()),
                 ..EventFilter::default()
@@ -508,7 +502,7 @@ mod tests {
                     e.tenant.clone(),
                     e.sequence.to_string(),
                     e.action.clone(),
-                    e.status.clone(),
+                    e.status.to_string(),
                     e.received_at.clone(),
                 ]
             })
@@ -606,7 +600,7 @@ mod tests {
             .update(&running, start + Duration::from_millis(2500), &mut err)
             .unwrap();
         let mut done = running.clone();
-        done.status = "completed".into();
+        done.status = ReplayJobStatus::Completed;
         done.replayed = 10;
         progress
             .update(&done, start + Duration::from_millis(2750), &mut err)
@@ -691,7 +685,7 @@ mod tests {
             emission_id: Uuid::now_v7(),
             replay_of: None,
             replay_job: None,
-            status: "dead".into(),
+            status: EventStatus::Dead,
             created_at: "2024-05-01T12:00:03Z".into(),
             finished_at: Some("2024-05-01T12:05:00Z".into()),
             last_error: Some("HTTP 500".into()),
@@ -703,7 +697,7 @@ mod tests {
                 started_at: "2024-05-01T12:00:04Z".into(),
                 finished_at: "2024-05-01T12:00:05Z".into(),
                 sink: "webhook".into(),
-                outcome: "permanent".into(),
+                outcome: AttemptOutcome::Permanent,
                 status_code: Some(500),
                 error: Some("HTTP 500".into()),
             }],

@@ -41,10 +41,9 @@ use async_nats::jetstream::{self, ErrorCode};
 use async_nats::{ConnectOptions, Event, ServerAddr, Subject};
 use bytes::Bytes;
 
-use super::{
-    error_chain, read_secret, redact_urls, show_duration, ArgoRouting, DeliveryOutcome,
-    EventbusConfig, SinkError,
-};
+use super::{read_secret, show_duration, ArgoRouting, DeliveryOutcome, EventbusConfig, SinkError};
+use crate::redact::redact_url;
+use crate::telemetry::ErrorChain;
 
 /// The name the gateway's connection shows in the server's monitoring (`connz`).
 const CONNECTION_NAME: &str = "tenant-gateway";
@@ -88,7 +87,7 @@ impl fmt::Debug for EventbusSink {
 
 impl EventbusSink {
     pub(super) async fn build(config: &EventbusConfig) -> Result<EventbusSink, SinkError> {
-        let shown_url = redact_urls(&config.url);
+        let shown_url = redact_url(&config.url);
         validate_server_urls(&config.url, &shown_url)?;
         validate_name("stream", &config.stream)?;
         validate_name("event-source-name", &config.event_source_name)?;
@@ -154,24 +153,23 @@ impl EventbusSink {
         options = match credentials {
             (None, None, None, None) => options,
             (Some(user), Some(path), None, None) => {
-                let password = read_secret("eventbus password", path).await?;
+                let password = read_secret("eventbus password", path)?;
                 options.user_and_password(user.clone(), password)
             }
             (None, None, Some(path), None) => {
                 let (user, password) =
-                    parse_client_auth(&read_secret("eventbus client-auth", path).await?)
-                        .ok_or_else(|| SinkError::Secret {
+                    parse_client_auth(&read_secret("eventbus client-auth", path)?).ok_or_else(
+                        || SinkError::Secret {
                             what: "eventbus client-auth",
                             path: path.clone(),
                             reason: "expected `username: ...` and `password: ...` lines, as in \
                                      Argo's eventbus-<name>-js-client-auth Secret"
                                 .to_owned(),
-                        })?;
+                        },
+                    )?;
                 options.user_and_password(user, password)
             }
-            (None, None, None, Some(path)) => {
-                options.token(read_secret("eventbus token", path).await?)
-            }
+            (None, None, None, Some(path)) => options.token(read_secret("eventbus token", path)?),
             (Some(_), None, None, None) => {
                 return Err(SinkError::Config(
                     "eventbus: user is set but password-file is not".to_owned(),
@@ -196,7 +194,7 @@ impl EventbusSink {
                 .await
                 .map_err(|e| SinkError::Connect {
                     url: shown_url.clone(),
-                    reason: error_chain(&e),
+                    reason: ErrorChain(&e).to_string(),
                 })?;
         // A reachable EventBus is connected before the first delivery; an unreachable one does
         // not hold up startup longer than one connection attempt.
@@ -330,7 +328,7 @@ impl EventbusSink {
                 status: None,
                 error: format!(
                     "the event ({size} bytes) is larger than the NATS server accepts: {}",
-                    error_chain(e)
+                    ErrorChain(e)
                 ),
             },
             _ if is_jetstream_error(e, ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM) => {
@@ -339,7 +337,7 @@ impl EventbusSink {
                     error: format!(
                         "the event ({size} bytes) is larger than stream `{}` accepts: {}",
                         inner.stream,
-                        error_chain(e)
+                        ErrorChain(e)
                     ),
                 }
             }
@@ -347,7 +345,7 @@ impl EventbusSink {
                 "publish to {} on {} failed: {}",
                 inner.subject,
                 inner.shown_url,
-                error_chain(e)
+                ErrorChain(e)
             )),
         }
     }
@@ -373,7 +371,7 @@ impl EventbusSink {
                         "cannot look up JetStream stream `{}` on {} (is JetStream enabled?): {}",
                         inner.stream,
                         inner.shown_url,
-                        error_chain(&e)
+                        ErrorChain(&e)
                     )),
                 })
             }

@@ -1,4 +1,4 @@
-//! Sinks: where the dispatcher's emissions go (DESIGN.md section 5).
+//! Sinks: where the dispatcher's emissions go (see `docs/dispatch.md`, "Sinks").
 //!
 //! An emission is one canonical lifecycle CloudEvent in structured JSON
 //! (`application/cloudevents+json`), identified by its emission id (the CloudEvent `id`). The
@@ -38,6 +38,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer};
+
+use crate::secret_file::SecretFileError;
 
 pub use self::eventbus::EventbusSink;
 pub use self::log::LogSink;
@@ -85,12 +87,12 @@ pub struct WebhookConfig {
     /// http(s) URL of the Argo webhook EventSource endpoint (its `port` and `endpoint`).
     pub url: String,
     /// File holding the bearer token the EventSource's `authSecret` expects (a mounted
-    /// Kubernetes Secret); read once at build and trimmed, so a trailing newline is harmless.
+    /// Kubernetes Secret); read once at build; one trailing newline is dropped, an empty file refused.
     pub token_file: Option<PathBuf>,
     /// Whole-request timeout. Argo's webhook EventSource answers only after its own EventBus
     /// publish, whose retries take 5 to 10 s when the bus is slow, so the default (30 s) leaves
-    /// room for that instead of retrying a request that is about to succeed (DESIGN.md section 5
-    /// asks for more than 15 s).
+    /// room for that instead of retrying a request that is about to succeed (`docs/dispatch.md`,
+    /// "Sinks": above 15 s).
     #[serde(
         default = "default_webhook_timeout",
         deserialize_with = "deserialize_duration"
@@ -116,7 +118,7 @@ pub struct EventbusConfig {
     pub event_name: String,
     /// User of the EventBus `accessSecret` (basic auth); needs `password-file`.
     pub user: Option<String>,
-    /// File holding the password for `user`; read once at build and trimmed.
+    /// File holding the password for `user`; read once at build like `token_file`.
     pub password_file: Option<PathBuf>,
     /// The `client-auth` key of the Secret Argo generates for a JetStream EventBus
     /// (`eventbus-<name>-js-client-auth`), mounted as a file: `username: ..` and `password: ..`
@@ -136,6 +138,37 @@ pub struct EventbusConfig {
         deserialize_with = "deserialize_duration"
     )]
     pub ack_timeout: Duration,
+}
+
+impl WebhookConfig {
+    /// A webhook sink posting to `url`, without a token, with the default timeout (what the
+    /// `serve --sink webhook` flags start from).
+    pub fn new(url: String) -> Self {
+        WebhookConfig {
+            url,
+            token_file: None,
+            timeout: default_webhook_timeout(),
+        }
+    }
+}
+
+impl EventbusConfig {
+    /// An eventbus sink publishing as `event_source_name`/`event_name` to the default NATS URL
+    /// and stream, without credentials (what the `serve --sink eventbus` flags start from).
+    pub fn new(event_source_name: String, event_name: String) -> Self {
+        EventbusConfig {
+            url: default_nats_url(),
+            stream: default_stream(),
+            event_source_name,
+            event_name,
+            user: None,
+            password_file: None,
+            client_auth_file: None,
+            token_file: None,
+            ca_file: None,
+            ack_timeout: default_ack_timeout(),
+        }
+    }
 }
 
 fn default_webhook_timeout() -> Duration {
@@ -361,69 +394,17 @@ pub enum SinkError {
     Unavailable(String),
 }
 
-/// Reads a credential file once: trimmed, and refused when empty (an empty token would
-/// silently disable authentication).
-async fn read_secret(what: &'static str, path: &Path) -> Result<String, SinkError> {
-    let text = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|e| SinkError::Secret {
-            what,
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-    let secret = text.trim();
-    if secret.is_empty() {
-        return Err(SinkError::Secret {
-            what,
-            path: path.to_owned(),
-            reason: "the file is empty".to_owned(),
-        });
-    }
-    Ok(secret.to_owned())
-}
-
-/// Masks the user information and the query (which may carry an `access_token`) of every URL in
-/// a comma-separated list, for messages and logs.
-fn redact_urls(urls: &str) -> String {
-    urls.split(',')
-        .map(|url| {
-            let url = url.trim();
-            let (url, query) = match url.split_once('?') {
-                Some((before, _)) => (before, "?***"),
-                None => (url, ""),
-            };
-            let authority_start = url.find("://").map_or(0, |i| i + 3);
-            let authority_end = url[authority_start..]
-                .find(['/', '#'])
-                .map_or(url.len(), |i| authority_start + i);
-            match url[authority_start..authority_end].rfind('@') {
-                Some(at) => format!(
-                    "{}***@{}{query}",
-                    &url[..authority_start],
-                    &url[authority_start + at + 1..]
-                ),
-                None => format!("{url}{query}"),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// An error and its causes on one line (`a: b: c`), since the top-level message of client
-/// errors ("error sending request") rarely says what happened.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Some errors repeat their source in their own message.
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+/// Reads a credential file once with the crate's one secret-file rule (one trailing newline
+/// dropped, an empty file refused: an empty token would silently disable authentication).
+fn read_secret(what: &'static str, path: &Path) -> Result<String, SinkError> {
+    crate::secret_file::read_secret_file(path).map_err(|e| SinkError::Secret {
+        what,
+        path: path.to_owned(),
+        reason: match e {
+            SecretFileError::Read { source, .. } => source.to_string(),
+            SecretFileError::Empty { .. } => "the file is empty".to_owned(),
+        },
+    })
 }
 
 /// A duration for messages, e.g. `30s` or `1s 500ms`.
@@ -574,32 +555,15 @@ mod tests {
     }
 
     #[test]
-    fn urls_are_redacted() {
-        assert_eq!(
-            redact_urls("nats://user:pw@host:4222,tls://tok@other"),
-            "nats://***@host:4222,tls://***@other"
-        );
-        assert_eq!(
-            redact_urls("http://host/path@x?access_token=s3cret"),
-            "http://host/path@x?***"
-        );
-        assert_eq!(redact_urls("host:4222"), "host:4222");
-    }
-
-    #[tokio::test]
-    async fn secrets_are_trimmed_and_empty_ones_refused() {
+    fn secret_errors_name_the_credential() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, "s3cret\n").unwrap();
-        assert_eq!(read_secret("test token", &path).await.unwrap(), "s3cret");
+        assert_eq!(read_secret("test token", &path).unwrap(), "s3cret");
         std::fs::write(&path, " \n").unwrap();
-        let err = read_secret("test token", &path)
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = read_secret("test token", &path).unwrap_err().to_string();
         assert!(err.contains("is empty"), "{err}");
         let err = read_secret("test token", &dir.path().join("missing"))
-            .await
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot read the test token file"), "{err}");

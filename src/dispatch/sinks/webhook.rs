@@ -24,7 +24,9 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_
 use reqwest::{StatusCode, Url};
 
 use super::WebhookConfig;
-use super::{error_chain, read_secret, redact_urls, show_duration, DeliveryOutcome, SinkError};
+use super::{read_secret, show_duration, DeliveryOutcome, SinkError};
+use crate::redact::redact_url;
+use crate::telemetry::ErrorChain;
 
 /// The structured-mode media type, with the charset the JSON is written in.
 const CLOUDEVENTS_JSON: &str = "application/cloudevents+json; charset=utf-8";
@@ -66,7 +68,7 @@ impl fmt::Debug for WebhookSink {
 
 impl WebhookSink {
     pub(super) async fn build(config: &WebhookConfig) -> Result<WebhookSink, SinkError> {
-        let shown_url = redact_urls(&config.url);
+        let shown_url = redact_url(&config.url);
         let url = Url::parse(&config.url).map_err(|e| {
             SinkError::Config(format!("webhook url `{shown_url}` is not a valid URL: {e}"))
         })?;
@@ -101,7 +103,7 @@ impl WebhookSink {
             HeaderValue::from_static(concat!("tenant-gateway/", env!("CARGO_PKG_VERSION"))),
         );
         if let Some(path) = &config.token_file {
-            let token = read_secret("webhook token", path).await?;
+            let token = read_secret("webhook token", path)?;
             let mut value = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
                 SinkError::Config(format!(
                     "the webhook token in {} contains characters not allowed in an HTTP header",
@@ -119,7 +121,7 @@ impl WebhookSink {
             .connect_timeout(CONNECT_TIMEOUT.min(config.timeout))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| SinkError::HttpClient(error_chain(&e.without_url())))?;
+            .map_err(|e| SinkError::HttpClient(ErrorChain(&e.without_url()).to_string()))?;
 
         Ok(WebhookSink {
             inner: Arc::new(Inner {
@@ -174,7 +176,7 @@ impl WebhookSink {
         let inner = &*self.inner;
         let (builder, timeout, connect) = (e.is_builder(), e.is_timeout(), e.is_connect());
         // The URL is already in the message (masked); the error's own copy is not.
-        let cause = error_chain(&e.without_url());
+        let cause = ErrorChain(&e.without_url()).to_string();
         if builder {
             return DeliveryOutcome::Permanent {
                 status: None,
@@ -200,7 +202,7 @@ impl WebhookSink {
     }
 }
 
-/// 429 and 5xx are worth retrying (DESIGN.md section 5); any other non-2xx is not.
+/// 429 and 5xx are worth retrying (`docs/dispatch.md`, "Retries"); any other non-2xx is not.
 fn is_retryable(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }

@@ -10,8 +10,10 @@ use super::rows::{EventRow, STORED_EVENT_COLUMNS};
 use super::{parse_uuid, read_error, SqliteJournal};
 use crate::journal::operator::{
     EventHeader, EventQuery, EventStatus, NewReplayJob, Operator, OperatorAction, OperatorError,
-    OperatorOutcome, OperatorWrite, ReplayJob, Replayed, StoredEmission, TenantState,
+    OperatorOutcome, OperatorWrite, ReplayJob, ReplayJobStatus, Replayed, StoredEmission,
+    TenantState,
 };
+use crate::journal::status::decode;
 use crate::journal::{JournalError, StoredEvent};
 
 /// An event's first emission, joined with the event: the rows listings walk, in position order.
@@ -68,7 +70,9 @@ fn count(value: i64) -> u64 {
 
 fn header_from_row(row: &SqliteRow) -> Result<EventHeader, JournalError> {
     let event_id: String = row.try_get(1).map_err(read_error)?;
+    let status: String = row.try_get(10).map_err(read_error)?;
     Ok(EventHeader {
+        status: decode(&status, "status", &event_id)?,
         position: row.try_get(0).map_err(read_error)?,
         event_id: parse_uuid(&event_id, "event id")?,
         source: row.try_get(2).map_err(read_error)?,
@@ -79,20 +83,20 @@ fn header_from_row(row: &SqliteRow) -> Result<EventHeader, JournalError> {
         sequence: row.try_get(7).map_err(read_error)?,
         time: row.try_get(8).map_err(read_error)?,
         received_at: row.try_get(9).map_err(read_error)?,
-        status: row.try_get(10).map_err(read_error)?,
     })
 }
 
 fn emission_from_row(row: &SqliteRow) -> Result<StoredEmission, JournalError> {
     let emission_id: String = row.try_get(1).map_err(read_error)?;
     let event_id: String = row.try_get(2).map_err(read_error)?;
+    let status: String = row.try_get(5).map_err(read_error)?;
     Ok(StoredEmission {
+        status: decode(&status, "emission status", &event_id)?,
         position: row.try_get(0).map_err(read_error)?,
         emission_id: parse_uuid(&emission_id, "emission id")?,
         event_id: parse_uuid(&event_id, "event id")?,
         replay_of: optional_uuid(row.try_get(3).map_err(read_error)?, "replay_of")?,
         replay_job: optional_uuid(row.try_get(4).map_err(read_error)?, "replay_job")?,
-        status: row.try_get(5).map_err(read_error)?,
         created_at: row.try_get(6).map_err(read_error)?,
         finished_at: row.try_get(7).map_err(read_error)?,
         last_error: row.try_get(8).map_err(read_error)?,
@@ -103,9 +107,10 @@ fn emission_from_row(row: &SqliteRow) -> Result<StoredEmission, JournalError> {
 
 fn job_from_row(row: &SqliteRow) -> Result<ReplayJob, JournalError> {
     let job_id: String = row.try_get(0).map_err(read_error)?;
+    let status: String = row.try_get(1).map_err(read_error)?;
     Ok(ReplayJob {
+        status: decode(&status, "replay job status", &job_id)?,
         job_id: parse_uuid(&job_id, "replay job id")?,
-        status: row.try_get(1).map_err(read_error)?,
         filter: row.try_get(2).map_err(read_error)?,
         rate: row.try_get(3).map_err(read_error)?,
         actor: row.try_get(4).map_err(read_error)?,
@@ -265,7 +270,8 @@ impl SqliteJournal {
         let mut last_sequence = 0;
         for row in &rows {
             let status: String = row.try_get(0).map_err(read_error)?;
-            if let Some(index) = EventStatus::ALL.iter().position(|s| s.as_str() == status) {
+            let status: EventStatus = decode(&status, "status", &format!("of tenant {tenant}"))?;
+            if let Some(index) = EventStatus::ALL.iter().position(|s| *s == status) {
                 counts[index] = count(row.try_get(1).map_err(read_error)?);
             }
             last_sequence = last_sequence.max(row.try_get::<i64, _>(2).map_err(read_error)?);
@@ -420,11 +426,19 @@ struct ActionSubject<'a> {
 async fn event_facts(
     connection: &mut SqliteConnection,
     event_id: Uuid,
-) -> Result<Option<(String, String, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT tenant, action, status FROM events WHERE event_id = ?1")
-        .bind(event_id.to_string())
-        .fetch_optional(connection)
-        .await
+) -> Result<Option<(String, String, EventStatus)>, sqlx::Error> {
+    let facts: Option<(String, String, String)> =
+        sqlx::query_as("SELECT tenant, action, status FROM events WHERE event_id = ?1")
+            .bind(event_id.to_string())
+            .fetch_optional(connection)
+            .await?;
+    facts
+        .map(|(tenant, action, status)| {
+            decode(&status, "status", &event_id.to_string())
+                .map(|status| (tenant, action, status))
+                .map_err(|error| sqlx::Error::Decode(Box::new(error)))
+        })
+        .transpose()
 }
 
 /// The event's dead emission nobody replayed or skipped: (position, place).
@@ -568,7 +582,7 @@ async fn running_job(
 ) -> Result<Result<ReplayJob, OperatorError>, sqlx::Error> {
     Ok(match load_job(connection, job_id).await? {
         None => Err(OperatorError::JobNotFound(job_id)),
-        Some(job) if job.status != "running" => Err(OperatorError::JobFinished {
+        Some(job) if job.status.is_final() => Err(OperatorError::JobFinished {
             job_id,
             status: job.status,
         }),
@@ -600,16 +614,16 @@ async fn create_job(
         }));
     }
     let (status, finished_at) = if total == 0 {
-        ("completed", Some(now))
+        (ReplayJobStatus::Completed, Some(now))
     } else {
-        ("running", None)
+        (ReplayJobStatus::Running, None)
     };
     sqlx::query(
         "INSERT INTO replay_jobs (job_id, status, filter, rate, actor, reason, created_at, \
          finished_at, total) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .bind(job.job_id.to_string())
-    .bind(status)
+    .bind(status.as_str())
     .bind(&job.filter)
     .bind(job.rate)
     .bind(&job.operator.actor)
@@ -674,7 +688,14 @@ async fn job_batch(
         "UPDATE replay_jobs SET replayed = ?1, status = ?2, finished_at = ?3 WHERE job_id = ?4",
     )
     .bind(i64::try_from(replayed).unwrap_or(i64::MAX))
-    .bind(if done { "completed" } else { "running" })
+    .bind(
+        if done {
+            ReplayJobStatus::Completed
+        } else {
+            ReplayJobStatus::Running
+        }
+        .as_str(),
+    )
     .bind(done.then_some(now))
     .bind(job_id.to_string())
     .execute(&mut *connection)

@@ -4,6 +4,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{parse_uuid, read_error};
+use crate::journal::status::decode;
 use crate::journal::{JournalError, PendingEmission, StoredEvent};
 
 /// Columns of [`StoredEvent`], in [`EventRow`] order.
@@ -86,8 +87,8 @@ impl EventRow {
             time: self.time,
             received_at: self.received_at,
             document,
+            status: decode(&self.status, "status", &self.event_id)?,
             content_hash: self.content_hash,
-            status: self.status,
             lifecycle,
         })
     }

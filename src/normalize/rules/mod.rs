@@ -1,5 +1,6 @@
 //! The YAML rules file: maps upstream CloudEvents that do not follow the default
-//! `...lifecycle.<action>` shape to lifecycle facts (DESIGN section 4), and `rules check`.
+//! `...lifecycle.<action>` shape to lifecycle facts, and `rules check` (see
+//! `docs/normalization.md`).
 //!
 //! The file is parsed once into [`Rule`]s whose globs, value sources and action specs are already
 //! typed, so a running gateway never meets a malformed rule. Problems that serde sees (unknown

@@ -1,5 +1,11 @@
 //! Test support: an in-process gateway started exactly as `serve` starts it, the spawned real
-//! binary for crash and signal tests, and event builders.
+//! binary for crash and signal tests, and event builders; and in submodules the fakes and
+//! helpers several test files share: the Argo webhook EventSource fake (`argo_webhook`), a real
+//! `nats-server` with Argo's stream (`nats`), the YAML and Argo schema helpers (`manifests`).
+
+pub(crate) mod argo_webhook;
+pub(crate) mod manifests;
+pub(crate) mod nats;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -238,6 +244,11 @@ pub struct GatewayProcess {
 
 impl GatewayProcess {
     pub fn start(store: &Path, extra: &[&str]) -> GatewayProcess {
+        Self::start_with_env(store, extra, &[])
+    }
+
+    /// [`GatewayProcess::start`] with extra environment variables for the child only.
+    pub fn start_with_env(store: &Path, extra: &[&str], env: &[(&str, &str)]) -> GatewayProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tenant-gateway"))
             .args([
                 "serve",
@@ -252,6 +263,7 @@ impl GatewayProcess {
             .arg(format!("sqlite://{}", store.display()))
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

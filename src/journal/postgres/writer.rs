@@ -1,0 +1,606 @@
+//! The group-commit store on the write connection. Each kind of row goes in with one statement
+//! over arrays (`UNNEST`), whatever the group's size, so a group costs a handful of round
+//! trips.
+//!
+//! An append group, in its READ COMMITTED transaction:
+//! 1. lock the `tenant_sequences` rows of the group's tenants, in tenant order (an upsert that
+//!    creates missing rows and returns each tenant's last sequence). Another replica's group
+//!    for one of these tenants has committed by now, or waits for this one;
+//! 2. read which of the group's origins are stored (a new statement: it sees those commits);
+//! 3. plan in Rust: duplicate, conflict, or new with the tenant's next sequence;
+//! 4. insert the new events with `ON CONFLICT (source, id) DO NOTHING`. If an origin was stored
+//!    by a transaction that did not hold these tenants (the same origin under another tenant,
+//!    which is a conflict) between 2 and 4, its row is skipped instead of aborting the whole
+//!    transaction (a failed statement would, taking every request of the group with it): the
+//!    rows this statement inserted are deleted and the group goes back to 2, where the origin
+//!    now reads as stored;
+//! 5. insert the outbox rows, update the counters, and `NOTIFY` the commits channel.
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{Connection, Row};
+use uuid::Uuid;
+
+use super::{connect_once, COMMITS_CHANNEL};
+use crate::journal::group_commit::{GroupStore, RequestOutcome};
+use crate::journal::operator::{OperatorError, OperatorOutcome, OperatorWrite};
+use crate::journal::{AppendStatus, Appended, AttemptRecord, EmissionStatus, NewEvent};
+
+/// Locks (creating if needed) the counter rows of the group's distinct tenants, in tenant order
+/// so that two replicas locking overlapping sets never deadlock, and returns their values.
+/// `DO UPDATE` (a no-op) rather than `DO NOTHING`: only it locks an existing row and returns it.
+const LOCK_TENANTS: &str = "INSERT INTO tenant_sequences AS s (tenant, last_sequence) \
+     SELECT tenant, 0 FROM UNNEST($1::text[]) AS t (tenant) ORDER BY tenant \
+     ON CONFLICT (tenant) DO UPDATE SET last_sequence = s.last_sequence \
+     RETURNING tenant, last_sequence";
+
+/// The stored events among the group's origins (one index search each on `events_origin`).
+const SELECT_STORED_ORIGINS: &str =
+    "SELECT e.source, e.id, e.event_id, e.sequence, e.content_hash \
+     FROM UNNEST($1::text[], $2::text[]) AS o (source, id) \
+     JOIN events AS e ON e.source = o.source AND e.id = o.id";
+
+/// The planned new events; returns the ids of those actually inserted (see the module doc).
+const INSERT_EVENTS: &str = "INSERT INTO events (event_id, source, id, event_type, tenant, \
+     action, sequence, time, received_at, document, content_hash, lifecycle) \
+     SELECT u.event_id, u.source, u.id, u.event_type, u.tenant, u.action, u.sequence, u.time, \
+     $9, u.document, u.content_hash, u.lifecycle \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+     $7::bigint[], $8::text[], $10::text[], $11::text[], $12::text[]) \
+     AS u (event_id, source, id, event_type, tenant, action, sequence, time, document, \
+     content_hash, lifecycle) \
+     ON CONFLICT (source, id) DO NOTHING RETURNING event_id";
+
+/// Takes back the rows of an `INSERT_EVENTS` that has to be planned again.
+const DELETE_EVENTS: &str = "DELETE FROM events WHERE event_id = ANY($1::text[])";
+
+/// The first emission of each new event, in the same transaction: the transactional outbox.
+/// Positions are drawn in input order, which is sequence order within a tenant.
+const INSERT_EMISSIONS: &str = "INSERT INTO emissions (emission_id, event_id, tenant, created_at) \
+     SELECT u.event_id, u.event_id, u.tenant, $3 \
+     FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS u (event_id, tenant, ordinal) \
+     ORDER BY u.ordinal";
+
+/// The tenants' last sequence after the group.
+const UPDATE_SEQUENCES: &str = "UPDATE tenant_sequences AS s SET last_sequence = u.last_sequence \
+     FROM UNNEST($1::text[], $2::bigint[]) AS u (tenant, last_sequence) \
+     WHERE s.tenant = u.tenant";
+
+/// Delivery attempts of a group.
+/// A late record from a replica that just lost the tenant's bucket can carry the attempt number
+/// the new owner records too (both read the same `attempts`): the first one stands, and the
+/// conflict must not fail the whole group (docs/dispatch.md, "Ownership").
+const INSERT_ATTEMPTS: &str = "INSERT INTO delivery_attempts (position, attempt, started_at, \
+     finished_at, sink, outcome, status_code, error) \
+     SELECT * FROM UNNEST($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], \
+     $6::text[], $7::integer[], $8::text[]) \
+     ON CONFLICT (position, attempt) DO NOTHING";
+
+/// The emissions' state after their attempts (one row per emission: see `write_attempts`).
+const UPDATE_EMISSIONS: &str = "UPDATE emissions AS m SET status = u.status, \
+     attempts = u.attempts, first_attempt_at = COALESCE(m.first_attempt_at, u.started_at), \
+     finished_at = u.finished_at, last_error = COALESCE(u.error, m.last_error) \
+     FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[]) \
+     AS u (position, status, attempts, started_at, finished_at, error) \
+     WHERE m.position = u.position";
+
+/// The events' status follows their emission's, once it is final.
+const UPDATE_EVENT_STATUS: &str = "UPDATE events AS e SET status = u.status \
+     FROM UNNEST($1::text[], $2::text[]) AS u (event_id, status) WHERE e.event_id = u.event_id";
+
+/// How often one group may find its plan overtaken by another replica's commit before it gives
+/// up (each round waits for the commit that overtook it, so more than two is already unusual).
+const MAX_PLAN_ROUNDS: usize = 8;
+
+/// What the journal knows of an event with a given (source, id): stored before this group, or
+/// accepted earlier in it.
+struct KnownOrigin<'a> {
+    event_id: Uuid,
+    sequence: i64,
+    /// Borrowed from the request for events of this group; owned when read from the database.
+    content_hash: Cow<'a, str>,
+}
+
+/// A new event with the values the journal gives it.
+struct PlannedInsert<'a> {
+    event: &'a NewEvent,
+    event_id: Uuid,
+    sequence: i64,
+}
+
+/// One emission's state after the group's attempts: a row of `UPDATE_EMISSIONS`.
+struct EmissionUpdate<'a> {
+    /// The emission.
+    position: i64,
+    /// Its state after its last attempt of the group.
+    status: &'a str,
+    /// Its last attempt's number.
+    attempts: i64,
+    /// When its first attempt of the group started (kept only if none was recorded before).
+    started_at: String,
+    /// When it became final, if it did.
+    finished_at: Option<String>,
+    /// The last error of the group's attempts (an earlier one is kept when none is given).
+    error: Option<&'a str>,
+}
+
+/// The writer's side of the PostgreSQL journal: its dedicated write connection. It keeps no
+/// state across groups: other replicas write too, so the database is the only truth.
+pub(super) struct PostgresWriter {
+    /// The write connection; `None` after a failure that may have broken it, reopened lazily
+    /// at the next group.
+    connection: Option<PgConnection>,
+    /// How to reopen the connection.
+    connect_options: PgConnectOptions,
+    /// How long a reconnect may take before the group fails (a server gone silent must turn
+    /// into a 503, not a hung writer).
+    connect_timeout: Duration,
+    /// Whether `BEGIN` succeeded and neither `COMMIT` nor `ROLLBACK` has run since.
+    in_transaction: bool,
+}
+
+impl PostgresWriter {
+    pub(super) fn new(
+        connection: PgConnection,
+        connect_options: PgConnectOptions,
+        connect_timeout: Duration,
+    ) -> Self {
+        PostgresWriter {
+            connection: Some(connection),
+            connect_options,
+            connect_timeout,
+            in_transaction: false,
+        }
+    }
+
+    /// The write connection, reopened if a previous failure dropped it.
+    async fn connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        let connection = match self.connection.take() {
+            Some(connection) => connection,
+            None => {
+                tracing::info!("reopening the journal write connection");
+                connect_once(&self.connect_options, self.connect_timeout).await?
+            }
+        };
+        Ok(self.connection.insert(connection))
+    }
+
+    /// The connection of the open transaction. Never a reconnect: a fresh connection has no
+    /// transaction, and a COMMIT there would acknowledge what was never written.
+    fn transaction_connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        self.connection
+            .as_mut()
+            .filter(|_| self.in_transaction)
+            .ok_or_else(|| {
+                sqlx::Error::Protocol("the journal write transaction is not open".into())
+            })
+    }
+}
+
+/// Locks the tenants' counter rows and returns their last sequences.
+async fn lock_tenants(
+    connection: &mut PgConnection,
+    tenants: &BTreeSet<&str>,
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let tenants: Vec<&str> = tenants.iter().copied().collect();
+    let rows = sqlx::query(LOCK_TENANTS)
+        .bind(tenants)
+        .fetch_all(connection)
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}
+
+/// The stored events among `origins`, keyed by (source, id).
+async fn stored_origins<'a>(
+    connection: &mut PgConnection,
+    origins: &[(&'a str, &'a str)],
+) -> Result<HashMap<(&'a str, &'a str), KnownOrigin<'a>>, sqlx::Error> {
+    let sources: Vec<&str> = origins.iter().map(|o| o.0).collect();
+    let ids: Vec<&str> = origins.iter().map(|o| o.1).collect();
+    let rows = sqlx::query(SELECT_STORED_ORIGINS)
+        .bind(sources)
+        .bind(ids)
+        .fetch_all(connection)
+        .await?;
+    let mut known = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let (source, id): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        // Key the (rare) stored origins by the group's own strings, so planning borrows them.
+        let Some(key) = origins.iter().find(|(s, i)| *s == source && *i == id) else {
+            continue;
+        };
+        let event_id: String = row.try_get(2)?;
+        known.insert(
+            *key,
+            KnownOrigin {
+                event_id: Uuid::parse_str(&event_id)
+                    .map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
+                sequence: row.try_get(3)?,
+                content_hash: Cow::Owned(row.try_get(4)?),
+            },
+        );
+    }
+    Ok(known)
+}
+
+/// Decides, in Rust, what becomes of every request of the group: each event is a duplicate or
+/// a conflict of a known origin, or new with the tenant's next sequence after `last_sequences`.
+/// A request with a conflict contributes nothing (no rows, no sequence numbers). Returns the
+/// outcomes, the inserts, and every tenant's last sequence after the group.
+fn plan<'a>(
+    requests: &[&'a [NewEvent]],
+    mut known: HashMap<(&'a str, &'a str), KnownOrigin<'a>>,
+    mut last_sequences: HashMap<String, i64>,
+) -> (
+    Vec<RequestOutcome>,
+    Vec<PlannedInsert<'a>>,
+    HashMap<String, i64>,
+) {
+    let mut outcomes = Vec::with_capacity(requests.len());
+    let mut inserts = Vec::new();
+    for events in requests {
+        let mut appended = Vec::with_capacity(events.len());
+        let mut request_inserts: Vec<PlannedInsert<'a>> = Vec::new();
+        // This request's sequence numbers, applied only if the whole request stands.
+        let mut request_sequences: HashMap<&str, i64> = HashMap::new();
+        let mut conflict = None;
+        for (index, event) in events.iter().enumerate() {
+            let key = (event.source.as_str(), event.id.as_str());
+            if let Some(existing) = known.get(&key) {
+                if existing.content_hash == event.content_hash {
+                    appended.push(Appended {
+                        event_id: existing.event_id,
+                        sequence: existing.sequence,
+                        status: AppendStatus::Duplicate,
+                    });
+                    continue;
+                }
+                conflict = Some(RequestOutcome::Conflict {
+                    index,
+                    event_id: existing.event_id,
+                });
+                break;
+            }
+            let tenant = event.tenant.as_str();
+            let last = request_sequences
+                .get(tenant)
+                .or_else(|| last_sequences.get(tenant))
+                .copied()
+                .unwrap_or(0);
+            let planned = PlannedInsert {
+                event,
+                event_id: Uuid::now_v7(),
+                sequence: last + 1,
+            };
+            request_sequences.insert(tenant, planned.sequence);
+            // Later events of the group (this request's too) see it as stored.
+            known.insert(
+                key,
+                KnownOrigin {
+                    event_id: planned.event_id,
+                    sequence: planned.sequence,
+                    content_hash: Cow::Borrowed(&event.content_hash),
+                },
+            );
+            appended.push(Appended {
+                event_id: planned.event_id,
+                sequence: planned.sequence,
+                status: AppendStatus::Accepted,
+            });
+            request_inserts.push(planned);
+        }
+        match conflict {
+            Some(conflict) => {
+                // The request stores nothing: forget what it had planned.
+                for planned in &request_inserts {
+                    known.remove(&(planned.event.source.as_str(), planned.event.id.as_str()));
+                }
+                outcomes.push(conflict);
+            }
+            None => {
+                for (tenant, sequence) in request_sequences {
+                    last_sequences.insert(tenant.to_owned(), sequence);
+                }
+                inserts.extend(request_inserts);
+                outcomes.push(RequestOutcome::Stored(appended));
+            }
+        }
+    }
+    (outcomes, inserts, last_sequences)
+}
+
+/// Inserts the planned events, skipping origins stored meanwhile; returns the inserted ids.
+async fn insert_events(
+    connection: &mut PgConnection,
+    inserts: &[PlannedInsert<'_>],
+    received_at: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    fn text<'a>(
+        inserts: &'a [PlannedInsert<'a>],
+        field: impl Fn(&'a NewEvent) -> &'a str,
+    ) -> Vec<&'a str> {
+        inserts.iter().map(|p| field(p.event)).collect()
+    }
+    let event_ids: Vec<String> = inserts.iter().map(|p| p.event_id.to_string()).collect();
+    sqlx::query_scalar(INSERT_EVENTS)
+        .bind(&event_ids)
+        .bind(text(inserts, |e| &e.source))
+        .bind(text(inserts, |e| &e.id))
+        .bind(text(inserts, |e| &e.event_type))
+        .bind(text(inserts, |e| &e.tenant))
+        .bind(text(inserts, |e| &e.action))
+        .bind(inserts.iter().map(|p| p.sequence).collect::<Vec<i64>>())
+        .bind(
+            inserts
+                .iter()
+                .map(|p| p.event.time.as_deref())
+                .collect::<Vec<Option<&str>>>(),
+        )
+        .bind(received_at)
+        .bind(text(inserts, |e| &e.document))
+        .bind(text(inserts, |e| &e.content_hash))
+        .bind(text(inserts, |e| &e.lifecycle))
+        .fetch_all(connection)
+        .await
+}
+
+/// Notifies [`COMMITS_CHANNEL`]; delivered to listeners when the transaction commits.
+async fn notify_commit(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(COMMITS_CHANNEL)
+        .execute(connection)
+        .await
+        .map(drop)
+}
+
+impl GroupStore for PostgresWriter {
+    async fn begin(&mut self) -> Result<(), sqlx::Error> {
+        let connection = self.connection().await?;
+        // READ COMMITTED whatever the server's default: every statement must see the commits
+        // of the replicas whose tenant locks it waited for (see the module doc).
+        match sqlx::query("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .execute(connection)
+            .await
+        {
+            Ok(_) => {
+                self.in_transaction = true;
+                Ok(())
+            }
+            Err(error) => {
+                // Most likely a broken connection: the next group opens a fresh one.
+                self.connection = None;
+                Err(error)
+            }
+        }
+    }
+
+    async fn write_requests(
+        &mut self,
+        requests: &[&[NewEvent]],
+    ) -> Result<Vec<RequestOutcome>, sqlx::Error> {
+        let events = || requests.iter().flat_map(|events| events.iter());
+        let tenants: BTreeSet<&str> = events().map(|e| e.tenant.as_str()).collect();
+        let origins: Vec<(&str, &str)> = events()
+            .map(|e| (e.source.as_str(), e.id.as_str()))
+            .collect();
+        let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let connection = self.transaction_connection()?;
+        let locked = lock_tenants(connection, &tenants).await?;
+        for _ in 0..MAX_PLAN_ROUNDS {
+            let known = stored_origins(connection, &origins).await?;
+            let (outcomes, inserts, last_sequences) = plan(requests, known, locked.clone());
+            if inserts.is_empty() {
+                return Ok(outcomes);
+            }
+            let inserted = insert_events(connection, &inserts, &received_at).await?;
+            if inserted.len() < inserts.len() {
+                tracing::debug!(
+                    skipped = inserts.len() - inserted.len(),
+                    "origins stored by another writer meanwhile; planning the group again"
+                );
+                sqlx::query(DELETE_EVENTS)
+                    .bind(inserted)
+                    .execute(&mut *connection)
+                    .await?;
+                continue;
+            }
+            let tenants: Vec<&str> = inserts.iter().map(|p| p.event.tenant.as_str()).collect();
+            sqlx::query(INSERT_EMISSIONS)
+                .bind(&inserted)
+                .bind(tenants)
+                .bind(&received_at)
+                .execute(&mut *connection)
+                .await?;
+            let (tenants, sequences): (Vec<String>, Vec<i64>) = last_sequences
+                .into_iter()
+                .filter(|(tenant, last)| locked.get(tenant) != Some(last))
+                .unzip();
+            sqlx::query(UPDATE_SEQUENCES)
+                .bind(tenants)
+                .bind(sequences)
+                .execute(&mut *connection)
+                .await?;
+            notify_commit(connection).await?;
+            return Ok(outcomes);
+        }
+        Err(sqlx::Error::Protocol(format!(
+            "the group's plan was overtaken by other writers {MAX_PLAN_ROUNDS} times"
+        )))
+    }
+
+    async fn write_attempts(&mut self, attempts: &[&AttemptRecord]) -> Result<(), sqlx::Error> {
+        let connection = self.transaction_connection()?;
+        let time = |t: &chrono::DateTime<chrono::Utc>| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        };
+        sqlx::query(INSERT_ATTEMPTS)
+            .bind(attempts.iter().map(|a| a.position).collect::<Vec<i64>>())
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| i32::try_from(a.attempt).unwrap_or(i32::MAX))
+                    .collect::<Vec<i32>>(),
+            )
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| time(&a.started_at))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| time(&a.finished_at))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(attempts.iter().map(|a| a.sink).collect::<Vec<&str>>())
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| a.outcome.as_str())
+                    .collect::<Vec<&str>>(),
+            )
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| a.status_code.map(i32::from))
+                    .collect::<Vec<Option<i32>>>(),
+            )
+            .bind(
+                attempts
+                    .iter()
+                    .map(|a| a.error.as_deref())
+                    .collect::<Vec<Option<&str>>>(),
+            )
+            .execute(&mut *connection)
+            .await?;
+        // One row per emission: an UPDATE ... FROM with two rows for one target applies only
+        // one of them, chosen by the plan. The emission ends in its last record's state; its
+        // first attempt started with its first record; its last error is the last one given.
+        let mut emissions: Vec<EmissionUpdate<'_>> = Vec::new();
+        let mut index: HashMap<i64, usize> = HashMap::new();
+        for a in attempts {
+            let finished_at =
+                (a.emission_status != EmissionStatus::Pending).then(|| time(&a.finished_at));
+            match index.get(&a.position) {
+                Some(&i) => {
+                    let entry = &mut emissions[i];
+                    entry.status = a.emission_status.as_str();
+                    entry.attempts = i64::from(a.attempt);
+                    entry.finished_at = finished_at;
+                    entry.error = a.error.as_deref().or(entry.error);
+                }
+                None => {
+                    index.insert(a.position, emissions.len());
+                    emissions.push(EmissionUpdate {
+                        position: a.position,
+                        status: a.emission_status.as_str(),
+                        attempts: i64::from(a.attempt),
+                        started_at: time(&a.started_at),
+                        finished_at,
+                        error: a.error.as_deref(),
+                    });
+                }
+            }
+        }
+        sqlx::query(UPDATE_EMISSIONS)
+            .bind(emissions.iter().map(|e| e.position).collect::<Vec<i64>>())
+            .bind(emissions.iter().map(|e| e.status).collect::<Vec<&str>>())
+            .bind(emissions.iter().map(|e| e.attempts).collect::<Vec<i64>>())
+            .bind(
+                emissions
+                    .iter()
+                    .map(|e| e.started_at.as_str())
+                    .collect::<Vec<&str>>(),
+            )
+            .bind(
+                emissions
+                    .iter()
+                    .map(|e| e.finished_at.as_deref())
+                    .collect::<Vec<Option<&str>>>(),
+            )
+            .bind(
+                emissions
+                    .iter()
+                    .map(|e| e.error)
+                    .collect::<Vec<Option<&str>>>(),
+            )
+            .execute(&mut *connection)
+            .await?;
+        // Likewise one row per event: its last final state in the group.
+        let mut finals: HashMap<Uuid, &str> = HashMap::new();
+        for a in attempts {
+            if a.emission_status != EmissionStatus::Pending {
+                finals.insert(a.event_id, a.emission_status.as_str());
+            }
+        }
+        if !finals.is_empty() {
+            let (events, statuses): (Vec<String>, Vec<&str>) = finals
+                .into_iter()
+                .map(|(event_id, status)| (event_id.to_string(), status))
+                .unzip();
+            sqlx::query(UPDATE_EVENT_STATUS)
+                .bind(events)
+                .bind(statuses)
+                .execute(&mut *connection)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn write_operations(
+        &mut self,
+        operations: &[&OperatorWrite],
+    ) -> Result<Vec<Result<OperatorOutcome, OperatorError>>, sqlx::Error> {
+        let connection = self.transaction_connection()?;
+        let mut outcomes = Vec::with_capacity(operations.len());
+        for operation in operations {
+            outcomes.push(super::operator::apply(connection, operation).await?);
+        }
+        let replays = outcomes.iter().any(|outcome| {
+            matches!(
+                outcome,
+                Ok(OperatorOutcome::Replayed(_) | OperatorOutcome::JobProgress { .. })
+            )
+        });
+        if replays {
+            notify_commit(connection).await?;
+        }
+        Ok(outcomes)
+    }
+
+    async fn commit(&mut self) -> Result<(), sqlx::Error> {
+        let connection = self.transaction_connection()?;
+        sqlx::query("COMMIT").execute(connection).await?;
+        self.in_transaction = false;
+        Ok(())
+    }
+
+    async fn rollback(&mut self) {
+        if !std::mem::take(&mut self.in_transaction) {
+            return;
+        }
+        let Some(connection) = self.connection.as_mut() else {
+            return;
+        };
+        if let Err(error) = sqlx::query("ROLLBACK").execute(connection).await {
+            // The connection is likely gone; dropping it ends the transaction on the server
+            // side, and the next group opens a fresh one.
+            tracing::warn!(%error, "journal rollback failed; reopening the write connection");
+            self.connection = None;
+        }
+    }
+
+    async fn close(self) {
+        if let Some(connection) = self.connection {
+            if let Err(error) = connection.close().await {
+                tracing::warn!(%error, "closing the journal write connection failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! What only the PostgreSQL journal has to do: several journals (replicas) on one database,
+//! start-up against a missing database or an unreachable server, losing the database, and the
+//! commit notifications. The backend contracts both stores share are in `journal_contract`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgListener;
+use sqlx::Connection;
+use tenant_gateway::journal::{
+    AppendError, AppendStatus, EventJournal, JournalError, JournalOptions, COMMITS_CHANNEL,
+};
+use tokio::sync::Barrier;
+
+use crate::journal_contract::{conflicting, event, event_with_data, SOURCE};
+use crate::postgres_support::{admin_connection, TestDatabase};
+
+/// Two journals (two pools and two writers, as two replicas) on a fresh database.
+async fn two_replicas(test: &str) -> Option<(TestDatabase, EventJournal, EventJournal)> {
+    let database = TestDatabase::create(test).await?;
+    // Opened at the same moment: both run the migrations, which must serialize (sqlx's
+    // advisory lock) rather than fail.
+    let (a, b) = tokio::join!(
+        EventJournal::open(&database.url, JournalOptions::default()),
+        EventJournal::open(&database.url, JournalOptions::default()),
+    );
+    let (a, b) = (a.expect("open replica a"), b.expect("open replica b"));
+    a.check_ready().await.expect("replica a ready");
+    b.check_ready().await.expect("replica b ready");
+    Some((database, a, b))
+}
+
+/// Polls `condition` every 10 ms, failing after 30 s (a generous bound for a busy machine).
+async fn wait_for_condition(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_appending_for_the_same_tenants_give_gapless_sequences() {
+    let Some((_database, a, b)) = two_replicas("two_replicas_gapless").await else {
+        return;
+    };
+    const TASKS_PER_REPLICA: usize = 16;
+    const REQUESTS_PER_TASK: usize = 12;
+    let tenants = ["acme", "beta", "gamma"];
+    let start = Arc::new(Barrier::new(2 * TASKS_PER_REPLICA));
+    let mut tasks = Vec::new();
+    for (replica, journal) in [("a", &a), ("b", &b)] {
+        for task in 0..TASKS_PER_REPLICA {
+            let journal = journal.clone();
+            let start = Arc::clone(&start);
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                let mut answers = Vec::new();
+                for request in 0..REQUESTS_PER_TASK {
+                    // Single events and small batches spanning tenants, so groups of both
+                    // replicas lock overlapping sets of tenants.
+                    let events: Vec<_> = (0..1 + request % 3)
+                        .map(|i| {
+                            let tenant = tenants[(task + request + i) % tenants.len()];
+                            event(tenant, &format!("{replica}-{task}-{request}-{i}"))
+                        })
+                        .collect();
+                    let tenants_of: Vec<String> = events.iter().map(|e| e.tenant.clone()).collect();
+                    let appended = journal.append(events).await.expect("append");
+                    answers.extend(tenants_of.into_iter().zip(appended));
+                }
+                answers
+            }));
+        }
+    }
+    let mut answered: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for task in tasks {
+        for (tenant, appended) in task.await.expect("append task") {
+            assert_eq!(appended.status, AppendStatus::Accepted);
+            answered.entry(tenant).or_default().push(appended.sequence);
+        }
+    }
+    let mut total = 0;
+    for tenant in tenants {
+        let mut sequences = answered.remove(tenant).unwrap_or_default();
+        sequences.sort_unstable();
+        let expected: Vec<i64> = (1..=sequences.len() as i64).collect();
+        assert_eq!(
+            sequences, expected,
+            "{tenant}: answered sequences are 1..n, once each"
+        );
+        let stored: Vec<i64> = a
+            .tenant_timeline(tenant)
+            .await
+            .expect("timeline")
+            .iter()
+            .map(|e| e.sequence)
+            .collect();
+        assert_eq!(stored, expected, "{tenant}: stored sequences are 1..n");
+        // The outbox follows: one pending emission per event, in sequence order per tenant.
+        let pending = b
+            .tenant_pending_page(tenant, 0, 10_000)
+            .await
+            .expect("pending")
+            .decode()
+            .expect("decode");
+        let order: Vec<i64> = pending.iter().map(|p| p.event.sequence).collect();
+        assert_eq!(order, expected, "{tenant}: emissions are in sequence order");
+        total += expected.len();
+    }
+    assert_eq!(total, 2 * TASKS_PER_REPLICA * REQUESTS_PER_TASK * 2);
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_event_posted_to_two_replicas_at_once_is_stored_once() {
+    let Some((_database, a, b)) = two_replicas("racing_duplicates").await else {
+        return;
+    };
+    for round in 0..25 {
+        let original = event("acme", &format!("race-{round}"));
+        let start = Arc::new(Barrier::new(2));
+        let post = |journal: &EventJournal, event| {
+            let (journal, start) = (journal.clone(), Arc::clone(&start));
+            tokio::spawn(async move {
+                start.wait().await;
+                journal.append(vec![event]).await
+            })
+        };
+        let (to_a, to_b) = (post(&a, original.clone()), post(&b, original.clone()));
+        let answers = [
+            to_a.await.expect("task").expect("append on a")[0],
+            to_b.await.expect("task").expect("append on b")[0],
+        ];
+        let accepted = answers
+            .iter()
+            .filter(|x| x.status == AppendStatus::Accepted)
+            .count();
+        assert_eq!(
+            accepted, 1,
+            "round {round}: exactly one is accepted: {answers:?}"
+        );
+        assert_eq!(answers[0].event_id, answers[1].event_id, "round {round}");
+        assert_eq!(answers[0].sequence, answers[1].sequence, "round {round}");
+        assert_eq!(
+            answers[0].sequence,
+            round + 1,
+            "round {round}: no sequence is lost"
+        );
+
+        // Other content under the same identity is a conflict on both replicas.
+        for journal in [&a, &b] {
+            match journal.append(vec![conflicting(&original)]).await {
+                Err(AppendError::Conflict { index: 0, event_id }) => {
+                    assert_eq!(event_id, answers[0].event_id)
+                }
+                other => panic!("round {round}: expected Conflict, got {other:?}"),
+            }
+        }
+    }
+    let timeline = a.tenant_timeline("acme").await.expect("timeline");
+    assert_eq!(timeline.len(), 25, "every raced event is stored once");
+    a.close().await;
+    b.close().await;
+}
+
+/// The race the tenant lock cannot order: the same (source, id) stored meanwhile by a writer
+/// that did not hold this tenant (here a transaction of the test's own, as another replica's
+/// would be). The journal's insert waits for it, skips the row instead of aborting its
+/// transaction, and plans again: a conflict (other content) or a duplicate (same content),
+/// with no sequence number spent and the other requests of the group unharmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_stored_meanwhile_by_another_writer_is_planned_again() {
+    let Some(database) = TestDatabase::create("origin_stored_meanwhile").await else {
+        return;
+    };
+    let journal = EventJournal::open(&database.url, JournalOptions::default())
+        .await
+        .expect("open");
+    for (round, same_content) in [(0, false), (1, true)] {
+        let theirs = event("other", &format!("meanwhile-{round}"));
+        let ours = if same_content {
+            theirs.clone()
+        } else {
+            event_with_data(
+                "acme",
+                &theirs.id,
+                serde_json::json!({ "tenant": "acme", "plan": "another" }),
+            )
+        };
+        let their_event_id = uuid::Uuid::now_v7();
+        let mut other_writer = database.connect().await;
+        sqlx::query("BEGIN")
+            .execute(&mut other_writer)
+            .await
+            .expect("begin");
+        sqlx::query(
+            "INSERT INTO events (event_id, source, id, event_type, tenant, action, sequence, \
+             received_at, document, content_hash) \
+             VALUES ($1, $2, $3, 'upsert', $4, 'upsert', $5, '2025-01-01T00:00:00.000000Z', \
+             $6, $7)",
+        )
+        .bind(their_event_id.to_string())
+        .bind(SOURCE)
+        .bind(&theirs.id)
+        .bind(&theirs.tenant)
+        .bind(round + 1)
+        .bind(&theirs.document)
+        .bind(&theirs.content_hash)
+        .execute(&mut other_writer)
+        .await
+        .expect("the other writer's insert");
+
+        let appending = tokio::spawn({
+            let journal = journal.clone();
+            let bystander = event("acme", &format!("bystander-{round}"));
+            async move { journal.append(vec![ours]).await.map(|a| (a, bystander)) }
+        });
+        let name = database.name.clone();
+        let mut watcher = database.connect().await;
+        wait_for_condition(
+            "the journal's insert waits for the other writer",
+            async || {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 \
+                 AND application_name = 'tenant-gateway' AND wait_event_type = 'Lock'",
+                )
+                .bind(&name)
+                .fetch_one(&mut watcher)
+                .await
+                .expect("pg_stat_activity");
+                waiting == 1
+            },
+        )
+        .await;
+        sqlx::query("COMMIT")
+            .execute(&mut other_writer)
+            .await
+            .expect("commit");
+        let answer = appending.await.expect("append task");
+        match (same_content, answer) {
+            (false, Err(AppendError::Conflict { index: 0, event_id })) => {
+                assert_eq!(event_id, their_event_id)
+            }
+            (true, Ok((appended, _))) => {
+                assert_eq!(appended[0].status, AppendStatus::Duplicate);
+                assert_eq!(appended[0].event_id, their_event_id);
+            }
+            (_, other) => panic!("round {round}: unexpected answer {other:?}"),
+        }
+        other_writer.close().await.expect("close");
+    }
+    // acme spent no sequence number on the conflict.
+    let next = journal
+        .append(vec![event("acme", "after")])
+        .await
+        .expect("append");
+    assert_eq!(
+        (next[0].status, next[0].sequence),
+        (AppendStatus::Accepted, 1)
+    );
+    journal.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_database_is_refused_and_never_created() {
+    let Some(mut admin) = admin_connection("missing_database").await else {
+        return;
+    };
+    let Some(database) = TestDatabase::create("missing_database").await else {
+        return;
+    };
+    let missing = format!("{}_typo", database.name);
+    let url = database.url.replace(&database.name, &missing);
+    match EventJournal::open(&url, JournalOptions::default()).await {
+        Err(error @ JournalError::DatabaseMissing { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains(&missing), "{message}");
+            assert!(message.contains("does not exist"), "{message}");
+        }
+        other => panic!("expected DatabaseMissing, got {other:?}"),
+    }
+    let created: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&missing)
+            .fetch_one(&mut admin)
+            .await
+            .expect("pg_database");
+    assert!(!created, "the journal never creates its database");
+    admin.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_retried_for_connect_wait_then_refused() {
+    // Port 9 (discard) on loopback: nothing listens there on a test machine.
+    let url = "postgres://gw:s3cret@127.0.0.1:9/journal";
+    let options = JournalOptions {
+        connect_wait: Duration::from_secs(1),
+        ..JournalOptions::default()
+    };
+    let started = Instant::now();
+    match EventJournal::open(url, options).await {
+        Err(error @ JournalError::Unreachable { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains("127.0.0.1:9/journal"), "{message}");
+            assert!(!message.contains("s3cret"), "the password is never echoed");
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500),
+        "it retried: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(20),
+        "the wait is bounded: {waited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_file_is_read_and_an_empty_one_refused() {
+    let Some(database) = TestDatabase::create("password_file").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").expect("write");
+    let options = |path: &std::path::Path| JournalOptions {
+        password_file: Some(path.to_owned()),
+        ..JournalOptions::default()
+    };
+    match EventJournal::open(&database.url, options(&empty)).await {
+        Err(error @ JournalError::PasswordFile { .. }) => {
+            assert!(error.to_string().contains("empty"), "{error}")
+        }
+        other => panic!("expected PasswordFile, got {other:?}"),
+    }
+    let missing = dir.path().join("missing");
+    assert!(matches!(
+        EventJournal::open(&database.url, options(&missing)).await,
+        Err(JournalError::PasswordFile { .. })
+    ));
+    // The test server trusts local connections, so any password opens it; a SQLite store
+    // refuses a password file outright (it would be silently ignored).
+    let file = dir.path().join("password");
+    std::fs::write(&file, "s3cret\n").expect("write");
+    let journal = EventJournal::open(&database.url, options(&file))
+        .await
+        .expect("open with a password file");
+    journal.close().await;
+    let sqlite = format!("sqlite://{}", dir.path().join("j.db").display());
+    assert!(matches!(
+        EventJournal::open(&sqlite, options(&file)).await,
+        Err(JournalError::InvalidOptions(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_that_lost_its_database_is_not_ready_and_acknowledges_nothing() {
+    let Some(mut database) = TestDatabase::create("lost_database").await else {
+        return;
+    };
+    let options = JournalOptions {
+        busy_timeout: Duration::from_secs(2),
+        ..JournalOptions::default()
+    };
+    let journal = EventJournal::open(&database.url, options)
+        .await
+        .expect("open");
+    journal
+        .append(vec![event("acme", "before")])
+        .await
+        .expect("append");
+    journal.check_ready().await.expect("ready");
+
+    database.drop_now().await;
+    assert!(
+        journal.check_ready().await.is_err(),
+        "not ready without its database"
+    );
+    for attempt in 0..2 {
+        // The first append finds the write connection broken, the second cannot reconnect.
+        match journal.append(vec![event("acme", "after")]).await {
+            Err(AppendError::Unavailable(_)) => {}
+            other => panic!("append {attempt}: expected Unavailable, got {other:?}"),
+        }
+    }
+    journal.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_with_new_events_notify_listeners_of_every_replica() {
+    let Some(database) = TestDatabase::create("commit_notifications").await else {
+        return;
+    };
+    let journal = EventJournal::open(&database.url, JournalOptions::default())
+        .await
+        .expect("open");
+    let mut listener = PgListener::connect(&database.url).await.expect("listener");
+    listener.listen(COMMITS_CHANNEL).await.expect("listen");
+    journal
+        .append(vec![event("acme", "n-1")])
+        .await
+        .expect("append");
+    let notification = tokio::time::timeout(Duration::from_secs(30), listener.recv())
+        .await
+        .expect("a notification within 30 s")
+        .expect("notification");
+    assert_eq!(notification.channel(), COMMITS_CHANNEL);
+    journal.close().await;
+}

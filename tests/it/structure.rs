@@ -1,0 +1,59 @@
+//! The shape of the crate: rules about which module may name what, read from the sources.
+
+use std::path::{Path, PathBuf};
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("readable source directory") {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// Whether `text` names `word` as a whole identifier (so `clapper` does not count).
+fn names(text: &str, word: &str) -> bool {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(word).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + word.len()..].chars().next();
+        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+    })
+}
+
+/// The command line stays at the edge: library modules take plain settings structs, so only
+/// `cli.rs` (clap definitions and their conversion) and `main.rs` may name clap or the cli module.
+#[test]
+fn only_the_command_line_names_clap() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = rust_files(&src);
+    assert!(files.len() > 20, "found only {files:?}");
+    let mut offenders = Vec::new();
+    for path in files {
+        let relative = path.strip_prefix(&src).expect("under src");
+        if relative == Path::new("cli.rs") || relative == Path::new("main.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable source");
+        for word in ["clap", "crate::cli", "super::cli"] {
+            if names(&text, word) {
+                offenders.push(format!("{} names {word}", relative.display()));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{offenders:#?}");
+}
+
+#[test]
+fn names_matches_whole_identifiers_only() {
+    assert!(names("use clap::Parser;", "clap"));
+    assert!(names("#[derive(clap::ValueEnum)]", "clap"));
+    assert!(names("use crate::cli::ServeArgs;", "crate::cli"));
+    assert!(!names("a clapper board", "clap"));
+    assert!(!names("use crate::client::X;", "crate::cli"));
+}
