@@ -43,6 +43,8 @@ pub enum StartupError {
     Sink(#[from] SinkError),
     #[error("cannot set up the dispatch leases: {0}")]
     Leases(#[from] LeaseError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -67,6 +69,27 @@ pub struct Application {
     draining: Arc<AtomicBool>,
     /// How long to answer 503 before closing the listener on shutdown.
     shutdown_grace: std::time::Duration,
+    /// The tasks that re-read the listeners' certificate files; stopped with the servers.
+    tls_watchers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A listener's rustls configuration and the task that keeps its certificate current.
+fn tls_listener(
+    settings: &Option<crate::tls::TlsSettings>,
+    reload_interval: std::time::Duration,
+    watchers: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<Option<rustls::ServerConfig>, crate::tls::TlsError> {
+    let Some(tls) = settings else {
+        return Ok(None);
+    };
+    let certificate = Arc::new(crate::tls::ReloadingCertificate::load(tls)?);
+    let config = crate::tls::server_config(tls, Arc::clone(&certificate))?;
+    watchers.push(tokio::spawn(crate::tls::watch_certificate(
+        certificate,
+        reload_interval,
+        std::future::pending(),
+    )));
+    Ok(Some(config))
 }
 
 impl Application {
@@ -150,6 +173,17 @@ impl Application {
                 namespace: settings.workflow_namespace.clone(),
             }),
         });
+        let mut tls_watchers = Vec::new();
+        let admin_tls = tls_listener(
+            &settings.admin_tls,
+            settings.tls_reload_interval,
+            &mut tls_watchers,
+        )?;
+        let ingest_tls = tls_listener(
+            &settings.tls,
+            settings.tls_reload_interval,
+            &mut tls_watchers,
+        )?;
         let admin_data = admin_state.clone();
         let admin_server = HttpServer::new(move || {
             App::new()
@@ -158,8 +192,11 @@ impl Application {
         })
         .workers(1)
         .disable_signals()
-        .shutdown_timeout(5)
-        .listen(admin_listener)
+        .shutdown_timeout(5);
+        let admin_server = match admin_tls {
+            Some(config) => admin_server.listen_rustls_0_23(admin_listener, config),
+            None => admin_server.listen(admin_listener),
+        }
         .map_err(bind_admin)?
         .run();
         let bench_null = settings.bench_null_endpoint;
@@ -171,8 +208,11 @@ impl Application {
         .workers(settings.workers)
         // Shutdown is ours to drive (draining first); actix must not react to signals itself.
         .disable_signals()
-        .shutdown_timeout(30)
-        .listen(listener)
+        .shutdown_timeout(30);
+        let server = match ingest_tls {
+            Some(config) => server.listen_rustls_0_23(listener, config),
+            None => server.listen(listener),
+        }
         .map_err(bind)?
         .run();
         tracing::info!(
@@ -181,6 +221,8 @@ impl Application {
             store = %crate::redact::redact_url(&settings.store),
             sink = %sink_description,
             auth = if settings.tokens.is_empty() { "none" } else { "tokens" },
+            tls = settings.tls.is_some(),
+            admin_tls = settings.admin_tls.is_some(),
             "tenant-gateway listening"
         );
         Ok(Application {
@@ -193,6 +235,7 @@ impl Application {
             admin_state,
             draining,
             shutdown_grace: settings.shutdown_grace,
+            tls_watchers,
         })
     }
 
@@ -249,6 +292,9 @@ impl Application {
         admin_handle.stop(true).await;
         if let Err(error) = flatten(admin.await) {
             tracing::warn!(%error, "admin listener ended with an error");
+        }
+        for watcher in &self.tls_watchers {
+            watcher.abort();
         }
         self.journal.close().await;
         tracing::info!("stopped");

@@ -13,7 +13,7 @@ use crate::admin::client::commands::{
     ShowTenant, Skip, TimeSpec,
 };
 use crate::admin::client::{ClientSettings, TOKEN_ENV};
-use crate::config::{ByteSize, FlagsAndEnvironment, LogFormat, SinkFlags, SinkKind};
+use crate::config::{ByteSize, FlagsAndEnvironment, LogFormat, SinkFlags, SinkKind, TlsFlags};
 use crate::discovery::offline::OutputFormat;
 use crate::discovery::{self, DiscoverSettings};
 use crate::ingest::send::{SendMode, SendSettings};
@@ -144,6 +144,21 @@ pub struct ServeArgs {
         value_name = "DURATION"
     )]
     pub body_read_timeout: Option<humantime::Duration>,
+    /// TLS certificate chain of the ingest listener (PEM; re-read when the file changes).
+    #[arg(long, env = "TENANT_GATEWAY_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key of the ingest listener (PEM).
+    #[arg(long, env = "TENANT_GATEWAY_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Require ingest clients to present a certificate signed by this CA (PEM).
+    #[arg(long, env = "TENANT_GATEWAY_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// TLS certificate chain of the admin listener (PEM).
+    #[arg(long, env = "TENANT_GATEWAY_ADMIN_TLS_CERT", value_name = "FILE")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// TLS private key of the admin listener (PEM).
+    #[arg(long, env = "TENANT_GATEWAY_ADMIN_TLS_KEY", value_name = "FILE")]
+    pub admin_tls_key: Option<PathBuf>,
     /// Log line format [default: human].
     #[arg(long, env = "TENANT_GATEWAY_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormatArg>,
@@ -710,6 +725,13 @@ impl From<ServeArgs> for FlagsAndEnvironment {
             max_extensions: args.max_extensions,
             max_attribute_length: args.max_attribute_length,
             body_read_timeout: args.body_read_timeout.map(Into::into),
+            tls: TlsFlags {
+                cert: args.tls_cert,
+                key: args.tls_key,
+                client_ca: args.tls_client_ca,
+                admin_cert: args.admin_tls_cert,
+                admin_key: args.admin_tls_key,
+            },
             store_password_file: args.store_password_file,
             store_read_connections: args.store_read_connections,
         }

@@ -113,10 +113,27 @@ pub struct FlagsAndEnvironment {
     pub max_attribute_length: Option<ByteSize>,
     /// How long a request body may take to arrive after its headers.
     pub body_read_timeout: Option<Duration>,
+    /// TLS of the ingest listener and of the admin listener.
+    pub tls: TlsFlags,
     /// File holding the PostgreSQL store's password.
     pub store_password_file: Option<PathBuf>,
     /// Size of the journal's read connection pool.
     pub store_read_connections: Option<u32>,
+}
+
+/// TLS files given by flags or environment; each `None` leaves the file's key in place.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFlags {
+    /// Ingest certificate chain (PEM).
+    pub cert: Option<PathBuf>,
+    /// Ingest private key (PEM).
+    pub key: Option<PathBuf>,
+    /// CA that ingest clients' certificates must be signed by.
+    pub client_ca: Option<PathBuf>,
+    /// Admin certificate chain (PEM).
+    pub admin_cert: Option<PathBuf>,
+    /// Admin private key (PEM).
+    pub admin_key: Option<PathBuf>,
 }
 
 /// Which sink emissions go to.
@@ -285,6 +302,12 @@ pub struct FileConfig {
     pub max_extensions: Option<usize>,
     pub max_attribute_length: Option<ByteSize>,
     pub body_read_timeout: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    pub admin_tls_cert: Option<PathBuf>,
+    pub admin_tls_key: Option<PathBuf>,
+    pub tls_reload_interval: Option<String>,
     pub log_format: Option<LogFormat>,
     pub shutdown_grace: Option<String>,
     pub workers: Option<usize>,
@@ -358,6 +381,13 @@ pub struct Settings {
     pub decode_limits: crate::cloudevents::DecodeLimits,
     /// How long a request body may take after its headers (408 after it).
     pub body_read_timeout: Duration,
+    /// TLS on the ingest listener (plain HTTP when `None`).
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// TLS on the admin listener (plain HTTP when `None`).
+    pub admin_tls: Option<crate::tls::TlsSettings>,
+    /// How often the certificate files are read again (rotated Secrets are served without a
+    /// restart).
+    pub tls_reload_interval: Duration,
     pub log_format: LogFormat,
     /// Time between "draining" (readiness 503) and closing the listener, so load balancers
     /// stop sending before connections are refused.
@@ -404,6 +434,9 @@ impl Settings {
             max_body: DEFAULT_MAX_BODY,
             decode_limits: crate::cloudevents::DecodeLimits::default(),
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            tls: None,
+            admin_tls: None,
+            tls_reload_interval: crate::tls::DEFAULT_RELOAD_INTERVAL,
             log_format: LogFormat::Human,
             shutdown_grace: Duration::from_secs(5),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -558,6 +591,28 @@ impl Settings {
                 });
             }
             s.body_read_timeout = v;
+        }
+        let tls = args.tls;
+        s.tls = tls_pair(
+            ("tls-cert", tls.cert.or(file.tls_cert)),
+            ("tls-key", tls.key.or(file.tls_key)),
+            tls.client_ca.or(file.tls_client_ca),
+            "tls-client-ca",
+        )?;
+        s.admin_tls = tls_pair(
+            ("admin-tls-cert", tls.admin_cert.or(file.admin_tls_cert)),
+            ("admin-tls-key", tls.admin_key.or(file.admin_tls_key)),
+            None,
+            "",
+        )?;
+        if let Some(v) = duration("tls-reload-interval", None, file.tls_reload_interval)? {
+            if v.is_zero() {
+                return Err(ConfigError::Invalid {
+                    key: "tls-reload-interval",
+                    reason: "must be greater than 0".into(),
+                });
+            }
+            s.tls_reload_interval = v;
         }
         if let Some(v) = args.log_format.or(file.log_format) {
             s.log_format = v;
@@ -775,6 +830,35 @@ fn resolve_dispatch(
     Ok(())
 }
 
+/// A certificate and its key, both or neither; a client CA needs them.
+fn tls_pair(
+    (cert_key, cert): (&'static str, Option<PathBuf>),
+    (key_key, key): (&'static str, Option<PathBuf>),
+    client_ca: Option<PathBuf>,
+    client_ca_key: &'static str,
+) -> Result<Option<crate::tls::TlsSettings>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsSettings {
+            cert,
+            key,
+            client_ca,
+        })),
+        (None, None) if client_ca.is_some() => Err(ConfigError::Invalid {
+            key: client_ca_key,
+            reason: format!("client certificates need TLS: set {cert_key} and {key_key}"),
+        }),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::Invalid {
+            key: key_key,
+            reason: format!("{cert_key} is set: give its private key too"),
+        }),
+        (None, Some(_)) => Err(ConfigError::Invalid {
+            key: cert_key,
+            reason: format!("{key_key} is set: give its certificate too"),
+        }),
+    }
+}
+
 fn duration(
     key: &'static str,
     flag: Option<Duration>,
@@ -825,6 +909,42 @@ mod tests {
             Some(std::path::Path::new("/flag/password"))
         );
         assert_eq!(s.journal.read_connections, 6, "the flag wins over the file");
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_its_key() {
+        let s = Settings::resolve(
+            FlagsAndEnvironment::default(),
+            file("tls-cert = \"/t/tls.crt\"\ntls-key = \"/t/tls.key\"\ntls-client-ca = \"/t/ca.crt\""),
+        )
+        .unwrap();
+        let tls = s.tls.expect("TLS on");
+        assert_eq!(tls.cert, Path::new("/t/tls.crt"));
+        assert_eq!(tls.client_ca.as_deref(), Some(Path::new("/t/ca.crt")));
+        assert!(s.admin_tls.is_none());
+        // A flag replaces the file's key.
+        let flags = FlagsAndEnvironment {
+            tls: TlsFlags {
+                key: Some("/flag/tls.key".into()),
+                ..TlsFlags::default()
+            },
+            ..FlagsAndEnvironment::default()
+        };
+        let s = Settings::resolve(flags, file("tls-cert = \"/t/tls.crt\"")).unwrap();
+        assert_eq!(s.tls.expect("TLS on").key, Path::new("/flag/tls.key"));
+        for (text, key) in [
+            ("tls-cert = \"/t/tls.crt\"", "tls-key"),
+            ("admin-tls-key = \"/t/tls.key\"", "admin-tls-cert"),
+            ("tls-client-ca = \"/t/ca.crt\"", "tls-client-ca"),
+            ("tls-reload-interval = \"0s\"", "tls-reload-interval"),
+        ] {
+            match Settings::resolve(FlagsAndEnvironment::default(), file(text)) {
+                Err(ConfigError::Invalid { key: refused, .. }) => {
+                    assert_eq!(refused, key, "{text}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 
     #[test]

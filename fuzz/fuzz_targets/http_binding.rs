@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tenant_gateway::cloudevents::{decode_request, encode_binary, encode_structured};
+use tenant_gateway::cloudevents::{decode_request, encode_binary, encode_structured, Data};
 
 fn split_request(data: &[u8]) -> (Vec<(String, Vec<u8>)>, &[u8]) {
     let (head, body) = match data.windows(2).position(|w| w == b"\n\n") {
@@ -40,12 +40,18 @@ fuzz_target!(|data: &[u8]| {
             .expect("a structured event we encoded decodes");
         assert_eq!(again, vec![event.clone()], "structured round trip");
 
+        // In binary mode `Content-Type` is the datacontenttype, so JSON data without one comes
+        // back as `application/json`, which is what the JSON format says it means.
+        let mut expected = event.clone();
+        if expected.datacontenttype.is_none() && matches!(expected.data, Some(Data::Json(_))) {
+            expected.datacontenttype = Some("application/json".to_owned());
+        }
         let (binary_headers, binary_body) = encode_binary(&event);
         let pairs = binary_headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_bytes()));
         let (_, again) =
             decode_request(pairs, &binary_body).expect("a binary event we encoded decodes");
-        assert_eq!(again, vec![event], "binary round trip");
+        assert_eq!(again, vec![expected], "binary round trip");
     }
 });

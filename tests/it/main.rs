@@ -20,3 +20,4 @@ mod process;
 mod send_sdk;
 mod structure;
 mod support;
+mod tls;
