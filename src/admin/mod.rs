@@ -318,9 +318,19 @@ impl From<AppendError> for AdminError {
     }
 }
 
+/// A path's UUID in the hyphenated form the API prints, and only that: `Uuid::try_parse` also
+/// takes the simple, braced and URN forms (uuid's `parser.rs`, `try_parse`, told apart by
+/// length), which the document's `uuid` pattern does not describe.
+fn hyphenated_uuid(path: &str) -> Option<Uuid> {
+    const HYPHENATED_LEN: usize = 36;
+    Uuid::try_parse(path)
+        .ok()
+        .filter(|_| path.len() == HYPHENATED_LEN)
+}
+
 /// Parses a path's event id.
 fn event_id(path: &str) -> Result<Uuid, AdminError> {
-    Uuid::parse_str(path).map_err(|_| AdminError::InvalidEventId(path.to_owned()))
+    hyphenated_uuid(path).ok_or_else(|| AdminError::InvalidEventId(path.to_owned()))
 }
 
 /// Parses an optional JSON body: empty or `null` means the type's default.

@@ -57,7 +57,7 @@ fn job_view(job: ReplayJob) -> ReplayJobView {
 }
 
 fn job_id(path: &str) -> Result<Uuid, AdminError> {
-    Uuid::parse_str(path).map_err(|_| AdminError::InvalidJobId(path.to_owned()))
+    super::hyphenated_uuid(path).ok_or_else(|| AdminError::InvalidJobId(path.to_owned()))
 }
 
 /// Why a body is not a bulk replay request. A filter `status` no state spells is a bad filter

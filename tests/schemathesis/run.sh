@@ -84,13 +84,14 @@ run_schemathesis() {
     local name="$1"
     shift
     echo "--- schemathesis: $name (at most $MAX_EXAMPLES examples per operation, seed $SEED)"
-    schemathesis run "http://127.0.0.1:$ADMIN_PORT/admin/openapi.json" \
+    schemathesis --config-file tests/schemathesis/schemathesis.toml \
+        run "http://127.0.0.1:$ADMIN_PORT/admin/openapi.json" \
         --url "http://127.0.0.1:$ADMIN_PORT" \
         --checks all \
         --max-examples "$MAX_EXAMPLES" \
         --seed "$SEED" \
         --generation-database none \
-        --workers 2 \
+        --workers 1 \
         --no-color \
         "$@"
 }
