@@ -321,7 +321,7 @@ impl From<AppendError> for AdminError {
 /// A path's UUID in the hyphenated form the API prints, and only that: `Uuid::try_parse` also
 /// takes the simple, braced and URN forms (uuid's `parser.rs`, `try_parse`, told apart by
 /// length), which the document's `uuid` pattern does not describe.
-fn hyphenated_uuid(path: &str) -> Option<Uuid> {
+pub(crate) fn hyphenated_uuid(path: &str) -> Option<Uuid> {
     const HYPHENATED_LEN: usize = 36;
     Uuid::try_parse(path)
         .ok()
