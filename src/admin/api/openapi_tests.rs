@@ -454,7 +454,10 @@ fn every_route_of_the_contract_is_described() {
     assert_eq!(described, routes.len());
     assert!(doc.get("security").is_none(), "security is per operation");
     let scheme = &doc["components"]["securitySchemes"]["adminToken"];
-    assert_eq!((&scheme["type"], &scheme["scheme"]), (&json!("http"), &json!("bearer")));
+    assert_eq!(
+        (&scheme["type"], &scheme["scheme"]),
+        (&json!("http"), &json!("bearer"))
+    );
     let limit = &doc["paths"]["/admin/v1/events"]["get"]["parameters"]
         .as_array()
         .unwrap()
@@ -741,7 +744,11 @@ fn the_cursor_pattern_is_what_the_server_takes() {
         let longer: Vec<String> = texts
             .iter()
             .filter(|text| text.len() == texts.last().map_or(0, String::len))
-            .flat_map(|text| ALPHABET.iter().map(move |c| format!("{text}{}", *c as char)))
+            .flat_map(|text| {
+                ALPHABET
+                    .iter()
+                    .map(move |c| format!("{text}{}", *c as char))
+            })
             .collect();
         texts.extend(longer);
     }
@@ -780,12 +787,25 @@ fn the_cursor_pattern_is_what_the_server_takes() {
 #[test]
 fn the_document_states_the_bounds_the_server_enforces() {
     let doc = document();
-    let request = |body: Value| (body.clone(), serde_json::from_value::<BulkReplayRequest>(body));
+    let request = |body: Value| {
+        (
+            body.clone(),
+            serde_json::from_value::<BulkReplayRequest>(body),
+        )
+    };
     for rate in [0.1, 10_000.0] {
-        assert_valid(&doc, "BulkReplayRequest", &json!({"filter": {"tenant": "a"}, "rate": rate}));
+        assert_valid(
+            &doc,
+            "BulkReplayRequest",
+            &json!({"filter": {"tenant": "a"}, "rate": rate}),
+        );
     }
     for rate in [5e-324, 0.09, 10_000.5] {
-        assert_invalid(&doc, "BulkReplayRequest", &json!({"filter": {"tenant": "a"}, "rate": rate}));
+        assert_invalid(
+            &doc,
+            "BulkReplayRequest",
+            &json!({"filter": {"tenant": "a"}, "rate": rate}),
+        );
     }
     assert_eq!(crate::admin::MIN_RATE, 0.1);
     for empty in [json!({}), json!({"tenant": null, "status": null})] {
@@ -794,15 +814,26 @@ fn the_document_states_the_bounds_the_server_enforces() {
         assert!(parsed.expect("serde reads it").filter.is_empty(), "{body}");
     }
     for (body, count) in [
-        (json!({"filter": {"since": "2026-01-01T00:00:00Z"}, "expectedCount": 3.0}), 3),
-        (json!({"filter": {"tenant": ""}, "expectedCount": 9_007_199_254_740_992_u64}), 1 << 53),
+        (
+            json!({"filter": {"since": "2026-01-01T00:00:00Z"}, "expectedCount": 3.0}),
+            3,
+        ),
+        (
+            json!({"filter": {"tenant": ""}, "expectedCount": 9_007_199_254_740_992_u64}),
+            1 << 53,
+        ),
     ] {
         assert_valid(&doc, "BulkReplayRequest", &body);
         let parsed = request(body.clone()).1.expect("serde reads it");
         assert!(!parsed.filter.is_empty());
         assert_eq!(parsed.expected_count, Some(count), "{body}");
     }
-    for count in [json!(1.5), json!(-1), json!(9_007_199_254_740_993_u64), json!(1e300)] {
+    for count in [
+        json!(1.5),
+        json!(-1),
+        json!(9_007_199_254_740_993_u64),
+        json!(1e300),
+    ] {
         let (body, parsed) = request(json!({"filter": {"tenant": "a"}, "expectedCount": count}));
         assert_invalid(&doc, "BulkReplayRequest", &body);
         assert!(parsed.is_err(), "serde takes {body}");
@@ -827,18 +858,34 @@ fn the_document_states_the_bounds_the_server_enforces() {
     ] {
         assert_eq!(event_id.is_valid(&json!(text)), taken, "{text}");
         assert_eq!(job_id.is_valid(&json!(text)), taken, "{text}");
-        assert_eq!(crate::admin::hyphenated_uuid(&text).is_some(), taken, "{text}");
+        assert_eq!(
+            crate::admin::hyphenated_uuid(&text).is_some(),
+            taken,
+            "{text}"
+        );
     }
 
-    for path in ["/admin/v1/events/{eventId}/replay", "/admin/v1/replays/{jobId}/cancel"] {
+    for path in [
+        "/admin/v1/events/{eventId}/replay",
+        "/admin/v1/replays/{jobId}/cancel",
+    ] {
         let body = inline_validator(&doc, body_schema(&doc, path));
         assert!(body.is_valid(&Value::Null), "{path} takes null");
         assert!(body.is_valid(&json!({"reason": "why"})), "{path}");
         assert!(!body.is_valid(&json!({"why": 1})), "{path}");
     }
     let skip = inline_validator(&doc, body_schema(&doc, "/admin/v1/events/{eventId}/skip"));
-    for (reason, taken) in [("why", true), (" why ", true), ("", false), (" \t\n\u{3000}", false)] {
-        assert_eq!(skip.is_valid(&json!({"reason": reason})), taken, "{reason:?}");
+    for (reason, taken) in [
+        ("why", true),
+        (" why ", true),
+        ("", false),
+        (" \t\n\u{3000}", false),
+    ] {
+        assert_eq!(
+            skip.is_valid(&json!({"reason": reason})),
+            taken,
+            "{reason:?}"
+        );
         let operator = crate::admin::events::operator(
             crate::admin::Actor("a".into()),
             Some(reason.to_owned()),
