@@ -10,6 +10,7 @@
 # Needs: python3 -m pip install -r tests/schemathesis/requirements.txt
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+ROOT="$(pwd)"
 
 # Bounded and reproducible: the same seed generates the same requests.
 MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-25}"
@@ -84,7 +85,9 @@ run_schemathesis() {
     local name="$1"
     shift
     echo "--- schemathesis: $name (at most $MAX_EXAMPLES examples per operation, seed $SEED)"
-    schemathesis --config-file tests/schemathesis/schemathesis.toml \
+    # From the temporary directory: schemathesis keeps a `.schemathesis/` cache in its working
+    # directory, which does not belong in the checkout.
+    (cd "$WORK" && schemathesis --config-file "$ROOT/tests/schemathesis/schemathesis.toml" \
         run "http://127.0.0.1:$ADMIN_PORT/admin/openapi.json" \
         --url "http://127.0.0.1:$ADMIN_PORT" \
         --checks all \
@@ -93,7 +96,7 @@ run_schemathesis() {
         --generation-database none \
         --workers 1 \
         --no-color \
-        "$@"
+        "$@")
 }
 
 status=0
