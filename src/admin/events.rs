@@ -73,20 +73,36 @@ pub(super) fn parse_filter(filter: &EventFilter) -> Result<EventQuery, String> {
     })
 }
 
-/// Cursors are opaque to clients; they carry the journal position of the page's last event.
-fn encode_cursor(position: i64) -> String {
+/// Cursors are opaque to clients; they carry the journal position of the page's last event,
+/// as unpadded base64url of `p<decimal digits>`. The OpenAPI document's `cursor` pattern is
+/// exactly the set [`decode_cursor`] takes (held to it by a test), so a client or fuzzer
+/// reading the document knows which strings are cursors.
+pub(super) fn encode_cursor(position: i64) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("p{position}"))
 }
 
-fn decode_cursor(cursor: &str) -> Result<i64, AdminError> {
+/// Most digits a cursor carries: an `i64` position has at most 19.
+const CURSOR_DIGITS: usize = 19;
+
+/// The position after which a cursor's page starts. Only `p` and 1 to 19 plain digits (no
+/// sign): a 19-digit number beyond `i64::MAX` is past every event, so its page is empty.
+pub(super) fn decode_cursor(cursor: &str) -> Result<i64, AdminError> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix('p')?.parse().ok())
+        .and_then(|text| {
+            let digits = text.strip_prefix('p')?;
+            let plain = (1..=CURSOR_DIGITS).contains(&digits.len())
+                && digits.bytes().all(|b| b.is_ascii_digit());
+            // 19 digits always fit a u64.
+            let position: u64 = digits.parse().ok().filter(|_| plain)?;
+            Some(i64::try_from(position).unwrap_or(i64::MAX))
+        })
         .ok_or_else(|| {
             AdminError::InvalidQuery(format!(
-                "cursor: {cursor:?} is not a cursor this server issued"
+                "cursor: {cursor:?} is not a cursor this server issued (a previous page's \
+                 nextCursor)"
             ))
         })
 }

@@ -21,7 +21,7 @@ use actix_web::{web, HttpResponse, ResponseError};
 use uuid::Uuid;
 
 pub use auth::{Actor, AdminAuth};
-pub use replays::ReplayRunner;
+pub use replays::{ReplayRunner, MAX_RATE, MIN_RATE};
 
 use crate::dispatch::sinks::Sink;
 use crate::dispatch::DispatchControl;
@@ -85,6 +85,10 @@ macro_rules! admin_routes {
                 AdminError::InvalidQuery(error.to_string()).into()
             }));
             $(cfg.route($path, web::$method().to($handler));)*
+            // Registered after the routes, so they only catch the methods no route takes.
+            for path in served_paths() {
+                cfg.route(path, web::route().to(method_not_allowed));
+            }
         }
     };
 }
@@ -103,6 +107,46 @@ admin_routes! {
     post "/admin/v1/replays" => replays::create,
     get "/admin/v1/replays/{jobId}" => replays::show,
     post "/admin/v1/replays/{jobId}/cancel" => replays::cancel,
+}
+
+/// Every path template of [`ROUTES`], once each, in their order.
+fn served_paths() -> Vec<&'static str> {
+    let mut paths: Vec<&'static str> = Vec::new();
+    for (_, path) in ROUTES {
+        if !paths.contains(path) {
+            paths.push(path);
+        }
+    }
+    paths
+}
+
+/// The methods a path template is served with, as an `Allow` header value (`GET, POST`).
+pub fn allowed_methods(path: &str) -> String {
+    ROUTES
+        .iter()
+        .filter(|(_, served)| *served == path)
+        .map(|(method, _)| method.to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A served path with a method it does not take: `405` with `Allow` (RFC 9110 section 15.5.6
+/// requires the header), not the `404` of an unknown path.
+async fn method_not_allowed(request: actix_web::HttpRequest) -> HttpResponse {
+    let allow = allowed_methods(request.match_pattern().as_deref().unwrap_or_default());
+    let mut response = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!("{} is not served here; allowed: {allow}", request.method()),
+    )
+    .response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }
 
 async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
@@ -274,9 +318,19 @@ impl From<AppendError> for AdminError {
     }
 }
 
+/// A path's UUID in the hyphenated form the API prints, and only that: `Uuid::try_parse` also
+/// takes the simple, braced and URN forms (uuid's `parser.rs`, `try_parse`, told apart by
+/// length), which the document's `uuid` pattern does not describe.
+pub(crate) fn hyphenated_uuid(path: &str) -> Option<Uuid> {
+    const HYPHENATED_LEN: usize = 36;
+    Uuid::try_parse(path)
+        .ok()
+        .filter(|_| path.len() == HYPHENATED_LEN)
+}
+
 /// Parses a path's event id.
 fn event_id(path: &str) -> Result<Uuid, AdminError> {
-    Uuid::parse_str(path).map_err(|_| AdminError::InvalidEventId(path.to_owned()))
+    hyphenated_uuid(path).ok_or_else(|| AdminError::InvalidEventId(path.to_owned()))
 }
 
 /// Parses an optional JSON body: empty or `null` means the type's default.

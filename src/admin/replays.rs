@@ -27,6 +27,9 @@ use crate::journal::{
 
 /// Replays per second when the request names no rate.
 pub const DEFAULT_RATE: f64 = 100.0;
+/// Lowest rate accepted: one replay every 10 s. Nearer 0 a job would never finish, and the
+/// pacing below (`replayed / rate` seconds) would overflow a `Duration`.
+pub const MIN_RATE: f64 = 0.1;
 /// Highest rate accepted: above it a job would be a flood, not a recovery.
 pub const MAX_RATE: f64 = 10_000.0;
 /// Events a dry run shows.
@@ -54,7 +57,7 @@ fn job_view(job: ReplayJob) -> ReplayJobView {
 }
 
 fn job_id(path: &str) -> Result<Uuid, AdminError> {
-    Uuid::parse_str(path).map_err(|_| AdminError::InvalidJobId(path.to_owned()))
+    super::hyphenated_uuid(path).ok_or_else(|| AdminError::InvalidJobId(path.to_owned()))
 }
 
 /// Why a body is not a bulk replay request. A filter `status` no state spells is a bad filter
@@ -87,9 +90,9 @@ pub(super) async fn create(
     }
     let query = parse_filter(&request.filter).map_err(AdminError::InvalidFilter)?;
     let rate = request.rate.unwrap_or(DEFAULT_RATE);
-    if !(rate.is_finite() && rate > 0.0 && rate <= MAX_RATE) {
+    if !(MIN_RATE..=MAX_RATE).contains(&rate) {
         return Err(AdminError::InvalidRate(format!(
-            "rate: {rate} is not a number of events per second above 0 and at most {MAX_RATE}"
+            "rate: {rate} is not a number of events per second from {MIN_RATE} to {MAX_RATE}"
         )));
     }
     if request.dry_run {

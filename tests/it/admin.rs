@@ -1099,3 +1099,138 @@ async fn a_replay_delivered_just_before_a_restart_is_not_sent_again() {
     );
     app.stop().await;
 }
+
+/// A served path with a method it is not served with is `405` with `Allow` naming the methods
+/// the document lists for it (RFC 9110 section 15.5.6); an unknown path stays `404`.
+#[tokio::test]
+async fn a_method_a_path_is_not_served_with_is_405_with_allow() {
+    let app = TestApp::spawn().await;
+    let document = openapi_document();
+    let job = "/admin/v1/replays/0190d1a4-0000-7000-8000-000000000000";
+    for (path, template) in [
+        ("/healthz", "/healthz"),
+        ("/admin/openapi.json", "/admin/openapi.json"),
+        ("/admin/v1/replays", "/admin/v1/replays"),
+        (job, "/admin/v1/replays/{jobId}"),
+    ] {
+        let mut documented: Vec<String> = document["paths"][template]
+            .as_object()
+            .expect("documented path")
+            .keys()
+            .map(|method| method.to_uppercase())
+            .collect();
+        documented.sort();
+        for method in ["TRACE", "PUT", "DELETE", "PATCH"] {
+            let resp = app
+                .client
+                .request(
+                    reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                    format!("http://{}{path}", app.admin_addr),
+                )
+                .send()
+                .await
+                .expect("request sent");
+            let allow = resp
+                .headers()
+                .get("allow")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            let body = problem(resp, 405).await;
+            assert_eq!(
+                body["type"],
+                "urn:tenant-gateway:problem:method-not-allowed"
+            );
+            let mut allowed: Vec<String> = allow
+                .unwrap_or_else(|| panic!("{method} {path}: 405 without Allow"))
+                .split(',')
+                .map(|m| m.trim().to_owned())
+                .collect();
+            allowed.sort();
+            assert_eq!(allowed, documented, "{method} {path}");
+        }
+    }
+    let unknown = app
+        .client
+        .request(
+            reqwest::Method::TRACE,
+            format!("http://{}/admin/v1/nothing", app.admin_addr),
+        )
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(unknown.status().as_u16(), 404);
+    app.stop().await;
+}
+
+/// What schemathesis found the server taking or refusing against the document: `rate` is
+/// bounded below (5e-324 made a job that never finishes), an empty cursor or filter is refused
+/// as the document now says, a count written `1.0` is a count, and ids are hyphenated UUIDs.
+#[tokio::test]
+async fn the_admin_api_takes_and_refuses_what_its_document_says() {
+    let app = TestApp::spawn().await;
+    let admin = AdminApi::of(&app);
+    let document = openapi_document();
+    let replays = "/admin/v1/replays";
+    for rate in [json!(5e-324), json!(0.09), json!(10000.5)] {
+        let body = json!({"filter": {"tenant": "nobody"}, "dryRun": true, "rate": rate});
+        let answer = problem(admin.post(replays, &body).await, 400).await;
+        assert_eq!(
+            answer["type"], "urn:tenant-gateway:problem:invalid-rate",
+            "{rate}"
+        );
+        assert!(!schema_of(&document, "BulkReplayRequest").is_valid(&body));
+    }
+    for rate in [0.1, 10_000.0] {
+        let body = json!({"filter": {"tenant": "nobody"}, "dryRun": true, "rate": rate});
+        assert_eq!(
+            admin.post(replays, &body).await.status().as_u16(),
+            200,
+            "{rate}"
+        );
+        assert_schema("BulkReplayRequest", &body);
+    }
+    for filter in [json!({}), json!({"tenant": null})] {
+        let body = json!({"filter": filter, "dryRun": true});
+        let answer = problem(admin.post(replays, &body).await, 400).await;
+        assert_eq!(answer["type"], "urn:tenant-gateway:problem:invalid-filter");
+        assert!(!schema_of(&document, "BulkReplayRequest").is_valid(&body));
+    }
+    // The filter selects nothing, so a count of 1 (written 1.0) no longer holds: the count
+    // was read, not refused as a malformed body.
+    let body = json!({"filter": {"tenant": "nobody"}, "expectedCount": 1.0, "reason": "r"});
+    assert_schema("BulkReplayRequest", &body);
+    let answer = problem(admin.post(replays, &body).await, 409).await;
+    assert_eq!(answer["type"], "urn:tenant-gateway:problem:count-changed");
+
+    let answer = problem(admin.get("/admin/v1/events?cursor=").await, 400).await;
+    assert_eq!(answer["type"], "urn:tenant-gateway:problem:invalid-query");
+    assert!(answer["detail"].as_str().unwrap().contains("cursor"));
+    // base64url of `p` and 19 nines: past every position, an empty last page.
+    let page = admin
+        .get_json("/admin/v1/events?cursor=cDk5OTk5OTk5OTk5OTk5OTk5OTk")
+        .await;
+    assert_eq!(page["events"], json!([]));
+    assert!(page.get("nextCursor").is_none_or(Value::is_null), "{page}");
+
+    let id = uuid::Uuid::from_u128(0x0190_d1a4_0000_7000_8000_0000_0000_0001);
+    for (path, slug) in [
+        (
+            format!("/admin/v1/events/{}", id.simple()),
+            "invalid-event-id",
+        ),
+        (
+            format!("/admin/v1/replays/{}", id.braced()),
+            "invalid-job-id",
+        ),
+    ] {
+        let answer = problem(admin.get(&path).await, 400).await;
+        assert_eq!(
+            answer["type"],
+            format!("urn:tenant-gateway:problem:{slug}"),
+            "{path}"
+        );
+    }
+    let answer = problem(admin.get(&format!("/admin/v1/events/{id}")).await, 404).await;
+    assert_eq!(answer["type"], "urn:tenant-gateway:problem:event-not-found");
+    app.stop().await;
+}

@@ -266,8 +266,37 @@ pub struct BulkReplayRequest {
     pub reason: Option<String>,
     /// The count a dry run showed: the job is refused (409) if the filter now selects another
     /// number of events, so what runs is what the operator confirmed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "integral_count"
+    )]
     pub expected_count: Option<u64>,
+}
+
+/// A count written as any JSON number with no fraction: JSON Schema's `integer` is "a number
+/// with a zero fractional part" (JSON Schema Validation 2020-12, section 6.1.1), so `3.0` is
+/// the count 3.
+fn integral_count<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    // 2^53, the document's maximum: every integer up to it is exact as an f64, so `3.0` and `3`
+    // are read alike; no journal holds more events.
+    const MAX_COUNT: u64 = 1 << 53;
+    let count = number.as_u64().or_else(|| {
+        let value = number.as_f64()?;
+        (value.fract() == 0.0 && (0.0..=MAX_COUNT as f64).contains(&value)).then_some(value as u64)
+    });
+    match count {
+        Some(count) if count <= MAX_COUNT => Ok(Some(count)),
+        _ => Err(D::Error::custom(format!(
+            "expectedCount: {number} is not a count (a whole number from 0 to 2^53)"
+        ))),
+    }
 }
 
 /// Answer of a dry run.

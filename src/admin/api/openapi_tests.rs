@@ -442,7 +442,10 @@ fn every_route_of_the_contract_is_described() {
             assert_eq!(codes, expected.2, "{method} {path}");
             let security = &operation["security"];
             if path.starts_with("/admin/v1/") {
-                assert_eq!(security, &json!([{"adminToken": []}]), "{method} {path}");
+                // A token, or none: the empty alternative is a loopback listener without
+                // admin tokens (`the_document_says_when_an_admin_token_is_required`).
+                let token_or_loopback = json!([{"adminToken": []}, {}]);
+                assert_eq!(security, &token_or_loopback, "{method} {path}");
             } else {
                 assert_eq!(security, &json!([]), "{method} {path}");
             }
@@ -450,9 +453,10 @@ fn every_route_of_the_contract_is_described() {
     }
     assert_eq!(described, routes.len());
     assert!(doc.get("security").is_none(), "security is per operation");
+    let scheme = &doc["components"]["securitySchemes"]["adminToken"];
     assert_eq!(
-        doc["components"]["securitySchemes"]["adminToken"],
-        json!({"type": "http", "scheme": "bearer", "description": "An admin token (`--admin-token-file`)."})
+        (&scheme["type"], &scheme["scheme"]),
+        (&json!("http"), &json!("bearer"))
     );
     let limit = &doc["paths"]["/admin/v1/events"]["get"]["parameters"]
         .as_array()
@@ -668,4 +672,225 @@ fn every_documented_status_is_a_typed_one_and_back() {
             "{word}"
         );
     }
+}
+
+/// A schema inside the document (a parameter's, a request body's), compiled with the whole
+/// document as its root so its `$ref`s resolve.
+fn inline_validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
+    let mut root = doc.clone();
+    let mut schema = schema.clone();
+    if let (Some(root), Some(schema)) = (root.as_object_mut(), schema.as_object_mut()) {
+        root.append(schema);
+    }
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&root)
+        .expect("the schema compiles")
+}
+
+fn parameter_schema<'d>(doc: &'d Value, path: &str, method: &str, name: &str) -> &'d Value {
+    doc["paths"][path][method]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|parameter| parameter["name"] == name)
+        .map(|parameter| &parameter["schema"])
+        .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))
+}
+
+fn body_schema<'d>(doc: &'d Value, path: &str) -> &'d Value {
+    &doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+}
+
+/// The document says when the token applies (the operations' `security` is checked in
+/// `every_route_of_the_contract_is_described`): required once admin tokens are configured,
+/// whatever the address; not needed only on a loopback listener without them.
+#[test]
+fn the_document_says_when_an_admin_token_is_required() {
+    let doc = document();
+    let scheme = doc["components"]["securitySchemes"]["adminToken"]["description"]
+        .as_str()
+        .expect("the scheme has a description");
+    let info = doc["info"]["description"].as_str().expect("info");
+    for text in [scheme, info] {
+        for words in ["configured", "every listener address", "loopback", "`{}`"] {
+            assert!(text.contains(words), "{words:?} not in {text}");
+        }
+    }
+}
+
+/// The `cursor` pattern is exactly the set of strings the server takes: every string of up to
+/// three characters of the base64url alphabet, every continuation of an issued cursor by one
+/// or two characters, and issued cursors themselves agree between the two.
+#[test]
+fn the_cursor_pattern_is_what_the_server_takes() {
+    use crate::admin::events::{decode_cursor, encode_cursor};
+    let doc = document();
+    let cursor = inline_validator(
+        &doc,
+        parameter_schema(&doc, "/admin/v1/events", "get", "cursor"),
+    );
+    let agree = |text: &str| {
+        assert_eq!(
+            cursor.is_valid(&json!(text)),
+            decode_cursor(text).is_ok(),
+            "{text:?}: document and server disagree"
+        );
+    };
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut texts = vec![String::new()];
+    for _ in 0..3 {
+        let longer: Vec<String> = texts
+            .iter()
+            .filter(|text| text.len() == texts.last().map_or(0, String::len))
+            .flat_map(|text| {
+                ALPHABET
+                    .iter()
+                    .map(move |c| format!("{text}{}", *c as char))
+            })
+            .collect();
+        texts.extend(longer);
+    }
+    for text in &texts {
+        agree(text);
+    }
+    let issued = encode_cursor(12);
+    for suffix in texts.iter().filter(|text| text.len() <= 2) {
+        agree(&format!("{issued}{suffix}"));
+    }
+    for position in [0, 1, 9, 10, 999, 123_456_789, i64::MAX] {
+        let text = encode_cursor(position);
+        assert!(cursor.is_valid(&json!(text)), "issued {text}");
+        assert_eq!(decode_cursor(&text).ok(), Some(position));
+    }
+    // Signs, letters and a 20th digit are no positions; 19 nines are past every event.
+    let b64 = |raw: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    };
+    for raw in ["p-1", "p+1", "p1a", "p", "q1", "p12345678901234567890"] {
+        agree(&b64(raw));
+        assert!(decode_cursor(&b64(raw)).is_err(), "{raw}");
+    }
+    agree(&b64("p9999999999999999999"));
+    assert_eq!(
+        decode_cursor(&b64("p9999999999999999999")).ok(),
+        Some(i64::MAX)
+    );
+}
+
+/// Bounds the server enforces, in the document: rate from 0.1 to 10000 (`5e-324` was accepted
+/// and made a job that never ends), a filter with at least one non-null condition, a count
+/// that may be written `3.0`, ids in hyphenated form, optional bodies that may be `null`, and
+/// a skip reason that is not only white space.
+#[test]
+fn the_document_states_the_bounds_the_server_enforces() {
+    let doc = document();
+    let request = |body: Value| {
+        (
+            body.clone(),
+            serde_json::from_value::<BulkReplayRequest>(body),
+        )
+    };
+    for rate in [0.1, 10_000.0] {
+        assert_valid(
+            &doc,
+            "BulkReplayRequest",
+            &json!({"filter": {"tenant": "a"}, "rate": rate}),
+        );
+    }
+    for rate in [5e-324, 0.09, 10_000.5] {
+        assert_invalid(
+            &doc,
+            "BulkReplayRequest",
+            &json!({"filter": {"tenant": "a"}, "rate": rate}),
+        );
+    }
+    assert_eq!(crate::admin::MIN_RATE, 0.1);
+    for empty in [json!({}), json!({"tenant": null, "status": null})] {
+        let (body, parsed) = request(json!({"filter": empty}));
+        assert_invalid(&doc, "BulkReplayRequest", &body);
+        assert!(parsed.expect("serde reads it").filter.is_empty(), "{body}");
+    }
+    for (body, count) in [
+        (
+            json!({"filter": {"since": "2026-01-01T00:00:00Z"}, "expectedCount": 3.0}),
+            3,
+        ),
+        (
+            json!({"filter": {"tenant": ""}, "expectedCount": 9_007_199_254_740_992_u64}),
+            1 << 53,
+        ),
+    ] {
+        assert_valid(&doc, "BulkReplayRequest", &body);
+        let parsed = request(body.clone()).1.expect("serde reads it");
+        assert!(!parsed.filter.is_empty());
+        assert_eq!(parsed.expected_count, Some(count), "{body}");
+    }
+    for count in [
+        json!(1.5),
+        json!(-1),
+        json!(9_007_199_254_740_993_u64),
+        json!(1e300),
+    ] {
+        let (body, parsed) = request(json!({"filter": {"tenant": "a"}, "expectedCount": count}));
+        assert_invalid(&doc, "BulkReplayRequest", &body);
+        assert!(parsed.is_err(), "serde takes {body}");
+    }
+
+    let event_id = inline_validator(
+        &doc,
+        parameter_schema(&doc, "/admin/v1/events/{eventId}", "get", "eventId"),
+    );
+    let job_id = inline_validator(
+        &doc,
+        parameter_schema(&doc, "/admin/v1/replays/{jobId}", "get", "jobId"),
+    );
+    let id = uuid(7);
+    for (text, taken) in [
+        (id.hyphenated().to_string(), true),
+        (id.hyphenated().to_string().to_uppercase(), true),
+        (id.simple().to_string(), false),
+        (id.braced().to_string(), false),
+        (id.urn().to_string(), false),
+        ("fuzz-2".to_owned(), false),
+    ] {
+        assert_eq!(event_id.is_valid(&json!(text)), taken, "{text}");
+        assert_eq!(job_id.is_valid(&json!(text)), taken, "{text}");
+        assert_eq!(
+            crate::admin::hyphenated_uuid(&text).is_some(),
+            taken,
+            "{text}"
+        );
+    }
+
+    for path in [
+        "/admin/v1/events/{eventId}/replay",
+        "/admin/v1/replays/{jobId}/cancel",
+    ] {
+        let body = inline_validator(&doc, body_schema(&doc, path));
+        assert!(body.is_valid(&Value::Null), "{path} takes null");
+        assert!(body.is_valid(&json!({"reason": "why"})), "{path}");
+        assert!(!body.is_valid(&json!({"why": 1})), "{path}");
+    }
+    let skip = inline_validator(&doc, body_schema(&doc, "/admin/v1/events/{eventId}/skip"));
+    for (reason, taken) in [
+        ("why", true),
+        (" why ", true),
+        ("", false),
+        (" \t\n\u{3000}", false),
+    ] {
+        assert_eq!(
+            skip.is_valid(&json!({"reason": reason})),
+            taken,
+            "{reason:?}"
+        );
+        let operator = crate::admin::events::operator(
+            crate::admin::Actor("a".into()),
+            Some(reason.to_owned()),
+        );
+        assert_eq!(operator.reason.is_some(), taken, "{reason:?}");
+    }
+    assert!(!skip.is_valid(&Value::Null));
 }

@@ -22,8 +22,8 @@ use crate::admin::api::{
 
 /// The server's replay rate when the request names none; only used to word the confirmation.
 const DEFAULT_RATE: f64 = 100.0;
-/// The server refuses faster rates (`invalid-rate`); checked here too, before the dry run.
-const MAX_RATE: f64 = 10_000.0;
+// The server refuses other rates (`invalid-rate`); checked here too, before the dry run.
+use crate::admin::{MAX_RATE, MIN_RATE};
 /// How often a running replay job is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Consecutive transient poll failures (unreachable, 502-504) tolerated while following a job:
@@ -132,15 +132,15 @@ impl EventSelection {
     }
 }
 
-/// `--rate`: replays per second, 0 < N <= 10000 as the server accepts.
+/// `--rate`: replays per second, from 0.1 to 10000 as the server accepts.
 pub fn parse_rate(text: &str) -> Result<f64, String> {
     let rate: f64 = text
         .parse()
         .map_err(|_| format!("expected a number, got {text:?}"))?;
-    if rate.is_finite() && rate > 0.0 && rate <= MAX_RATE {
+    if (MIN_RATE..=MAX_RATE).contains(&rate) {
         Ok(rate)
     } else {
-        Err(format!("must be > 0 and <= {MAX_RATE}, got {text}"))
+        Err(format!("must be from {MIN_RATE} to {MAX_RATE}, got {text}"))
     }
 }
 
@@ -795,8 +795,10 @@ mod tests {
     #[test]
     fn rates() {
         assert_eq!(parse_rate("0.5"), Ok(0.5));
+        assert_eq!(parse_rate("0.1"), Ok(0.1));
         assert_eq!(parse_rate("10000"), Ok(10_000.0));
-        for bad in ["0", "-1", "10000.5", "NaN", "inf", "fast"] {
+        // 5e-324 (the smallest f64) would make a job that never finishes.
+        for bad in ["0", "0.09", "5e-324", "-1", "10000.5", "NaN", "inf", "fast"] {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
     }
