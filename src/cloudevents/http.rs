@@ -51,7 +51,14 @@ pub fn decode_request_with<'a>(
     for (name, value) in headers {
         if name.eq_ignore_ascii_case("content-type") {
             content_type = Some(value);
-        } else if name.len() >= 3 && name[..3].eq_ignore_ascii_case("ce-") {
+        } else if name
+            .as_bytes()
+            .get(..3)
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(b"ce-"))
+        {
+            // Byte-wise: a name that is not ASCII (never from HTTP, whose header names are
+            // tokens, but possible through this function) must not be sliced inside a
+            // character; found by the http_binding fuzz target.
             ce_headers.push((name, value));
         }
     }
@@ -345,6 +352,17 @@ pub fn encode_structured(event: &CloudEvent) -> (&'static str, Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the http_binding fuzz target: a header name with a multi-byte character where
+    /// the `ce-` prefix would end panicked instead of being ignored.
+    #[test]
+    fn a_header_name_that_is_not_ascii_is_ignored_not_a_panic() {
+        let headers = [
+            ("ce\u{4ce}pecversion", b"1.0".as_slice()),
+            ("content-type", b"application/json".as_slice()),
+        ];
+        assert!(decode_request(headers, b"{}").is_err());
+    }
 
     fn decode(headers: &[(&str, &str)], body: &str) -> Result<Vec<CloudEvent>, DecodeError> {
         decode_request(
