@@ -17,6 +17,7 @@ mod manifests;
 mod nats;
 mod postgres_support;
 mod process;
+mod replicas;
 mod send_sdk;
 mod structure;
 mod support;
