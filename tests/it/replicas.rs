@@ -384,3 +384,130 @@ async fn survivor_takes_over_a_killed_replica_and_keeps_every_tenant_in_order() 
         a_tenants.len()
     );
 }
+
+/// The deliveries the fake accepted for `tenant`: (sequence, emission id, replica).
+fn accepted_for(hook: &ArgoWebhook, tenant: &str) -> Vec<(i64, String, String)> {
+    hook.requests()
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(delivery)
+        .filter(|(_, t, _, _)| t == tenant)
+        .map(|(replica, _, sequence, id)| (sequence, id, replica))
+        .collect()
+}
+
+/// A tenant parked by a refusal (400) that one replica saw is replayed through the admin API
+/// of the other replica: the unpark reaches the owner (`NOTIFY tenant_gateway_unpark`,
+/// `docs/dispatch.md`), which sends the replay first and then the tenant's later events, in
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_parked_on_one_replica_is_replayed_through_the_other() {
+    let Some(database) = TestDatabase::create("replicas_park_replay").await else {
+        return;
+    };
+    let hook = ArgoWebhook::start().await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let replicas = [
+        Replica::start(dir.path(), "a", &database.url, &hook.url()),
+        Replica::start(dir.path(), "b", &database.url, &hook.url()),
+    ];
+    wait_for_replicas_holding_leases(&database, 2).await;
+    let client = reqwest::Client::new();
+    const TENANT: &str = "parked-tenant";
+
+    // The first delivery is refused for good: the event is dead and its tenant parked.
+    hook.push_behaviour(Behaviour::BadPayload);
+    let first = lifecycle_event("park-1", TENANT, "upsert");
+    let (status, body) = post(&client, &replicas[0].events_url(), &first)
+        .await
+        .expect("post");
+    assert_eq!(status, 202, "{body}");
+    let event_id = body["events"][0]["eventId"]
+        .as_str()
+        .expect("eventId")
+        .to_owned();
+    let refused = hook.wait_for(1, WAIT).await;
+    assert_eq!(refused[0].status, 400);
+    let (owner_uri, _, _, refused_id) = delivery(&refused[0]);
+    let other = replicas
+        .iter()
+        .find(|r| r.instance_uri != owner_uri)
+        .expect("the replica that did not deliver");
+
+    // The other replica's admin API reads the tenant as parked (once the dead record commits).
+    let tenant_url = other.admin_url(&format!("/admin/v1/tenants/{TENANT}"));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let view: Value = client
+            .get(&tenant_url)
+            .send()
+            .await
+            .expect("admin API")
+            .json()
+            .await
+            .expect("tenant view");
+        if view["parked"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never parked: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Later events of the parked tenant wait; another tenant's event goes through.
+    for (n, replica) in [(2, &replicas[0]), (3, &replicas[1])] {
+        let event = lifecycle_event(&format!("park-{n}"), TENANT, "upsert");
+        assert_eq!(
+            post(&client, &replica.events_url(), &event)
+                .await
+                .expect("post")
+                .0,
+            202
+        );
+    }
+    let free = lifecycle_event("free-1", "free-tenant", "upsert");
+    assert_eq!(
+        post(&client, &other.events_url(), &free)
+            .await
+            .expect("post")
+            .0,
+        202
+    );
+    hook.wait_for(2, WAIT).await;
+    assert!(
+        accepted_for(&hook, TENANT).is_empty(),
+        "nothing of the parked tenant is sent"
+    );
+
+    // The replay through the other replica's admin API.
+    let response = client
+        .post(other.admin_url(&format!("/admin/v1/events/{event_id}/replay")))
+        .json(&serde_json::json!({"reason": "fixed upstream"}))
+        .send()
+        .await
+        .expect("admin API");
+    assert_eq!(response.status(), 202);
+    let replayed: Value = response.json().await.expect("replay result");
+    let replay_id = replayed["emissionId"]
+        .as_str()
+        .expect("emissionId")
+        .to_owned();
+    assert_ne!(replay_id, refused_id, "a replay is a new emission");
+
+    let deadline = Instant::now() + WAIT;
+    let deliveries = loop {
+        let deliveries = accepted_for(&hook, TENANT);
+        if deliveries.len() >= 3 {
+            break deliveries;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the replay: {deliveries:?}; warnings: {:?} {:?}",
+            replicas[0].problems(),
+            replicas[1].problems()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let sequences: Vec<i64> = deliveries.iter().map(|d| d.0).collect();
+    assert_eq!(sequences, [1, 2, 3], "{deliveries:?}");
+    assert_eq!(deliveries[0].1, replay_id, "the replay comes first");
+}
