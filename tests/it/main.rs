@@ -12,6 +12,7 @@ mod hardening;
 mod ingest_api;
 mod interop;
 mod journal_contract;
+mod journal_copy;
 mod journal_postgres;
 mod manifests;
 mod nats;

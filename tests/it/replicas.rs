@@ -18,12 +18,12 @@ use crate::support::argo_webhook::{ArgoWebhook, Behaviour, Received};
 use crate::support::lifecycle_event;
 
 /// Long enough for any wait here on a loaded machine; a test that reaches it has failed.
-const WAIT: Duration = Duration::from_secs(120);
+pub(crate) const WAIT: Duration = Duration::from_secs(120);
 
 /// One `serve` process on a PostgreSQL journal; killed (SIGKILL) on drop.
-struct Replica {
+pub(crate) struct Replica {
     /// The process, to kill it.
-    child: Child,
+    pub(crate) child: Child,
     /// The bound ingest address.
     ingest: SocketAddr,
     /// The bound admin address (admin API, readiness).
@@ -37,7 +37,7 @@ struct Replica {
 impl Replica {
     /// Starts `serve` on `store` with the webhook sink at `webhook_url` and a short initial
     /// backoff (retries come quickly), and waits for its "listening" line.
-    fn start(config_dir: &Path, name: &str, store: &str, webhook_url: &str) -> Replica {
+    pub(crate) fn start(config_dir: &Path, name: &str, store: &str, webhook_url: &str) -> Replica {
         let instance_uri = format!("urn:tenant-gateway:replica-{name}");
         let config = config_dir.join(format!("{name}.toml"));
         std::fs::write(
@@ -115,11 +115,11 @@ impl Replica {
             .clone()
     }
 
-    fn events_url(&self) -> String {
+    pub(crate) fn events_url(&self) -> String {
         format!("http://{}/events", self.ingest)
     }
 
-    fn admin_url(&self, path: &str) -> String {
+    pub(crate) fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
     }
 
@@ -138,7 +138,11 @@ impl Drop for Replica {
 }
 
 /// Posts one event: its status and body; `Err` when the replica cannot be reached.
-async fn post(client: &reqwest::Client, url: &str, event: &Value) -> reqwest::Result<(u16, Value)> {
+pub(crate) async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    event: &Value,
+) -> reqwest::Result<(u16, Value)> {
     let response = client
         .post(url)
         .header("content-type", "application/cloudevents+json")
@@ -174,7 +178,7 @@ async fn wait_for_replicas_holding_leases(database: &TestDatabase, replicas: i64
 }
 
 /// (replica instance URI, tenant, sequence, emission id) of a delivery the fake accepted.
-fn delivery(request: &Received) -> (String, String, i64, String) {
+pub(crate) fn delivery(request: &Received) -> (String, String, i64, String) {
     let event = request.json.as_ref().expect("JSON body");
     let text = |name: &str| event[name].as_str().unwrap_or_default().to_owned();
     (
@@ -386,7 +390,7 @@ async fn survivor_takes_over_a_killed_replica_and_keeps_every_tenant_in_order() 
 }
 
 /// The deliveries the fake accepted for `tenant`: (sequence, emission id, replica).
-fn accepted_for(hook: &ArgoWebhook, tenant: &str) -> Vec<(i64, String, String)> {
+pub(crate) fn accepted_for(hook: &ArgoWebhook, tenant: &str) -> Vec<(i64, String, String)> {
     hook.requests()
         .iter()
         .filter(|r| r.status == 200)
