@@ -31,7 +31,9 @@ function init(args)
    batch_size = tonumber(args[2] or "100")
    -- A random prefix per run and thread: ids are unique across runs on one store too.
    math.randomseed(os.time() * 1000 + tid * 7919 + math.floor(os.clock() * 1e6))
-   prefix = string.format("%08x%04x", math.random(0, 0x7fffffff), math.random(0, 0xffff))
+   -- args[3]: a salt per wrk process, so concurrent wrk runs (two replicas) never share ids.
+   prefix = (args[3] or "") ..
+      string.format("%08x%04x", math.random(0, 0x7fffffff), math.random(0, 0xffff))
    counter = 0
    time_str = os.date("!%Y-%m-%dT%H:%M:%SZ")
 end

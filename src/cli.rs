@@ -51,6 +51,11 @@ pub enum Command {
     /// Work with normalization rules files (validate them, try them on an event).
     #[command(after_help = "Example:\n  tenant-gateway rules check rules.yaml --event event.json")]
     Rules(RulesArgs),
+    /// Work with a journal offline (the gateway stopped): copy a SQLite journal to PostgreSQL.
+    #[command(
+        after_help = "Example:\n  tenant-gateway journal copy --from sqlite://./data/tenant-gateway.db --to postgres://gateway@db:5432/tenant_gateway"
+    )]
+    Journal(JournalArgs),
     /// Search journaled events and show one with its deliveries (admin API).
     #[command(
         after_help = "Example:\n  tenant-gateway events list --tenant acme --status dead\n  tenant-gateway events show 0190a2b4-0000-7000-8000-000000000001"
@@ -301,6 +306,34 @@ pub struct SendArgs {
     /// File holding the bearer token to send.
     #[arg(long, env = "TENANT_GATEWAY_SEND_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+}
+
+/// `journal` arguments: only a subcommand so far.
+#[derive(Debug, Args)]
+pub struct JournalArgs {
+    /// What to do with the journal.
+    #[command(subcommand)]
+    pub command: JournalCommand,
+}
+
+/// `journal` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum JournalCommand {
+    /// Copy everything of a SQLite journal into an empty PostgreSQL journal, keeping ids and
+    /// positions, then verify and print the row counts per table.
+    Copy(JournalCopyArgs),
+}
+
+/// `journal copy` arguments.
+#[derive(Debug, Args)]
+pub struct JournalCopyArgs {
+    /// The SQLite journal to copy, sqlite://PATH (its gateway stopped).
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+    /// The empty PostgreSQL journal to fill, postgres://USER[:PASSWORD]@HOST:PORT/DB (the
+    /// database must exist; its schema is created).
+    #[arg(long, value_name = "URL")]
+    pub to: String,
 }
 
 /// `rules` arguments: only a subcommand so far.

@@ -3,8 +3,8 @@
 
 use clap::Parser;
 use tenant_gateway::admin::client::commands::{self as admin, Console, Invocation};
-use tenant_gateway::cli::{Cli, Command, RulesCommand};
-use tenant_gateway::{app, config, discovery, ingest, normalize, telemetry};
+use tenant_gateway::cli::{Cli, Command, JournalCommand, RulesCommand};
+use tenant_gateway::{app, config, discovery, ingest, journal, normalize, telemetry};
 
 fn main() {
     let cli = Cli::parse();
@@ -38,6 +38,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let report =
                     normalize::rules::check(&args.file, args.event.as_deref(), &args.actions)?;
                 println!("{report}");
+                Ok(())
+            }
+        },
+        Command::Journal(journal) => match journal.command {
+            JournalCommand::Copy(args) => {
+                let report =
+                    journal::copy::copy_journal(&args.from, &args.to, Default::default()).await?;
+                print!("{report}");
                 Ok(())
             }
         },

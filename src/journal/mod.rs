@@ -19,6 +19,7 @@
 //! database (`postgres://USER@HOST:PORT/DB`). Both sit behind the same API and pass the same
 //! contract suite.
 
+pub mod copy;
 mod group_commit;
 pub mod operator;
 mod postgres;

@@ -59,6 +59,10 @@ const DELETE_EVENTS: &str = "DELETE FROM events WHERE event_id = ANY($1::text[])
 
 /// The first emission of each new event, in the same transaction: the transactional outbox.
 /// Positions are drawn in input order, which is sequence order within a tenant.
+/// The transaction-level advisory lock every journal write transaction of every replica takes
+/// first (see `begin`); any constant no other client of the database uses.
+const WRITE_LOCK_KEY: i64 = 0x7467_6a6f_7572_6e6c; // "tgjournl"
+
 const INSERT_EMISSIONS: &str = "INSERT INTO emissions (emission_id, event_id, tenant, created_at) \
      SELECT u.event_id, u.event_id, u.tenant, $3 \
      FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS u (event_id, tenant, ordinal) \
@@ -363,16 +367,31 @@ impl GroupStore for PostgresWriter {
         let connection = self.connection().await?;
         // READ COMMITTED whatever the server's default: every statement must see the commits
         // of the replicas whose tenant locks it waited for (see the module doc).
-        match sqlx::query("BEGIN ISOLATION LEVEL READ COMMITTED")
-            .execute(connection)
+        let begun = match sqlx::query("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *connection)
             .await
         {
-            Ok(_) => {
+            // The store's write lock, held until COMMIT: emission positions (an identity) are
+            // drawn at INSERT, and the dispatchers page the outbox by `position > cursor`.
+            // Without it one replica's group could draw position p, another's draw p + 1 and
+            // commit first, a dispatcher pass p, and p commit behind its cursor: never
+            // delivered, and its tenant's later events sent before it (found by
+            // tests/it/replicas.rs). Serialized, positions become visible in commit order.
+            Ok(_) => sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(WRITE_LOCK_KEY)
+                .execute(connection)
+                .await
+                .map(drop),
+            Err(error) => Err(error),
+        };
+        match begun {
+            Ok(()) => {
                 self.in_transaction = true;
                 Ok(())
             }
             Err(error) => {
-                // Most likely a broken connection: the next group opens a fresh one.
+                // Most likely a broken connection: the next group opens a fresh one (dropping
+                // this one ends a begun transaction on the server side).
                 self.connection = None;
                 Err(error)
             }
