@@ -306,6 +306,9 @@ pub struct JournalArgs {
 pub enum JournalCommand {
     /// Copy everything of a SQLite journal into an empty PostgreSQL journal, keeping ids and
     /// positions, then verify and print the row counts per table.
+    #[command(
+        after_help = "Example:\n  tenant-gateway journal copy --from sqlite://./data/tenant-gateway.db --to postgres://gateway@db:5432/tenant_gateway"
+    )]
     Copy(JournalCopyArgs),
 }
 

@@ -257,7 +257,7 @@ fn check_in_sequence(requests: &[Received], tenants: usize, events: i64) {
 /// with SIGKILL while deliveries are in flight: every acknowledged event is delivered, each
 /// tenant in sequence (the emission in flight at the kill may come again with the same id, from
 /// the survivor), and the survivor takes over the dead replica's tenants once its leases
-/// expire (`docs/dispatch.md`, "Several replicas": within 12 s of the last renewal).
+/// expire (`docs/dispatch.md`, "Ownership: several replicas on one journal": within 12 s of the last renewal).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survivor_takes_over_a_killed_replica_and_keeps_every_tenant_in_order() {
     const TENANTS: usize = 50;
