@@ -9,7 +9,7 @@
 # longer by passing more seconds, or `cargo fuzz run TARGET` for as long as you like.
 set -euo pipefail
 cd "$(dirname "$0")"
-TARGET="${1:?usage: fuzz/run.sh http_binding|rules [SECONDS]}"
+TARGET="${1:?usage: fuzz/run.sh http_binding|rules|signature [SECONDS]}"
 SECONDS_TO_RUN="${2:-60}"
 CORPUS="corpus/$TARGET"
 mkdir -p "$CORPUS"

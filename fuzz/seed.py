@@ -2,7 +2,8 @@
 
 http_binding: every HTTP request of the CloudEvents conformance features, with each
 <placeholder> filled from its Examples table, plus a structured and a batch request.
-rules: the example rules file followed by each conformance request's event (structured JSON).
+rules: the example rules file, alone and followed by a structured event.
+signature: webhook-id, webhook-timestamp, webhook-signature and a body, one per line.
 """
 import hashlib
 import json
@@ -57,6 +58,9 @@ def main():
     requests = list(feature_requests()) + list(extra_requests())
     if target == "http_binding":
         seeds = requests
+    elif target == "signature":
+        seeds = [b"msg_1\n1767225600\nv1,AAAA\n" + STRUCTURED.encode(),
+                 b"msg_2\n1767225500\nv1,Zm9v v2,YmFy\n{}"]
     elif target == "rules":
         rules = RULES.read_bytes()
         seeds = [rules, rules + b"\n---event---\n" + STRUCTURED.encode()]
