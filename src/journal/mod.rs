@@ -23,6 +23,7 @@ pub mod copy;
 mod group_commit;
 pub mod operator;
 mod postgres;
+mod rows;
 mod sqlite;
 mod status;
 

@@ -6,12 +6,12 @@ use sqlx::postgres::{PgArguments, PgConnection, PgRow};
 use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
-use super::rows::{EventRow, STORED_EVENT_COLUMNS};
 use super::{parse_uuid, read_error, stored_u32, PostgresJournal};
 use crate::journal::operator::{
     EventHeader, EventQuery, EventStatus, NewReplayJob, Operator, OperatorAction, OperatorError,
     OperatorOutcome, OperatorWrite, ReplayJob, Replayed, StoredEmission, TenantState,
 };
+use crate::journal::rows::{EventRow, STORED_EVENT_COLUMNS};
 use crate::journal::status::decode;
 use crate::journal::{JournalError, StoredEvent};
 

@@ -7,8 +7,8 @@ use std::sync::LazyLock;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::rows::{EventRow, STORED_EVENT_COLUMNS};
 use super::{parse_uuid, read_error, stored_u32, PostgresJournal};
+use crate::journal::rows::{EventRow, STORED_EVENT_COLUMNS};
 use crate::journal::{JournalError, StoredAttempt, StoredEvent};
 
 /// Pending emissions with their events (see `pending_from_row`), followed by the conditions

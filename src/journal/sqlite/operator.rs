@@ -6,13 +6,13 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::{Row, Sqlite};
 use uuid::Uuid;
 
-use super::rows::{EventRow, STORED_EVENT_COLUMNS};
 use super::{parse_uuid, read_error, SqliteJournal};
 use crate::journal::operator::{
     EventHeader, EventQuery, EventStatus, NewReplayJob, Operator, OperatorAction, OperatorError,
     OperatorOutcome, OperatorWrite, ReplayJob, ReplayJobStatus, Replayed, StoredEmission,
     TenantState,
 };
+use crate::journal::rows::{EventRow, STORED_EVENT_COLUMNS};
 use crate::journal::status::decode;
 use crate::journal::{JournalError, StoredEvent};
 

@@ -6,8 +6,8 @@ use std::sync::LazyLock;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::rows::{EventRow, STORED_EVENT_COLUMNS};
 use super::{parse_uuid, read_error, SqliteJournal};
+use crate::journal::rows::{EventRow, STORED_EVENT_COLUMNS};
 use crate::journal::status::decode;
 use crate::journal::{JournalError, StoredAttempt, StoredEvent};
 

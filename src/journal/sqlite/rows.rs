@@ -1,16 +1,10 @@
 //! Decoding stored rows into journal types; a row that does not decode is reported as corrupt.
 
 use sqlx::Row;
-use uuid::Uuid;
 
 use super::{parse_uuid, read_error};
-use crate::journal::status::decode;
-use crate::journal::{JournalError, PendingEmission, StoredEvent};
-
-/// Columns of [`StoredEvent`], in [`EventRow`] order.
-pub(super) const STORED_EVENT_COLUMNS: &str =
-    "event_id, source, id, event_type, tenant, action, sequence, \
-                                    time, received_at, document, content_hash, status, lifecycle";
+use crate::journal::rows::EventRow;
+use crate::journal::{JournalError, PendingEmission};
 
 /// Decodes a row of [`SqliteJournal::pending_page`]: six emission columns, then the event.
 pub(in crate::journal) fn pending_from_row(
@@ -40,56 +34,4 @@ pub(in crate::journal) fn pending_from_row(
         place: row.try_get(5).map_err(read_error)?,
         event,
     })
-}
-
-/// A row of `events` as SQLite returns it, before decoding the id and document.
-#[derive(sqlx::FromRow)]
-pub(super) struct EventRow {
-    event_id: String,
-    source: String,
-    id: String,
-    event_type: String,
-    tenant: String,
-    action: String,
-    sequence: i64,
-    time: Option<String>,
-    received_at: String,
-    document: String,
-    content_hash: String,
-    status: String,
-    lifecycle: String,
-}
-
-impl EventRow {
-    pub(super) fn into_stored(self) -> Result<StoredEvent, JournalError> {
-        let event_id = Uuid::parse_str(&self.event_id).map_err(|error| JournalError::Corrupt {
-            event_id: self.event_id.clone(),
-            reason: format!("event id is not a UUID: {error}"),
-        })?;
-        let document =
-            serde_json::from_str(&self.document).map_err(|error| JournalError::Corrupt {
-                event_id: self.event_id.clone(),
-                reason: format!("document is not JSON: {error}"),
-            })?;
-        let lifecycle =
-            serde_json::from_str(&self.lifecycle).map_err(|error| JournalError::Corrupt {
-                event_id: self.event_id.clone(),
-                reason: format!("lifecycle is not JSON: {error}"),
-            })?;
-        Ok(StoredEvent {
-            event_id,
-            source: self.source,
-            id: self.id,
-            event_type: self.event_type,
-            tenant: self.tenant,
-            action: self.action,
-            sequence: self.sequence,
-            time: self.time,
-            received_at: self.received_at,
-            document,
-            status: decode(&self.status, "status", &self.event_id)?,
-            content_hash: self.content_hash,
-            lifecycle,
-        })
-    }
 }
