@@ -22,6 +22,7 @@
 pub mod copy;
 mod group_commit;
 pub mod operator;
+mod outcomes;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -37,9 +38,16 @@ pub use operator::{
     EventHeader, EventQuery, NewReplayJob, Operator, OperatorAction, OperatorError,
     OperatorOutcome, OperatorWrite, ReplayJob, Replayed, StoredEmission, TenantState,
 };
+pub use outcomes::{
+    TenantLifecycle, TenantQuery, TenantSummary, WorkflowObservation, WorkflowRecord,
+    WorkflowRecorded,
+};
 pub use postgres::{PostgresJournal, COMMITS_CHANNEL};
 pub use sqlite::SqliteJournal;
-pub use status::{AttemptOutcome, EmissionStatus, EventStatus, ReplayJobStatus, UnknownValue};
+pub use status::{
+    AttemptOutcome, EmissionStatus, EventStatus, Lifecycle, LifecycleOutcome, ReplayJobStatus,
+    UnknownValue, WorkflowPhase,
+};
 
 /// Tuning of an [`EventJournal`]; the defaults suit the embedded single-replica deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -192,6 +192,103 @@ impl ReplayJobStatus {
     }
 }
 
+/// A Workflow's phase in Argo's casing (argo-workflows `pkg/apis/workflow/v1alpha1/
+/// workflow_types.go`, `WorkflowPhase`: `""` (unknown), `Pending`, `Running`, `Succeeded`,
+/// `Failed`, `Error`). A Workflow without a status yet (phase `""`) counts as `Pending`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkflowPhase {
+    /// Created, not started (or no status yet).
+    Pending,
+    /// Started, not finished.
+    Running,
+    /// Finished, every step succeeded.
+    Succeeded,
+    /// Finished, a step failed.
+    Failed,
+    /// Finished, the controller could not run it (invalid spec, a step's error).
+    Error,
+}
+
+spelled!(WorkflowPhase {
+    Pending => "Pending",
+    Running => "Running",
+    Succeeded => "Succeeded",
+    Failed => "Failed",
+    Error => "Error",
+});
+
+impl WorkflowPhase {
+    /// Whether the Workflow is over (`Succeeded`, `Failed` or `Error`: the controller's
+    /// `Completed()`, `workflow_types.go` `WorkflowPhase.Completed`).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Error)
+    }
+
+    /// What a tenant's lifecycle step came to, as the admin API and completion events say it.
+    pub fn outcome(self) -> LifecycleOutcome {
+        match self {
+            Self::Pending => LifecycleOutcome::Pending,
+            Self::Running => LifecycleOutcome::Running,
+            Self::Succeeded => LifecycleOutcome::Succeeded,
+            Self::Failed | Self::Error => LifecycleOutcome::Failed,
+        }
+    }
+}
+
+/// What a tenant's newest delivered emission came to: its Workflow's phase, coarsened
+/// (`Error` counts as failed; no Workflow seen yet counts as pending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LifecycleOutcome {
+    /// Delivered; no Workflow seen yet, or it is `Pending`.
+    Pending,
+    /// Its Workflow is `Running`.
+    Running,
+    /// Its Workflow `Succeeded`.
+    Succeeded,
+    /// Its Workflow `Failed` or ended in `Error`.
+    Failed,
+}
+
+spelled!(LifecycleOutcome {
+    Pending => "pending",
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+});
+
+/// Where a tenant's environment stands, from its last succeeded lifecycle action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lifecycle {
+    /// No action succeeded yet.
+    Unknown,
+    /// After a succeeded `upsert` or `migrate-in`.
+    Active,
+    /// After a succeeded `migrate-out`.
+    MigratedOut,
+    /// After a succeeded `delete`.
+    Deleted,
+}
+
+spelled!(Lifecycle {
+    Unknown => "unknown",
+    Active => "active",
+    MigratedOut => "migrated-out",
+    Deleted => "deleted",
+});
+
+impl Lifecycle {
+    /// The lifecycle a succeeded `action` leads to; `None` for an action that changes none
+    /// (`admin`, or any action the rules add that is not one of the four above).
+    pub fn after(action: &str) -> Option<Lifecycle> {
+        match action {
+            "upsert" | "migrate-in" => Some(Lifecycle::Active),
+            "migrate-out" => Some(Lifecycle::MigratedOut),
+            "delete" => Some(Lifecycle::Deleted),
+            _ => None,
+        }
+    }
+}
+
 /// Decodes a stored status or outcome for any backend: text this build does not spell makes the
 /// row corrupt (`row` names it, e.g. its event id, for the log).
 pub(in crate::journal) fn decode<T: FromStr<Err = UnknownValue>>(
