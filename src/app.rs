@@ -20,6 +20,7 @@ use crate::journal::{EventJournal, JournalError};
 use crate::metrics::GatewayMetrics;
 use crate::normalize::rules::{RuleSet, RulesError};
 use crate::normalize::Normalizer;
+use crate::workflows::{KubeClientError, LogRecorder, WorkflowWatchSettings, WorkflowWatcher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -45,6 +46,8 @@ pub enum StartupError {
     Leases(#[from] LeaseError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    WorkflowWatch(#[from] KubeClientError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -71,6 +74,10 @@ pub struct Application {
     shutdown_grace: std::time::Duration,
     /// The tasks that re-read the listeners' certificate files; stopped with the servers.
     tls_watchers: Vec<tokio::task::JoinHandle<()>>,
+    /// The Workflow watcher (`watch-workflows`); stopped before the journal closes.
+    workflow_watcher: Option<WorkflowWatcher>,
+    /// Each recorded Workflow observation, for in-process subscribers.
+    workflow_updates: tokio::sync::broadcast::Sender<crate::journal::WorkflowObservation>,
 }
 
 /// A listener's rustls configuration and the task that keeps its certificate current.
@@ -117,6 +124,12 @@ impl Application {
                 Normalizer::with_rules(settings.actions.iter().cloned(), RuleSet::load(path)?)?
             }
             None => Normalizer::new(settings.actions.iter().cloned()),
+        };
+        // Built first, so a missing kubeconfig fails the start before anything listens.
+        let kube_client = if settings.watch_workflows {
+            Some(crate::workflows::kube_client().await?)
+        } else {
+            None
         };
         let sink = settings.sink.build().await?;
         let journal = EventJournal::open(&settings.store, settings.journal.clone()).await?;
@@ -225,6 +238,18 @@ impl Application {
             admin_tls = settings.admin_tls.is_some(),
             "tenant-gateway listening"
         );
+        let workflow_updates = crate::workflows::updates_channel();
+        let workflow_watcher = kube_client.map(|client| {
+            WorkflowWatcher::start(
+                client,
+                WorkflowWatchSettings {
+                    namespace: settings.workflow_namespace.clone(),
+                },
+                LogRecorder,
+                admin_state.metrics.workflows.clone(),
+                workflow_updates.clone(),
+            )
+        });
         Ok(Application {
             server,
             admin_server,
@@ -236,6 +261,8 @@ impl Application {
             draining,
             shutdown_grace: settings.shutdown_grace,
             tls_watchers,
+            workflow_watcher,
+            workflow_updates,
         })
     }
 
@@ -254,6 +281,14 @@ impl Application {
     /// The bound ingest address (the real port when configured with port 0).
     pub fn ingest_addr(&self) -> SocketAddr {
         self.ingest_addr
+    }
+
+    /// Each Workflow observation the watcher records from now on (nothing unless
+    /// `watch_workflows`); a wake-up, see [`crate::workflows`].
+    pub fn workflow_updates(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<crate::journal::WorkflowObservation> {
+        self.workflow_updates.subscribe()
     }
 
     /// The journal the application writes to, for tests and embedding programs.
@@ -287,6 +322,9 @@ impl Application {
                 flatten(server.await)
             }
         };
+        if let Some(watcher) = self.workflow_watcher {
+            watcher.stop().await;
+        }
         self.admin_state.replays.stop().await;
         self.dispatcher.stop().await;
         admin_handle.stop(true).await;

@@ -202,9 +202,14 @@ pub struct ServeArgs {
     /// Base URL of the Argo Workflows UI; event details then link to each emission's Workflow.
     #[arg(long, env = "TENANT_GATEWAY_ARGO_UI_URL", value_name = "URL")]
     pub argo_ui_url: Option<String>,
-    /// Namespace the Workflows run in (for the Argo UI links) [default: argo].
+    /// Namespace the Workflows run in (for the Argo UI links and --watch-workflows)
+    /// [default: argo].
     #[arg(long, env = "TENANT_GATEWAY_WORKFLOW_NAMESPACE", value_name = "NS")]
     pub workflow_namespace: Option<String>,
+    /// Watch the Argo Workflows of the emissions in the workflow namespace and record their
+    /// phases (needs a kubeconfig or the in-cluster service account) [default: false].
+    #[arg(long, env = "TENANT_GATEWAY_WATCH_WORKFLOWS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub watch_workflows: Option<bool>,
     /// YAML normalization rules file [default: the built-in default rule only].
     #[arg(long, env = "TENANT_GATEWAY_RULES", value_name = "FILE")]
     pub rules: Option<PathBuf>,
@@ -737,6 +742,7 @@ impl From<ServeArgs> for FlagsAndEnvironment {
             admin_token_files: args.admin_token_files,
             argo_ui_url: args.argo_ui_url,
             workflow_namespace: args.workflow_namespace,
+            watch_workflows: args.watch_workflows,
             rules: args.rules,
             instance_uri: args.instance_uri,
             bench_null_endpoint: args.bench_null_endpoint,

@@ -20,6 +20,7 @@
 //! - [`shutdown`]: the termination signal `serve` and `discover` stop on.
 //! - [`telemetry`]: logs and traces, and the error cause-chain formatter.
 //! - [`tls`]: rustls for the listeners; certificates re-read when their files change.
+//! - [`workflows`]: `serve --watch-workflows`: the Argo Workflows of each emission, watched.
 
 pub mod admin;
 pub mod app;
@@ -38,6 +39,7 @@ pub mod secret_file;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod workflows;
 
 /// The map stays true: the module list above, docs/architecture.md and the docs pages the code
 /// cites all match the tree.

@@ -39,6 +39,13 @@ pub struct SinkLabels {
     pub sink: &'static str,
 }
 
+/// A Workflow phase, in Argo's casing (`Pending`, `Running`, `Succeeded`, `Failed`, `Error`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkflowPhaseLabels {
+    /// The phase.
+    pub phase: &'static str,
+}
+
 /// Every metric of `serve`; cheap to clone (the metric handles are shared).
 #[derive(Clone)]
 pub struct GatewayMetrics {
@@ -58,6 +65,8 @@ pub struct GatewayMetrics {
     pub pending_events: Gauge,
     /// Tenants waiting behind a dead emission.
     pub parked_tenants: Gauge,
+    /// Watched Workflows per phase, from the Workflow watcher's view (empty when not watching).
+    pub workflows: Family<WorkflowPhaseLabels, Gauge>,
 }
 
 impl GatewayMetrics {
@@ -109,6 +118,12 @@ impl GatewayMetrics {
             "Tenants whose deliveries wait behind a dead event",
             parked_tenants.clone(),
         );
+        let workflows = Family::<WorkflowPhaseLabels, Gauge>::default();
+        registry.register(
+            "workflows",
+            "Watched Argo Workflows of the gateway's emissions, by phase",
+            workflows.clone(),
+        );
         registry.register(
             "journal_commit_group_size",
             "Rows (events and attempt records) written per journal commit",
@@ -123,6 +138,7 @@ impl GatewayMetrics {
             delivery_seconds,
             pending_events,
             parked_tenants,
+            workflows,
         }
     }
 

@@ -87,6 +87,8 @@ pub struct FlagsAndEnvironment {
     pub argo_ui_url: Option<String>,
     /// Namespace of the Workflows.
     pub workflow_namespace: Option<String>,
+    /// Watch the Workflows of the emissions.
+    pub watch_workflows: Option<bool>,
     /// Normalization rules file.
     pub rules: Option<PathBuf>,
     /// `source` of emitted CloudEvents.
@@ -322,6 +324,7 @@ pub struct FileConfig {
     pub admin_tokens: Vec<AdminTokenConfig>,
     pub argo_ui_url: Option<String>,
     pub workflow_namespace: Option<String>,
+    pub watch_workflows: Option<bool>,
     pub rules: Option<PathBuf>,
     pub instance_uri: Option<String>,
     /// The `[sink]` table: where emissions go (`kind = "log" | "webhook" | "eventbus"`).
@@ -407,8 +410,10 @@ pub struct Settings {
     pub admin_tokens: Vec<TokenConfig>,
     /// Argo Workflows UI base URL, for links from event details to Workflows.
     pub argo_ui_url: Option<String>,
-    /// Namespace of the Workflows, for those links.
+    /// Namespace of the Workflows, for those links and for the Workflow watch.
     pub workflow_namespace: String,
+    /// Watch the Argo Workflows of the emissions (`workflows`) and record their phases.
+    pub watch_workflows: bool,
     /// YAML normalization rules; `None` means the default rule only.
     pub rules: Option<PathBuf>,
     /// Where emissions go; chosen once at start.
@@ -449,6 +454,7 @@ impl Settings {
             admin_tokens: Vec::new(),
             argo_ui_url: None,
             workflow_namespace: DEFAULT_WORKFLOW_NAMESPACE.to_owned(),
+            watch_workflows: false,
             rules: None,
             sink: SinkConfig::default(),
             dispatch: DispatchSettings {
@@ -497,6 +503,9 @@ impl Settings {
         }
         if let Some(namespace) = args.workflow_namespace.or(file.workflow_namespace) {
             s.workflow_namespace = namespace;
+        }
+        if let Some(v) = args.watch_workflows.or(file.watch_workflows) {
+            s.watch_workflows = v;
         }
         let secret_files = if args.signing_secret_files.is_empty() {
             file.signing_secret_file.unwrap_or_default()
