@@ -23,3 +23,4 @@ mod send_sdk;
 mod structure;
 mod support;
 mod tls;
+mod workflows;

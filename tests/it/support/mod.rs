@@ -1,9 +1,11 @@
 //! Test support: an in-process gateway started exactly as `serve` starts it, the spawned real
 //! binary for crash and signal tests, and event builders; and in submodules the fakes and
-//! helpers several test files share: the Argo webhook EventSource fake (`argo_webhook`), a real
-//! `nats-server` with Argo's stream (`nats`), the YAML and Argo schema helpers (`manifests`).
+//! helpers several test files share: the Argo webhook EventSource fake (`argo_webhook`), a fake
+//! Kubernetes API server holding Argo Workflows (`fake_argo`), a real `nats-server` with Argo's
+//! stream (`nats`), the YAML and Argo schema helpers (`manifests`).
 
 pub(crate) mod argo_webhook;
+pub(crate) mod fake_argo;
 pub(crate) mod manifests;
 pub(crate) mod nats;
 
