@@ -308,3 +308,26 @@ fn every_command_help_shows_an_example() {
     }
     assert!(missing.is_empty(), "no example in --help of {missing:?}");
 }
+
+#[test]
+fn watch_workflows_is_off_by_default_and_layers_like_the_other_switches() {
+    let env = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let resolve = |flags: FlagsAndEnvironment, toml: &str| {
+        Settings::resolve(flags, file(toml)).expect("resolves")
+    };
+    let none = serve_flags_locked(&[]);
+    assert!(!resolve(none.clone(), "").watch_workflows);
+    assert!(resolve(none, "watch-workflows = true").watch_workflows);
+    // A bare flag is true; an explicit false wins over the file.
+    assert!(resolve(serve_flags_locked(&["--watch-workflows"]), "").watch_workflows);
+    let off = serve_flags_locked(&["--watch-workflows=false"]);
+    assert!(!resolve(off, "watch-workflows = true").watch_workflows);
+    std::env::set_var("TENANT_GATEWAY_WATCH_WORKFLOWS", "true");
+    let from_env = serve_flags_locked(&["--workflow-namespace", "team-a"]);
+    std::env::remove_var("TENANT_GATEWAY_WATCH_WORKFLOWS");
+    drop(env);
+    let s = resolve(from_env, "watch-workflows = false");
+    assert!(s.watch_workflows, "the environment wins over the file");
+    // The watch uses the one workflow namespace setting.
+    assert_eq!(s.workflow_namespace, "team-a");
+}

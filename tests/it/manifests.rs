@@ -486,6 +486,15 @@ fn expected_grants(workflow_namespace: &str) -> BTreeSet<Grant> {
         &["get", "patch"],
         "tenant-gateway-discovery",
     );
+    // The gateway's Workflow watch (serve --watch-workflows), on the pod's only identity.
+    add(
+        discovery,
+        workflow_namespace,
+        "argoproj.io",
+        "workflows",
+        &["get", "list", "watch"],
+        "",
+    );
     let bridge = format!("{workflow_namespace}/tenant-lifecycle-bridge");
     add(
         &bridge,
