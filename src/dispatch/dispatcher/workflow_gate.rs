@@ -222,6 +222,8 @@ async fn park_for_workflow(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
+
     use crate::journal::WorkflowRecord;
 
     fn at(text: &str) -> chrono::DateTime<chrono::Utc> {
@@ -303,18 +305,20 @@ mod tests {
     fn signals_wake_only_the_tenant_named_and_are_forgotten_after() {
         let signals = WorkflowSignals::default();
         let a = signals.subscribe("a");
-        let woken = a.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
         let b = signals.subscribe("b");
-        let other = b.notified();
-        tokio::pin!(other);
-        other.as_mut().enable();
-        signals.changed("a");
-        let waker = futures_util::task::noop_waker();
-        let mut cx = std::task::Context::from_waker(&waker);
-        assert!(woken.as_mut().poll(&mut cx).is_ready());
-        assert!(other.as_mut().poll(&mut cx).is_pending());
+        {
+            let woken = a.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let other = b.notified();
+            tokio::pin!(other);
+            other.as_mut().enable();
+            signals.changed("a");
+            let waker = futures_util::task::noop_waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            assert!(woken.as_mut().poll(&mut cx).is_ready());
+            assert!(other.as_mut().poll(&mut cx).is_pending());
+        }
         signals.unsubscribe("a", a);
         signals.unsubscribe("b", b);
         assert!(signals.waiting().is_empty());
