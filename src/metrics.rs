@@ -39,6 +39,22 @@ pub struct SinkLabels {
     pub sink: &'static str,
 }
 
+/// A lifecycle step's action and what it came to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LifecycleLabels {
+    /// The short action (`upsert`, ...): a handful, fixed by the rules file.
+    pub action: String,
+    /// `succeeded` or `failed`.
+    pub outcome: &'static str,
+}
+
+/// A tenant lifecycle (`unknown`, `active`, `migrated-out`, `deleted`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLifecycleLabels {
+    /// The lifecycle's spelling.
+    pub lifecycle: &'static str,
+}
+
 /// Every metric of `serve`; cheap to clone (the metric handles are shared).
 #[derive(Clone)]
 pub struct GatewayMetrics {
@@ -58,6 +74,10 @@ pub struct GatewayMetrics {
     pub pending_events: Gauge,
     /// Tenants waiting behind a dead emission.
     pub parked_tenants: Gauge,
+    /// From an emission's delivery to its Workflow's terminal phase, by action and outcome.
+    pub lifecycle_seconds: Family<LifecycleLabels, Histogram>,
+    /// Tenants per lifecycle; set from the journal at each scrape.
+    pub tenants: Family<TenantLifecycleLabels, Gauge>,
 }
 
 impl GatewayMetrics {
@@ -109,6 +129,21 @@ impl GatewayMetrics {
             "Tenants whose deliveries wait behind a dead event",
             parked_tenants.clone(),
         );
+        let lifecycle_seconds = Family::<LifecycleLabels, Histogram>::new_with_constructor(|| {
+            // 1 s .. ~9 h: a Workflow of a few steps up to a long migration.
+            Histogram::new(exponential_buckets(1.0, 2.0, 16))
+        });
+        registry.register(
+            "lifecycle_duration_seconds",
+            "From an emission's delivery to its Workflow's terminal phase, by action and outcome",
+            lifecycle_seconds.clone(),
+        );
+        let tenants = Family::<TenantLifecycleLabels, Gauge>::default();
+        registry.register(
+            "tenants",
+            "Tenants per lifecycle (from their last succeeded action), counted at scrape",
+            tenants.clone(),
+        );
         registry.register(
             "journal_commit_group_size",
             "Rows (events and attempt records) written per journal commit",
@@ -123,6 +158,8 @@ impl GatewayMetrics {
             delivery_seconds,
             pending_events,
             parked_tenants,
+            lifecycle_seconds,
+            tenants,
         }
     }
 

@@ -63,6 +63,9 @@ pub enum WorkflowRecorded {
         previous: Option<WorkflowPhase>,
         /// Whether a completion notification was queued by this write.
         notification_queued: bool,
+        /// When the sink took the emission (RFC 3339 UTC), if it did yet: where the lifecycle
+        /// duration starts.
+        delivered_at: Option<String>,
     },
 }
 
@@ -181,11 +184,13 @@ struct EmissionFacts {
     origin_source: String,
     origin_id: String,
     origin_type: String,
+    delivered_at: Option<String>,
 }
 
 const EMISSION_FACTS: &str = "SELECT m.tenant, e.action, e.event_id, e.source AS origin_source, \
-     e.id AS origin_id, e.event_type AS origin_type \
-     FROM emissions AS m JOIN events AS e ON e.event_id = m.event_id WHERE m.emission_id = ?1";
+     e.id AS origin_id, e.event_type AS origin_type, (SELECT MAX(a.finished_at) FROM \
+     delivery_attempts AS a WHERE a.position = m.position AND a.outcome = 'delivered') \
+     AS delivered_at FROM emissions AS m JOIN events AS e ON e.event_id = m.event_id WHERE m.emission_id = ?1";
 
 /// Columns of [`WorkflowRow`].
 const WORKFLOW_COLUMNS: &str = "emission_id, name, phase, started_at, finished_at, message, \
@@ -483,6 +488,7 @@ macro_rules! backend {
                     action: facts.action,
                     previous,
                     notification_queued,
+                    delivered_at: facts.delivered_at,
                 })
             }
 

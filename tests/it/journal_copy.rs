@@ -224,8 +224,14 @@ async fn journal_copy_moves_a_sqlite_journal_to_postgres_and_delivery_continues(
         .expect("open the PostgreSQL journal");
     let (source_views, target_views) = (views(&source).await, views(&target).await);
     assert_eq!(
-        source.pending_notifications(None, 10).await.expect("outbox"),
-        target.pending_notifications(None, 10).await.expect("outbox"),
+        source
+            .pending_notifications(None, 10)
+            .await
+            .expect("outbox"),
+        target
+            .pending_notifications(None, 10)
+            .await
+            .expect("outbox"),
         "the completion outbox is copied"
     );
     assert!(source_views.iter().any(|v| v.contains("t-dead")));
