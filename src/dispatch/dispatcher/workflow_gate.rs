@@ -1,10 +1,10 @@
 //! `await-workflow`: a tenant's next emission waits until the Workflow of its previous one
 //! finished (see `docs/lifecycle-outcomes.md`, "Per-tenant execution order"). Argo's own
-//! ordering ends at Workflow creation: the mutex queue of a WorkflowTemplate's `synchronization`
-//! orders waiting Workflows by priority, then `creationTimestamp`, whose resolution is a second
-//! (argo-workflows `workflow/sync/mutex.go` `NewMutex` uses the priority queue of
-//! `workflow/sync/semaphore.go` `NewSemaphore`, whose `less` compares `priority`, then
-//! `creationTime`), so two lifecycles of a tenant created within a second may run in either
+//! ordering ends at Workflow creation: the queue of a `synchronization` mutex or semaphore orders
+//! waiting Workflows by priority, then creation time (argo-workflows
+//! `workflow/sync/multi_throttler.go`, `priorityQueue.Less`), and that time is the Workflow's
+//! `creationTimestamp` (`workflow/sync/sync_manager.go`, `prepAcquire`), whose resolution is a
+//! second, so two lifecycles of a tenant created within a second may run in either
 //! order. Waiting here for the terminal phase makes the order the journal's.
 //!
 //! The gate reads the journal (the tenant's newest emission delivered under await-workflow and
