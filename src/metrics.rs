@@ -46,6 +46,22 @@ pub struct WorkflowPhaseLabels {
     pub phase: &'static str,
 }
 
+/// A lifecycle step's action and what it came to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LifecycleLabels {
+    /// The short action (`upsert`, ...): a handful, fixed by the rules file.
+    pub action: String,
+    /// `succeeded` or `failed`.
+    pub outcome: &'static str,
+}
+
+/// A tenant lifecycle (`unknown`, `active`, `migrated-out`, `deleted`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLifecycleLabels {
+    /// The lifecycle's spelling.
+    pub lifecycle: &'static str,
+}
+
 /// Every metric of `serve`; cheap to clone (the metric handles are shared).
 #[derive(Clone)]
 pub struct GatewayMetrics {
@@ -67,6 +83,10 @@ pub struct GatewayMetrics {
     pub parked_tenants: Gauge,
     /// Watched Workflows per phase, from the Workflow watcher's view (empty when not watching).
     pub workflows: Family<WorkflowPhaseLabels, Gauge>,
+    /// From an emission's delivery to its Workflow's terminal phase, by action and outcome.
+    pub lifecycle_seconds: Family<LifecycleLabels, Histogram>,
+    /// Tenants per lifecycle; set from the journal at each scrape.
+    pub tenants: Family<TenantLifecycleLabels, Gauge>,
 }
 
 impl GatewayMetrics {
@@ -124,6 +144,21 @@ impl GatewayMetrics {
             "Watched Argo Workflows of the gateway's emissions, by phase",
             workflows.clone(),
         );
+        let lifecycle_seconds = Family::<LifecycleLabels, Histogram>::new_with_constructor(|| {
+            // 1 s .. ~9 h: a Workflow of a few steps up to a long migration.
+            Histogram::new(exponential_buckets(1.0, 2.0, 16))
+        });
+        registry.register(
+            "lifecycle_duration_seconds",
+            "From an emission's delivery to its Workflow's terminal phase, by action and outcome",
+            lifecycle_seconds.clone(),
+        );
+        let tenants = Family::<TenantLifecycleLabels, Gauge>::default();
+        registry.register(
+            "tenants",
+            "Tenants per lifecycle (from their last succeeded action), counted at scrape",
+            tenants.clone(),
+        );
         registry.register(
             "journal_commit_group_size",
             "Rows (events and attempt records) written per journal commit",
@@ -139,6 +174,8 @@ impl GatewayMetrics {
             pending_events,
             parked_tenants,
             workflows,
+            lifecycle_seconds,
+            tenants,
         }
     }
 

@@ -70,6 +70,7 @@ pub(super) fn parse_filter(filter: &EventFilter) -> Result<EventQuery, String> {
         source: filter.source.clone(),
         since: time("since", &filter.since)?,
         until: time("until", &filter.until)?,
+        workflow_phases: Vec::new(),
     })
 }
 

@@ -159,6 +159,22 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
         }
         Err(error) => tracing::warn!(%error, "counting pending events for /metrics failed"),
     }
+    match state.journal.count_lifecycles().await {
+        Ok(counts) => {
+            // Every lifecycle, also at zero, so a series never just vanishes.
+            for lifecycle in crate::journal::Lifecycle::ALL {
+                let count = counts.get(&lifecycle).copied().unwrap_or(0);
+                state
+                    .metrics
+                    .tenants
+                    .get_or_create(&crate::metrics::TenantLifecycleLabels {
+                        lifecycle: lifecycle.as_str(),
+                    })
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+            }
+        }
+        Err(error) => tracing::warn!(%error, "counting tenants for /metrics failed"),
+    }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.encode())

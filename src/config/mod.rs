@@ -343,6 +343,10 @@ pub struct DispatchFileConfig {
     pub retry_limit: Option<String>,
     pub initial_backoff: Option<String>,
     pub max_backoff: Option<String>,
+    /// Deliver a tenant's next emission only after the previous one's Workflow finished.
+    pub await_workflow: Option<bool>,
+    /// How long after a delivery its Workflow may stay unseen before the tenant is parked.
+    pub await_timeout: Option<String>,
 }
 
 impl FileConfig {
@@ -836,6 +840,15 @@ fn resolve_dispatch(
             reason: "must not exceed dispatch.max-backoff".into(),
         });
     }
+    let timeout = duration("dispatch.await-timeout", None, file.await_timeout)?
+        .unwrap_or(crate::dispatch::DEFAULT_AWAIT_TIMEOUT);
+    if timeout.is_zero() {
+        return Err(ConfigError::Invalid {
+            key: "dispatch.await-timeout",
+            reason: "must be longer than zero".into(),
+        });
+    }
+    settings.await_workflow = file.await_workflow.unwrap_or(false).then_some(timeout);
     Ok(())
 }
 

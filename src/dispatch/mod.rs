@@ -22,6 +22,7 @@ mod tenant_book;
 
 pub use dispatcher::{
     DispatchControl, DispatchProgress, DispatchScope, DispatchSettings, Dispatcher,
+    DEFAULT_AWAIT_TIMEOUT,
 };
 pub use emission::canonical_json;
 pub use retry::RetryPolicy;

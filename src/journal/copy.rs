@@ -14,13 +14,16 @@ use sqlx::{ConnectOptions, Connection, Row};
 use super::{parse_store_url, EventJournal, JournalError, JournalOptions, StoreLocation};
 
 /// The journal's tables in an order that satisfies the foreign keys.
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 9] = [
     "events",
     "emissions",
     "delivery_attempts",
     "operator_actions",
     "replay_jobs",
     "replay_job_events",
+    "workflows",
+    "workflow_waits",
+    "notifications",
 ];
 
 /// PostgreSQL's limit of bind parameters in one statement.

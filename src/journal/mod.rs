@@ -39,8 +39,8 @@ pub use operator::{
     OperatorOutcome, OperatorWrite, ReplayJob, Replayed, StoredEmission, TenantState,
 };
 pub use outcomes::{
-    TenantLifecycle, TenantQuery, TenantSummary, WorkflowObservation, WorkflowRecord,
-    WorkflowRecorded,
+    NotificationFinished, PendingNotification, TenantLifecycle, TenantQuery, TenantSummary,
+    WorkflowObservation, WorkflowRecord, WorkflowRecorded, WorkflowWait,
 };
 pub use postgres::{PostgresJournal, COMMITS_CHANNEL};
 pub use sqlite::SqliteJournal;
@@ -409,6 +409,9 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     /// The emission's state after this attempt.
     pub emission_status: EmissionStatus,
+    /// `await-workflow` is on: a delivered emission's Workflow holds its tenant's next
+    /// emission (recorded in `workflow_waits`).
+    pub awaits_workflow: bool,
 }
 
 /// A recorded delivery attempt, as stored.
@@ -747,6 +750,148 @@ impl EventJournal {
         }
     }
 
+    /// Records what the Workflow watcher saw of an emission's Workflow, through the writer;
+    /// with `notify`, a terminal phase also queues its completion notification in the same
+    /// transaction. Idempotent: the same observation again writes nothing.
+    pub async fn record_workflow(
+        &self,
+        observation: WorkflowObservation,
+        notify: bool,
+    ) -> Result<WorkflowRecorded, AppendError> {
+        match self
+            .outcome_write(OperatorWrite::RecordWorkflow {
+                observation,
+                notify,
+            })
+            .await?
+        {
+            OperatorOutcome::WorkflowRecorded(recorded) => Ok(recorded),
+            other => Err(unexpected_outcome(&other)),
+        }
+    }
+
+    /// Parks the tenant of the delivered emission at `position` (its Workflow failed, or was not
+    /// seen in time): the emission becomes dead with `reason`, like a dead delivery. False if it
+    /// was no longer delivered.
+    pub async fn park_for_workflow(
+        &self,
+        position: i64,
+        reason: String,
+    ) -> Result<bool, AppendError> {
+        match self
+            .outcome_write(OperatorWrite::ParkForWorkflow { position, reason })
+            .await?
+        {
+            OperatorOutcome::ParkedForWorkflow(parked) => Ok(parked),
+            other => Err(unexpected_outcome(&other)),
+        }
+    }
+
+    /// Records how a completion notification's delivery ended; returns once durable.
+    pub async fn finish_notification(
+        &self,
+        finished: NotificationFinished,
+    ) -> Result<(), AppendError> {
+        self.outcome_write(OperatorWrite::FinishNotification(finished))
+            .await
+            .map(drop)
+    }
+
+    /// An outcome write through the writer; these writes refuse nothing, so only a store
+    /// failure remains.
+    async fn outcome_write(&self, write: OperatorWrite) -> Result<OperatorOutcome, AppendError> {
+        self.operate(write).await.map_err(|error| match error {
+            OperatorError::Store(error) => error,
+            other => AppendError::Unavailable(Arc::new(sqlx::Error::Protocol(other.to_string()))),
+        })
+    }
+
+    /// The latest Workflow record of each of these emissions that has one.
+    pub async fn workflow_records(
+        &self,
+        emission_ids: &[Uuid],
+    ) -> Result<std::collections::HashMap<Uuid, WorkflowRecord>, JournalError> {
+        match self {
+            Self::Sqlite(j) => outcomes::sqlite::workflow_records(j.readers(), emission_ids).await,
+            Self::Postgres(j) => outcomes::postgres::workflow_records(j.pool(), emission_ids).await,
+        }
+    }
+
+    /// The tenant's derived state; `None` for a tenant without events.
+    pub async fn tenant_summary(
+        &self,
+        tenant: &str,
+    ) -> Result<Option<TenantSummary>, JournalError> {
+        let query = TenantQuery::default();
+        let mut found = match self {
+            Self::Sqlite(j) => {
+                outcomes::sqlite::tenant_summaries(j.readers(), Some(tenant), &query, 1).await?
+            }
+            Self::Postgres(j) => {
+                outcomes::postgres::tenant_summaries(j.pool(), Some(tenant), &query, 1).await?
+            }
+        };
+        Ok(found.pop())
+    }
+
+    /// Tenants the query selects, in name order after its cursor, at most `limit`.
+    pub async fn list_tenants(
+        &self,
+        query: &TenantQuery,
+        limit: usize,
+    ) -> Result<Vec<TenantSummary>, JournalError> {
+        match self {
+            Self::Sqlite(j) => {
+                outcomes::sqlite::tenant_summaries(j.readers(), None, query, limit).await
+            }
+            Self::Postgres(j) => {
+                outcomes::postgres::tenant_summaries(j.pool(), None, query, limit).await
+            }
+        }
+    }
+
+    /// Why the tenant is parked (its dead emission's last error); `None` if it is not.
+    pub async fn parked_reason(&self, tenant: &str) -> Result<Option<String>, JournalError> {
+        match self {
+            Self::Sqlite(j) => outcomes::sqlite::parked_reason(j.readers(), tenant).await,
+            Self::Postgres(j) => outcomes::postgres::parked_reason(j.pool(), tenant).await,
+        }
+    }
+
+    /// The tenant's newest emission delivered under await-workflow, with its Workflow.
+    pub async fn workflow_wait(&self, tenant: &str) -> Result<Option<WorkflowWait>, JournalError> {
+        match self {
+            Self::Sqlite(j) => outcomes::sqlite::workflow_wait(j.readers(), tenant).await,
+            Self::Postgres(j) => outcomes::postgres::workflow_wait(j.pool(), tenant).await,
+        }
+    }
+
+    /// Completion notifications waiting for delivery, after `after`, at most `limit`.
+    pub async fn pending_notifications(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<PendingNotification>, JournalError> {
+        match self {
+            Self::Sqlite(j) => {
+                outcomes::sqlite::pending_notifications(j.readers(), after, limit).await
+            }
+            Self::Postgres(j) => {
+                outcomes::postgres::pending_notifications(j.pool(), after, limit).await
+            }
+        }
+    }
+
+    /// Tenants per lifecycle.
+    pub async fn count_lifecycles(
+        &self,
+    ) -> Result<std::collections::HashMap<Lifecycle, u64>, JournalError> {
+        match self {
+            Self::Sqlite(j) => outcomes::sqlite::count_lifecycles(j.readers()).await,
+            Self::Postgres(j) => outcomes::postgres::count_lifecycles(j.pool()).await,
+        }
+    }
+
     /// Tenants with a dead emission: parked until an operator replays or skips it.
     pub async fn parked_tenants(&self) -> Result<Vec<String>, JournalError> {
         match self {
@@ -825,4 +970,11 @@ impl EventJournal {
             Self::Postgres(journal) => journal.close().await,
         }
     }
+}
+
+/// An outcome write answered with another write's outcome: a bug, reported as a store failure.
+fn unexpected_outcome(outcome: &OperatorOutcome) -> AppendError {
+    AppendError::Unavailable(Arc::new(sqlx::Error::Protocol(format!(
+        "the writer answered an outcome write with {outcome:?}"
+    ))))
 }

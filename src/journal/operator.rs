@@ -15,7 +15,8 @@
 
 use uuid::Uuid;
 
-pub use super::status::{EventStatus, ReplayJobStatus};
+use super::outcomes::{NotificationFinished, WorkflowObservation, WorkflowRecorded};
+pub use super::status::{EventStatus, ReplayJobStatus, WorkflowPhase};
 use super::AppendError;
 
 /// A validated event search: every condition optional, combined with AND.
@@ -34,6 +35,25 @@ pub struct EventQuery {
     pub since: Option<String>,
     /// Received before (same format).
     pub until: Option<String>,
+    /// Only events whose latest emission's Workflow is in one of these phases (empty: any, also
+    /// none seen).
+    pub workflow_phases: Vec<WorkflowPhase>,
+}
+
+impl EventQuery {
+    /// The phases as one bound parameter, `,Failed,Error,` (the SQL matches `,Phase,` in it),
+    /// or `None` for no phase condition: one placeholder for any number of phases.
+    pub(super) fn phase_list(&self) -> Option<String> {
+        if self.workflow_phases.is_empty() {
+            return None;
+        }
+        let mut list = String::from(",");
+        for phase in &self.workflow_phases {
+            list.push_str(phase.as_str());
+            list.push(',');
+        }
+        Some(list)
+    }
 }
 
 /// Formats a time the way the journal stores `received_at`, so stored times compare as strings.
@@ -215,6 +235,24 @@ pub enum OperatorWrite {
         /// Who and why.
         operator: Operator,
     },
+    /// Record what the Workflow watcher saw of an emission's Workflow (not an operator's
+    /// action: it shares the writer so outcomes stay in commit order with deliveries).
+    RecordWorkflow {
+        /// What was seen.
+        observation: WorkflowObservation,
+        /// Queue a completion notification when the phase is terminal (`[notify]` is set).
+        notify: bool,
+    },
+    /// Park a tenant behind its delivered emission whose Workflow failed or never appeared
+    /// (`await-workflow`): the emission becomes dead, exactly like a dead delivery.
+    ParkForWorkflow {
+        /// The emission.
+        position: i64,
+        /// Why, as `parkedReason` shows it.
+        reason: String,
+    },
+    /// Record how a completion notification's delivery ended.
+    FinishNotification(NotificationFinished),
 }
 
 /// A replay that was written.
@@ -260,6 +298,13 @@ pub enum OperatorOutcome {
     },
     /// [`OperatorWrite::CancelJob`]: the job, now cancelled.
     JobCancelled(ReplayJob),
+    /// [`OperatorWrite::RecordWorkflow`].
+    WorkflowRecorded(WorkflowRecorded),
+    /// [`OperatorWrite::ParkForWorkflow`]: false if the emission was no longer delivered
+    /// (replayed, skipped or parked meanwhile).
+    ParkedForWorkflow(bool),
+    /// [`OperatorWrite::FinishNotification`].
+    NotificationFinished,
 }
 
 /// Why an operator write changed nothing.

@@ -27,6 +27,9 @@ use uuid::Uuid;
 
 use crate::postgres_support::{PostgresLock, TestDatabase};
 
+mod outcomes;
+use outcomes::*;
+
 /// Instantiates every contract for one backend: `journal_contract_suite!(name, opener)` where
 /// `opener(JournalOptions) -> TestStore` opens a journal on a fresh store. Each contract is listed
 /// with the options its store is opened with.
@@ -58,6 +61,11 @@ macro_rules! journal_contract_suite {
                 skipping_needs_a_dead_emission_and_unparks => JournalOptions::default(),
                 replay_job_replays_exactly_its_selection_and_resumes => JournalOptions::default(),
                 event_search_filters_and_pages_in_journal_order => JournalOptions::default(),
+                workflow_records_keep_the_latest_phase_once => JournalOptions::default(),
+                terminal_phases_queue_one_notification_each => JournalOptions::default(),
+                tenant_state_follows_deliveries_and_workflows => JournalOptions::default(),
+                workflow_phase_search_matches_the_latest_emission => JournalOptions::default(),
+                awaited_workflows_park_like_dead_deliveries => JournalOptions::default(),
                 own_writes_never_take_room_from_appends => JournalOptions {
                     queue_bytes: 8 << 10,
                     internal_queue: 2,
@@ -1123,6 +1131,7 @@ fn attempt(
         status_code: (outcome != AttemptOutcome::Delivered).then_some(503),
         error: (outcome != AttemptOutcome::Delivered).then(|| "HTTP 503: publish failed".into()),
         emission_status,
+        awaits_workflow: false,
     }
 }
 

@@ -55,6 +55,19 @@ async fn views(journal: &EventJournal) -> Vec<String> {
             journal.tenant_state(tenant).await.expect("state")
         ));
         views.push(format!(
+            "{tenant} summary {:?}",
+            journal.tenant_summary(tenant).await.expect("summary")
+        ));
+        let emissions: Vec<uuid::Uuid> = timeline.iter().map(|e| e.event_id).collect();
+        let mut workflows: Vec<_> = journal
+            .workflow_records(&emissions)
+            .await
+            .expect("workflows")
+            .into_iter()
+            .collect();
+        workflows.sort_by_key(|(id, _)| *id);
+        views.push(format!("{tenant} workflows {workflows:?}"));
+        views.push(format!(
             "{tenant} actions {:?}",
             journal
                 .operator_actions(None, Some(tenant), 100)
@@ -151,6 +164,25 @@ async fn journal_copy_moves_a_sqlite_journal_to_postgres_and_delivery_continues(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // A Workflow outcome and its completion notification, as the watcher records them.
+    let source = EventJournal::open(&sqlite_url, Default::default())
+        .await
+        .expect("open the SQLite journal");
+    let ok_first = source.tenant_timeline("t-ok").await.expect("timeline")[0].event_id;
+    let observation = tenant_gateway::journal::WorkflowObservation {
+        emission_id: ok_first,
+        workflow_name: "t-ok-upsert-1".into(),
+        phase: tenant_gateway::journal::WorkflowPhase::Succeeded,
+        started_at: Some("2026-12-02T10:00:00Z".into()),
+        finished_at: Some("2026-12-02T10:01:00Z".into()),
+        message: None,
+    };
+    source
+        .record_workflow(observation, true)
+        .await
+        .expect("record a Workflow");
+    source.close().await;
+
     let copied = journal_copy(&sqlite_url, &database.url);
     let stdout = String::from_utf8_lossy(&copied.stdout);
     assert!(
@@ -163,6 +195,8 @@ async fn journal_copy_moves_a_sqlite_journal_to_postgres_and_delivery_continues(
         ("events", 6),
         ("emissions", 7),
         ("operator_actions", 1),
+        ("workflows", 1),
+        ("notifications", 1),
         ("tenant_sequences", 3),
     ] {
         assert!(
@@ -189,6 +223,17 @@ async fn journal_copy_moves_a_sqlite_journal_to_postgres_and_delivery_continues(
         .await
         .expect("open the PostgreSQL journal");
     let (source_views, target_views) = (views(&source).await, views(&target).await);
+    assert_eq!(
+        source
+            .pending_notifications(None, 10)
+            .await
+            .expect("outbox"),
+        target
+            .pending_notifications(None, 10)
+            .await
+            .expect("outbox"),
+        "the completion outbox is copied"
+    );
     assert!(source_views.iter().any(|v| v.contains("t-dead")));
     for (from, to) in source_views.iter().zip(&target_views) {
         assert_eq!(from, to);

@@ -33,6 +33,7 @@ pub(super) async fn deliver(
                     outcome: AttemptOutcome::Permanent,
                     status_code: None,
                     error: Some(error.to_string()),
+                    awaits_workflow: false,
                     emission_status: EmissionStatus::Dead,
                 };
                 if !shared.ownership.holds(grant) {
@@ -134,6 +135,7 @@ async fn attempt_until_final(
             status_code,
             error: error.clone(),
             emission_status,
+            awaits_workflow: shared.settings.await_workflow.is_some(),
         };
         // A record made after the bucket went could race the new owner's record of the same
         // attempt number: leave the emission as stored, for the new owner.

@@ -46,9 +46,11 @@ use crate::metrics::{DeliveryLabels, GatewayMetrics, SinkLabels};
 
 mod delivery;
 mod health;
+mod workflow_gate;
 
 use delivery::deliver;
 use health::{run_prober, sleep_backoff, SinkHealth};
+use workflow_gate::{await_previous_workflow, Gate, WorkflowSignals};
 
 /// How the dispatcher runs; the defaults suit one replica in front of Argo Events.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +68,15 @@ pub struct DispatchSettings {
     /// waiting tenant tries early (default 1 s): the probe that notices a recovered sink when
     /// every tenant sleeps a long backoff. Its success wakes every waiting tenant at once.
     pub probe_interval: Duration,
+    /// `await-workflow`: deliver a tenant's next emission only once the Workflow of its
+    /// previous one finished; the value is the await timeout (a Workflow not seen within it of
+    /// the delivery parks the tenant). `None` (default): deliver as soon as the sink took the
+    /// previous one.
+    pub await_workflow: Option<Duration>,
 }
+
+/// The default `[dispatch] await-timeout`.
+pub const DEFAULT_AWAIT_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl Default for DispatchSettings {
     fn default() -> Self {
@@ -76,6 +86,7 @@ impl Default for DispatchSettings {
             retry: RetryPolicy::default(),
             instance_source: String::from("urn:tenant-gateway"),
             probe_interval: Duration::from_secs(1),
+            await_workflow: None,
         }
     }
 }
@@ -157,6 +168,8 @@ pub struct DispatchControl {
     ownership: TenantOwnership,
     /// Woken when another replica announced a new bulk replay job.
     replay_jobs: Arc<Notify>,
+    /// The Workflow watcher's wake-ups for tenants waiting on a Workflow.
+    workflow_signals: Arc<WorkflowSignals>,
 }
 
 impl DispatchControl {
@@ -184,6 +197,13 @@ impl DispatchControl {
                 }
             });
         }
+    }
+
+    /// Tells the tenant's emissions waiting on a Workflow (`await-workflow`) that one of its
+    /// Workflows was recorded: they read the journal again now instead of at their next
+    /// periodic check.
+    pub fn workflow_changed(&self, tenant: &str) {
+        self.workflow_signals.changed(tenant);
     }
 
     /// Resolves when another replica announced a new bulk replay job (never with one replica).
@@ -242,6 +262,8 @@ struct Shared {
     stopping: watch::Sender<bool>,
     /// Totals since start.
     progress: watch::Sender<DispatchProgress>,
+    /// Wakes the tenants that wait for a Workflow (`await-workflow`).
+    workflow_signals: Arc<WorkflowSignals>,
 }
 
 impl BookEntry for QueuedEmission {
@@ -316,6 +338,7 @@ impl Dispatcher {
             health: SinkHealth::default(),
             stopping: watch::channel(false).0,
             progress: progress_tx,
+            workflow_signals: Arc::default(),
         });
         let coordinator = tokio::spawn(run_coordinator(Arc::clone(&shared), commands));
         tokio::spawn(run_prober(Arc::clone(&shared)));
@@ -334,6 +357,7 @@ impl Dispatcher {
                 peers,
                 ownership: shared.ownership.clone(),
                 replay_jobs,
+                workflow_signals: Arc::clone(&shared.workflow_signals),
             },
             shared,
             coordinator,
@@ -779,7 +803,17 @@ async fn run_tenant(shared: Arc<Shared>, tenant: String, worker: u64) {
             shared.room.notify_one();
         }
         let outcome = match shared.ownership.grant(&tenant) {
-            Some(grant) => deliver(&shared, next, grant).await,
+            Some(grant) => match shared.settings.await_workflow {
+                Some(timeout) => {
+                    match await_previous_workflow(&shared, &tenant, grant, timeout).await {
+                        Gate::Open => deliver(&shared, next, grant).await,
+                        // `next` stays pending in the journal; the unpark catch-up reads it again.
+                        Gate::Parked => return,
+                        Gate::Abandoned => None,
+                    }
+                }
+                None => deliver(&shared, next, grant).await,
+            },
             // The bucket is gone: the coordinator forgets the queue as soon as it sees it.
             None => None,
         };

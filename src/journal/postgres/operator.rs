@@ -11,6 +11,7 @@ use crate::journal::operator::{
     EventHeader, EventQuery, EventStatus, NewReplayJob, Operator, OperatorAction, OperatorError,
     OperatorOutcome, OperatorWrite, ReplayJob, Replayed, StoredEmission, TenantState,
 };
+use crate::journal::outcomes::postgres as outcomes;
 use crate::journal::rows::{EventRow, STORED_EVENT_COLUMNS};
 use crate::journal::status::decode;
 use crate::journal::{JournalError, StoredEvent};
@@ -21,10 +22,15 @@ const EVENT_HEADERS: &str = "SELECT m.position, e.event_id, e.source, e.id, e.ev
      FROM emissions AS m JOIN events AS e ON e.event_id = m.event_id \
      WHERE m.replay_of IS NULL";
 
-/// The conditions of an [`EventQuery`], parameters $1 to $6 (see [`bind_query`]).
+/// The conditions of an [`EventQuery`], parameters $1 to $7 (see [`bind_query`]); $7 is the
+/// workflow phases as `,Failed,Error,`, matched against the event's latest emission's Workflow.
 const QUERY_CONDITIONS: &str = "($1 IS NULL OR e.tenant = $1) AND ($2 IS NULL OR e.action = $2) \
      AND ($3 IS NULL OR e.status = $3) AND ($4 IS NULL OR e.source = $4) \
-     AND ($5 IS NULL OR e.received_at >= $5) AND ($6 IS NULL OR e.received_at < $6)";
+     AND ($5 IS NULL OR e.received_at >= $5) AND ($6 IS NULL OR e.received_at < $6) \
+     AND ($7 IS NULL OR EXISTS (SELECT 1 FROM emissions AS lm \
+     JOIN workflows AS w ON w.emission_id = lm.emission_id \
+     WHERE lm.position = (SELECT MAX(m3.position) FROM emissions AS m3 \
+     WHERE m3.event_id = e.event_id) AND $7 LIKE '%,' || w.phase || ',%'))";
 
 /// Columns of [`StoredEmission`], in [`emission_from_row`] order.
 const EMISSION_COLUMNS: &str = "position, emission_id, event_id, replay_of, replay_job, status, \
@@ -48,7 +54,7 @@ const TENANT_IS_PARKED: &str = "SELECT EXISTS (SELECT 1 FROM emissions \
 
 type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
-/// Binds the six parameters of [`QUERY_CONDITIONS`].
+/// Binds the seven parameters of [`QUERY_CONDITIONS`].
 fn bind_query<'q>(query: Query<'q>, filter: &'q EventQuery) -> Query<'q> {
     query
         .bind(filter.tenant.as_deref())
@@ -57,6 +63,7 @@ fn bind_query<'q>(query: Query<'q>, filter: &'q EventQuery) -> Query<'q> {
         .bind(filter.source.as_deref())
         .bind(filter.since.as_deref())
         .bind(filter.until.as_deref())
+        .bind(filter.phase_list())
 }
 
 fn optional_uuid(value: Option<String>, what: &str) -> Result<Option<Uuid>, JournalError> {
@@ -143,8 +150,8 @@ impl PostgresJournal {
         limit: usize,
     ) -> Result<Vec<EventHeader>, JournalError> {
         let sql = format!(
-            "{EVENT_HEADERS} AND {QUERY_CONDITIONS} AND m.position > $7 \
-             ORDER BY m.position LIMIT $8"
+            "{EVENT_HEADERS} AND {QUERY_CONDITIONS} AND m.position > $8 \
+             ORDER BY m.position LIMIT $9"
         );
         let rows = bind_query(sqlx::query(&sql), filter)
             .bind(after)
@@ -382,6 +389,21 @@ pub(super) async fn apply(
         OperatorWrite::JobBatch { job_id, max } => job_batch(connection, *job_id, *max, &now).await,
         OperatorWrite::CancelJob { job_id, operator } => {
             cancel_job(connection, *job_id, operator, &now).await
+        }
+        OperatorWrite::RecordWorkflow {
+            observation,
+            notify,
+        } => Ok(Ok(OperatorOutcome::WorkflowRecorded(
+            outcomes::record_workflow(connection, observation, *notify).await?,
+        ))),
+        OperatorWrite::ParkForWorkflow { position, reason } => {
+            Ok(Ok(OperatorOutcome::ParkedForWorkflow(
+                outcomes::park_for_workflow(connection, *position, reason).await?,
+            )))
+        }
+        OperatorWrite::FinishNotification(finished) => {
+            outcomes::finish_notification(connection, finished).await?;
+            Ok(Ok(OperatorOutcome::NotificationFinished))
         }
     }
 }
@@ -640,7 +662,7 @@ async fn create_job(
     .await?;
     let insert = format!(
         "INSERT INTO replay_job_events (job_id, ordinal, event_id) \
-         SELECT $7, ROW_NUMBER() OVER (ORDER BY m.position), e.event_id {selected}"
+         SELECT $8, ROW_NUMBER() OVER (ORDER BY m.position), e.event_id {selected}"
     );
     bind_query(sqlx::query(&insert), &job.query)
         .bind(job.job_id.to_string())

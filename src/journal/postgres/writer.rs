@@ -569,6 +569,18 @@ impl GroupStore for PostgresWriter {
                 .execute(&mut *connection)
                 .await?;
         }
+        // Only with await-workflow: a delivered emission whose Workflow its tenant waits for.
+        for a in attempts
+            .iter()
+            .filter(|a| a.awaits_workflow && a.emission_status == EmissionStatus::Delivered)
+        {
+            crate::journal::outcomes::postgres::record_wait(
+                &mut *connection,
+                a.position,
+                &time(&a.finished_at),
+            )
+            .await?;
+        }
         Ok(())
     }
 

@@ -98,6 +98,11 @@ impl fmt::Debug for SqliteJournal {
 }
 
 impl SqliteJournal {
+    /// The read pool (the shared reads of `journal::outcomes` run on it).
+    pub(in crate::journal) fn readers(&self) -> &SqlitePool {
+        &self.inner.readers
+    }
+
     /// Creates the directory and file if needed, migrates, and starts the writer.
     pub(super) async fn open(path: PathBuf, options: JournalOptions) -> Result<Self, JournalError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

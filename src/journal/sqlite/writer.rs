@@ -507,6 +507,18 @@ impl GroupStore for SqliteWriter {
                 .execute(&mut *connection)
                 .await?;
         }
+        // Only with await-workflow: a delivered emission whose Workflow its tenant waits for.
+        for a in attempts
+            .iter()
+            .filter(|a| a.awaits_workflow && a.emission_status == EmissionStatus::Delivered)
+        {
+            crate::journal::outcomes::sqlite::record_wait(
+                &mut *connection,
+                a.position,
+                &time(&a.finished_at),
+            )
+            .await?;
+        }
         Ok(())
     }
 
