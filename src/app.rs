@@ -20,7 +20,7 @@ use crate::journal::{EventJournal, JournalError};
 use crate::metrics::GatewayMetrics;
 use crate::normalize::rules::{RuleSet, RulesError};
 use crate::normalize::Normalizer;
-use crate::workflows::{KubeClientError, LogRecorder, WorkflowWatchSettings, WorkflowWatcher};
+use crate::workflows::{JournalRecorder, KubeClientError, WorkflowWatchSettings, WorkflowWatcher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -245,7 +245,13 @@ impl Application {
                 WorkflowWatchSettings {
                     namespace: settings.workflow_namespace.clone(),
                 },
-                LogRecorder,
+                JournalRecorder {
+                    journal: journal.clone(),
+                    // Completion notifications are not configurable yet: none are queued.
+                    queue_notifications: false,
+                    dispatch: Some(dispatcher.control()),
+                    lifecycle_seconds: admin_state.metrics.lifecycle_seconds.clone(),
+                },
                 admin_state.metrics.workflows.clone(),
                 workflow_updates.clone(),
             )

@@ -1,13 +1,16 @@
 //! Workflow tracking: `serve --watch-workflows` follows the Argo `Workflow` objects the Sensors
 //! create (label `tenant-gateway.io/emission-id`) in the workflow namespace and hands each phase
-//! change to a [`WorkflowRecorder`] (the journal, in `serve`), to be recorded against its
-//! emission. It only reads: list and watch, nothing is written to Kubernetes.
+//! change to a [`WorkflowRecorder`] (the journal, [`JournalRecorder`], in `serve`), to be
+//! recorded against its emission. It only reads: list and watch, nothing is written to
+//! Kubernetes.
 //!
 //! - [`object`]: the decoded part of a Workflow and how it becomes a
 //!   [`WorkflowObservation`]; unobservable ones (a label that is not a UUID, an unknown phase)
 //!   are logged and skipped.
 //! - [`book`]: the bookkeeping (watched phases for the gauge, last recorded and pending
 //!   observations per emission).
+//! - [`recorder`]: [`JournalRecorder`], the journal as the recorder, waking the dispatcher's
+//!   `await-workflow` gate and timing finished lifecycle steps.
 //! - `watch`: the loop over kube-rs's `watcher`, with retries of failed records.
 //!
 //! Guarantees: an observation whose record failed is retried with backoff until it is recorded
@@ -21,6 +24,7 @@
 
 pub mod book;
 pub mod object;
+pub mod recorder;
 mod watch;
 
 use std::future::Future;
@@ -34,6 +38,7 @@ use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
 pub use object::{ArgoWorkflow, ArgoWorkflowStatus, Unobservable, EMISSION_LABEL};
+pub use recorder::JournalRecorder;
 pub use watch::{ERROR_LOG_INTERVAL, MAX_RECORD_BACKOFF, MIN_RECORD_BACKOFF};
 
 use crate::journal::WorkflowObservation;
@@ -84,26 +89,6 @@ impl<R: WorkflowRecorder> WorkflowRecorder for Arc<R> {
         observation: WorkflowObservation,
     ) -> impl Future<Output = Result<(), RecordFailure>> + Send {
         (**self).record(observation)
-    }
-}
-
-/// Records by logging one line per observation (target `tenant_gateway::workflows`): what
-/// `serve` uses until the journal records Workflow outcomes itself.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LogRecorder;
-
-impl WorkflowRecorder for LogRecorder {
-    async fn record(&self, observation: WorkflowObservation) -> Result<(), RecordFailure> {
-        tracing::info!(
-            emission_id = %observation.emission_id,
-            workflow = %observation.workflow_name,
-            phase = %observation.phase,
-            started_at = observation.started_at.as_deref(),
-            finished_at = observation.finished_at.as_deref(),
-            message = observation.message.as_deref(),
-            "Workflow observed"
-        );
-        Ok(())
     }
 }
 

@@ -13,17 +13,20 @@ use std::time::Duration;
 
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use serde_json::json;
 use tenant_gateway::journal::{WorkflowObservation, WorkflowPhase};
-use tenant_gateway::metrics::WorkflowPhaseLabels;
+use tenant_gateway::metrics::{LifecycleLabels, WorkflowPhaseLabels};
 use tenant_gateway::workflows::{
-    updates_channel, RecordFailure, WorkflowRecorder, WorkflowWatchSettings, WorkflowWatcher,
+    updates_channel, JournalRecorder, RecordFailure, WorkflowRecorder, WorkflowWatchSettings,
+    WorkflowWatcher,
 };
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use crate::support::fake_argo::{workflow, ApiRequest, FakeArgo};
-use crate::support::GatewayProcess;
+use crate::support::{lifecycle_event, GatewayProcess, TestApp};
 
 const NS: &str = "argo";
 const LABEL: &str = "tenant-gateway.io/emission-id";
@@ -78,9 +81,13 @@ impl MemoryRecorder {
 
 /// A watcher over the fake, with its recorder, gauge and updates.
 struct Watching {
+    /// The watcher under test.
     watcher: WorkflowWatcher,
+    /// What it recorded.
     recorder: Arc<MemoryRecorder>,
+    /// Its `tenant_gateway_workflows` family.
     gauge: Family<WorkflowPhaseLabels, Gauge>,
+    /// Its announcements of recorded observations.
     updates: broadcast::Receiver<WorkflowObservation>,
 }
 
@@ -342,7 +349,8 @@ async fn a_watch_that_ends_with_its_history_expired_relists_without_duplicates()
     w.recorder.wait_until("both", |r| r.len() == 2).await;
     watch_from(&fake, listed_at).await;
 
-    // While the watch is down, w2 finishes and the history is compacted away.
+    // While the watch is down, w2 finishes and the history is compacted away (no await in
+    // between: the watcher, on this test's runtime, cannot resume before the compaction).
     fake.end_watches();
     let finished = fake.apply(workflow(
         "w2",
@@ -581,4 +589,85 @@ fn serve_without_any_kubernetes_configuration_refuses_to_start() {
         stderr.contains("cannot build a Kubernetes client to watch Workflows"),
         "{stderr}"
     );
+}
+
+/// `serve`'s recorder: what the watch sees lands in the journal against the delivered event's
+/// emission; a Workflow of an emission the journal does not have is not retried forever; a
+/// restarted watcher (a new process's) re-lists and the journal changes nothing, so the
+/// lifecycle duration is observed once.
+#[tokio::test]
+async fn the_journal_recorder_records_against_the_emission_once_across_restarts() {
+    let mut app = TestApp::spawn().await;
+    let resp = app
+        .post_structured(&lifecycle_event("e-1", "acme", "upsert"))
+        .await;
+    assert_eq!(resp.status(), 202);
+    app.wait_for_progress("delivered", |p| p.delivered == 1)
+        .await;
+    let event_id = app.journal.tenant_timeline("acme").await.unwrap()[0].event_id;
+    let fake = FakeArgo::start(NS).await;
+    // Not an emission of this journal: recorded as unknown, which is no failure.
+    fake.apply(workflow(
+        "foreign",
+        &emission(7),
+        Some(json!({"phase": "Running"})),
+    ));
+    fake.apply(workflow(
+        "upsert-acme-1",
+        &event_id.to_string(),
+        Some(json!({
+            "phase": "Succeeded",
+            "startedAt": "2026-03-01T10:00:00Z",
+            "finishedAt": "2999-01-01T00:00:00Z",
+        })),
+    ));
+    let lifecycle_seconds = Family::<LifecycleLabels, Histogram>::new_with_constructor(|| {
+        Histogram::new([1.0].into_iter())
+    });
+    let mut registry = Registry::default();
+    registry.register("lifecycle", "test", lifecycle_seconds.clone());
+    let start = |updates| {
+        let recorder = JournalRecorder {
+            journal: app.journal.clone(),
+            queue_notifications: false,
+            dispatch: None,
+            lifecycle_seconds: lifecycle_seconds.clone(),
+        };
+        let settings = WorkflowWatchSettings {
+            namespace: NS.into(),
+        };
+        let client = fake.client();
+        async move {
+            WorkflowWatcher::start(client.await, settings, recorder, Family::default(), updates)
+        }
+    };
+    for round in ["first start", "restart"] {
+        let updates = updates_channel();
+        let mut recorded = updates.subscribe();
+        let watcher = start(updates).await;
+        let mut names = Vec::new();
+        while names.len() < 2 {
+            let update = tokio::time::timeout(PATIENCE, recorded.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{round}: recorded only {names:?}"))
+                .expect("an update");
+            names.push(update.workflow_name);
+        }
+        names.sort();
+        assert_eq!(names, ["foreign", "upsert-acme-1"], "{round}");
+        watcher.stop().await;
+        let records = app.journal.workflow_records(&[event_id]).await.unwrap();
+        let record = &records[&event_id];
+        assert_eq!(record.name, "upsert-acme-1");
+        assert_eq!(record.phase, WorkflowPhase::Succeeded);
+        assert_eq!(record.started_at.as_deref(), Some("2026-03-01T10:00:00Z"));
+        assert_eq!(record.finished_at.as_deref(), Some("2999-01-01T00:00:00Z"));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(r#"lifecycle_count{action="upsert",outcome="succeeded"} 1"#),
+            "{round}: observed once: {text}"
+        );
+    }
+    app.stop().await;
 }

@@ -516,15 +516,17 @@ impl WatchCursor {
                     self.done = true;
                     return Some(gone_line(self.resource_version, store.oldest_valid));
                 }
+                // Ended first: after `end_watches` the stream sends nothing more, as a closed
+                // connection would; the watcher resumes from what it had.
+                if store.end_epoch != self.end_epoch {
+                    return None;
+                }
                 let after = self.resource_version;
                 for change in store.history.iter().filter(|c| c.resource_version > after) {
                     self.resource_version = change.resource_version;
                     if selects(&self.terms, &change.object) {
                         return Some(line(&json!({"type": change.kind, "object": change.object})));
                     }
-                }
-                if store.end_epoch != self.end_epoch {
-                    return None;
                 }
             }
             if changes.changed().await.is_err() {
