@@ -15,6 +15,9 @@ use crate::journal::{WorkflowObservation, WorkflowPhase};
 pub struct WorkflowBook {
     /// Every watched Workflow with a valid observation, by name: its emission and phase.
     watched: HashMap<String, (Uuid, WorkflowPhase)>,
+    /// How many of `watched` are in each phase (index: position in `WorkflowPhase::ALL`), kept
+    /// current on every change so the gauge costs nothing per event, even during a long re-list.
+    counts: [i64; WorkflowPhase::ALL.len()],
     /// The names listed since the re-list began (`None` outside a re-list): what is missing at
     /// its end was deleted while the watch was down.
     relisted: Option<HashSet<String>>,
@@ -42,21 +45,20 @@ impl WorkflowBook {
         let observation = match workflow.observation() {
             Ok(observation) => observation,
             Err(unobservable) => {
-                self.watched.remove(&name);
+                self.unwatch(&name);
                 return Err(unobservable);
             }
         };
         let emission = observation.emission_id;
+        self.unwatch(&name);
         self.watched.insert(name, (emission, observation.phase));
-        let already = self
-            .pending
-            .get(&emission)
-            .or_else(|| self.recorded.get(&emission));
-        if already == Some(&observation) {
+        self.counts[phase_index(observation.phase)] += 1;
+        if self.pending.get(&emission) == Some(&observation) {
             return Ok(false);
         }
         if self.recorded.get(&emission) == Some(&observation) {
-            // Back to what is recorded: a pending newer state would be wrong to write now.
+            // The Workflow is back to what is recorded (`argo retry` of a Failed one that had not
+            // been recorded yet): the pending state is no longer the latest.
             self.pending.remove(&emission);
             return Ok(false);
         }
@@ -71,10 +73,17 @@ impl WorkflowBook {
     }
 
     fn forget(&mut self, name: &str) {
-        if let Some((emission, _)) = self.watched.remove(name) {
+        if let Some(emission) = self.unwatch(name) {
             // Bounded memory: only emissions of watched Workflows are remembered.
             self.recorded.remove(&emission);
         }
+    }
+
+    /// Stops counting `name`; returns its emission if it was watched.
+    fn unwatch(&mut self, name: &str) -> Option<Uuid> {
+        let (emission, phase) = self.watched.remove(name)?;
+        self.counts[phase_index(phase)] -= 1;
+        Some(emission)
     }
 
     /// The watcher starts a (re-)list.
@@ -121,11 +130,16 @@ impl WorkflowBook {
     /// The number of watched Workflows in each phase, every phase listed (zeros included, so
     /// the gauge drops to 0 instead of keeping a stale value).
     pub fn phase_counts(&self) -> [(WorkflowPhase, i64); WorkflowPhase::ALL.len()] {
-        WorkflowPhase::ALL.map(|phase| {
-            let count = self.watched.values().filter(|(_, p)| *p == phase).count();
-            (phase, i64::try_from(count).unwrap_or(i64::MAX))
-        })
+        WorkflowPhase::ALL.map(|phase| (phase, self.counts[phase_index(phase)]))
     }
+}
+
+/// The position of `phase` in `WorkflowPhase::ALL`.
+fn phase_index(phase: WorkflowPhase) -> usize {
+    WorkflowPhase::ALL
+        .iter()
+        .position(|p| *p == phase)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -212,6 +226,22 @@ mod tests {
         book.end_relist();
         assert_eq!(count(&book, WorkflowPhase::Running), 0);
         assert_eq!(count(&book, WorkflowPhase::Pending), 0);
+    }
+
+    #[test]
+    fn the_counts_follow_phase_changes_of_the_same_workflow() {
+        let mut book = WorkflowBook::new();
+        book.apply(&workflow("a", E1, None)).unwrap();
+        book.apply(&workflow("a", E1, Some("Running"))).unwrap();
+        book.apply(&workflow("b", E2, Some("Running"))).unwrap();
+        assert_eq!(count(&book, WorkflowPhase::Pending), 0);
+        assert_eq!(count(&book, WorkflowPhase::Running), 2);
+        // A phase turning unknown stops counting it.
+        assert!(book.apply(&workflow("b", E2, Some("Paused"))).is_err());
+        assert_eq!(count(&book, WorkflowPhase::Running), 1);
+        book.delete(&workflow("b", E2, None));
+        book.delete(&workflow("a", E1, None));
+        assert!(book.phase_counts().iter().all(|(_, n)| *n == 0));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! create (label `tenant-gateway.io/emission-id`) in the workflow namespace and hands each phase
 //! change to a [`WorkflowRecorder`] (the journal, [`JournalRecorder`], in `serve`), to be
 //! recorded against its emission. It only reads: list and watch, nothing is written to
-//! Kubernetes.
+//! Kubernetes. Operating it: `docs/operations.md`, "Workflow tracking".
 //!
 //! - [`object`]: the decoded part of a Workflow and how it becomes a
 //!   [`WorkflowObservation`]; unobservable ones (a label that is not a UUID, an unknown phase)
