@@ -542,7 +542,7 @@ async fn serve_watches_workflows_of_the_configured_namespace_through_kubeconfig(
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = fake.write_kubeconfig(dir.path());
     let kubeconfig = kubeconfig.to_str().unwrap();
-    let _gateway = GatewayProcess::start_with_env(
+    let gateway = GatewayProcess::start_with_env(
         &dir.path().join("journal.db"),
         &["--watch-workflows", "--workflow-namespace", team_ns],
         &[("KUBECONFIG", kubeconfig)],
@@ -560,6 +560,43 @@ async fn serve_watches_workflows_of_the_configured_namespace_through_kubeconfig(
         assert_eq!(request.param("labelSelector"), Some(LABEL));
     }
     assert!(!requests[0].is_watch());
+
+    // The watcher's view is on the admin listener's /metrics, updated with each change.
+    fake.apply(workflow(
+        "w2",
+        &emission(2),
+        Some(json!({"phase": "Running"})),
+    ));
+    let metrics = format!("http://{}/metrics", gateway.admin_addr);
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let expected = [
+        r#"tenant_gateway_workflows{phase="Pending"} 1"#,
+        r#"tenant_gateway_workflows{phase="Running"} 1"#,
+        r#"tenant_gateway_workflows{phase="Succeeded"} 0"#,
+    ];
+    loop {
+        let text = client
+            .get(&metrics)
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("metrics text");
+        if expected
+            .iter()
+            .all(|series| text.lines().any(|l| l == *series))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gauge never showed {expected:?}: {text}"
+        );
+        // A scrape has nothing to wait on; the next one comes shortly.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[test]

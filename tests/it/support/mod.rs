@@ -240,6 +240,8 @@ pub async fn problem(resp: reqwest::Response, status: u16) -> Value {
 pub struct GatewayProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin listener (metrics, admin API), also read from the "listening" line.
+    pub admin_addr: SocketAddr,
     /// Lines the gateway writes on stdout (the `log` sink's emitted events), read by a thread.
     stdout: std::sync::mpsc::Receiver<String>,
 }
@@ -282,7 +284,7 @@ impl GatewayProcess {
         });
         let stderr = child.stderr.take().expect("stderr piped");
         let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
+        let (addr, admin_addr) = loop {
             let line = match lines.next() {
                 Some(Ok(line)) => line,
                 other => panic!("gateway exited before listening: {other:?}"),
@@ -291,11 +293,14 @@ impl GatewayProcess {
                 continue;
             };
             if entry["message"] == "tenant-gateway listening" {
-                break entry["listen"]
-                    .as_str()
-                    .expect("listen field")
-                    .parse()
-                    .expect("listen address");
+                let address = |field: &str| -> SocketAddr {
+                    entry[field]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{field} field"))
+                        .parse()
+                        .unwrap_or_else(|e| panic!("{field} address: {e}"))
+                };
+                break (address("listen"), address("admin"));
             }
         };
         // Keep draining stderr so the child never blocks on a full pipe.
@@ -303,6 +308,7 @@ impl GatewayProcess {
         GatewayProcess {
             child,
             addr,
+            admin_addr,
             stdout: stdout_lines,
         }
     }
