@@ -16,6 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::json;
+use sqlx::ConnectOptions as _;
 use tenant_gateway::journal::{WorkflowObservation, WorkflowPhase};
 use tenant_gateway::metrics::{LifecycleLabels, WorkflowPhaseLabels};
 use tenant_gateway::workflows::{
@@ -532,8 +533,8 @@ async fn a_newer_phase_replaces_one_still_waiting_for_a_retry() {
     w.watcher.stop().await;
 }
 
-/// The real binary: `serve --watch-workflows` builds its client from `KUBECONFIG` and watches
-/// the configured namespace.
+/// The real binary: `serve --watch-workflows` builds its client from `KUBECONFIG`, watches the
+/// configured namespace, shows the phases on `/metrics` and records them in its journal.
 #[tokio::test]
 async fn serve_watches_workflows_of_the_configured_namespace_through_kubeconfig() {
     let team_ns = "team-workflows";
@@ -595,6 +596,47 @@ async fn serve_watches_workflows_of_the_configured_namespace_through_kubeconfig(
             "the gauge never showed {expected:?}: {text}"
         );
         // A scrape has nothing to wait on; the next one comes shortly.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // serve records in its journal: an event delivered by the log sink, its Workflow finished.
+    let resp = client
+        .post(gateway.url("/events"))
+        .header("content-type", "application/cloudevents+json")
+        .body(lifecycle_event("e-1", "acme", "upsert").to_string())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 202);
+    let emitted: serde_json::Value =
+        serde_json::from_str(&gateway.stdout_line(PATIENCE)).expect("the emitted event");
+    let emission_id = emitted["id"].as_str().expect("emission id").to_owned();
+    fake.apply(workflow(
+        "acme-upsert-1",
+        &emission_id,
+        Some(json!({"phase": "Succeeded", "finishedAt": "2026-03-01T10:02:30Z"})),
+    ));
+    let mut journal = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.path().join("journal.db"))
+        .read_only(true)
+        .connect()
+        .await
+        .expect("read the journal");
+    loop {
+        let phase: Option<String> =
+            sqlx::query_scalar("SELECT phase FROM workflows WHERE emission_id = ?1")
+                .bind(&emission_id)
+                .fetch_optional(&mut journal)
+                .await
+                .expect("query the journal");
+        if phase.as_deref() == Some("Succeeded") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline + PATIENCE,
+            "not recorded: {phase:?}"
+        );
+        // The journal has nothing to wait on from outside the process; read again shortly.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
