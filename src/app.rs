@@ -20,6 +20,7 @@ use crate::journal::{EventJournal, JournalError};
 use crate::metrics::GatewayMetrics;
 use crate::normalize::rules::{RuleSet, RulesError};
 use crate::normalize::Normalizer;
+use crate::notify::{Notifier, NotifierHandle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -43,6 +44,8 @@ pub enum StartupError {
     Sink(#[from] SinkError),
     #[error("cannot set up the dispatch leases: {0}")]
     Leases(#[from] LeaseError),
+    #[error("cannot start the completion notifier: {0}")]
+    Notify(#[from] crate::notify::NotifyError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -63,6 +66,9 @@ pub struct Application {
     journal: EventJournal,
     /// Delivers what ingest journals; stopped after ingest and before the journal closes.
     dispatcher: Dispatcher,
+    /// Delivers completion events upstream when `[notify]` is set; stopped with the dispatcher,
+    /// before the journal closes.
+    notifier: Option<Notifier>,
     /// The admin handlers' state, which holds the replay job runner (stopped before the
     /// dispatcher).
     admin_state: web::Data<AdminState>,
@@ -160,6 +166,19 @@ impl Application {
             metrics.clone(),
             scope,
         );
+        let notifier = settings
+            .notify
+            .as_ref()
+            .map(|notify| {
+                Notifier::start(
+                    journal.clone(),
+                    notify,
+                    settings.dispatch.instance_source.clone(),
+                    settings.dispatch.retry,
+                    metrics.clone(),
+                )
+            })
+            .transpose()?;
         let admin_state = web::Data::new(AdminState {
             metrics,
             journal: journal.clone(),
@@ -232,6 +251,7 @@ impl Application {
             admin_addr,
             journal,
             dispatcher,
+            notifier,
             admin_state,
             draining,
             shutdown_grace: settings.shutdown_grace,
@@ -249,6 +269,12 @@ impl Application {
         &self,
     ) -> tokio::sync::watch::Receiver<crate::dispatch::DispatchProgress> {
         self.dispatcher.progress()
+    }
+
+    /// Wakes the completion notifier (`None` without `[notify]`): whoever records a Workflow's
+    /// terminal phase calls `wake()` when the journal answers `notification_queued: true`.
+    pub fn notifier(&self) -> Option<NotifierHandle> {
+        self.notifier.as_ref().map(Notifier::handle)
     }
 
     /// The bound ingest address (the real port when configured with port 0).
@@ -289,6 +315,9 @@ impl Application {
         };
         self.admin_state.replays.stop().await;
         self.dispatcher.stop().await;
+        if let Some(notifier) = self.notifier {
+            notifier.stop().await;
+        }
         admin_handle.stop(true).await;
         if let Err(error) = flatten(admin.await) {
             tracing::warn!(%error, "admin listener ended with an error");

@@ -16,6 +16,7 @@ mod journal_copy;
 mod journal_postgres;
 mod manifests;
 mod nats;
+mod notify;
 mod postgres_support;
 mod process;
 mod replicas;
