@@ -68,16 +68,15 @@ pub(super) fn read_secrets(settings: &NotifySettings) -> Result<NotifySecrets, N
     let authorization = match &settings.token_file {
         Some(path) => {
             let token = read_secret_file(path).map_err(|e| unreadable("notify.token-file", e))?;
-            let mut value =
-                HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
-                    NotifyError::Invalid {
-                        key: "notify.token-file",
-                        reason: format!(
-                            "the token in {} has characters not allowed in an HTTP header",
-                            path.display()
-                        ),
-                    }
-                })?;
+            let mut value = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                NotifyError::Invalid {
+                    key: "notify.token-file",
+                    reason: format!(
+                        "the token in {} has characters not allowed in an HTTP header",
+                        path.display()
+                    ),
+                }
+            })?;
             // Keeps the token out of debug output of requests.
             value.set_sensitive(true);
             Some(value)
@@ -86,8 +85,8 @@ pub(super) fn read_secrets(settings: &NotifySettings) -> Result<NotifySecrets, N
     };
     let signing_key = match &settings.signing_secret_file {
         Some(path) => {
-            let text = read_secret_file(path)
-                .map_err(|e| unreadable("notify.signing-secret-file", e))?;
+            let text =
+                read_secret_file(path).map_err(|e| unreadable("notify.signing-secret-file", e))?;
             // The verifier's own parsing: what ingest accepts as a secret, we sign with.
             Some(
                 signature::parse_secret(&text).map_err(|reason| NotifyError::Invalid {
@@ -219,7 +218,8 @@ impl UpstreamReceiver {
     }
 
     fn request_failed(&self, error: reqwest::Error) -> AttemptResult {
-        let (builder, connect, timeout) = (error.is_builder(), error.is_connect(), error.is_timeout());
+        let (builder, connect, timeout) =
+            (error.is_builder(), error.is_connect(), error.is_timeout());
         // The URL is in the message already (masked); the error's own copy is not.
         let cause = ErrorChain(&error.without_url()).to_string();
         if builder {

@@ -273,7 +273,9 @@ async fn sends_a_signed_structured_cloudevent_with_every_attribute() {
     let outbox = TestOutbox::sqlite().await;
     let receiver = ArgoWebhook::start_with_token("upstream-token").await;
     let secrets = tempfile::tempdir().expect("temp dir");
-    let key: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect();
+    let key: Vec<u8> = (0u8..32)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect();
     let secret_text = format!(
         "whsec_{}",
         base64::engine::general_purpose::STANDARD.encode(&key)
@@ -282,7 +284,8 @@ async fn sends_a_signed_structured_cloudevent_with_every_attribute() {
     settings.token_file = Some(write_file(secrets.path(), "token", "upstream-token\n"));
     settings.signing_secret_file = Some(write_file(secrets.path(), "secret", &secret_text));
 
-    let succeeded = queue_completion(&outbox.journal, "acme", "upsert", WorkflowPhase::Succeeded).await;
+    let succeeded =
+        queue_completion(&outbox.journal, "acme", "upsert", WorkflowPhase::Succeeded).await;
     // Error counts as failed.
     let errored = queue_completion(&outbox.journal, "globex", "delete", WorkflowPhase::Error).await;
     let metrics = GatewayMetrics::new(&outbox.journal);
@@ -335,8 +338,12 @@ async fn sends_a_signed_structured_cloudevent_with_every_attribute() {
         // accepts the signature...
         let id = request.header("webhook-id").expect("webhook-id");
         assert_eq!(id, queued.notification_id.to_string());
-        let timestamp = request.header("webhook-timestamp").expect("webhook-timestamp");
-        let sent_signature = request.header("webhook-signature").expect("webhook-signature");
+        let timestamp = request
+            .header("webhook-timestamp")
+            .expect("webhook-timestamp");
+        let sent_signature = request
+            .header("webhook-signature")
+            .expect("webhook-signature");
         let now = chrono::Utc::now().timestamp();
         let verified = signature::verify(
             &[key.as_slice()],
@@ -386,7 +393,8 @@ async fn unavailable_receiver_is_retried_with_the_same_ids() {
         "secret",
         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     ));
-    let queued = queue_completion(&outbox.journal, "acme", "migrate-in", WorkflowPhase::Failed).await;
+    let queued =
+        queue_completion(&outbox.journal, "acme", "migrate-in", WorkflowPhase::Failed).await;
     let metrics = GatewayMetrics::new(&outbox.journal);
     let notifier = start(&outbox.journal, &settings, &metrics);
 
@@ -408,7 +416,10 @@ async fn unavailable_receiver_is_retried_with_the_same_ids() {
     );
     let (status, attempts, error) = outbox.row(queued.notification_id).await;
     assert_eq!((status.as_str(), attempts), ("delivered", 3));
-    assert!(error.is_some_and(|e| e.contains("503")), "the last failure is kept");
+    assert!(
+        error.is_some_and(|e| e.contains("503")),
+        "the last failure is kept"
+    );
     assert_eq!(notifications_total(&metrics, "retried"), 2);
     assert_eq!(notifications_total(&metrics, "delivered"), 1);
     notifier.stop().await;
@@ -420,14 +431,22 @@ async fn refused_notification_is_finished_as_failed_and_the_next_is_delivered() 
     let outbox = TestOutbox::sqlite().await;
     let receiver = ArgoWebhook::start().await;
     receiver.push_behaviour(Behaviour::Status(400));
-    let refused = queue_completion(&outbox.journal, "acme", "upsert", WorkflowPhase::Succeeded).await;
+    let refused =
+        queue_completion(&outbox.journal, "acme", "upsert", WorkflowPhase::Succeeded).await;
     let next = queue_completion(&outbox.journal, "acme", "delete", WorkflowPhase::Succeeded).await;
     let metrics = GatewayMetrics::new(&outbox.journal);
-    let notifier = start(&outbox.journal, &NotifySettings::new(receiver.url()), &metrics);
+    let notifier = start(
+        &outbox.journal,
+        &NotifySettings::new(receiver.url()),
+        &metrics,
+    );
 
     let requests = receiver.wait_for(2, DEADLINE).await;
     outbox.wait_until_drained().await;
-    assert_eq!(event_id_of(&requests[0]), refused.notification_id.to_string());
+    assert_eq!(
+        event_id_of(&requests[0]),
+        refused.notification_id.to_string()
+    );
     assert_eq!(requests[0].status, 400);
     assert_eq!(event_id_of(&requests[1]), next.notification_id.to_string());
     assert_eq!(requests[1].status, 200);
@@ -439,13 +458,20 @@ async fn refused_notification_is_finished_as_failed_and_the_next_is_delivered() 
     assert_eq!((status.as_str(), attempts), ("failed", 1));
     let error = error.expect("the refusal is recorded");
     // The fake answers `status 400` as its body.
-    assert!(error.contains("400") && error.contains("status 400"), "{error}");
+    assert!(
+        error.contains("400") && error.contains("status 400"),
+        "{error}"
+    );
     let (status, _, _) = outbox.row(next.notification_id).await;
     assert_eq!(status, "delivered");
     assert_eq!(notifications_total(&metrics, "failed"), 1);
     assert_eq!(notifications_total(&metrics, "retried"), 0);
     notifier.stop().await;
-    assert_eq!(receiver.requests().len(), 2, "the refused one is not retried");
+    assert_eq!(
+        receiver.requests().len(),
+        2,
+        "the refused one is not retried"
+    );
 }
 
 /// Stop a notifier while the receiver fails, start another on the reopened store: it delivers
@@ -453,7 +479,8 @@ async fn refused_notification_is_finished_as_failed_and_the_next_is_delivered() 
 async fn restart_resends_only_what_is_pending(mut outbox: TestOutbox) {
     let receiver = ArgoWebhook::start().await;
     let settings = NotifySettings::new(receiver.url());
-    let delivered = queue_completion(&outbox.journal, "acme", "upsert", WorkflowPhase::Succeeded).await;
+    let delivered =
+        queue_completion(&outbox.journal, "acme", "upsert", WorkflowPhase::Succeeded).await;
     let metrics = GatewayMetrics::new(&outbox.journal);
     let first = start(&outbox.journal, &settings, &metrics);
     receiver.wait_for(1, DEADLINE).await;
@@ -465,7 +492,10 @@ async fn restart_resends_only_what_is_pending(mut outbox: TestOutbox) {
     receiver.wait_for(2, DEADLINE).await;
     first.stop().await;
     let before_restart = receiver.requests().len();
-    assert_eq!(pending_ids(&outbox.journal).await, [pending.notification_id]);
+    assert_eq!(
+        pending_ids(&outbox.journal).await,
+        [pending.notification_id]
+    );
 
     outbox.reopen().await;
     receiver.set_default(Behaviour::Accept);
@@ -517,10 +547,14 @@ async fn a_wake_sends_at_once_without_waiting_for_the_rescan() {
     let notifier = start(&outbox.journal, &settings, &metrics);
     // Let the notifier find the outbox empty and go idle first.
     wait_for_idle(&notifier).await;
-    let queued = queue_completion(&outbox.journal, "acme", "upsert", WorkflowPhase::Succeeded).await;
+    let queued =
+        queue_completion(&outbox.journal, "acme", "upsert", WorkflowPhase::Succeeded).await;
     notifier.handle().wake();
     let requests = receiver.wait_for(1, DEADLINE).await;
-    assert_eq!(event_id_of(&requests[0]), queued.notification_id.to_string());
+    assert_eq!(
+        event_id_of(&requests[0]),
+        queued.notification_id.to_string()
+    );
     notifier.stop().await;
 }
 
@@ -534,9 +568,13 @@ async fn the_rescan_finds_what_another_replica_queued() {
     let notifier = start(&outbox.journal, &settings, &metrics);
     wait_for_idle(&notifier).await;
     // Queued without a wake, as by another replica.
-    let queued = queue_completion(&outbox.journal, "acme", "upsert", WorkflowPhase::Succeeded).await;
+    let queued =
+        queue_completion(&outbox.journal, "acme", "upsert", WorkflowPhase::Succeeded).await;
     let requests = receiver.wait_for(1, DEADLINE).await;
-    assert_eq!(event_id_of(&requests[0]), queued.notification_id.to_string());
+    assert_eq!(
+        event_id_of(&requests[0]),
+        queued.notification_id.to_string()
+    );
     notifier.stop().await;
 }
 
@@ -548,4 +586,44 @@ async fn wait_for_idle(notifier: &Notifier) {
         .await
         .expect("the notifier goes idle")
         .expect("the notifier runs");
+}
+
+/// `serve` with a `[notify]` table: the application starts the notifier with the instance URI
+/// as `source`, counts on `/metrics`, and stops it on shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_runs_the_notifier_when_configured() {
+    let receiver = ArgoWebhook::start().await;
+    let url = receiver.url();
+    let app = crate::support::TestApp::spawn_with(|settings| {
+        let mut notify = NotifySettings::new(url);
+        // The gateway's own Workflow watcher wakes it; here the rescan finds the completion.
+        notify.rescan_interval = Duration::from_millis(100);
+        settings.notify = Some(notify);
+        settings.dispatch.instance_source = INSTANCE.to_owned();
+    })
+    .await;
+    let queued = queue_completion(&app.journal, "acme", "upsert", WorkflowPhase::Succeeded).await;
+    let requests = receiver.wait_for(1, DEADLINE).await;
+    let event = requests[0].json.as_ref().expect("a JSON body");
+    assert_eq!(event["id"], queued.notification_id.to_string());
+    assert_eq!(event["source"], INSTANCE);
+    let started = Instant::now();
+    let metrics = loop {
+        let text = app
+            .client
+            .get(format!("http://{}/metrics", app.admin_addr))
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("metrics text");
+        if text.contains("tenant_gateway_notifications_total{outcome=\"delivered\"} 1") {
+            break text;
+        }
+        assert!(started.elapsed() < DEADLINE, "no delivered count: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!metrics.contains("tenant="), "no tenant label");
+    app.stop().await;
 }
