@@ -75,12 +75,7 @@ impl NotifySettings {
     /// secret decodable. `config` calls it so a bad `[notify]` table fails at load.
     pub fn validate(&self) -> Result<(), NotifyError> {
         request::parse_url(&self.url)?;
-        if self.timeout.is_zero() {
-            return Err(NotifyError::Invalid {
-                key: "notify.timeout",
-                reason: "must be more than zero".to_owned(),
-            });
-        }
+        request::check_timeout(self.timeout)?;
         request::read_secrets(self).map(drop)
     }
 }

@@ -57,6 +57,17 @@ pub(super) fn parse_url(text: &str) -> Result<Url, NotifyError> {
     Ok(url)
 }
 
+/// A zero timeout would fail every attempt at once.
+pub(super) fn check_timeout(timeout: Duration) -> Result<(), NotifyError> {
+    if timeout.is_zero() {
+        return Err(NotifyError::Invalid {
+            key: "notify.timeout",
+            reason: "must be more than zero".to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Reads the token and signing secret files (through [`read_secret_file`]) and checks them.
 pub(super) fn read_secrets(settings: &NotifySettings) -> Result<NotifySecrets, NotifyError> {
     fn unreadable(key: &'static str, error: SecretFileError) -> NotifyError {
@@ -147,12 +158,7 @@ impl UpstreamReceiver {
     /// Checks the settings, reads the secrets and builds the client.
     pub(super) fn build(settings: &NotifySettings) -> Result<Self, NotifyError> {
         let url = parse_url(&settings.url)?;
-        if settings.timeout.is_zero() {
-            return Err(NotifyError::Invalid {
-                key: "notify.timeout",
-                reason: "must be more than zero".to_owned(),
-            });
-        }
+        check_timeout(settings.timeout)?;
         let secrets = read_secrets(settings)?;
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(CLOUDEVENTS_JSON));
