@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tenant_gateway::journal::{WorkflowObservation, WorkflowPhase};
 use uuid::Uuid;
 
-use crate::admin::{cli, AdminApi};
+use crate::admin::{assert_schema, cli, AdminApi};
 use crate::dispatch::{post, webhook_settings};
 use crate::support::argo_webhook::{ArgoWebhook, Behaviour};
 use crate::support::{lifecycle_event, problem, TestApp};
@@ -153,6 +153,7 @@ async fn event_details_and_tenant_states_follow_the_recorded_workflows() {
     );
     assert_eq!(workflow["url"], url.as_str());
     assert_eq!(emission["workflowUrl"], url.as_str());
+    assert_schema("EventDetail", &detail);
     assert_eq!(
         triple(&tenant_state(&admin, "acme").await),
         words("unknown", "upsert", "running")
@@ -184,6 +185,7 @@ async fn event_details_and_tenant_states_follow_the_recorded_workflows() {
     assert_eq!(triple(&view["state"]), words("active", "delete", "failed"));
     assert_eq!(view["parked"], false);
     assert!(view.get("parkedReason").is_none(), "{view}");
+    assert_schema("TenantView", &view);
     // The timeline shows each emission's Workflow too.
     let timeline = view["timeline"].as_array().expect("timeline");
     let phases: Vec<&Value> = timeline
@@ -210,6 +212,7 @@ async fn event_details_and_tenant_states_follow_the_recorded_workflows() {
     app.wait_for_progress("beta dead", |p| p.dead == 1).await;
     let beta = get_json(&admin, "/admin/v1/tenants/beta").await;
     assert_eq!(beta["parked"], true);
+    assert_schema("TenantView", &beta);
     let reason = beta["parkedReason"].as_str().expect("a parked reason");
     assert!(reason.contains("400"), "{reason}");
     // Nothing reached the sink: no action, no outcome yet.
@@ -319,6 +322,7 @@ async fn the_tenant_registry_filters_and_pages_in_name_order() {
         assert_eq!(listed, names(1..=9), "limit {limit}");
     }
     let page = get_json(&admin, "/admin/v1/tenants").await;
+    assert_schema("TenantPage", &page);
     assert_eq!(page["nextCursor"], Value::Null);
     let first = &page["tenants"][0];
     assert_eq!(first["tenant"], "t-01");
