@@ -64,6 +64,28 @@ pub(super) fn parse_filter(filter: &EventFilter) -> Result<EventQuery, String> {
         // Accept the emitted type as well as the short name.
         a.strip_prefix("lifecycle.").unwrap_or(a).to_owned()
     });
+    let phases = filter
+        .workflow_phase
+        .as_deref()
+        .map(parse_workflow_phases)
+        .transpose()?
+        .unwrap_or_default();
+    // No stored tenant, action or source holds a NUL (CloudEvents attributes refuse control
+    // characters, `cloudevents::event::control_character`), and PostgreSQL text cannot even be
+    // compared with one: such a condition selects nothing, said as a bound no event is received
+    // before (every stored time sorts after "").
+    let text_conditions = [&filter.tenant, &action, &filter.source];
+    if text_conditions
+        .iter()
+        .any(|value| value.as_deref().is_some_and(|v| v.contains('\0')))
+    {
+        time("since", &filter.since)?;
+        time("until", &filter.until)?;
+        return Ok(EventQuery {
+            until: Some(String::new()),
+            ..EventQuery::default()
+        });
+    }
     Ok(EventQuery {
         tenant: filter.tenant.clone(),
         action,
@@ -71,12 +93,7 @@ pub(super) fn parse_filter(filter: &EventFilter) -> Result<EventQuery, String> {
         source: filter.source.clone(),
         since: time("since", &filter.since)?,
         until: time("until", &filter.until)?,
-        workflow_phases: filter
-            .workflow_phase
-            .as_deref()
-            .map(parse_workflow_phases)
-            .transpose()?
-            .unwrap_or_default(),
+        workflow_phases: phases,
     })
 }
 

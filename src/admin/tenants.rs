@@ -54,14 +54,15 @@ pub(super) fn encode_tenant_cursor(tenant: &str) -> String {
 }
 
 /// The tenant name after which a cursor's page starts: any canonical unpadded base64url of 1 to
-/// [`CURSOR_MAX_BYTES`] bytes. Bytes that are not UTF-8 are read lossily: such a cursor was not
-/// issued, but it still names a place in the order, so the pattern stays a plain base64url one.
+/// [`CURSOR_MAX_BYTES`] bytes. Bytes that are not UTF-8 are read lossily and NUL bytes are
+/// dropped (PostgreSQL text cannot hold one): such a cursor was not issued, but it still names a
+/// place in the order, so the document's pattern stays a plain base64url one.
 pub(super) fn decode_tenant_cursor(cursor: &str) -> Result<String, AdminError> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
         .filter(|bytes| (1..=CURSOR_MAX_BYTES).contains(&bytes.len()))
-        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', ""))
         .ok_or_else(|| {
             AdminError::InvalidQuery(format!(
                 "cursor: {cursor:?} is not a cursor this server issued (a previous page's \
@@ -124,6 +125,14 @@ pub(super) async fn list(
             .map(decode_tenant_cursor)
             .transpose()?,
     };
+    // No stored action holds a NUL (action names are `[a-z0-9-]`, `normalize::is_action_name`),
+    // and PostgreSQL text cannot even be compared with one: such a condition selects nothing.
+    if query.action.as_deref().is_some_and(|a| a.contains('\0')) {
+        return Ok(HttpResponse::Ok().json(TenantPage {
+            tenants: Vec::new(),
+            next_cursor: None,
+        }));
+    }
     let tenants = state.journal.list_tenants(&query, limit).await?;
     // A full page may have more behind it.
     let next_cursor = (tenants.len() == limit)
@@ -145,6 +154,11 @@ pub(super) async fn show(
     let tenant = path.into_inner();
     let limit = parse_limit(params.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let journal = &state.journal;
+    // No tenant name holds a NUL (names are DNS-1123 labels), and PostgreSQL text cannot even
+    // be compared with one.
+    if tenant.contains('\0') {
+        return Err(AdminError::TenantNotFound(tenant));
+    }
     let Some(tenant_state) = journal.tenant_state(&tenant).await? else {
         return Err(AdminError::TenantNotFound(tenant));
     };

@@ -638,3 +638,64 @@ async fn workflow_phases_select_events_for_search_and_bulk_replay() {
     assert_eq!(printed["events"][0]["id"], "p-3", "{printed}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_tenant_registry_on_postgresql_pages_and_takes_any_cursor_it_describes() {
+    let Some(database) =
+        crate::postgres_support::TestDatabase::create("admin_outcomes_registry").await
+    else {
+        return;
+    };
+    let hook = ArgoWebhook::start().await;
+    let url = database.url.clone();
+    let webhook = webhook_settings(&hook);
+    let mut app = TestApp::spawn_with(move |settings| {
+        webhook(settings);
+        settings.store = url;
+    })
+    .await;
+    let admin = AdminApi::of(&app);
+    registry(&mut app, &admin).await;
+    for limit in [1, 4, 100] {
+        let (listed, _) = walk(&admin, "", limit).await;
+        assert_eq!(listed, names(1..=9), "limit {limit}");
+    }
+    for (query, expected) in [
+        ("outcome=failed", names([4, 5])),
+        ("lifecycle=migrated-out", names([3])),
+        ("action=lifecycle.upsert&outcome=pending", names(7..=9)),
+    ] {
+        let (listed, _) = walk(&admin, query, 2).await;
+        assert_eq!(listed, expected, "{query}");
+    }
+    // Cursors the document allows but the server never issued (a NUL byte, bytes that are not
+    // UTF-8) still name a place in the order; PostgreSQL text cannot hold a NUL.
+    for cursor in ["AA", "AGE", "_w", "_-8"] {
+        let resp = admin
+            .get(&format!("/admin/v1/tenants?cursor={cursor}"))
+            .await;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "cursor {cursor}: {body}");
+    }
+    let resp = admin.get("/admin/v1/tenants?action=%00").await;
+    assert_eq!(resp.status().as_u16(), 200);
+    // The same for the event search, a bulk replay's dry run and a tenant's page: a NUL
+    // matches nothing, it is no store failure.
+    for query in ["tenant=%00", "action=up%00", "source=%00&status=dead"] {
+        let page = get_json(&admin, &format!("/admin/v1/events?{query}")).await;
+        assert_eq!(page["events"], json!([]), "{query}");
+    }
+    let dry = post_json(
+        &admin,
+        "/admin/v1/replays",
+        &json!({"filter": {"tenant": "t-01\u{0}"}, "dryRun": true}),
+        200,
+    )
+    .await;
+    assert_eq!(dry["count"], 0);
+    problem(admin.get("/admin/v1/tenants/t-01%00").await, 404).await;
+    // Without the NUL, the same conditions select.
+    assert_eq!(search(&admin, "tenant=t-01").await, ["u-1"]);
+    app.stop().await;
+}
