@@ -1,6 +1,7 @@
 //! Integration tests: one binary (faster to link than one per file).
 
 mod admin;
+mod admin_outcomes;
 mod argo_chain;
 mod argo_webhook;
 mod conformance;
