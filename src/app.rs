@@ -20,6 +20,7 @@ use crate::journal::{EventJournal, JournalError};
 use crate::metrics::GatewayMetrics;
 use crate::normalize::rules::{RuleSet, RulesError};
 use crate::normalize::Normalizer;
+use crate::notify::{Notifier, NotifierHandle};
 use crate::workflows::{JournalRecorder, KubeClientError, WorkflowWatchSettings, WorkflowWatcher};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,8 @@ pub enum StartupError {
     Sink(#[from] SinkError),
     #[error("cannot set up the dispatch leases: {0}")]
     Leases(#[from] LeaseError),
+    #[error("cannot start the completion notifier: {0}")]
+    Notify(#[from] crate::notify::NotifyError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
@@ -66,6 +69,9 @@ pub struct Application {
     journal: EventJournal,
     /// Delivers what ingest journals; stopped after ingest and before the journal closes.
     dispatcher: Dispatcher,
+    /// Delivers completion events upstream when `[notify]` is set; stopped with the dispatcher,
+    /// before the journal closes.
+    notifier: Option<Notifier>,
     /// The admin handlers' state, which holds the replay job runner (stopped before the
     /// dispatcher).
     admin_state: web::Data<AdminState>,
@@ -173,6 +179,19 @@ impl Application {
             metrics.clone(),
             scope,
         );
+        let notifier = settings
+            .notify
+            .as_ref()
+            .map(|notify| {
+                Notifier::start(
+                    journal.clone(),
+                    notify,
+                    settings.dispatch.instance_source.clone(),
+                    settings.dispatch.retry,
+                    metrics.clone(),
+                )
+            })
+            .transpose()?;
         let admin_state = web::Data::new(AdminState {
             metrics,
             journal: journal.clone(),
@@ -247,8 +266,7 @@ impl Application {
                 },
                 JournalRecorder {
                     journal: journal.clone(),
-                    // Completion notifications are not configurable yet: none are queued.
-                    queue_notifications: false,
+                    notifier: notifier.as_ref().map(Notifier::handle),
                     dispatch: Some(dispatcher.control()),
                     lifecycle_seconds: admin_state.metrics.lifecycle_seconds.clone(),
                 },
@@ -263,6 +281,7 @@ impl Application {
             admin_addr,
             journal,
             dispatcher,
+            notifier,
             admin_state,
             draining,
             shutdown_grace: settings.shutdown_grace,
@@ -282,6 +301,12 @@ impl Application {
         &self,
     ) -> tokio::sync::watch::Receiver<crate::dispatch::DispatchProgress> {
         self.dispatcher.progress()
+    }
+
+    /// Wakes the completion notifier (`None` without `[notify]`): whoever records a Workflow's
+    /// terminal phase calls `wake()` when the journal answers `notification_queued: true`.
+    pub fn notifier(&self) -> Option<NotifierHandle> {
+        self.notifier.as_ref().map(Notifier::handle)
     }
 
     /// The bound ingest address (the real port when configured with port 0).
@@ -333,6 +358,9 @@ impl Application {
         }
         self.admin_state.replays.stop().await;
         self.dispatcher.stop().await;
+        if let Some(notifier) = self.notifier {
+            notifier.stop().await;
+        }
         admin_handle.stop(true).await;
         if let Err(error) = flatten(admin.await) {
             tracing::warn!(%error, "admin listener ended with an error");

@@ -8,16 +8,17 @@ use std::path::PathBuf;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use uuid::Uuid;
 
+use crate::admin::api::TenantFilter;
 use crate::admin::client::commands::{
-    parse_rate, AdminCommand, EventSelection, Invocation, ListEvents, Output, Replay, ShowEvent,
-    ShowTenant, Skip, TimeSpec,
+    parse_rate, AdminCommand, EventSelection, Invocation, ListEvents, ListTenants, Output, Replay,
+    ShowEvent, ShowTenant, Skip, TimeSpec, WorkflowPhases,
 };
 use crate::admin::client::{ClientSettings, TOKEN_ENV};
 use crate::config::{ByteSize, FlagsAndEnvironment, LogFormat, SinkFlags, SinkKind, TlsFlags};
 use crate::discovery::offline::OutputFormat;
 use crate::discovery::{self, DiscoverSettings};
 use crate::ingest::send::{SendMode, SendSettings};
-use crate::journal::EventStatus;
+use crate::journal::{EventStatus, Lifecycle, LifecycleOutcome};
 use crate::normalize::DEFAULT_ACTIONS;
 
 #[derive(Debug, Parser)]
@@ -63,7 +64,7 @@ pub enum Command {
     Events(EventsArgs),
     /// Replay events by id, or in bulk by filter as a rate-limited job (admin API).
     #[command(
-        after_help = "Example:\n  tenant-gateway replay 0190a2b4-0000-7000-8000-000000000001 --reason \"fixed the Job\" --yes\n  tenant-gateway replay --status dead --since 2h --rate 5 --dry-run"
+        after_help = "Example:\n  tenant-gateway replay 0190a2b4-0000-7000-8000-000000000001 --reason \"fixed the Job\" --yes\n  tenant-gateway replay --status dead --since 2h --rate 5 --dry-run\n  tenant-gateway replay --workflow-phase Failed,Error --action migrate-in --since 24h --dry-run"
     )]
     Replay(ReplayArgs),
     /// Mark a dead event skipped, so its tenant's later events can flow (admin API).
@@ -71,8 +72,11 @@ pub enum Command {
         after_help = "Example:\n  tenant-gateway skip 0190a2b4-0000-7000-8000-000000000001 --reason \"tenant deleted by hand\""
     )]
     Skip(SkipArgs),
-    /// Show a tenant: whether it is parked, its counts and its timeline (admin API).
-    #[command(after_help = "Example:\n  tenant-gateway tenants show acme --limit 20")]
+    /// List tenants with their lifecycle state, or show one: its state, whether it is parked,
+    /// its counts and its timeline (admin API).
+    #[command(
+        after_help = "Example:\n  tenant-gateway tenants list --outcome failed\n  tenant-gateway tenants show acme --limit 20"
+    )]
     Tenants(TenantsArgs),
 }
 
@@ -584,6 +588,10 @@ pub struct FilterArgs {
     /// Events received before TIME: RFC 3339, or a duration meaning that long ago (30m).
     #[arg(long, value_name = "TIME")]
     pub until: Option<TimeSpec>,
+    /// Only events whose latest emission's Workflow is in one of these Argo phases,
+    /// comma-separated: Pending, Running, Succeeded, Failed, Error (Failed,Error).
+    #[arg(long, value_name = "PHASES")]
+    pub workflow_phase: Option<WorkflowPhases>,
 }
 
 /// `events` arguments.
@@ -645,14 +653,14 @@ pub struct EventsShowArgs {
 #[derive(Debug, Args)]
 #[command(
     override_usage = "tenant-gateway replay [OPTIONS] <EVENT_ID>...\n       \
-        tenant-gateway replay [OPTIONS] <--tenant T|--action A|--status S|--source SRC|--since TIME|--until TIME>... [--dry-run] [--rate N] [--yes]\n       \
+        tenant-gateway replay [OPTIONS] <--tenant T|--action A|--status S|--source SRC|--since TIME|--until TIME|--workflow-phase PHASES>... [--dry-run] [--rate N] [--yes]\n       \
         tenant-gateway replay [OPTIONS] --cancel <JOB_ID>"
 )]
 #[command(group(
     ArgGroup::new("target")
         .required(true)
         .multiple(true)
-        .args(["event_ids", "cancel", "tenant", "action", "status", "source", "since", "until"])
+        .args(["event_ids", "cancel", "tenant", "action", "status", "source", "since", "until", "workflow_phase"])
 ))]
 pub struct ReplayArgs {
     /// Server, token and output format.
@@ -709,6 +717,82 @@ pub enum TenantsCommand {
     /// Show a tenant: parked or not, counts per status, its latest events and operator actions.
     #[command(after_help = "Example:\n  tenant-gateway tenants show acme --limit 20")]
     Show(TenantsShowArgs),
+    /// List tenants in name order with their lifecycle state (every page), as a table or the
+    /// API's JSON.
+    #[command(
+        after_help = "Example:\n  tenant-gateway tenants list --outcome failed\n  tenant-gateway tenants list --lifecycle active --action upsert -o json"
+    )]
+    List(TenantsListArgs),
+}
+
+/// `--lifecycle`: the words of [`Lifecycle`], mirrored here because the library stays free of
+/// clap (a test checks that the two spell the same words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LifecycleArg {
+    /// No action succeeded yet.
+    Unknown,
+    /// After a succeeded upsert or migrate-in.
+    Active,
+    /// After a succeeded migrate-out.
+    MigratedOut,
+    /// After a succeeded delete.
+    Deleted,
+}
+
+impl From<LifecycleArg> for Lifecycle {
+    fn from(arg: LifecycleArg) -> Self {
+        match arg {
+            LifecycleArg::Unknown => Lifecycle::Unknown,
+            LifecycleArg::Active => Lifecycle::Active,
+            LifecycleArg::MigratedOut => Lifecycle::MigratedOut,
+            LifecycleArg::Deleted => Lifecycle::Deleted,
+        }
+    }
+}
+
+/// `--outcome`: the words of [`LifecycleOutcome`], mirrored like [`LifecycleArg`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutcomeArg {
+    /// Delivered; its Workflow not seen yet, or Pending.
+    Pending,
+    /// Its Workflow is Running.
+    Running,
+    /// Its Workflow Succeeded.
+    Succeeded,
+    /// Its Workflow Failed or ended in Error.
+    Failed,
+}
+
+impl From<OutcomeArg> for LifecycleOutcome {
+    fn from(arg: OutcomeArg) -> Self {
+        match arg {
+            OutcomeArg::Pending => LifecycleOutcome::Pending,
+            OutcomeArg::Running => LifecycleOutcome::Running,
+            OutcomeArg::Succeeded => LifecycleOutcome::Succeeded,
+            OutcomeArg::Failed => LifecycleOutcome::Failed,
+        }
+    }
+}
+
+/// `tenants list` arguments.
+#[derive(Debug, Args)]
+pub struct TenantsListArgs {
+    /// Server, token and output format.
+    #[command(flatten)]
+    pub client: AdminClientArgs,
+    /// Only tenants in this lifecycle.
+    #[arg(long, value_enum)]
+    pub lifecycle: Option<LifecycleArg>,
+    /// Only tenants whose newest delivered emission came to this.
+    #[arg(long, value_enum)]
+    pub outcome: Option<OutcomeArg>,
+    /// Only tenants whose newest delivered emission has this action (upsert or
+    /// lifecycle.upsert).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Tenants per page (1-1000) [server default: 100]; every page is shown.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
 }
 
 /// `tenants show` arguments.
@@ -854,6 +938,7 @@ impl From<FilterArgs> for EventSelection {
             source: args.source,
             since: args.since,
             until: args.until,
+            workflow_phases: args.workflow_phase.map(|p| p.0).unwrap_or_default(),
         }
     }
 }
@@ -909,6 +994,17 @@ impl From<TenantsArgs> for Invocation {
                     tenant: args.tenant,
                     limit: args.limit,
                 }))
+            }
+            TenantsCommand::List(args) => {
+                args.client
+                    .invocation(AdminCommand::ListTenants(ListTenants {
+                        filter: TenantFilter {
+                            lifecycle: args.lifecycle.map(Lifecycle::from),
+                            outcome: args.outcome.map(LifecycleOutcome::from),
+                            action: args.action,
+                        },
+                        limit: args.limit,
+                    }))
             }
         }
     }

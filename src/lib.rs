@@ -15,6 +15,7 @@
 //! - [`journal`]: the durable store of events, emissions, attempts and operator actions.
 //! - [`metrics`]: the Prometheus registry (no tenant labels).
 //! - [`normalize`]: upstream event -> tenant, action and details; the canonical emitted event.
+//! - [`notify`]: completion events to upstream: the notifier that delivers the journal's outbox.
 //! - [`redact`]: URLs as logs may show them (user information and query masked).
 //! - [`secret_file`]: reading a token, password or secret from a mounted file.
 //! - [`shutdown`]: the termination signal `serve` and `discover` stop on.
@@ -34,6 +35,7 @@ pub mod ingest;
 pub mod journal;
 pub mod metrics;
 pub mod normalize;
+pub mod notify;
 pub mod redact;
 pub mod secret_file;
 pub mod shutdown;

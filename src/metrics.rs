@@ -62,6 +62,13 @@ pub struct TenantLifecycleLabels {
     pub lifecycle: &'static str,
 }
 
+/// How a completion event attempt ended (`[notify]`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// `delivered`, `retried` (an attempt that will be tried again) or `failed` (refused).
+    pub outcome: &'static str,
+}
+
 /// Every metric of `serve`; cheap to clone (the metric handles are shared).
 #[derive(Clone)]
 pub struct GatewayMetrics {
@@ -87,6 +94,8 @@ pub struct GatewayMetrics {
     pub lifecycle_seconds: Family<LifecycleLabels, Histogram>,
     /// Tenants per lifecycle; set from the journal at each scrape.
     pub tenants: Family<TenantLifecycleLabels, Gauge>,
+    /// Completion event attempts upstream, by outcome.
+    pub notifications: Family<NotificationLabels, Counter>,
 }
 
 impl GatewayMetrics {
@@ -159,6 +168,12 @@ impl GatewayMetrics {
             "Tenants per lifecycle (from their last succeeded action), counted at scrape",
             tenants.clone(),
         );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Completion event attempts upstream: delivered, retried, failed (refused)",
+            notifications.clone(),
+        );
         registry.register(
             "journal_commit_group_size",
             "Rows (events and attempt records) written per journal commit",
@@ -176,7 +191,15 @@ impl GatewayMetrics {
             workflows,
             lifecycle_seconds,
             tenants,
+            notifications,
         }
+    }
+
+    /// Counts one completion event attempt.
+    pub fn count_notification(&self, outcome: &'static str) {
+        self.notifications
+            .get_or_create(&NotificationLabels { outcome })
+            .inc();
     }
 
     /// Counts one refused ingest request.

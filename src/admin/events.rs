@@ -9,15 +9,15 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::api::{
-    ActionRequest, AttemptView, EmissionView, EventDetail, EventFilter, EventPage, EventSummary,
-    OperatorActionView, ReplayResult, SkipResult,
+    parse_workflow_phases, ActionRequest, AttemptView, EmissionView, EventDetail, EventFilter,
+    EventPage, EventSummary, OperatorActionView, ReplayResult, SkipResult, WorkflowView,
 };
 use super::{event_id, optional_body, Actor, AdminError, AdminState};
 use crate::dispatch::canonical_json;
 use crate::journal::operator::stored_time;
 use crate::journal::{
     EventHeader, EventQuery, EventStatus, Operator, OperatorAction, OperatorOutcome, OperatorWrite,
-    StoredAttempt, StoredEmission,
+    StoredAttempt, StoredEmission, WorkflowRecord,
 };
 use crate::normalize::canonical::workflow_name;
 
@@ -38,6 +38,7 @@ pub(super) struct ListParams {
     source: Option<String>,
     since: Option<String>,
     until: Option<String>,
+    workflow_phase: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
@@ -63,6 +64,28 @@ pub(super) fn parse_filter(filter: &EventFilter) -> Result<EventQuery, String> {
         // Accept the emitted type as well as the short name.
         a.strip_prefix("lifecycle.").unwrap_or(a).to_owned()
     });
+    let phases = filter
+        .workflow_phase
+        .as_deref()
+        .map(parse_workflow_phases)
+        .transpose()?
+        .unwrap_or_default();
+    // No stored tenant, action or source holds a NUL (CloudEvents attributes refuse control
+    // characters, `cloudevents::event::control_character`), and PostgreSQL text cannot even be
+    // compared with one: such a condition selects nothing, said as a bound no event is received
+    // before (every stored time sorts after "").
+    let text_conditions = [&filter.tenant, &action, &filter.source];
+    if text_conditions
+        .iter()
+        .any(|value| value.as_deref().is_some_and(|v| v.contains('\0')))
+    {
+        time("since", &filter.since)?;
+        time("until", &filter.until)?;
+        return Ok(EventQuery {
+            until: Some(String::new()),
+            ..EventQuery::default()
+        });
+    }
     Ok(EventQuery {
         tenant: filter.tenant.clone(),
         action,
@@ -70,7 +93,7 @@ pub(super) fn parse_filter(filter: &EventFilter) -> Result<EventQuery, String> {
         source: filter.source.clone(),
         since: time("since", &filter.since)?,
         until: time("until", &filter.until)?,
-        workflow_phases: Vec::new(),
+        workflow_phases: phases,
     })
 }
 
@@ -141,14 +164,20 @@ pub(super) fn summary(event: EventHeader) -> EventSummary {
     }
 }
 
-/// An emission as the API shows it (attempts added by the caller when wanted).
+/// An emission as the API shows it, with its Workflow's record if one was seen (attempts added
+/// by the caller when wanted).
 pub(super) fn emission_view(
     state: &AdminState,
     tenant: &str,
     action: &str,
     emission: StoredEmission,
+    workflow: Option<WorkflowRecord>,
 ) -> EmissionView {
     let workflow_name = workflow_name(tenant, action, emission.emission_id);
+    let workflow_url = state
+        .workflow_links
+        .as_ref()
+        .map(|links| links.url(&workflow_name));
     EmissionView {
         emission_id: emission.emission_id,
         replay_of: emission.replay_of,
@@ -158,10 +187,15 @@ pub(super) fn emission_view(
         finished_at: emission.finished_at,
         last_error: emission.last_error,
         replaced_by: emission.replaced_by,
-        workflow_url: state
-            .workflow_links
-            .as_ref()
-            .map(|links| links.url(&workflow_name)),
+        workflow: workflow.map(|record| WorkflowView {
+            name: record.name,
+            phase: record.phase,
+            started_at: record.started_at,
+            finished_at: record.finished_at,
+            message: record.message,
+            url: workflow_url.clone(),
+        }),
+        workflow_url,
         workflow_name,
         delivery_attempts: Vec::new(),
     }
@@ -209,6 +243,7 @@ pub(super) async fn list(
         source: params.source,
         since: params.since,
         until: params.until,
+        workflow_phase: params.workflow_phase,
     };
     let query = parse_filter(&filter).map_err(AdminError::InvalidQuery)?;
     let events = state
@@ -244,6 +279,8 @@ pub(super) async fn show(
     let event = event.ok_or(crate::journal::OperatorError::EventNotFound(id))?;
     let event_id = event.event_id;
     let emissions = journal.event_emissions(event_id).await?;
+    let ids: Vec<Uuid> = emissions.iter().map(|e| e.emission_id).collect();
+    let mut workflows = journal.workflow_records(&ids).await?;
     let mut attempts: HashMap<Uuid, Vec<AttemptView>> = HashMap::new();
     for attempt in journal.delivery_attempts(event_id).await? {
         attempts
@@ -261,7 +298,8 @@ pub(super) async fn show(
         .into_iter()
         .map(|emission| {
             let id = emission.emission_id;
-            let mut view = emission_view(&state, &event.tenant, &event.action, emission);
+            let workflow = workflows.remove(&id);
+            let mut view = emission_view(&state, &event.tenant, &event.action, emission, workflow);
             view.delivery_attempts = attempts.remove(&id).unwrap_or_default();
             view
         })

@@ -3,8 +3,9 @@
 //! - operations: Prometheus `/metrics`, `/healthz`, `/readyz` (journal and sink), and the
 //!   OpenAPI document `/admin/openapi.json` (`docs/openapi.json`, served as is);
 //! - the operator API under `/admin/v1` (`events`, `tenants`, `replays` submodules): event
-//!   search, an event's emissions and attempts, replay, skip, a tenant's timeline, and bulk
-//!   replay jobs run by [`ReplayRunner`]. It needs an admin bearer token unless the listener is
+//!   search, an event's emissions (with their Workflows) and attempts, replay, skip, the tenant
+//!   registry and a tenant's timeline and lifecycle state, and bulk replay jobs run by
+//!   [`ReplayRunner`]. It needs an admin bearer token unless the listener is
 //!   loopback-only (`auth`); every write is recorded with the token's name and a reason.
 //!
 //! Handlers return [`AdminError`], which becomes problem+json in one place.
@@ -102,6 +103,7 @@ admin_routes! {
     get "/admin/v1/events/{eventId}" => events::show,
     post "/admin/v1/events/{eventId}/replay" => events::replay,
     post "/admin/v1/events/{eventId}/skip" => events::skip,
+    get "/admin/v1/tenants" => tenants::list,
     get "/admin/v1/tenants/{tenant}" => tenants::show,
     get "/admin/v1/replays" => replays::list,
     post "/admin/v1/replays" => replays::create,

@@ -84,7 +84,7 @@ pub(super) async fn create(
     if request.filter.is_empty() {
         return Err(AdminError::InvalidFilter(
             "the filter is empty and would replay the whole journal; set at least one of \
-             tenant, action, status, source, since, until"
+             tenant, action, status, source, since, until, workflowPhase"
                 .into(),
         ));
     }

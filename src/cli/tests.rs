@@ -331,3 +331,125 @@ fn watch_workflows_is_off_by_default_and_layers_like_the_other_switches() {
     // The watch uses the one workflow namespace setting.
     assert_eq!(s.workflow_namespace, "team-a");
 }
+
+#[test]
+fn lifecycle_and_outcome_flag_values_are_the_journal_words() {
+    let name =
+        |value: Option<clap::builder::PossibleValue>| value.expect("shown").get_name().to_owned();
+    let lifecycles: Vec<(String, Lifecycle)> = LifecycleArg::value_variants()
+        .iter()
+        .map(|arg| (name(arg.to_possible_value()), Lifecycle::from(*arg)))
+        .collect();
+    let words: Vec<(String, Lifecycle)> = Lifecycle::ALL
+        .iter()
+        .map(|l| (l.as_str().to_owned(), *l))
+        .collect();
+    assert_eq!(lifecycles, words);
+    let outcomes: Vec<(String, LifecycleOutcome)> = OutcomeArg::value_variants()
+        .iter()
+        .map(|arg| (name(arg.to_possible_value()), LifecycleOutcome::from(*arg)))
+        .collect();
+    let words: Vec<(String, LifecycleOutcome)> = LifecycleOutcome::ALL
+        .iter()
+        .map(|o| (o.as_str().to_owned(), *o))
+        .collect();
+    assert_eq!(outcomes, words);
+}
+
+#[test]
+fn tenants_list_and_workflow_phase_flags_become_commands() {
+    use crate::journal::WorkflowPhase;
+    let parse = |args: &[&str]| {
+        Cli::try_parse_from(std::iter::once("tenant-gateway").chain(args.iter().copied()))
+    };
+    let Command::Tenants(list) = parse(&[
+        "tenants",
+        "list",
+        "--outcome",
+        "failed",
+        "--lifecycle",
+        "migrated-out",
+        "--action",
+        "lifecycle.upsert",
+        "--limit",
+        "50",
+        "-o",
+        "json",
+    ])
+    .unwrap()
+    .command
+    else {
+        panic!("not tenants")
+    };
+    let invocation = Invocation::from(list);
+    assert_eq!(invocation.output, Output::Json);
+    assert_eq!(
+        invocation.command,
+        AdminCommand::ListTenants(ListTenants {
+            filter: TenantFilter {
+                lifecycle: Some(Lifecycle::MigratedOut),
+                outcome: Some(LifecycleOutcome::Failed),
+                action: Some("lifecycle.upsert".into()),
+            },
+            limit: Some(50),
+        })
+    );
+    let Command::Replay(replay) = parse(&[
+        "replay",
+        "--workflow-phase",
+        "Failed,Error",
+        "--action",
+        "migrate-in",
+        "--since",
+        "24h",
+        "--dry-run",
+    ])
+    .unwrap()
+    .command
+    else {
+        panic!("not replay")
+    };
+    let AdminCommand::Replay(replay) = Invocation::from(replay).command else {
+        panic!("not replay")
+    };
+    assert!(replay.dry_run);
+    assert_eq!(
+        replay.selection.workflow_phases,
+        [WorkflowPhase::Failed, WorkflowPhase::Error]
+    );
+    // A phase alone selects a bulk replay; events list takes it too.
+    assert!(parse(&["replay", "--workflow-phase", "Failed", "--dry-run"]).is_ok());
+    let Command::Events(events) = parse(&["events", "list", "--workflow-phase", "Running"])
+        .unwrap()
+        .command
+    else {
+        panic!("not events")
+    };
+    let AdminCommand::ListEvents(list) = Invocation::from(events).command else {
+        panic!("not events list")
+    };
+    assert_eq!(list.selection.workflow_phases, [WorkflowPhase::Running]);
+    for refused in [
+        &["replay", "--workflow-phase", "failed"][..],
+        &["replay", "--workflow-phase", "Failed,"],
+        &[
+            "replay",
+            "0190a2b4-0000-7000-8000-000000000001",
+            "--workflow-phase",
+            "Failed",
+        ],
+        &["events", "list", "--workflow-phase", "Lost"],
+        &["tenants", "list", "--outcome", "error"],
+        &["tenants", "list", "--lifecycle", "gone"],
+        &["tenants", "list", "--limit", "0"],
+    ] {
+        assert!(parse(refused).is_err(), "{refused:?} was accepted");
+    }
+    let error = parse(&["events", "list", "--workflow-phase", "Lost"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("Pending, Running, Succeeded, Failed, Error"),
+        "{error}"
+    );
+}

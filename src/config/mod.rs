@@ -14,6 +14,7 @@ use crate::dispatch::sinks::{EventbusConfig, SinkConfig, WebhookConfig};
 use crate::dispatch::{DispatchSettings, RetryPolicy};
 use crate::journal::JournalOptions;
 use crate::normalize::DEFAULT_ACTIONS;
+use crate::notify::{NotifyError, NotifySettings};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The admin listener (metrics now, the operator API later): loopback unless configured.
@@ -332,6 +333,22 @@ pub struct FileConfig {
     /// The `[dispatch]` table.
     #[serde(default)]
     pub dispatch: DispatchFileConfig,
+    /// The `[notify]` table: completion events to upstream; absent means none are sent.
+    pub notify: Option<NotifyFileConfig>,
+}
+
+/// The `[notify]` table as written: where completion events go and how they are authenticated.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NotifyFileConfig {
+    /// The receiver's URL (http or https).
+    pub url: String,
+    /// File with the bearer token sent as `Authorization: Bearer`.
+    pub token_file: Option<PathBuf>,
+    /// File with a Standard Webhooks secret (`whsec_<base64>`) that signs every request.
+    pub signing_secret_file: Option<PathBuf>,
+    /// Whole-request timeout of one attempt (humantime, e.g. `10s`).
+    pub timeout: Option<String>,
 }
 
 /// The `[dispatch]` table: concurrency, buffer and retries of the dispatcher.
@@ -424,6 +441,8 @@ pub struct Settings {
     pub sink: SinkConfig,
     /// Dispatcher tuning, including the instance URI used as emitted `source`.
     pub dispatch: DispatchSettings,
+    /// Completion events to upstream (`[notify]`); `None` sends none.
+    pub notify: Option<NotifySettings>,
 }
 
 impl Settings {
@@ -465,6 +484,7 @@ impl Settings {
                 instance_source: DEFAULT_INSTANCE_URI.to_owned(),
                 ..DispatchSettings::default()
             },
+            notify: None,
         }
     }
 
@@ -674,6 +694,7 @@ impl Settings {
         }
         s.sink = resolve_sink(args.sink, file.sink)?;
         resolve_dispatch(&mut s.dispatch, file.dispatch)?;
+        s.notify = file.notify.map(resolve_notify).transpose()?;
         Ok(s)
     }
 }
@@ -850,6 +871,25 @@ fn resolve_dispatch(
     }
     settings.await_workflow = file.await_workflow.unwrap_or(false).then_some(timeout);
     Ok(())
+}
+
+/// The `[notify]` table over its defaults, checked (URL, timeout, files readable, secret
+/// decodable) so a mistake fails at load, naming the key.
+fn resolve_notify(file: NotifyFileConfig) -> Result<NotifySettings, ConfigError> {
+    let mut settings = NotifySettings::new(file.url);
+    settings.token_file = file.token_file;
+    settings.signing_secret_file = file.signing_secret_file;
+    if let Some(timeout) = duration("notify.timeout", None, file.timeout)? {
+        settings.timeout = timeout;
+    }
+    settings.validate().map_err(|error| match error {
+        NotifyError::Invalid { key, reason } => ConfigError::Invalid { key, reason },
+        other => ConfigError::Invalid {
+            key: "notify",
+            reason: other.to_string(),
+        },
+    })?;
+    Ok(settings)
 }
 
 /// A certificate and its key, both or neither; a client CA needs them.

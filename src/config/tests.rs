@@ -376,3 +376,95 @@ fn example_config_file_parses() {
     let f = FileConfig::load(&path).expect("example config parses");
     Settings::resolve(FlagsAndEnvironment::default(), f).expect("example config resolves");
 }
+
+/// The `[notify]` table of `text` with `{dir}` replaced by a directory holding a token
+/// (`token`), a signing secret (`secret`) and an invalid one (`not-a-secret`).
+fn notify_table(text: &str) -> (Result<Settings, ConfigError>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("token"), "t0ken\n").unwrap();
+    std::fs::write(
+        dir.path().join("secret"),
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("not-a-secret"), "whsec_***\n").unwrap();
+    let text = text.replace("{dir}", &dir.path().display().to_string());
+    let resolved = toml::from_str::<FileConfig>(&text)
+        .map_err(|e| ConfigError::Invalid {
+            key: "toml",
+            reason: e.to_string(),
+        })
+        .and_then(|f| Settings::resolve(FlagsAndEnvironment::default(), f));
+    (resolved, dir)
+}
+
+#[test]
+fn notify_table_resolves_with_defaults() {
+    let s = Settings::resolve(FlagsAndEnvironment::default(), FileConfig::default()).unwrap();
+    assert_eq!(s.notify, None, "no table, no completion events");
+    let (s, dir) = notify_table("[notify]\nurl = \"https://upstream.example/hooks\"\n");
+    let notify = s.unwrap().notify.expect("the table is read");
+    assert_eq!(notify.url, "https://upstream.example/hooks");
+    assert_eq!(notify.timeout, Duration::from_secs(10));
+    assert_eq!(
+        (notify.token_file, notify.signing_secret_file),
+        (None, None)
+    );
+    let (s, _) = notify_table(
+        "[notify]\nurl = \"http://upstream:8080/hooks\"\ntoken-file = \"{dir}/token\"\n\
+         signing-secret-file = \"{dir}/secret\"\ntimeout = \"2s 500ms\"\n",
+    );
+    let notify = s.unwrap().notify.expect("the table is read");
+    assert_eq!(notify.timeout, Duration::from_millis(2500));
+    assert!(notify.token_file.is_some_and(|p| p.ends_with("token")));
+    assert!(notify
+        .signing_secret_file
+        .is_some_and(|p| p.ends_with("secret")));
+    drop(dir);
+}
+
+#[test]
+fn notify_mistakes_name_their_key() {
+    for (table, key, says) in [
+        ("url = \"ftp://upstream/x\"", "notify.url", "http or https"),
+        ("url = \"upstream/hooks\"", "notify.url", "not a URL"),
+        (
+            "url = \"http://u/\"\ntoken-file = \"{dir}/missing\"",
+            "notify.token-file",
+            "missing",
+        ),
+        (
+            "url = \"http://u/\"\nsigning-secret-file = \"{dir}/missing\"",
+            "notify.signing-secret-file",
+            "missing",
+        ),
+        (
+            "url = \"http://u/\"\nsigning-secret-file = \"{dir}/not-a-secret\"",
+            "notify.signing-secret-file",
+            "whsec_",
+        ),
+        (
+            "url = \"http://u/\"\ntimeout = \"0s\"",
+            "notify.timeout",
+            "more than zero",
+        ),
+        (
+            "url = \"http://u/\"\ntimeout = \"soon\"",
+            "notify.timeout",
+            "soon",
+        ),
+    ] {
+        let (resolved, _dir) = notify_table(&format!("[notify]\n{table}\n"));
+        let err = resolved.expect_err(table);
+        let shown = err.to_string();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key: named, .. } if *named == key),
+            "{table}: {shown}"
+        );
+        assert!(shown.contains(says), "{table}: {shown}");
+    }
+    let unknown = toml::from_str::<FileConfig>("[notify]\nurl = \"http://u/\"\nretries = 3\n");
+    assert!(unknown.is_err(), "unknown keys are refused");
+    let no_url = toml::from_str::<FileConfig>("[notify]\ntimeout = \"1s\"\n");
+    assert!(no_url.is_err(), "the url is required");
+}

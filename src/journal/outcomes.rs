@@ -293,7 +293,7 @@ const TENANT_STATES: &str = "SELECT s.tenant, s.last_sequence, s.parked, s.last_
            JOIN events AS se ON se.event_id = sm.event_id \
            WHERE sw.tenant = t.tenant AND sw.phase = 'Succeeded' \
            AND se.action IN ('upsert', 'migrate-in', 'migrate-out', 'delete') \
-           ORDER BY sw.finished_at DESC, sm.position DESC LIMIT 1) \
+           ORDER BY COALESCE(sw.finished_at, sw.observed_at) DESC, sm.position DESC LIMIT 1) \
          WHEN 'upsert' THEN 'active' WHEN 'migrate-in' THEN 'active' \
          WHEN 'migrate-out' THEN 'migrated-out' WHEN 'delete' THEN 'deleted' \
          ELSE 'unknown' END AS lifecycle, \

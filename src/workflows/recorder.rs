@@ -1,6 +1,7 @@
 //! The recorder `serve` uses: the journal ([`EventJournal::record_workflow`]), then what a
 //! change means for the rest of the process: the dispatcher's `await-workflow` gate is woken for
-//! the tenant, and a step that reached a terminal phase is timed from its delivery
+//! the tenant, the completion notifier when a completion event was queued, and a step that
+//! reached a terminal phase is timed from its delivery
 //! (`tenant_gateway_lifecycle_duration_seconds`).
 
 use chrono::{DateTime, Utc};
@@ -11,15 +12,17 @@ use super::{RecordFailure, WorkflowRecorder};
 use crate::dispatch::DispatchControl;
 use crate::journal::{EventJournal, WorkflowObservation, WorkflowPhase, WorkflowRecorded};
 use crate::metrics::LifecycleLabels;
+use crate::notify::NotifierHandle;
 
 /// Records observations in the journal; see the module doc.
 #[derive(Clone)]
 pub struct JournalRecorder {
     /// Where the observations are recorded (idempotent: an unchanged one writes nothing).
     pub journal: EventJournal,
-    /// Whether a terminal phase also queues its completion notification upstream (true when
-    /// `[notify]` is configured; the journal writes both in one transaction).
-    pub queue_notifications: bool,
+    /// The completion notifier (`[notify]` configured): a terminal phase then also queues its
+    /// completion event (the journal writes both in one transaction) and wakes it. `None`
+    /// queues nothing.
+    pub notifier: Option<NotifierHandle>,
     /// Woken per tenant after a change, so a tenant waiting on this Workflow goes on at once.
     pub dispatch: Option<DispatchControl>,
     /// `tenant_gateway_lifecycle_duration_seconds` (`GatewayMetrics::lifecycle_seconds`).
@@ -33,7 +36,7 @@ impl WorkflowRecorder for JournalRecorder {
         let emission_id = observation.emission_id;
         let recorded = self
             .journal
-            .record_workflow(observation, self.queue_notifications)
+            .record_workflow(observation, self.notifier.is_some())
             .await
             .map_err(RecordFailure::new)?;
         match recorded {
@@ -46,10 +49,15 @@ impl WorkflowRecorder for JournalRecorder {
                 action,
                 previous,
                 delivered_at,
-                ..
+                notification_queued,
             } => {
                 if let Some(dispatch) = &self.dispatch {
                     dispatch.workflow_changed(&tenant);
+                }
+                if notification_queued {
+                    if let Some(notifier) = &self.notifier {
+                        notifier.wake();
+                    }
                 }
                 let newly_terminal =
                     phase.is_terminal() && !previous.is_some_and(|p| p.is_terminal());

@@ -151,7 +151,7 @@ fn openapi_document() -> Value {
 }
 
 /// Asserts that `value` is valid against the named schema of the OpenAPI document.
-fn assert_schema(name: &str, value: &Value) {
+pub(crate) fn assert_schema(name: &str, value: &Value) {
     let validator = schema_of(&openapi_document(), name);
     let errors: Vec<String> = validator
         .iter_errors(value)

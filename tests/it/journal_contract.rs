@@ -66,6 +66,7 @@ macro_rules! journal_contract_suite {
                 tenant_state_follows_deliveries_and_workflows => JournalOptions::default(),
                 workflow_phase_search_matches_the_latest_emission => JournalOptions::default(),
                 awaited_workflows_park_like_dead_deliveries => JournalOptions::default(),
+                a_repeated_attempt_number_fails_no_group => parked_options(4),
                 own_writes_never_take_room_from_appends => JournalOptions {
                     queue_bytes: 8 << 10,
                     internal_queue: 2,
@@ -1196,6 +1197,44 @@ async fn accepted_events_are_pending_emissions_in_sequence_order(store: TestStor
         lifecycle,
         &serde_json::json!({"parameters": {}, "objectStorage": null})
     );
+    store.journal.close().await;
+}
+
+/// Two replicas may both send an emission during a bucket handover and record the same attempt
+/// number: the second record is dropped, and neither it nor the appends sharing its group fail
+/// (a unique violation there once turned ingest requests into 503s).
+async fn a_repeated_attempt_number_fails_no_group(store: TestStore) {
+    let journal = &store.journal;
+    let first = accept(journal, event("acme", "h-1")).await;
+    let position = journal.pending_emissions(0, None, 1).await.unwrap()[0].position;
+    let record = |outcome, status| attempt(position, first.event_id, 1, outcome, status);
+    journal
+        .record_attempts(vec![record(
+            AttemptOutcome::Delivered,
+            EmissionStatus::Delivered,
+        )])
+        .await
+        .expect("the new owner's record");
+    // The old owner's record of the same attempt, in one group with an append.
+    let parked = ParkedWriter::park(&store).await;
+    let append = queue_behind(&store, vec![event("beta", "h-2")], 1).await;
+    let late = {
+        let journal = journal.clone();
+        let again = record(AttemptOutcome::Delivered, EmissionStatus::Delivered);
+        tokio::spawn(async move { journal.record_attempts(vec![again]).await })
+    };
+    wait_until("both wait for the writer", || {
+        journal.queued_requests() == 2
+    })
+    .await;
+    parked.release().await;
+    late.await
+        .expect("task")
+        .expect("a repeated attempt number is no error");
+    let appended = answer(append).await.expect("the append in the same group");
+    assert_eq!(appended[0].status, AppendStatus::Accepted);
+    let attempts = journal.delivery_attempts(first.event_id).await.unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
     store.journal.close().await;
 }
 

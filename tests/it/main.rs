@@ -1,6 +1,7 @@
 //! Integration tests: one binary (faster to link than one per file).
 
 mod admin;
+mod admin_outcomes;
 mod argo_chain;
 mod argo_webhook;
 mod conformance;
@@ -16,6 +17,7 @@ mod journal_copy;
 mod journal_postgres;
 mod manifests;
 mod nats;
+mod notify;
 mod postgres_support;
 mod process;
 mod replicas;

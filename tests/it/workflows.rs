@@ -708,7 +708,7 @@ async fn the_journal_recorder_records_against_the_emission_once_across_restarts(
     let start = |updates| {
         let recorder = JournalRecorder {
             journal: app.journal.clone(),
-            queue_notifications: false,
+            notifier: None,
             dispatch: None,
             lifecycle_seconds: lifecycle_seconds.clone(),
         };

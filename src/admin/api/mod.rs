@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-pub use crate::journal::{AttemptOutcome, EventStatus, ReplayJobStatus};
+pub use crate::journal::{
+    AttemptOutcome, EventStatus, Lifecycle, LifecycleOutcome, ReplayJobStatus, WorkflowPhase,
+};
 
 /// Which events a listing or a bulk replay selects. Every condition is optional; conditions
 /// combine with AND. Times compare with the event's `receivedAt` (`since` inclusive, `until`
@@ -31,6 +33,23 @@ pub struct EventFilter {
     /// RFC 3339; events received before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+    /// Argo phases (`Failed,Error`), comma-separated: only events whose latest emission's
+    /// Workflow is in one of them. Kept as given so a stored job filter shows what was asked;
+    /// [`parse_workflow_phases`] reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_phase: Option<String>,
+}
+
+/// Reads a `workflowPhase` condition: one or several of Argo's phases, comma-separated, in
+/// Argo's casing, nothing else (no blanks, no empty items), exactly what the OpenAPI
+/// document's pattern describes. The error names the parameter and the accepted words.
+pub fn parse_workflow_phases(text: &str) -> Result<Vec<WorkflowPhase>, String> {
+    text.split(',')
+        .map(|word| {
+            word.parse::<WorkflowPhase>()
+                .map_err(|error| format!("workflowPhase: {error} (comma-separated)"))
+        })
+        .collect()
 }
 
 impl EventFilter {
@@ -121,9 +140,80 @@ pub struct EmissionView {
     pub workflow_name: String,
     /// Link to that Workflow in the Argo Workflows UI, when `argo-ui-url` is configured.
     pub workflow_url: Option<String>,
+    /// What the Workflow created for this emission did, once the gateway has seen it; `null`
+    /// before (or when Workflows are not watched).
+    pub workflow: Option<WorkflowView>,
     /// Every attempt, oldest first (only on `GET /admin/v1/events/{eventId}`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub delivery_attempts: Vec<AttemptView>,
+}
+
+/// The Workflow the Sensor created for an emission, as last recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowView {
+    /// The Workflow's `metadata.name`.
+    pub name: String,
+    /// Its latest phase, in Argo's casing.
+    pub phase: WorkflowPhase,
+    /// Its `status.startedAt`, if set.
+    pub started_at: Option<String>,
+    /// Its `status.finishedAt`, if set.
+    pub finished_at: Option<String>,
+    /// Its `status.message` (why it failed, usually), if set.
+    pub message: Option<String>,
+    /// The emission's `workflowUrl`, repeated here so the Workflow's facts come together.
+    pub url: Option<String>,
+}
+
+/// A tenant's lifecycle state, derived from its emissions' Workflows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStateView {
+    /// From the last succeeded action that changes it (`unknown` before any).
+    pub lifecycle: Lifecycle,
+    /// The action of the tenant's newest emission that reached the sink.
+    pub last_action: Option<String>,
+    /// What that emission came to.
+    pub last_outcome: Option<LifecycleOutcome>,
+    /// When that emission was delivered or its Workflow last changed, whichever is later.
+    pub updated_at: Option<String>,
+}
+
+/// One tenant of `GET /admin/v1/tenants`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSummaryView {
+    /// The tenant.
+    pub tenant: String,
+    /// Whether delivery is stopped behind a dead event.
+    pub parked: bool,
+    /// Its lifecycle state.
+    pub state: TenantStateView,
+    /// Its highest sequence number.
+    pub last_sequence: i64,
+}
+
+/// `GET /admin/v1/tenants`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantPage {
+    /// At most `limit` tenants, in name order.
+    pub tenants: Vec<TenantSummaryView>,
+    /// Pass as `cursor` for the next page; `null` when this page is the last one so far.
+    pub next_cursor: Option<String>,
+}
+
+/// Which tenants `GET /admin/v1/tenants` lists; every condition optional, combined with AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantFilter {
+    /// Only tenants in this lifecycle.
+    pub lifecycle: Option<Lifecycle>,
+    /// Only tenants whose newest delivered emission came to this.
+    pub outcome: Option<LifecycleOutcome>,
+    /// Only tenants whose newest delivered emission has this action (`upsert` or
+    /// `lifecycle.upsert`).
+    pub action: Option<String>,
 }
 
 /// An operator's action, as recorded.
@@ -243,6 +333,11 @@ pub struct TenantView {
     pub counts: StatusCounts,
     /// The tenant's highest sequence number.
     pub last_sequence: i64,
+    /// Its lifecycle state.
+    pub state: TenantStateView,
+    /// Why it is parked (the parking emission's last error); only when parked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked_reason: Option<String>,
     /// The latest `limit` events in sequence order, with their emissions.
     pub timeline: Vec<TimelineEntry>,
     /// The latest operator actions on the tenant, oldest first.

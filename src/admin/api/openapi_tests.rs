@@ -7,9 +7,10 @@ use serde_json::{json, Value};
 
 use crate::admin::api::{
     ActionRequest, AttemptOutcome, AttemptView, BulkReplayRequest, DryRunResult, EmissionView,
-    EventDetail, EventFilter, EventPage, EventStatus, EventSummary, OperatorActionView,
-    ReplayJobList, ReplayJobStatus, ReplayJobView, ReplayResult, SkipResult, StatusCounts,
-    TenantView, TimelineEntry,
+    EventDetail, EventFilter, EventPage, EventStatus, EventSummary, Lifecycle, LifecycleOutcome,
+    OperatorActionView, ReplayJobList, ReplayJobStatus, ReplayJobView, ReplayResult, SkipResult,
+    StatusCounts, TenantPage, TenantStateView, TenantSummaryView, TenantView, TimelineEntry,
+    WorkflowPhase, WorkflowView,
 };
 
 const DOCUMENT: &str = crate::admin::OPENAPI_DOCUMENT;
@@ -58,6 +59,44 @@ fn full_filter() -> EventFilter {
         source: Some("/crm".into()),
         since: Some("2024-05-01T10:00:00Z".into()),
         until: Some("2024-05-01T12:00:00.5Z".into()),
+        workflow_phase: Some("Failed,Error".into()),
+    }
+}
+
+fn workflow(full: bool) -> WorkflowView {
+    WorkflowView {
+        name: "acme-upsert-3-x".into(),
+        phase: if full {
+            WorkflowPhase::Failed
+        } else {
+            WorkflowPhase::Pending
+        },
+        started_at: full.then(|| "2024-05-01T12:00:10Z".into()),
+        finished_at: full.then(|| "2024-05-01T12:01:10Z".into()),
+        message: full.then(|| "child 'migrate' failed".into()),
+        url: full.then(|| "https://argo.example/workflows/argo/acme-upsert-3-x".into()),
+    }
+}
+
+fn tenant_state(full: bool) -> TenantStateView {
+    TenantStateView {
+        lifecycle: if full {
+            Lifecycle::MigratedOut
+        } else {
+            Lifecycle::Unknown
+        },
+        last_action: full.then(|| "delete".into()),
+        last_outcome: full.then_some(LifecycleOutcome::Failed),
+        updated_at: full.then(|| "2024-05-01T12:01:10.123456Z".into()),
+    }
+}
+
+fn tenant_summary(full: bool) -> TenantSummaryView {
+    TenantSummaryView {
+        tenant: "acme".into(),
+        parked: full,
+        state: tenant_state(full),
+        last_sequence: 3,
     }
 }
 
@@ -104,6 +143,7 @@ fn emission(full: bool) -> EmissionView {
         replaced_by: full.then(|| uuid(4)),
         workflow_name: "acme-upsert-3-x".into(),
         workflow_url: full.then(|| "https://argo.example/workflows/argo/x".into()),
+        workflow: full.then(|| workflow(true)),
         delivery_attempts: if full { vec![attempt(true)] } else { vec![] },
     }
 }
@@ -173,6 +213,28 @@ fn samples() -> Vec<(&'static str, Value, Value)> {
         ),
         ("AttemptView", to(&attempt(true)), to(&attempt(false))),
         ("EmissionView", to(&emission(true)), to(&emission(false))),
+        ("WorkflowView", to(&workflow(true)), to(&workflow(false))),
+        (
+            "TenantStateView",
+            to(&tenant_state(true)),
+            to(&tenant_state(false)),
+        ),
+        (
+            "TenantSummaryView",
+            to(&tenant_summary(true)),
+            to(&tenant_summary(false)),
+        ),
+        (
+            "TenantPage",
+            to(&TenantPage {
+                tenants: vec![tenant_summary(true), tenant_summary(false)],
+                next_cursor: Some("YWNtZQ".into()),
+            }),
+            to(&TenantPage {
+                tenants: vec![],
+                next_cursor: None,
+            }),
+        ),
         ("OperatorActionView", to(&action(true)), to(&action(false))),
         (
             "EventDetail",
@@ -257,8 +319,10 @@ fn samples() -> Vec<(&'static str, Value, Value)> {
                 tenant: "acme".into(),
                 parked: true,
                 parked_by: Some(summary(None)),
+                parked_reason: Some("workflow acme-upsert-3-x Failed".into()),
                 counts: StatusCounts::default(),
                 last_sequence: 3,
+                state: tenant_state(true),
                 timeline: vec![TimelineEntry {
                     event: summary(None),
                     emissions: vec![emission(false)],
@@ -269,8 +333,10 @@ fn samples() -> Vec<(&'static str, Value, Value)> {
                 tenant: "acme".into(),
                 parked: false,
                 parked_by: None,
+                parked_reason: None,
                 counts: StatusCounts::default(),
                 last_sequence: 0,
+                state: tenant_state(false),
                 timeline: vec![],
                 operator_actions: vec![],
             }),
@@ -402,6 +468,11 @@ fn every_route_of_the_contract_is_described() {
             "/admin/v1/events/{eventId}/skip",
             "post",
             &["200", "400", "401", "404", "409", "500", "503"],
+        ),
+        (
+            "/admin/v1/tenants",
+            "get",
+            &["200", "400", "401", "500", "503"],
         ),
         (
             "/admin/v1/tenants/{tenant}",
@@ -893,4 +964,186 @@ fn the_document_states_the_bounds_the_server_enforces() {
         assert_eq!(operator.reason.is_some(), taken, "{reason:?}");
     }
     assert!(!skip.is_valid(&Value::Null));
+}
+
+/// The Workflow and tenant vocabularies the document lists are the typed ones, wherever they
+/// appear (members and query parameters), and serde reads each documented word.
+#[test]
+fn every_documented_phase_lifecycle_and_outcome_is_a_typed_one() {
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    let words = |all: &[&str]| all.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+    let phases = words(&WorkflowPhase::ALL.map(WorkflowPhase::as_str));
+    let lifecycles = words(&Lifecycle::ALL.map(Lifecycle::as_str));
+    let outcomes = words(&LifecycleOutcome::ALL.map(LifecycleOutcome::as_str));
+    assert_eq!(
+        phases,
+        ["Pending", "Running", "Succeeded", "Failed", "Error"]
+    );
+    let tenants_param = |name| parameter_schema(&doc, "/admin/v1/tenants", "get", name);
+    for (member, schema, typed) in [
+        (
+            "WorkflowView.phase",
+            &schemas["WorkflowView"]["properties"]["phase"],
+            &phases,
+        ),
+        (
+            "TenantStateView.lifecycle",
+            &schemas["TenantStateView"]["properties"]["lifecycle"],
+            &lifecycles,
+        ),
+        (
+            "TenantStateView.lastOutcome",
+            &schemas["TenantStateView"]["properties"]["lastOutcome"],
+            &outcomes,
+        ),
+        (
+            "GET /admin/v1/tenants?lifecycle",
+            tenants_param("lifecycle"),
+            &lifecycles,
+        ),
+        (
+            "GET /admin/v1/tenants?outcome",
+            tenants_param("outcome"),
+            &outcomes,
+        ),
+    ] {
+        assert_eq!(&enum_words(schema), typed, "{member}");
+    }
+    for word in &phases {
+        assert!(serde_json::from_value::<WorkflowPhase>(json!(word)).is_ok());
+    }
+    for word in &lifecycles {
+        assert!(serde_json::from_value::<Lifecycle>(json!(word)).is_ok());
+    }
+    for word in &outcomes {
+        assert!(serde_json::from_value::<LifecycleOutcome>(json!(word)).is_ok());
+    }
+}
+
+/// The `workflowPhase` pattern (query parameter and filter member alike) takes exactly what
+/// `parse_workflow_phases` takes.
+#[test]
+fn the_workflow_phase_pattern_is_what_the_server_takes() {
+    use crate::admin::api::parse_workflow_phases;
+    let doc = document();
+    let query = inline_validator(
+        &doc,
+        parameter_schema(&doc, "/admin/v1/events", "get", "workflowPhase"),
+    );
+    let member = inline_validator(
+        &doc,
+        &doc["components"]["schemas"]["EventFilter"]["properties"]["workflowPhase"],
+    );
+    for (text, phases) in [
+        ("Failed", Some(vec![WorkflowPhase::Failed])),
+        (
+            "Failed,Error",
+            Some(vec![WorkflowPhase::Failed, WorkflowPhase::Error]),
+        ),
+        (
+            "Pending,Running,Succeeded,Failed,Error",
+            Some(WorkflowPhase::ALL.to_vec()),
+        ),
+        ("", None),
+        ("failed", None),
+        ("Failed,", None),
+        (",Failed", None),
+        ("Failed,,Error", None),
+        ("Failed, Error", None),
+        (" Failed", None),
+        ("Failed;Error", None),
+        ("Unknown", None),
+    ] {
+        let parsed = parse_workflow_phases(text).ok();
+        assert_eq!(parsed, phases, "{text:?}");
+        assert_eq!(query.is_valid(&json!(text)), parsed.is_some(), "{text:?}");
+        assert_eq!(member.is_valid(&json!(text)), parsed.is_some(), "{text:?}");
+    }
+    assert!(member.is_valid(&Value::Null));
+    let error = parse_workflow_phases("Failed,Lost").unwrap_err();
+    for word in [
+        "workflowPhase",
+        "\"Lost\"",
+        "Pending, Running, Succeeded, Failed, Error",
+    ] {
+        assert!(error.contains(word), "{word:?} not in {error}");
+    }
+    // A phase alone is a condition: a bulk replay of it is not an empty filter.
+    let filter = EventFilter {
+        workflow_phase: Some("Failed".into()),
+        ..EventFilter::default()
+    };
+    assert!(!filter.is_empty());
+    assert_valid(
+        &doc,
+        "BulkReplayRequest",
+        &json!({"filter": {"workflowPhase": "Failed"}}),
+    );
+    assert_invalid(
+        &doc,
+        "BulkReplayRequest",
+        &json!({"filter": {"workflowPhase": null}}),
+    );
+}
+
+/// The tenant listing's `cursor` pattern is exactly the set of strings the server takes: every
+/// string of up to four characters of the base64url alphabet, issued cursors, and the length
+/// bound.
+#[test]
+fn the_tenant_cursor_pattern_is_what_the_server_takes() {
+    use crate::admin::tenants::{decode_tenant_cursor, encode_tenant_cursor};
+    let doc = document();
+    let cursor = inline_validator(
+        &doc,
+        parameter_schema(&doc, "/admin/v1/tenants", "get", "cursor"),
+    );
+    let agree = |text: &str| {
+        assert_eq!(
+            cursor.is_valid(&json!(text)),
+            decode_tenant_cursor(text).is_ok(),
+            "{text:?}: document and server disagree"
+        );
+    };
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    // Every string up to three characters, and a sample of four (all four-character strings
+    // would be 16 million).
+    let mut texts = vec![String::new()];
+    for _ in 0..3 {
+        let longest = texts.last().map_or(0, String::len);
+        let longer: Vec<String> = texts
+            .iter()
+            .filter(|text| text.len() == longest)
+            .flat_map(|text| {
+                ALPHABET
+                    .iter()
+                    .map(move |c| format!("{text}{}", *c as char))
+            })
+            .collect();
+        texts.extend(longer);
+    }
+    for text in &texts {
+        agree(text);
+    }
+    for text in ["YWNt", "____", "a=bc", "ab c", "ab+/", "ab\n"] {
+        agree(text);
+    }
+    for tenant in [
+        "a",
+        "acme",
+        "globex-industries",
+        &"x".repeat(63),
+        &"y".repeat(255),
+    ] {
+        let text = encode_tenant_cursor(tenant);
+        assert!(cursor.is_valid(&json!(text)), "issued {text}");
+        assert_eq!(decode_tenant_cursor(&text).ok().as_deref(), Some(tenant));
+    }
+    // 256 bytes is past the bound on both sides.
+    let long = encode_tenant_cursor(&"z".repeat(256));
+    agree(&long);
+    assert!(decode_tenant_cursor(&long).is_err());
+    // An events cursor and a padded one are refused or taken alike.
+    agree(&crate::admin::events::encode_cursor(12));
+    agree("YWNtZQ==");
 }

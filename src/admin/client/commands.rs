@@ -12,12 +12,13 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::render::{
-    job_line, render_dry_run, render_event_detail, render_events, render_tenant, replay_line,
-    skip_line, write_json, write_out, Progress,
+    job_line, render_dry_run, render_event_detail, render_events, render_tenant, render_tenants,
+    replay_line, skip_line, write_json, write_out, Progress,
 };
 use super::{AdminClient, ClientError, ClientSettings};
 use crate::admin::api::{
-    BulkReplayRequest, EventFilter, EventStatus, EventSummary, ReplayJobStatus, ReplayJobView,
+    parse_workflow_phases, BulkReplayRequest, EventFilter, EventStatus, EventSummary,
+    ReplayJobStatus, ReplayJobView, TenantFilter, TenantPage, WorkflowPhase,
 };
 
 /// The server's replay rate when the request names none; only used to word the confirmation.
@@ -115,6 +116,20 @@ pub struct EventSelection {
     pub since: Option<TimeSpec>,
     /// Events received before this time.
     pub until: Option<TimeSpec>,
+    /// Only events whose latest emission's Workflow is in one of these phases (none: any).
+    pub workflow_phases: Vec<WorkflowPhase>,
+}
+
+/// `--workflow-phase Failed,Error`: one or several of Argo's phases, as the API reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowPhases(pub Vec<WorkflowPhase>);
+
+impl FromStr for WorkflowPhases {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        parse_workflow_phases(text).map(WorkflowPhases)
+    }
 }
 
 impl EventSelection {
@@ -128,6 +143,10 @@ impl EventSelection {
             source: self.source.clone(),
             since: self.since.map(|t| t.resolve(now)),
             until: self.until.map(|t| t.resolve(now)),
+            workflow_phase: (!self.workflow_phases.is_empty()).then(|| {
+                let words: Vec<&str> = self.workflow_phases.iter().map(|p| p.as_str()).collect();
+                words.join(",")
+            }),
         }
     }
 }
@@ -211,6 +230,15 @@ pub struct ShowTenant {
     pub limit: Option<u32>,
 }
 
+/// `tenants list`: every tenant the filter selects, all pages followed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListTenants {
+    /// Which tenants.
+    pub filter: TenantFilter,
+    /// Tenants per page; the server's default when none.
+    pub limit: Option<u32>,
+}
+
 /// One admin command with its inputs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdminCommand {
@@ -224,6 +252,8 @@ pub enum AdminCommand {
     Skip(Skip),
     /// `tenants show`.
     ShowTenant(ShowTenant),
+    /// `tenants list`.
+    ListTenants(ListTenants),
 }
 
 /// What the operator asked for: which server, how to print, which command.
@@ -274,6 +304,40 @@ pub async fn execute(
                 Output::Table => write_out(&mut console.out, &render_tenant(&view)),
             }
         }
+        AdminCommand::ListTenants(list) => list_tenants(client, output, list, console).await,
+    }
+}
+
+/// `tenants list`: every page, in name order; `-o json` prints them as one API answer.
+pub async fn list_tenants(
+    client: &AdminClient,
+    output: Output,
+    args: &ListTenants,
+    console: &mut Console<'_>,
+) -> Result<(), ClientError> {
+    let mut tenants = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = client
+            .list_tenants(&args.filter, args.limit, cursor.as_deref())
+            .await?;
+        // A full page has a next cursor even when nothing follows: the empty page ends it.
+        let empty = page.tenants.is_empty();
+        tenants.extend(page.tenants);
+        match page.next_cursor {
+            Some(next) if !empty => cursor = Some(next),
+            _ => break,
+        }
+    }
+    match output {
+        Output::Json => write_json(
+            &mut console.out,
+            &TenantPage {
+                tenants,
+                next_cursor: None,
+            },
+        ),
+        Output::Table => write_out(&mut console.out, &render_tenants(&tenants)),
     }
 }
 
@@ -395,7 +459,7 @@ async fn bulk_replay(
     if filter.is_empty() {
         return Err(ClientError::Usage(
             "a bulk replay needs at least one of --tenant, --action, --status, --source, \
-             --since, --until (or give event ids)"
+             --since, --until, --workflow-phase (or give event ids)"
                 .into(),
         ));
     }
@@ -801,5 +865,163 @@ mod tests {
         for bad in ["0", "0.09", "5e-324", "-1", "10000.5", "NaN", "inf", "fast"] {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn tenants_list_follows_every_page_as_a_table_or_one_json_answer() {
+        let server = fake::start();
+        let client = AdminClient::new(&server.url, None).unwrap();
+        let args = ListTenants {
+            filter: TenantFilter {
+                outcome: Some(crate::admin::api::LifecycleOutcome::Failed),
+                lifecycle: Some(crate::admin::api::Lifecycle::Active),
+                action: Some("upsert".into()),
+            },
+            limit: Some(2),
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        list_tenants(
+            &client,
+            Output::Table,
+            &args,
+            &mut console(&mut out, &mut err, b"", false),
+        )
+        .await
+        .unwrap();
+        let query = "lifecycle=active&outcome=failed&action=upsert&limit=2";
+        assert_eq!(
+            server.requests(),
+            [
+                format!("GET /admin/v1/tenants?{query} "),
+                format!("GET /admin/v1/tenants?{query}&cursor=t1 "),
+                format!("GET /admin/v1/tenants?{query}&cursor=t2 "),
+            ]
+        );
+        let table = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        let columns: Vec<&str> = lines[0].split("  ").filter(|c| !c.is_empty()).collect();
+        assert_eq!(
+            columns,
+            [
+                "TENANT",
+                "LIFECYCLE",
+                "LAST ACTION",
+                "OUTCOME",
+                "PARKED",
+                "LAST SEQ",
+                "UPDATED"
+            ]
+        );
+        let cells = |line: &str| {
+            line.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            cells(lines[1]),
+            [
+                "acme",
+                "active",
+                "upsert",
+                "failed",
+                "yes",
+                "2",
+                "2024-05-01T12:00:00Z"
+            ]
+        );
+        assert_eq!(
+            cells(lines[3]),
+            ["globex", "unknown", "-", "-", "no", "2", "-"]
+        );
+        assert!(err.is_empty());
+
+        // -o json: the API's answer, every page in one, without a cursor.
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        list_tenants(
+            &client,
+            Output::Json,
+            &ListTenants::default(),
+            &mut console(&mut out, &mut err, b"", false),
+        )
+        .await
+        .unwrap();
+        let printed: TenantPage = serde_json::from_slice(&out).unwrap();
+        let names: Vec<&str> = printed.tenants.iter().map(|t| t.tenant.as_str()).collect();
+        assert_eq!(names, ["acme", "beta", "globex"]);
+        assert_eq!(printed.next_cursor, None);
+        let raw: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(raw["tenants"][0]["state"]["lastOutcome"], "failed");
+        assert_eq!(raw["nextCursor"], serde_json::Value::Null);
+        assert_eq!(server.requests()[3], "GET /admin/v1/tenants ");
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn workflow_phases_reach_the_search_and_the_bulk_replay() {
+        let server = fake::start();
+        let client = AdminClient::new(&server.url, None).unwrap();
+        let selection = EventSelection {
+            action: Some("migrate-in".into()),
+            workflow_phases: "Failed,Error".parse::<WorkflowPhases>().unwrap().0,
+            ..EventSelection::default()
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        list_events(
+            &client,
+            Output::Json,
+            &ListEvents {
+                selection: selection.clone(),
+                ..ListEvents::default()
+            },
+            &mut console(&mut out, &mut err, b"", false),
+        )
+        .await
+        .unwrap();
+        let args = Replay {
+            selection,
+            dry_run: true,
+            ..Replay::default()
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        replay(
+            &client,
+            Output::Json,
+            &args,
+            &mut console(&mut out, &mut err, b"", false),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            server.requests(),
+            [
+                "GET /admin/v1/events?action=migrate-in&workflowPhase=Failed%2CError ",
+                r#"POST /admin/v1/replays {"filter":{"action":"migrate-in","workflowPhase":"Failed,Error"},"dryRun":true}"#,
+            ]
+        );
+        // A phase alone is enough for a bulk replay.
+        let only_phase = Replay {
+            selection: EventSelection {
+                workflow_phases: vec![WorkflowPhase::Failed],
+                ..EventSelection::default()
+            },
+            dry_run: true,
+            ..Replay::default()
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        replay(
+            &client,
+            Output::Json,
+            &only_phase,
+            &mut console(&mut out, &mut err, b"", false),
+        )
+        .await
+        .unwrap();
+        let error = "Failed,Lost".parse::<WorkflowPhases>().unwrap_err();
+        assert!(
+            error.contains("Pending, Running, Succeeded, Failed, Error"),
+            "{error}"
+        );
+        server.stop().await;
     }
 }

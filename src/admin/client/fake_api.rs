@@ -8,8 +8,9 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use uuid::Uuid;
 
 use crate::admin::api::{
-    BulkReplayRequest, DryRunResult, EventFilter, EventPage, EventSummary, ReplayJobStatus,
-    ReplayJobView, ReplayResult,
+    BulkReplayRequest, DryRunResult, EventFilter, EventPage, EventSummary, Lifecycle,
+    LifecycleOutcome, ReplayJobStatus, ReplayJobView, ReplayResult, TenantPage, TenantStateView,
+    TenantSummaryView,
 };
 
 /// An event id the fake does not know.
@@ -109,6 +110,25 @@ async fn handle(
                 next_cursor: next.map(str::to_owned),
             })
         }
+        ("GET", ["admin", "v1", "tenants"]) => {
+            let (tenants, next) = if query.contains("cursor=t2") {
+                (vec![], Some("t3"))
+            } else if query.contains("cursor=t1") {
+                (vec![tenant("globex", false, None)], Some("t2"))
+            } else {
+                (
+                    vec![
+                        tenant("acme", true, Some(LifecycleOutcome::Failed)),
+                        tenant("beta", false, Some(LifecycleOutcome::Succeeded)),
+                    ],
+                    Some("t1"),
+                )
+            };
+            HttpResponse::Ok().json(TenantPage {
+                tenants,
+                next_cursor: next.map(str::to_owned),
+            })
+        }
         ("POST", ["admin", "v1", "events", id, "replay"]) if *id == MISSING => {
             problem(404, "event-not-found", "Event not found", "no such event")
         }
@@ -173,5 +193,25 @@ fn summary(tenant: &str, sequence: i64, action: &str, status: &str) -> EventSumm
         event_type: format!("com.acme.tenant.lifecycle.{action}"),
         time: None,
         received_at: format!("2024-05-01T12:00:{sequence:02}Z"),
+    }
+}
+
+/// A tenant as the registry lists it: active after an upsert that came to `outcome`, or
+/// unknown with nothing delivered.
+fn tenant(name: &str, parked: bool, outcome: Option<LifecycleOutcome>) -> TenantSummaryView {
+    TenantSummaryView {
+        tenant: name.into(),
+        parked,
+        state: TenantStateView {
+            lifecycle: if outcome.is_some() {
+                Lifecycle::Active
+            } else {
+                Lifecycle::Unknown
+            },
+            last_action: outcome.map(|_| "upsert".into()),
+            last_outcome: outcome,
+            updated_at: outcome.map(|_| "2024-05-01T12:00:00Z".into()),
+        },
+        last_sequence: 2,
     }
 }

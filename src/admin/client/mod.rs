@@ -1,7 +1,7 @@
 //! The operator CLI's side of the admin API. This module is the HTTP client: [`AdminClient`]
 //! (one method per route, answers decoded into the [`api`](crate::admin::api) types) and its
 //! [`ClientError`]s. [`commands`] holds what each CLI command does (`events`, `replay`, `skip`,
-//! `tenants`), [`render`] the tables, reports and progress they print. Everything here takes
+//! `tenants show|list`), [`render`] the tables, reports and progress they print. Everything here takes
 //! plain settings ([`ClientSettings`], [`commands::Invocation`]); the command line that builds
 //! them lives in `cli.rs`.
 
@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::admin::api::{
     ActionRequest, BulkReplayRequest, DryRunResult, EventDetail, EventFilter, EventPage,
     EventStatus, ReplayJobList, ReplayJobStatus, ReplayJobView, ReplayResult, SkipResult,
-    TenantView,
+    TenantFilter, TenantPage, TenantView,
 };
 use crate::secret_file::SecretFileError;
 
@@ -317,6 +317,7 @@ impl AdminClient {
                 ("source", filter.source.as_deref()),
                 ("since", filter.since.as_deref()),
                 ("until", filter.until.as_deref()),
+                ("workflowPhase", filter.workflow_phase.as_deref()),
             ];
             for (name, value) in conditions {
                 if let Some(value) = value {
@@ -367,6 +368,40 @@ impl AdminClient {
             reason: Some(reason.to_owned()),
         };
         self.call(self.request(Method::POST, url).json(&body)).await
+    }
+
+    /// `GET /admin/v1/tenants`: one page of the tenants `filter` selects, in name order.
+    pub async fn list_tenants(
+        &self,
+        filter: &TenantFilter,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<TenantPage, ClientError> {
+        let mut url = self.url(&["admin", "v1", "tenants"]);
+        {
+            let mut query = url.query_pairs_mut();
+            let conditions = [
+                ("lifecycle", filter.lifecycle.map(|l| l.as_str())),
+                ("outcome", filter.outcome.map(|o| o.as_str())),
+                ("action", filter.action.as_deref()),
+            ];
+            for (name, value) in conditions {
+                if let Some(value) = value {
+                    query.append_pair(name, value);
+                }
+            }
+            if let Some(limit) = limit {
+                query.append_pair("limit", &limit.to_string());
+            }
+            if let Some(cursor) = cursor {
+                query.append_pair("cursor", cursor);
+            }
+        }
+        // An empty query would leave a bare `?`.
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        self.call(self.request(Method::GET, url)).await
     }
 
     /// `GET /admin/v1/tenants/{tenant}`, with the latest `limit` events in its timeline.

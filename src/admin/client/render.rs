@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{one_line, ClientError};
 use crate::admin::api::{
     DryRunResult, EmissionView, EventDetail, EventSummary, OperatorActionView, ReplayJobStatus,
-    ReplayJobView, ReplayResult, SkipResult, TenantView,
+    ReplayJobView, ReplayResult, SkipResult, TenantStateView, TenantSummaryView, TenantView,
 };
 
 /// Width of the progress bar, between the brackets.
@@ -218,6 +218,44 @@ pub fn render_events(events: &[EventSummary]) -> String {
     )
 }
 
+/// `-` for a value not known yet, so a table cell is never blank.
+fn or_dash(value: Option<&str>) -> String {
+    value.unwrap_or("-").to_owned()
+}
+
+/// The `tenants list` table: TENANT, LIFECYCLE, LAST ACTION, OUTCOME, PARKED, LAST SEQ, UPDATED.
+pub fn render_tenants(tenants: &[TenantSummaryView]) -> String {
+    if tenants.is_empty() {
+        return "no tenants\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = tenants
+        .iter()
+        .map(|t| {
+            vec![
+                t.tenant.clone(),
+                t.state.lifecycle.to_string(),
+                or_dash(t.state.last_action.as_deref()),
+                or_dash(t.state.last_outcome.map(|o| o.as_str())),
+                if t.parked { "yes" } else { "no" }.to_owned(),
+                t.last_sequence.to_string(),
+                or_dash(t.state.updated_at.as_deref()),
+            ]
+        })
+        .collect();
+    render_table(
+        &[
+            "TENANT",
+            "LIFECYCLE",
+            "LAST ACTION",
+            "OUTCOME",
+            "PARKED",
+            "LAST SEQ",
+            "UPDATED",
+        ],
+        &rows,
+    )
+}
+
 /// A bulk replay's dry run: the count, then the sample.
 pub fn render_dry_run(dry_run: &DryRunResult) -> String {
     let mut report = match dry_run.count {
@@ -285,6 +323,21 @@ fn render_emission(emission: &EmissionView) -> String {
     let mut fields = vec![("workflow", emission.workflow_name.clone())];
     if let Some(url) = &emission.workflow_url {
         fields.push(("workflow url", url.clone()));
+    }
+    match &emission.workflow {
+        None => fields.push(("workflow phase", "not seen yet".to_owned())),
+        Some(workflow) => {
+            fields.push(("workflow phase", workflow.phase.to_string()));
+            if let Some(started) = &workflow.started_at {
+                fields.push(("workflow started", started.clone()));
+            }
+            if let Some(finished) = &workflow.finished_at {
+                fields.push(("workflow finished", finished.clone()));
+            }
+            if let Some(message) = &workflow.message {
+                fields.push(("workflow message", message.clone()));
+            }
+        }
     }
     fields.push(("created", emission.created_at.clone()));
     if let Some(finished) = &emission.finished_at {
@@ -357,7 +410,33 @@ fn render_operator_actions(actions: &[OperatorActionView]) -> String {
     )
 }
 
-/// The `tenants show` report: parked or not, counts, last sequence, timeline, operator actions.
+/// `active, last upsert succeeded (2024-05-01T12:00:00Z)`: a tenant's state on one line.
+fn state_line(state: &TenantStateView) -> String {
+    let mut line = state.lifecycle.to_string();
+    if let Some(action) = &state.last_action {
+        let outcome = state.last_outcome.map_or("pending", |o| o.as_str());
+        let _ = write!(line, ", last {action} {outcome}");
+    }
+    if let Some(updated) = &state.updated_at {
+        let _ = write!(line, " ({updated})");
+    }
+    line
+}
+
+/// The Workflow phase of each of an event's emissions, oldest first (`-`: not seen yet).
+fn emission_phases(emissions: &[EmissionView]) -> String {
+    if emissions.is_empty() {
+        return "-".to_owned();
+    }
+    let phases: Vec<&str> = emissions
+        .iter()
+        .map(|e| e.workflow.as_ref().map_or("-", |w| w.phase.as_str()))
+        .collect();
+    phases.join(", ")
+}
+
+/// The `tenants show` report: lifecycle state, parked or not (and why), counts, last sequence,
+/// timeline with each emission's Workflow phase, operator actions.
 pub fn render_tenant(view: &TenantView) -> String {
     let parked = match (&view.parked, &view.parked_by) {
         (false, _) => "no".to_owned(),
@@ -368,9 +447,15 @@ pub fn render_tenant(view: &TenantView) -> String {
         ),
     };
     let counts = &view.counts;
-    let mut report = render_fields(&[
+    let mut fields = vec![
         ("tenant", view.tenant.clone()),
+        ("state", state_line(&view.state)),
         ("parked", parked),
+    ];
+    if let Some(reason) = &view.parked_reason {
+        fields.push(("parked reason", reason.clone()));
+    }
+    fields.extend([
         (
             "events",
             format!(
@@ -380,6 +465,7 @@ pub fn render_tenant(view: &TenantView) -> String {
         ),
         ("last sequence", view.last_sequence.to_string()),
     ]);
+    let mut report = render_fields(&fields);
     if view.timeline.is_empty() {
         report.push_str("\ntimeline: none\n");
     } else {
@@ -394,6 +480,7 @@ pub fn render_tenant(view: &TenantView) -> String {
                     entry.event.action.clone(),
                     entry.event.status.to_string(),
                     entry.emissions.len().to_string(),
+                    emission_phases(&entry.emissions),
                     entry.event.received_at.clone(),
                 ]
             })
@@ -405,6 +492,7 @@ pub fn render_tenant(view: &TenantView) -> String {
                 "ACTION",
                 "STATUS",
                 "EMISSIONS",
+                "WORKFLOWS",
                 "RECEIVED",
             ],
             &rows,
@@ -449,7 +537,8 @@ pub(super) fn write_json(
 mod tests {
     use super::*;
     use crate::admin::api::{
-        AttemptOutcome, AttemptView, EventFilter, EventStatus, StatusCounts, TimelineEntry,
+        AttemptOutcome, AttemptView, EventFilter, EventStatus, Lifecycle, LifecycleOutcome,
+        StatusCounts, TimelineEntry, WorkflowPhase, WorkflowView,
     };
 
     fn summary(tenant: &str, sequence: i64, action: &str, status: &str) -> EventSummary {
@@ -692,6 +781,14 @@ mod tests {
             replaced_by: None,
             workflow_name: "acme-upsert-3-x".into(),
             workflow_url: Some("https://argo.example/workflows/argo/acme-upsert-3-x".into()),
+            workflow: Some(WorkflowView {
+                name: "acme-upsert-3-x".into(),
+                phase: WorkflowPhase::Failed,
+                started_at: Some("2024-05-01T12:05:10Z".into()),
+                finished_at: Some("2024-05-01T12:06:00Z".into()),
+                message: Some("child 'migrate' failed".into()),
+                url: Some("https://argo.example/workflows/argo/acme-upsert-3-x".into()),
+            }),
             delivery_attempts: vec![AttemptView {
                 attempt: 1,
                 started_at: "2024-05-01T12:00:04Z".into(),
@@ -716,8 +813,12 @@ mod tests {
             "type      com.acme.tenant.lifecycle.upsert\n".into(),
             "id        crm-3\n".into(),
             format!("emission {}: dead\n", emission.emission_id),
-            "  workflow      acme-upsert-3-x\n".into(),
-            "  workflow url  https://argo.example/workflows/argo/acme-upsert-3-x\n".into(),
+            "  workflow           acme-upsert-3-x\n".into(),
+            "  workflow url       https://argo.example/workflows/argo/acme-upsert-3-x\n".into(),
+            "  workflow phase     Failed\n".into(),
+            "  workflow started   2024-05-01T12:05:10Z\n".into(),
+            "  workflow finished  2024-05-01T12:06:00Z\n".into(),
+            "  workflow message   child 'migrate' failed\n".into(),
             "    ATTEMPT  STARTED               FINISHED              SINK     OUTCOME    HTTP  ERROR\n".into(),
             "    1        2024-05-01T12:00:04Z  2024-05-01T12:00:05Z  webhook  permanent  500   HTTP 500\n".into(),
             "operator actions: none\n".into(),
@@ -729,6 +830,7 @@ mod tests {
             tenant: "acme".into(),
             parked: true,
             parked_by: Some(event.clone()),
+            parked_reason: Some("HTTP 400: bad payload".into()),
             counts: StatusCounts {
                 pending: 2,
                 delivered: 0,
@@ -736,9 +838,21 @@ mod tests {
                 skipped: 0,
             },
             last_sequence: 3,
+            state: TenantStateView {
+                lifecycle: Lifecycle::Active,
+                last_action: Some("migrate-out".into()),
+                last_outcome: Some(LifecycleOutcome::Failed),
+                updated_at: Some("2024-05-01T12:06:01Z".into()),
+            },
             timeline: vec![TimelineEntry {
                 event: event.clone(),
-                emissions: vec![emission],
+                emissions: vec![
+                    emission.clone(),
+                    EmissionView {
+                        workflow: None,
+                        ..emission
+                    },
+                ],
             }],
             operator_actions: vec![],
         };
@@ -748,16 +862,53 @@ mod tests {
                 "parked         yes, by dead event {} (seq 3, upsert)\n",
                 event.event_id
             ),
+            "state          active, last migrate-out failed (2024-05-01T12:06:01Z)\n".into(),
+            "parked reason  HTTP 400: bad payload\n".into(),
             "events         2 pending, 0 delivered, 1 dead, 0 skipped\n".into(),
             "last sequence  3\n".into(),
-            "  SEQ  EVENT ID                              ACTION  STATUS  EMISSIONS  RECEIVED\n"
+            "  SEQ  EVENT ID                              ACTION  STATUS  EMISSIONS  WORKFLOWS  RECEIVED\n"
                 .into(),
             format!(
-                "  3    {}  upsert  dead    1          2024-05-01T12:00:03Z\n",
+                "  3    {}  upsert  dead    2          Failed, -  2024-05-01T12:00:03Z\n",
                 event.event_id
             ),
         ] {
             assert!(report.contains(&expected), "{expected:?} not in\n{report}");
         }
+    }
+
+    #[test]
+    fn the_tenant_list_is_a_table_with_a_dash_for_what_is_not_known() {
+        let tenants = vec![
+            TenantSummaryView {
+                tenant: "acme".into(),
+                parked: true,
+                state: TenantStateView {
+                    lifecycle: Lifecycle::MigratedOut,
+                    last_action: Some("delete".into()),
+                    last_outcome: Some(LifecycleOutcome::Failed),
+                    updated_at: Some("2024-05-01T12:06:01Z".into()),
+                },
+                last_sequence: 12,
+            },
+            TenantSummaryView {
+                tenant: "globex-industries".into(),
+                parked: false,
+                state: TenantStateView {
+                    lifecycle: Lifecycle::Unknown,
+                    last_action: None,
+                    last_outcome: None,
+                    updated_at: None,
+                },
+                last_sequence: 1,
+            },
+        ];
+        assert_eq!(
+            render_tenants(&tenants),
+            "TENANT             LIFECYCLE     LAST ACTION  OUTCOME  PARKED  LAST SEQ  UPDATED\n\
+             acme               migrated-out  delete       failed   yes     12        2024-05-01T12:06:01Z\n\
+             globex-industries  unknown       -            -        no      1         -\n"
+        );
+        assert_eq!(render_tenants(&[]), "no tenants\n");
     }
 }

@@ -103,7 +103,11 @@ static INSERT_ATTEMPTS: LazyLock<ChunkedStatement> = LazyLock::new(|| {
          SELECT column1, column2, column3, column4, column5, column6, column7, column8 \
          FROM (VALUES ",
         "(?, ?, ?, ?, ?, ?, ?, ?)",
-        ") WHERE column1 IS NOT NULL",
+        // A replica that lost a tenant's bucket may record the attempt number the new owner
+        // records too (the same emission sent by both, which is allowed): the second record
+        // must not fail the whole group, and the appends in it, with a unique violation. (The
+        // WHERE clause also lets SQLite parse the upsert after a SELECT.)
+        ") WHERE column1 IS NOT NULL ON CONFLICT (position, attempt) DO NOTHING",
     )
 });
 

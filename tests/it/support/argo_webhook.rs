@@ -48,6 +48,8 @@ pub(crate) struct Received {
     pub json: Option<Value>,
     /// The status the fake answered (or, for [`Behaviour::Slow`], will answer).
     pub status: u16,
+    /// When the request arrived, to measure the time between retries.
+    pub arrived: std::time::Instant,
 }
 
 impl Received {
@@ -202,6 +204,7 @@ async fn handle(
     mut payload: web::Payload,
     state: web::Data<State>,
 ) -> HttpResponse {
+    let arrived = std::time::Instant::now();
     let mut body = BytesMut::new();
     let mut too_large = false;
     while let Some(chunk) = payload.next().await {
@@ -286,6 +289,7 @@ async fn handle(
         body,
         json,
         status,
+        arrived,
     });
     state.count.send_modify(|count| *count += 1);
 
