@@ -20,7 +20,9 @@
 //! Test API: [`FakeArgo::start`], [`FakeArgo::apply`] (create or update: sets namespace, uid,
 //! resourceVersion, creationTimestamp; ADDED or MODIFIED), [`FakeArgo::delete`],
 //! [`workflow`] (a labelled Workflow value with an optional status), [`FakeArgo::client`] (a
-//! kube client from the kubeconfig file), [`FakeArgo::url`]. Stopped on drop.
+//! kube client from the kubeconfig file), [`FakeArgo::url`], [`FakeArgo::resource_version`]
+//! (of the last change: what a list returns and a watch resumes from),
+//! [`FakeArgo::workflows_path`]. Stopped on drop; open watches end then.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
