@@ -276,8 +276,9 @@ const PARKED_REASON: &str = "SELECT last_error FROM emissions WHERE tenant = ?1 
 /// - the newest emission that reached the sink: the one with the latest `delivered` attempt
 ///   (a Workflow failure under await-workflow marks it dead afterwards, it still counts);
 /// - its outcome: from its Workflow's phase (none seen yet, or Pending: pending);
-/// - the lifecycle: from the action of the tenant's last succeeded Workflow (by its
-///   `finishedAt`) among the actions that change it.
+/// - the lifecycle: from the action of the tenant's last succeeded Workflow among the actions
+///   that change it: by its `finishedAt`, and within the same second (Kubernetes times have
+///   one-second resolution) by when the gateway recorded it.
 const TENANT_STATES: &str = "SELECT s.tenant, s.last_sequence, s.parked, s.last_action, \
      s.last_outcome, s.lifecycle, s.updated_at FROM ( \
      SELECT t.tenant, t.last_sequence, \
@@ -293,7 +294,7 @@ const TENANT_STATES: &str = "SELECT s.tenant, s.last_sequence, s.parked, s.last_
            JOIN events AS se ON se.event_id = sm.event_id \
            WHERE sw.tenant = t.tenant AND sw.phase = 'Succeeded' \
            AND se.action IN ('upsert', 'migrate-in', 'migrate-out', 'delete') \
-           ORDER BY COALESCE(sw.finished_at, sw.observed_at) DESC, sm.position DESC LIMIT 1) \
+           ORDER BY COALESCE(sw.finished_at, sw.observed_at) DESC, sw.observed_at DESC LIMIT 1) \
          WHEN 'upsert' THEN 'active' WHEN 'migrate-in' THEN 'active' \
          WHEN 'migrate-out' THEN 'migrated-out' WHEN 'delete' THEN 'deleted' \
          ELSE 'unknown' END AS lifecycle, \

@@ -1,14 +1,15 @@
 //! Completion events to upstream (`[notify]`): the notifier task delivers the journal's
 //! completion outbox (`notifications`, queued by `EventJournal::record_workflow` in the same
-//! transaction as a Workflow's terminal phase) as structured CloudEvents, in notification id
-//! order, one at a time (`docs/lifecycle-outcomes.md`, "Completion events").
+//! transaction as a Workflow's terminal phase) as structured CloudEvents, one at a time, in
+//! notification id order (`docs/lifecycle-outcomes.md`, "Completion events").
 //!
 //! - Every attempt of one notification carries the same CloudEvent `id` and `webhook-id`: both
 //!   come from the outbox row, fixed when the completion was recorded.
 //! - Timeouts, connection errors, 408, 429 and 5xx are retried with the sinks' backoff
 //!   ([`RetryPolicy`]), without a limit: an upstream outage delays completions, it loses none.
-//!   Later notifications wait behind the one being retried (sequential keeps it simple, and the
-//!   receiver sees completions in the order they were recorded).
+//!   Each notification waits out its own backoff while the others are still tried, so one that
+//!   upstream keeps refusing holds back no other (a retried one may then arrive after later
+//!   ones).
 //! - Any other answer finishes the notification as failed (status and body excerpt recorded,
 //!   logged at error level); the next one is delivered.
 //! - A stop (or a crash) mid-delivery leaves the notification pending: the next start sends it
@@ -17,6 +18,7 @@
 
 mod request;
 
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::dispatch::RetryPolicy;
@@ -202,114 +205,156 @@ struct Worker {
     idle_passes: watch::Sender<u64>,
 }
 
+/// A notification that failed with a retryable answer: when to try it again.
+struct Retry {
+    /// Attempts made so far (in this process: a restart starts over, with the same id).
+    attempts: u32,
+    /// Not before this.
+    next_at: tokio::time::Instant,
+    /// The last failure, recorded with the final outcome.
+    last_error: String,
+}
+
+/// What one attempt at a notification came to.
+enum Attempted {
+    /// Delivered or refused for good: recorded, gone from the outbox.
+    Finished,
+    /// To be tried again at the given time.
+    Retry(Retry),
+    /// The notifier stops: left pending.
+    Stopped,
+}
+
 impl Worker {
     async fn run(mut self) {
-        // The cursor within one pass over the outbox; a pass that finds nothing more starts
-        // the next from the beginning, so a notification another replica queued with a smaller
-        // id is not skipped.
-        let mut after: Option<Uuid> = None;
+        // Notifications waiting out a backoff, by id. Each has its own backoff, so one that
+        // upstream keeps refusing with a 5xx never holds back the others.
+        let mut retries: HashMap<Uuid, Retry> = HashMap::new();
         loop {
-            let batch = match self.journal.pending_notifications(after, BATCH).await {
-                Ok(batch) => batch,
-                Err(error) => {
-                    tracing::warn!(error = %ErrorChain(&error), "cannot read the completion outbox");
-                    if self.idle().await.is_break() {
-                        return;
+            // One pass over the outbox in id order: every notification that is due is tried
+            // once. A pass starts from the beginning, so one another replica queued with a
+            // smaller id is not skipped.
+            let mut after: Option<Uuid> = None;
+            let mut pending = HashSet::new();
+            loop {
+                let batch = match self.journal.pending_notifications(after, BATCH).await {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        tracing::warn!(
+                            error = %ErrorChain(&error),
+                            "cannot read the completion outbox"
+                        );
+                        break;
                     }
-                    continue;
+                };
+                let full = batch.len() == BATCH;
+                for notification in batch {
+                    let id = notification.notification_id;
+                    after = Some(id);
+                    pending.insert(id);
+                    if retries.get(&id).is_some_and(|r| r.next_at > Instant::now()) {
+                        continue;
+                    }
+                    match self.attempt(&notification, retries.remove(&id)).await {
+                        Attempted::Finished => {}
+                        Attempted::Retry(retry) => {
+                            retries.insert(id, retry);
+                        }
+                        Attempted::Stopped => return,
+                    }
                 }
-            };
-            if batch.is_empty() {
-                after = None;
-                self.idle_passes.send_modify(|passes| *passes += 1);
-                if self.idle().await.is_break() {
-                    return;
+                if !full {
+                    break;
                 }
-                continue;
             }
-            for notification in batch {
-                after = Some(notification.notification_id);
-                if self.deliver(&notification).await.is_break() {
-                    return;
-                }
+            // Finished elsewhere (another replica) meanwhile: forget their backoff.
+            retries.retain(|id, _| pending.contains(id));
+            if retries.is_empty() {
+                self.idle_passes.send_modify(|passes| *passes += 1);
+            }
+            let next_retry = retries.values().map(|r| r.next_at).min();
+            if self.idle(next_retry).await.is_break() {
+                return;
             }
         }
     }
 
-    /// Waits for a wake-up, the backstop interval or a stop (`Break`).
-    async fn idle(&mut self) -> ControlFlow<()> {
+    /// Waits for a wake-up, the next retry, the backstop interval or a stop (`Break`).
+    async fn idle(&mut self, next_retry: Option<Instant>) -> ControlFlow<()> {
+        let rescan = Instant::now() + self.rescan_interval;
+        let until = next_retry.map_or(rescan, |at| at.min(rescan));
         tokio::select! {
             () = self.wake.notified() => ControlFlow::Continue(()),
-            () = tokio::time::sleep(self.rescan_interval) => ControlFlow::Continue(()),
+            () = tokio::time::sleep_until(until) => ControlFlow::Continue(()),
             () = stop_requested(&mut self.stopped) => ControlFlow::Break(()),
         }
     }
 
-    /// Attempts one notification until it is delivered or refused (`Continue`), or the
-    /// notifier stops (`Break`, the notification left pending).
-    async fn deliver(&mut self, notification: &PendingNotification) -> ControlFlow<()> {
+    /// One attempt at a notification (`retry`: its earlier failures in this process).
+    async fn attempt(
+        &mut self,
+        notification: &PendingNotification,
+        retry: Option<Retry>,
+    ) -> Attempted {
         let id = notification.notification_id;
         let body = Bytes::from(completion_event(notification, &self.source).to_string());
-        let mut attempts: u32 = 0;
-        let mut last_error = None;
-        loop {
-            attempts += 1;
-            let timestamp = chrono::Utc::now().timestamp();
-            let result = tokio::select! {
-                result = self.receiver.post(id, &body, timestamp) => result,
-                () = stop_requested(&mut self.stopped) => return ControlFlow::Break(()),
-            };
-            let (delivered, error) = match result {
-                AttemptResult::Delivered => {
-                    self.count("delivered");
-                    tracing::debug!(notification = %id, attempts, "completion event delivered");
-                    (true, last_error)
-                }
-                AttemptResult::Refused(error) => {
-                    self.count("failed");
-                    tracing::error!(
-                        notification = %id,
-                        tenant = %notification.tenant,
-                        r#type = %notification.event_type,
-                        attempts,
-                        %error,
-                        "completion event refused by the receiver; not retried"
-                    );
-                    (false, Some(error))
-                }
-                AttemptResult::Retryable(error) => {
-                    self.count("retried");
-                    let wait = self.retry.backoff(attempts);
-                    tracing::warn!(
-                        notification = %id,
-                        attempts,
-                        retry_in = %humantime::format_duration(wait),
-                        %error,
-                        "completion event not delivered; will retry"
-                    );
-                    last_error = Some(error);
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => continue,
-                        () = stop_requested(&mut self.stopped) => return ControlFlow::Break(()),
-                    }
-                }
-            };
-            let finished = NotificationFinished {
-                notification_id: id,
-                delivered,
-                attempts,
-                error,
-            };
-            if let Err(error) = self.journal.finish_notification(finished).await {
-                // Left pending: a later pass sends it again, with the same id.
+        let attempts = retry.as_ref().map_or(0, |r| r.attempts) + 1;
+        let last_error = retry.map(|r| r.last_error);
+        let timestamp = chrono::Utc::now().timestamp();
+        let result = tokio::select! {
+            result = self.receiver.post(id, &body, timestamp) => result,
+            () = stop_requested(&mut self.stopped) => return Attempted::Stopped,
+        };
+        let (delivered, error) = match result {
+            AttemptResult::Delivered => {
+                self.count("delivered");
+                tracing::debug!(notification = %id, attempts, "completion event delivered");
+                (true, last_error)
+            }
+            AttemptResult::Refused(error) => {
+                self.count("failed");
+                tracing::error!(
+                    notification = %id,
+                    tenant = %notification.tenant,
+                    r#type = %notification.event_type,
+                    attempts,
+                    %error,
+                    "completion event refused by the receiver; not retried"
+                );
+                (false, Some(error))
+            }
+            AttemptResult::Retryable(error) => {
+                self.count("retried");
+                let wait = self.retry.backoff(attempts);
                 tracing::warn!(
                     notification = %id,
-                    error = %ErrorChain(&error),
-                    "cannot record how a completion event ended; it will be sent again"
+                    attempts,
+                    retry_in = %humantime::format_duration(wait),
+                    %error,
+                    "completion event not delivered; will retry"
                 );
+                return Attempted::Retry(Retry {
+                    attempts,
+                    next_at: Instant::now() + wait,
+                    last_error: error,
+                });
             }
-            return ControlFlow::Continue(());
+        };
+        let finished = NotificationFinished {
+            notification_id: id,
+            delivered,
+            attempts,
+            error,
+        };
+        if let Err(error) = self.journal.finish_notification(finished).await {
+            // Left pending: a later pass sends it again, with the same id.
+            tracing::warn!(
+                notification = %id,
+                error = %ErrorChain(&error),
+                "cannot record how a completion event ended; it will be sent again"
+            );
         }
+        Attempted::Finished
     }
 
     fn count(&self, outcome: &'static str) {

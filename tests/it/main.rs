@@ -15,6 +15,7 @@ mod interop;
 mod journal_contract;
 mod journal_copy;
 mod journal_postgres;
+mod lifecycle;
 mod manifests;
 mod nats;
 mod notify;

@@ -144,7 +144,11 @@ async fn attempt_until_final(
         }
         if emission_status == EmissionStatus::Delivered {
             tracing::debug!(attempt, workflow = %encoded.workflow_name, "delivered");
-            return submit_delivered(shared, record).await;
+            // With await-workflow the tenant's next emission asks the journal which Workflow
+            // it waits for: this delivery must be durable (and readable) before that.
+            if shared.settings.await_workflow.is_none() {
+                return submit_delivered(shared, record).await;
+            }
         }
         if emission_status == EmissionStatus::Dead {
             park(shared, &emission.tenant);
@@ -165,7 +169,7 @@ async fn attempt_until_final(
         });
         let error = error.unwrap_or_default();
         match emission_status {
-            // Handled above; kept so the match stays exhaustive.
+            // Recorded durably above (with await-workflow).
             EmissionStatus::Delivered => return Some(emission_status),
             EmissionStatus::Dead => {
                 tracing::error!(
