@@ -426,6 +426,40 @@ async fn unavailable_receiver_is_retried_with_the_same_ids() {
     assert_eq!(receiver.requests().len(), 3, "nothing after the delivery");
 }
 
+/// A completion upstream answers with a 5xx waits out its own backoff; the ones after it are
+/// sent meanwhile (one failing completion never holds back the others).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_notification_holds_back_no_other() {
+    let outbox = TestOutbox::sqlite().await;
+    let receiver = ArgoWebhook::start().await;
+    receiver.push_behaviour(Behaviour::Status(503));
+    let first = queue_completion(&outbox.journal, "acme", "upsert", WorkflowPhase::Failed).await;
+    let second =
+        queue_completion(&outbox.journal, "beta", "upsert", WorkflowPhase::Succeeded).await;
+    let metrics = GatewayMetrics::new(&outbox.journal);
+    let notifier = start(
+        &outbox.journal,
+        &NotifySettings::new(receiver.url()),
+        &metrics,
+    );
+    let requests = receiver.wait_for(3, DEADLINE).await;
+    outbox.wait_until_drained().await;
+    let sent: Vec<(String, u16)> = requests
+        .iter()
+        .map(|r| (event_id_of(r), r.status))
+        .collect();
+    let (first, second) = (
+        first.notification_id.to_string(),
+        second.notification_id.to_string(),
+    );
+    assert_eq!(
+        sent,
+        [(first.clone(), 503), (second, 200), (first, 200)],
+        "the second went while the first waited out its backoff"
+    );
+    notifier.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_notification_is_finished_as_failed_and_the_next_is_delivered() {
     let outbox = TestOutbox::sqlite().await;
