@@ -10,6 +10,7 @@ use reqwest::{StatusCode, Url};
 use uuid::Uuid;
 
 use super::{NotifyError, NotifySettings};
+use crate::dispatch::sinks::read_excerpt;
 use crate::ingest::signature::{self, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use crate::journal::PendingNotification;
 use crate::redact::redact_url;
@@ -21,13 +22,6 @@ const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
 
 /// Connecting is quick or broken; the whole-request timeout covers a slow receiver.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The longest excerpt of a refusal's body kept in the recorded error.
-const EXCERPT_CHARS: usize = 256;
-
-/// How much of an answer is read: enough for the excerpt, and small answers whole so the
-/// connection can go back to the pool.
-const DRAIN_LIMIT: usize = 64 * 1024;
 
 /// What the `[notify]` files hold, read and checked.
 pub(super) struct NotifySecrets {
@@ -253,31 +247,6 @@ fn is_retryable(status: StatusCode) -> bool {
     status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
         || status.is_server_error()
-}
-
-/// The start of the answer, on one line, at most [`EXCERPT_CHARS`] characters; reading stops
-/// quietly at an error, since the status already tells what happened.
-async fn read_excerpt(mut response: reqwest::Response) -> String {
-    let mut head = Vec::new();
-    let mut read = 0usize;
-    while read < DRAIN_LIMIT {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                read += chunk.len();
-                // Four bytes per character at most.
-                let room = (EXCERPT_CHARS * 4).saturating_sub(head.len());
-                head.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-    let text = String::from_utf8_lossy(&head);
-    let printable: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let one_line = printable.split_whitespace().collect::<Vec<_>>().join(" ");
-    one_line.chars().take(EXCERPT_CHARS).collect()
 }
 
 #[cfg(test)]

@@ -453,6 +453,9 @@ async fn bulk_replay_of_ten_thousand_events_counts_exactly_reports_progress_and_
         .await;
     let admin = AdminApi::of(&app);
     let filter = json!({"action": "upsert", "status": "delivered"});
+    // Not EVENTS: with the test sink's 500 ms timeout a loaded machine retries some deliveries
+    // (the same emission again, as designed); the dry run must add none.
+    let sent_before = hook.requests().len();
 
     let dry = admin
         .post_json(
@@ -464,7 +467,7 @@ async fn bulk_replay_of_ten_thousand_events_counts_exactly_reports_progress_and_
     assert_schema("DryRunResult", &dry);
     assert_eq!(dry["count"], EVENTS);
     assert_eq!(dry["sample"].as_array().unwrap().len(), 10);
-    assert_eq!(hook.requests().len(), EVENTS, "a dry run sends nothing");
+    assert_eq!(hook.requests().len(), sent_before, "a dry run sends nothing");
 
     let changed = admin
         .post(

@@ -308,6 +308,24 @@ pub async fn execute(
     }
 }
 
+/// Every item of a paged listing from `cursor` on: `fetch` answers one page and its next
+/// cursor. A full page has a next cursor even when nothing follows: the empty page ends it.
+async fn every_page<T>(
+    mut cursor: Option<String>,
+    mut fetch: impl AsyncFnMut(Option<String>) -> Result<(Vec<T>, Option<String>), ClientError>,
+) -> Result<Vec<T>, ClientError> {
+    let mut items = Vec::new();
+    loop {
+        let (page, next) = fetch(cursor).await?;
+        let empty = page.is_empty();
+        items.extend(page);
+        match next {
+            Some(next) if !empty => cursor = Some(next),
+            _ => return Ok(items),
+        }
+    }
+}
+
 /// `tenants list`: every page, in name order; `-o json` prints them as one API answer.
 pub async fn list_tenants(
     client: &AdminClient,
@@ -315,20 +333,13 @@ pub async fn list_tenants(
     args: &ListTenants,
     console: &mut Console<'_>,
 ) -> Result<(), ClientError> {
-    let mut tenants = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
+    let tenants = every_page(None, async |cursor| {
         let page = client
             .list_tenants(&args.filter, args.limit, cursor.as_deref())
             .await?;
-        // A full page has a next cursor even when nothing follows: the empty page ends it.
-        let empty = page.tenants.is_empty();
-        tenants.extend(page.tenants);
-        match page.next_cursor {
-            Some(next) if !empty => cursor = Some(next),
-            _ => break,
-        }
-    }
+        Ok((page.tenants, page.next_cursor))
+    })
+    .await?;
     match output {
         Output::Json => write_json(
             &mut console.out,
@@ -366,20 +377,13 @@ pub async fn list_events(
             }
         };
     }
-    let mut events = Vec::new();
-    let mut cursor = args.cursor.clone();
-    loop {
+    let events = every_page(args.cursor.clone(), async |cursor| {
         let page = client
             .list_events(&filter, args.limit, cursor.as_deref())
             .await?;
-        // A full page has a next cursor even when nothing follows: the empty page ends it.
-        let empty = page.events.is_empty();
-        events.extend(page.events);
-        match page.next_cursor {
-            Some(next) if !empty => cursor = Some(next),
-            _ => break,
-        }
-    }
+        Ok((page.events, page.next_cursor))
+    })
+    .await?;
     match output {
         Output::Json => write_json(&mut console.out, &AllEvents { events }),
         Output::Table => write_out(&mut console.out, &render_events(&events)),

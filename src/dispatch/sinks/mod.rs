@@ -32,6 +32,8 @@ mod eventbus;
 mod log;
 mod webhook;
 
+pub(crate) use webhook::read_excerpt;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

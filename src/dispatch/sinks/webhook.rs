@@ -220,8 +220,9 @@ fn is_route_inactive(status: StatusCode, excerpt: &str) -> bool {
 }
 
 /// The start of the answer, on one line and at most [`EXCERPT_CHARS`] characters; reading stops
-/// quietly at an error, since the status already tells what happened.
-async fn read_excerpt(mut response: reqwest::Response) -> String {
+/// quietly at an error, since the status already tells what happened. Also what the notifier
+/// records of a refused completion event.
+pub(crate) async fn read_excerpt(mut response: reqwest::Response) -> String {
     let mut head = Vec::new();
     let mut read = 0usize;
     while read < DRAIN_LIMIT {
