@@ -490,7 +490,13 @@ fn await_workflow_resolves_its_timeout_and_is_off_by_default() {
     )
     .expect_err("a zero timeout would park every tenant at once");
     assert!(
-        matches!(err, ConfigError::Invalid { key: "dispatch.await-timeout", .. }),
+        matches!(
+            err,
+            ConfigError::Invalid {
+                key: "dispatch.await-timeout",
+                ..
+            }
+        ),
         "{err}"
     );
 }
@@ -504,7 +510,13 @@ fn await_workflow_needs_the_workflow_watcher() {
     .expect_err("nothing would ever see a Workflow");
     let shown = err.to_string();
     assert!(
-        matches!(err, ConfigError::Invalid { key: "dispatch.await-workflow", .. }),
+        matches!(
+            err,
+            ConfigError::Invalid {
+                key: "dispatch.await-workflow",
+                ..
+            }
+        ),
         "{shown}"
     );
     assert!(

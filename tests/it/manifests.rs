@@ -759,7 +759,10 @@ fn check_overlay(variant: &str, objects: &[Value], sqlite: bool) -> toml::Table 
     // The Workflow grant: bound to the gateway's account alone; the discovery account reads no
     // Workflows (it writes WorkflowTemplates, nothing about Workflows).
     let workflow_binding = one(objects, "RoleBinding", Some("tenant-gateway-workflows"));
-    assert_eq!(workflow_binding["metadata"]["namespace"], workflow_namespace);
+    assert_eq!(
+        workflow_binding["metadata"]["namespace"],
+        workflow_namespace
+    );
     assert_eq!(
         workflow_binding["subjects"],
         json!([{"kind": "ServiceAccount", "name": "tenant-gateway",
