@@ -694,6 +694,16 @@ impl Settings {
         }
         s.sink = resolve_sink(args.sink, file.sink)?;
         resolve_dispatch(&mut s.dispatch, file.dispatch)?;
+        // The gate waits for Workflow records only the watcher writes: without it every
+        // delivery would stay unseen and park its tenant once await-timeout passed.
+        if s.dispatch.await_workflow.is_some() && !s.watch_workflows {
+            return Err(ConfigError::Invalid {
+                key: "dispatch.await-workflow",
+                reason: "needs watch-workflows: without the Workflow watcher no Workflow is ever \
+                         seen and every tenant would park after await-timeout"
+                    .into(),
+            });
+        }
         s.notify = file.notify.map(resolve_notify).transpose()?;
         Ok(s)
     }

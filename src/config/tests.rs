@@ -468,3 +468,77 @@ fn notify_mistakes_name_their_key() {
     let no_url = toml::from_str::<FileConfig>("[notify]\ntimeout = \"1s\"\n");
     assert!(no_url.is_err(), "the url is required");
 }
+
+#[test]
+fn await_workflow_resolves_its_timeout_and_is_off_by_default() {
+    let resolve = |text: &str| Settings::resolve(FlagsAndEnvironment::default(), file(text));
+    let on = resolve(
+        "watch-workflows = true\n[dispatch]\nawait-workflow = true\nawait-timeout = \"10m\"",
+    )
+    .expect("await-workflow with the watcher");
+    assert_eq!(on.dispatch.await_workflow, Some(Duration::from_secs(600)));
+    let default_timeout = resolve("watch-workflows = true\n[dispatch]\nawait-workflow = true")
+        .expect("the default timeout");
+    assert_eq!(
+        default_timeout.dispatch.await_workflow,
+        Some(crate::dispatch::DEFAULT_AWAIT_TIMEOUT)
+    );
+    let off = resolve("watch-workflows = true").expect("the watcher alone");
+    assert_eq!(off.dispatch.await_workflow, None, "off unless asked for");
+    let err = resolve(
+        "watch-workflows = true\n[dispatch]\nawait-workflow = true\nawait-timeout = \"0s\"",
+    )
+    .expect_err("a zero timeout would park every tenant at once");
+    assert!(
+        matches!(
+            err,
+            ConfigError::Invalid {
+                key: "dispatch.await-timeout",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn await_workflow_needs_the_workflow_watcher() {
+    let err = Settings::resolve(
+        FlagsAndEnvironment::default(),
+        file("[dispatch]\nawait-workflow = true"),
+    )
+    .expect_err("nothing would ever see a Workflow");
+    let shown = err.to_string();
+    assert!(
+        matches!(
+            err,
+            ConfigError::Invalid {
+                key: "dispatch.await-workflow",
+                ..
+            }
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("needs watch-workflows") && shown.contains("await-timeout"),
+        "{shown}"
+    );
+    // The watcher may come from the flag or environment instead of the file.
+    let flags = FlagsAndEnvironment {
+        watch_workflows: Some(true),
+        ..FlagsAndEnvironment::default()
+    };
+    let s = Settings::resolve(flags, file("[dispatch]\nawait-workflow = true"))
+        .expect("watch-workflows from the flag");
+    assert!(s.dispatch.await_workflow.is_some());
+    // A flag that turns the file's watcher off is refused the same way.
+    let flags = FlagsAndEnvironment {
+        watch_workflows: Some(false),
+        ..FlagsAndEnvironment::default()
+    };
+    let refused = Settings::resolve(
+        flags,
+        file("watch-workflows = true\n[dispatch]\nawait-workflow = true"),
+    );
+    assert!(refused.is_err(), "the flag switched the watcher off");
+}

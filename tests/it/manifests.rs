@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{json, Value};
-use tenant_gateway::config::FileConfig;
+use tenant_gateway::config::{FileConfig, FlagsAndEnvironment, Settings};
 use tenant_gateway::normalize::rules::RuleSet;
 use tenant_gateway::normalize::DEFAULT_ACTIONS;
 
@@ -428,6 +428,15 @@ fn expand(rule: &Value) -> Vec<(String, String, String, String)> {
     out
 }
 
+/// The gateway container's own service account (deploy/base/serviceaccounts.yaml), as
+/// `namespace/name`.
+const GATEWAY_ACCOUNT: &str = "tenant-gateway/tenant-gateway";
+
+/// Where kube-rs's in-cluster configuration reads `token`, `ca.crt` and `namespace`
+/// (kube-client `config/incluster_config.rs`: `SERVICE_TOKENFILE`, `SERVICE_CERTFILE`,
+/// `SERVICE_DEFAULT_NS`).
+const IN_CLUSTER_CREDENTIALS: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
 /// The documented RBAC (deploy/README.md): per service account, every (where, apiGroup,
 /// resource, verb, resourceNames).
 fn expected_grants(workflow_namespace: &str) -> BTreeSet<Grant> {
@@ -486,9 +495,10 @@ fn expected_grants(workflow_namespace: &str) -> BTreeSet<Grant> {
         &["get", "patch"],
         "tenant-gateway-discovery",
     );
-    // The gateway's Workflow watch (serve --watch-workflows), on the pod's only identity.
+    // The gateway's Workflow watch (serve --watch-workflows), on its own account: the read
+    // verbs and nothing else.
     add(
-        discovery,
+        GATEWAY_ACCOUNT,
         workflow_namespace,
         "argoproj.io",
         "workflows",
@@ -534,6 +544,33 @@ fn env<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
         .iter()
         .find(|e| e["name"] == name)?["value"]
         .as_str()
+}
+
+/// Whether the container mounts volume `volume`, and only read-only.
+fn mount_read_only(container: &Value, volume: &str) -> bool {
+    let mounts: Vec<&Value> = container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["name"] == volume)
+        .collect();
+    !mounts.is_empty() && mounts.iter().all(|m| m["readOnly"] == true)
+}
+
+/// The gateway account's token Secret: of the service-account-token type, for the account
+/// `tenant-gateway`, and without data, which the token controller fills in (Kubernetes docs,
+/// "Manage service accounts", Token controller).
+fn check_gateway_token_secret(secret: &Value) {
+    assert_eq!(secret["type"], "kubernetes.io/service-account-token");
+    assert_eq!(secret["metadata"]["namespace"], "tenant-gateway");
+    assert_eq!(
+        secret["metadata"]["annotations"]["kubernetes.io/service-account.name"],
+        "tenant-gateway"
+    );
+    assert!(
+        secret.get("data").is_none() && secret.get("stringData").is_none(),
+        "no committed token"
+    );
 }
 
 /// Where the container mounts volume `volume`, if it does.
@@ -607,17 +644,34 @@ fn assert_locked_down(pod: &Value) {
 /// `sqlite`: one replica on the SQLite journal's volume (else the `ha` overlay checks its
 /// replicas and store itself). Returns the parsed config.toml of the gateway.
 fn check_overlay(variant: &str, objects: &[Value], sqlite: bool) -> toml::Table {
-    // No Secret values are committed: the operator creates every Secret.
-    assert!(
-        objects.iter().all(|o| o["kind"] != "Secret"),
-        "{variant} renders a Secret"
-    );
+    // No Secret values are committed: the operator creates every Secret but one, the gateway
+    // account's token Secret, which carries no data (the token controller fills it in).
+    let secrets: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "Secret").collect();
+    let [token_secret] = secrets.as_slice() else {
+        panic!("{variant}: one Secret, the token's: {}", secrets.len());
+    };
+    check_gateway_token_secret(token_secret);
+    for object in objects {
+        let kind = object["kind"].as_str().expect("kind");
+        if matches!(kind, "ServiceAccount" | "Secret") {
+            assert_valid(
+                definition_of(kind),
+                object,
+                Path::new(&format!("kustomize {variant}")),
+            );
+        }
+    }
     let deployment = one(objects, "Deployment", Some("tenant-gateway"));
     if sqlite {
         assert_eq!(deployment["spec"]["replicas"], 1, "one SQLite writer");
         assert_eq!(deployment["spec"]["strategy"], json!({"type": "Recreate"}));
     }
     let pod = &deployment["spec"]["template"]["spec"];
+    assert_valid(
+        definition_of("PodSpec"),
+        pod,
+        Path::new(&format!("kustomize {variant}")),
+    );
     assert_locked_down(pod);
     let gateway = container(pod, "gateway");
     let discovery = container(pod, "discovery");
@@ -690,16 +744,43 @@ fn check_overlay(variant: &str, objects: &[Value], sqlite: bool) -> toml::Table 
         accounts.keys().map(String::as_str).collect::<BTreeSet<_>>(),
         BTreeSet::from([
             "tenant-gateway/tenant-gateway-discovery",
+            GATEWAY_ACCOUNT,
             "argo-events/tenant-lifecycle-sensor",
             &format!("{workflow_namespace}/tenant-lifecycle-bridge") as &str,
         ])
     );
+    for account in ["tenant-gateway/tenant-gateway-discovery", GATEWAY_ACCOUNT] {
+        assert_eq!(
+            accounts[account]["automountServiceAccountToken"], false,
+            "{account}"
+        );
+    }
+
+    // The Workflow grant: bound to the gateway's account alone; the discovery account reads no
+    // Workflows (it writes WorkflowTemplates, nothing about Workflows).
+    let workflow_binding = one(objects, "RoleBinding", Some("tenant-gateway-workflows"));
     assert_eq!(
-        accounts["tenant-gateway/tenant-gateway-discovery"]["automountServiceAccountToken"],
-        false
+        workflow_binding["metadata"]["namespace"],
+        workflow_namespace
+    );
+    assert_eq!(
+        workflow_binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "tenant-gateway",
+                "namespace": "tenant-gateway"}])
+    );
+    let rendered = grants(objects);
+    let discovery_on_workflows: Vec<&Grant> = rendered
+        .iter()
+        .filter(|g| g.0 == "tenant-gateway/tenant-gateway-discovery" && g.3 == "workflows")
+        .collect();
+    assert!(
+        discovery_on_workflows.is_empty(),
+        "{variant}: discovery reads Workflows: {discovery_on_workflows:?}"
     );
 
-    // Credentials: only the discovery container mounts a service-account token.
+    // Credentials: the discovery container mounts the pod's projected token, the gateway
+    // container its own account's token Secret, each read-only where kube-rs looks, neither
+    // the other's.
     let token_volumes: Vec<&str> = pod["volumes"]
         .as_array()
         .expect("volumes")
@@ -716,12 +797,33 @@ fn check_overlay(variant: &str, objects: &[Value], sqlite: bool) -> toml::Table 
     };
     assert_eq!(
         mount_path(discovery, token_volume),
-        Some("/var/run/secrets/kubernetes.io/serviceaccount")
+        Some(IN_CLUSTER_CREDENTIALS)
     );
+    assert!(mount_read_only(discovery, token_volume));
     assert_eq!(
         mount_path(gateway, token_volume),
         None,
-        "the gateway has no token"
+        "the gateway has not the discovery account's token"
+    );
+    let secret_volumes: Vec<&str> = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter(|v| v["secret"]["secretName"] == token_secret["metadata"]["name"])
+        .map(|v| v["name"].as_str().expect("name"))
+        .collect();
+    let [gateway_token] = secret_volumes.as_slice() else {
+        panic!("one volume of the token Secret: {secret_volumes:?}");
+    };
+    assert_eq!(
+        mount_path(gateway, gateway_token),
+        Some(IN_CLUSTER_CREDENTIALS)
+    );
+    assert!(mount_read_only(gateway, gateway_token), "read-only");
+    assert_eq!(
+        mount_path(discovery, gateway_token),
+        None,
+        "discovery has not the gateway account's token"
     );
 
     // Probes: ingest readiness that ignores the sink; discovery has no readiness probe, so it
@@ -827,8 +929,20 @@ fn check_overlay(variant: &str, objects: &[Value], sqlite: bool) -> toml::Table 
     assert_eq!(config["listen"].as_str(), Some("0.0.0.0:8080"));
     assert_eq!(config["admin-listen"].as_str(), Some("0.0.0.0:8081"));
 
-    // Every key is real configuration of `serve`.
-    toml::from_str::<FileConfig>(text).expect("known configuration keys");
+    // Every key is real configuration of `serve`, and it resolves with the Workflow watch on
+    // in the Sensors' namespace and await-workflow on.
+    let file = toml::from_str::<FileConfig>(text).expect("known configuration keys");
+    let settings = Settings::resolve(FlagsAndEnvironment::default(), file)
+        .unwrap_or_else(|e| panic!("{variant}: config.toml resolves: {e}"));
+    assert!(settings.watch_workflows, "{variant}: watch-workflows");
+    assert!(
+        settings.dispatch.await_workflow.is_some(),
+        "{variant}: await-workflow"
+    );
+    assert_eq!(
+        settings.workflow_namespace, workflow_namespace,
+        "{variant}: the gateway watches where discovery renders the templates"
+    );
 
     // The Argo objects of this variant, all in argo-events, the Workflows in the namespace
     // discovery renders the templates in.

@@ -38,8 +38,10 @@ struct Schemas {
     validators: BTreeMap<&'static str, jsonschema::Validator>,
 }
 
-/// The definitions objects here are validated against, and the schema file holding each.
-pub(crate) const DEFINITIONS: [(&str, &str); 5] = [
+/// The definitions objects here are validated against, and the schema file holding each. The
+/// Kubernetes core objects come from the argo-events file, which embeds the Kubernetes OpenAPI
+/// definitions its CRDs reference.
+pub(crate) const DEFINITIONS: [(&str, &str); 8] = [
     ("io.argoproj.events.v1alpha1.Sensor", "argo-events"),
     ("io.argoproj.events.v1alpha1.EventSource", "argo-events"),
     ("io.argoproj.events.v1alpha1.EventBus", "argo-events"),
@@ -48,6 +50,9 @@ pub(crate) const DEFINITIONS: [(&str, &str); 5] = [
         "io.argoproj.workflow.v1alpha1.WorkflowTemplate",
         "argo-workflows",
     ),
+    ("io.k8s.api.core.v1.ServiceAccount", "argo-events"),
+    ("io.k8s.api.core.v1.Secret", "argo-events"),
+    ("io.k8s.api.core.v1.PodSpec", "argo-events"),
 ];
 
 fn schemas() -> &'static Schemas {
@@ -100,7 +105,7 @@ fn relax_event_context(document: &mut Value) {
     }
 }
 
-/// Asserts `object` validates against the Argo schema `definition`; `origin` names it.
+/// Asserts `object` validates against the schema `definition`; `origin` names it.
 pub(crate) fn assert_valid(definition: &str, object: &Value, origin: &Path) {
     let validator = schemas()
         .validators
