@@ -467,7 +467,11 @@ async fn bulk_replay_of_ten_thousand_events_counts_exactly_reports_progress_and_
     assert_schema("DryRunResult", &dry);
     assert_eq!(dry["count"], EVENTS);
     assert_eq!(dry["sample"].as_array().unwrap().len(), 10);
-    assert_eq!(hook.requests().len(), sent_before, "a dry run sends nothing");
+    assert_eq!(
+        hook.requests().len(),
+        sent_before,
+        "a dry run sends nothing"
+    );
 
     let changed = admin
         .post(
