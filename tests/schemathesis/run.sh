@@ -81,6 +81,13 @@ seed_events() {
     done
 }
 
+# Through the interpreter that pip installed it into, not a `schemathesis` on PATH: a version
+# manager's shim directory (pyenv) only gains the console script after a rehash, so a fresh
+# machine can have the package and still no command.
+schemathesis() {
+    python3 -c 'import sys; from schemathesis.cli import schemathesis as cli; sys.argv[0] = "schemathesis"; sys.exit(cli())' "$@"
+}
+
 run_schemathesis() {
     local name="$1"
     shift
