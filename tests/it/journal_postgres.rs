@@ -166,13 +166,13 @@ async fn the_same_event_posted_to_two_replicas_at_once_is_stored_once() {
     b.close().await;
 }
 
-/// The race the tenant lock cannot order: the same (source, id) stored meanwhile by a writer
-/// that did not hold this tenant (here a transaction of the test's own, as another replica's
-/// would be). The journal's insert waits for it, skips the row instead of aborting its
-/// transaction, and plans again: a conflict (other content) or a duplicate (same content),
-/// with no sequence number spent and the other requests of the group unharmed.
+/// The race the journal's write lock cannot order: the same (source, id) stored meanwhile by a
+/// writer that bypasses the lock (here a transaction of the test's own; every replica takes the
+/// lock). The unique constraint stays the last word: the journal's insert waits for it, the
+/// group fails and acknowledges nothing (503), and the caller's retry reads the stored event: a
+/// conflict (other content) or a duplicate (same content), with no sequence number spent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_origin_stored_meanwhile_by_another_writer_is_planned_again() {
+async fn an_origin_stored_meanwhile_by_a_writer_without_the_lock_is_never_stored_twice() {
     let Some(database) = TestDatabase::create("origin_stored_meanwhile").await else {
         return;
     };
@@ -215,8 +215,8 @@ async fn an_origin_stored_meanwhile_by_another_writer_is_planned_again() {
 
         let appending = tokio::spawn({
             let journal = journal.clone();
-            let bystander = event("acme", &format!("bystander-{round}"));
-            async move { journal.append(vec![ours]).await.map(|a| (a, bystander)) }
+            let ours = ours.clone();
+            async move { journal.append(vec![ours]).await }
         });
         let name = database.name.clone();
         let mut watcher = database.connect().await;
@@ -240,11 +240,15 @@ async fn an_origin_stored_meanwhile_by_another_writer_is_planned_again() {
             .await
             .expect("commit");
         let answer = appending.await.expect("append task");
-        match (same_content, answer) {
+        assert!(
+            matches!(answer, Err(AppendError::Unavailable(_))),
+            "round {round}: the raced group must fail, not store a second copy: {answer:?}"
+        );
+        match (same_content, journal.append(vec![ours]).await) {
             (false, Err(AppendError::Conflict { index: 0, event_id })) => {
                 assert_eq!(event_id, their_event_id)
             }
-            (true, Ok((appended, _))) => {
+            (true, Ok(appended)) => {
                 assert_eq!(appended[0].status, AppendStatus::Duplicate);
                 assert_eq!(appended[0].event_id, their_event_id);
             }

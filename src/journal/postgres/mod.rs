@@ -4,12 +4,11 @@
 //! (one transaction and one commit for many concurrent requests) and a small pool serves the
 //! reads. Unlike it, this writer is not the store's only writer: every replica has one. So
 //! nothing the writer knows is cached across groups: a tenant's last sequence number lives in
-//! its `tenant_sequences` row, which the group locks (sorted by tenant, so two replicas never
-//! deadlock) before it reads which of its origins are stored. Appends of several replicas for
-//! one tenant are thereby serialized, each sees the other's committed events (READ COMMITTED:
-//! every statement reads the latest commits), and sequence numbers stay gapless. An origin of
-//! another tenant stored concurrently is caught by `ON CONFLICT DO NOTHING` (see
-//! [`writer`]): the group re-reads and re-plans instead of aborting its transaction.
+//! its `tenant_sequences` row. Every write transaction of every replica first takes one
+//! advisory lock, so the replicas' groups are serialized: once a group holds it, every earlier
+//! group has committed and its statements read those commits (READ COMMITTED), sequence numbers
+//! stay gapless and emission positions become visible in commit order (see [`writer`]). The
+//! unique constraints remain the last word against anything that writes without the lock.
 //!
 //! Every group that stores new events or replays sends a `NOTIFY` on [`COMMITS_CHANNEL`] in its
 //! transaction, so it reaches listeners exactly when the commit does: the hook for waking the

@@ -493,13 +493,9 @@ async fn replay(
     let Some((tenant, action, _)) = event_facts(connection, event_id).await? else {
         return Ok(Err(OperatorError::EventNotFound(event_id)));
     };
-    // The tenant's sequence row orders the tenant's writes across replicas (see the module
-    // doc of `postgres`): the new emission's position then follows every emission committed
-    // for the tenant before it, as in the single-writer SQLite journal.
-    sqlx::query("SELECT 1 FROM tenant_sequences WHERE tenant = $1 FOR UPDATE")
-        .bind(&tenant)
-        .execute(&mut *connection)
-        .await?;
+    // The journal's write lock, held since `begin`, orders the writes of every replica (see
+    // the module doc of `postgres`): the new emission's position follows every emission
+    // committed for the tenant before it, as in the single-writer SQLite journal.
     let dead = unresolved_dead(connection, event_id).await?;
     let emission_id = Uuid::now_v7();
     sqlx::query(

@@ -1,27 +1,31 @@
 //! The group-commit store on the write connection. Each kind of row goes in with one statement
-//! over arrays (`UNNEST`), whatever the group's size, so a group costs a handful of round
-//! trips.
+//! over arrays (`UNNEST`), whatever the group's size, and statements that can share a round
+//! trip do: a group of appends costs four round trips however many requests it holds.
 //!
-//! An append group, in its READ COMMITTED transaction:
-//! 1. lock the `tenant_sequences` rows of the group's tenants, in tenant order (an upsert that
-//!    creates missing rows and returns each tenant's last sequence). Another replica's group
-//!    for one of these tenants has committed by now, or waits for this one;
-//! 2. read which of the group's origins are stored (a new statement: it sees those commits);
+//! Every write transaction of every replica first takes one transaction-level advisory lock
+//! ([`BEGIN_LOCKED`]), so the journal's writes are serialized across replicas. That is what
+//! makes emission positions (an identity drawn at INSERT) visible in commit order, which the
+//! dispatchers' paging by `position > cursor` relies on (see `begin`); it also means that once
+//! the lock is held, every earlier group of every replica has committed and no other group
+//! writes until this one commits. An append group, in its READ COMMITTED transaction:
+//! 1. `BEGIN` and the lock, in one simple-protocol message;
+//! 2. one statement reads the tenants' last sequences and which of the group's origins are
+//!    stored (its snapshot, taken after the lock, holds every earlier commit);
 //! 3. plan in Rust: duplicate, conflict, or new with the tenant's next sequence;
-//! 4. insert the new events with `ON CONFLICT (source, id) DO NOTHING`. If an origin was stored
-//!    by a transaction that did not hold these tenants (the same origin under another tenant,
-//!    which is a conflict) between 2 and 4, its row is skipped instead of aborting the whole
-//!    transaction (a failed statement would, taking every request of the group with it): the
-//!    rows this statement inserted are deleted and the group goes back to 2, where the origin
-//!    now reads as stored;
-//! 5. insert the outbox rows, update the counters, and `NOTIFY` the commits channel.
+//! 4. one statement inserts the events and their outbox rows, sets the counters and `NOTIFY`s
+//!    the commits channel (data-modifying CTEs: all or nothing);
+//! 5. `COMMIT`.
+//!
+//! The unique constraints stay the last word: should anything write without the lock, a
+//! repeated (source, id) or (tenant, sequence) aborts the group, whose callers get an error and
+//! retry; nothing is acknowledged that was not committed.
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{Connection, Row};
+use sqlx::{Connection, Executor, Row};
 use uuid::Uuid;
 
 use super::{connect_once, COMMITS_CHANNEL};
@@ -29,75 +33,73 @@ use crate::journal::group_commit::{GroupStore, RequestOutcome};
 use crate::journal::operator::{OperatorError, OperatorOutcome, OperatorWrite};
 use crate::journal::{AppendStatus, Appended, AttemptRecord, EmissionStatus, NewEvent};
 
-/// Locks (creating if needed) the counter rows of the group's distinct tenants, in tenant order
-/// so that two replicas locking overlapping sets never deadlock, and returns their values.
-/// `DO UPDATE` (a no-op) rather than `DO NOTHING`: only it locks an existing row and returns it.
-const LOCK_TENANTS: &str = "INSERT INTO tenant_sequences AS s (tenant, last_sequence) \
-     SELECT tenant, 0 FROM UNNEST($1::text[]) AS t (tenant) ORDER BY tenant \
-     ON CONFLICT (tenant) DO UPDATE SET last_sequence = s.last_sequence \
-     RETURNING tenant, last_sequence";
+/// `BEGIN` and the journal's write lock, in one simple-protocol message (one round trip; nothing
+/// is bound). The lock is transaction-level, so COMMIT or ROLLBACK releases it; its key is
+/// `i64::from_be_bytes(*b"tgjournl")`, a constant no other client of the database uses. READ
+/// COMMITTED whatever the server's default: each statement must see every commit made before
+/// the lock was granted (see the module doc).
+const BEGIN_LOCKED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; \
+     SELECT pg_advisory_xact_lock(8387789857945185900)";
 
-/// The stored events among the group's origins (one index search each on `events_origin`).
-const SELECT_STORED_ORIGINS: &str =
-    "SELECT e.source, e.id, e.event_id, e.sequence, e.content_hash \
-     FROM UNNEST($1::text[], $2::text[]) AS o (source, id) \
+/// The group's known state in one statement: kind `s` rows are the tenants' last sequences
+/// (tenant, last sequence); kind `o` rows are the stored events among the group's origins
+/// (source, id, event id, sequence, content hash), one index search each on `events_origin`.
+const SELECT_GROUP_STATE: &str = "SELECT 's', s.tenant, NULL, NULL, s.last_sequence, NULL \
+     FROM tenant_sequences AS s WHERE s.tenant = ANY($1::text[]) \
+     UNION ALL \
+     SELECT 'o', e.source, e.id, e.event_id, e.sequence, e.content_hash \
+     FROM UNNEST($2::text[], $3::text[]) AS o (source, id) \
      JOIN events AS e ON e.source = o.source AND e.id = o.id";
 
-/// The planned new events; returns the ids of those actually inserted (see the module doc).
-const INSERT_EVENTS: &str = "INSERT INTO events (event_id, source, id, event_type, tenant, \
+/// The planned new events, their first emissions (the transactional outbox) and the tenants'
+/// counters, with the commit notification (delivered to listeners when the transaction
+/// commits), as one statement. Positions are drawn in input order, which is sequence order
+/// within a tenant. The emissions' foreign key is checked at the end of the statement, when
+/// the events are in.
+const INSERT_GROUP: &str = "WITH new_events AS (\
+     INSERT INTO events (event_id, source, id, event_type, tenant, \
      action, sequence, time, received_at, document, content_hash, lifecycle) \
      SELECT u.event_id, u.source, u.id, u.event_type, u.tenant, u.action, u.sequence, u.time, \
      $9, u.document, u.content_hash, u.lifecycle \
      FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
      $7::bigint[], $8::text[], $10::text[], $11::text[], $12::text[]) \
      AS u (event_id, source, id, event_type, tenant, action, sequence, time, document, \
-     content_hash, lifecycle) \
-     ON CONFLICT (source, id) DO NOTHING RETURNING event_id";
+     content_hash, lifecycle)), \
+     new_emissions AS (\
+     INSERT INTO emissions (emission_id, event_id, tenant, created_at) \
+     SELECT u.event_id, u.event_id, u.tenant, $9 \
+     FROM UNNEST($1::text[], $5::text[]) WITH ORDINALITY AS u (event_id, tenant, ordinal) \
+     ORDER BY u.ordinal), \
+     counters AS (\
+     INSERT INTO tenant_sequences AS s (tenant, last_sequence) \
+     SELECT * FROM UNNEST($13::text[], $14::bigint[]) \
+     ON CONFLICT (tenant) DO UPDATE SET last_sequence = EXCLUDED.last_sequence) \
+     SELECT pg_notify($15, '')";
 
-/// Takes back the rows of an `INSERT_EVENTS` that has to be planned again.
-const DELETE_EVENTS: &str = "DELETE FROM events WHERE event_id = ANY($1::text[])";
-
-/// The first emission of each new event, in the same transaction: the transactional outbox.
-/// Positions are drawn in input order, which is sequence order within a tenant.
-/// The transaction-level advisory lock every journal write transaction of every replica takes
-/// first (see `begin`); any constant no other client of the database uses.
-const WRITE_LOCK_KEY: i64 = 0x7467_6a6f_7572_6e6c; // "tgjournl"
-
-const INSERT_EMISSIONS: &str = "INSERT INTO emissions (emission_id, event_id, tenant, created_at) \
-     SELECT u.event_id, u.event_id, u.tenant, $3 \
-     FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS u (event_id, tenant, ordinal) \
-     ORDER BY u.ordinal";
-
-/// The tenants' last sequence after the group.
-const UPDATE_SEQUENCES: &str = "UPDATE tenant_sequences AS s SET last_sequence = u.last_sequence \
-     FROM UNNEST($1::text[], $2::bigint[]) AS u (tenant, last_sequence) \
-     WHERE s.tenant = u.tenant";
-
-/// Delivery attempts of a group.
+/// A group's delivery records as one statement: the attempts ($1-$8), the emissions' state
+/// after them ($9-$14, one row per emission: see `write_attempts`) and the final status of
+/// their events ($15-$16, which follows their emission's once it is final).
 /// A late record from a replica that just lost the tenant's bucket can carry the attempt number
 /// the new owner records too (both read the same `attempts`): the first one stands, and the
 /// conflict must not fail the whole group (docs/dispatch.md, "Ownership").
-const INSERT_ATTEMPTS: &str = "INSERT INTO delivery_attempts (position, attempt, started_at, \
+const RECORD_ATTEMPTS: &str = "WITH attempts AS (\
+     INSERT INTO delivery_attempts (position, attempt, started_at, \
      finished_at, sink, outcome, status_code, error) \
      SELECT * FROM UNNEST($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], \
      $6::text[], $7::integer[], $8::text[]) \
-     ON CONFLICT (position, attempt) DO NOTHING";
-
-/// The emissions' state after their attempts (one row per emission: see `write_attempts`).
-const UPDATE_EMISSIONS: &str = "UPDATE emissions AS m SET status = u.status, \
+     ON CONFLICT (position, attempt) DO NOTHING), \
+     emission_state AS (\
+     UPDATE emissions AS m SET status = u.status, \
      attempts = u.attempts, first_attempt_at = COALESCE(m.first_attempt_at, u.started_at), \
      finished_at = u.finished_at, last_error = COALESCE(u.error, m.last_error) \
-     FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[]) \
-     AS u (position, status, attempts, started_at, finished_at, error) \
-     WHERE m.position = u.position";
-
-/// The events' status follows their emission's, once it is final.
-const UPDATE_EVENT_STATUS: &str = "UPDATE events AS e SET status = u.status \
-     FROM UNNEST($1::text[], $2::text[]) AS u (event_id, status) WHERE e.event_id = u.event_id";
-
-/// How often one group may find its plan overtaken by another replica's commit before it gives
-/// up (each round waits for the commit that overtook it, so more than two is already unusual).
-const MAX_PLAN_ROUNDS: usize = 8;
+     FROM UNNEST($9::bigint[], $10::text[], $11::bigint[], $12::text[], $13::text[], \
+     $14::text[]) AS u (position, status, attempts, started_at, finished_at, error) \
+     WHERE m.position = u.position), \
+     event_state AS (\
+     UPDATE events AS e SET status = u.status \
+     FROM UNNEST($15::text[], $16::text[]) AS u (event_id, status) \
+     WHERE e.event_id = u.event_id) \
+     SELECT 1";
 
 /// What the journal knows of an event with a given (source, id): stored before this group, or
 /// accepted earlier in it.
@@ -184,52 +186,53 @@ impl PostgresWriter {
     }
 }
 
-/// Locks the tenants' counter rows and returns their last sequences.
-async fn lock_tenants(
+/// The tenants' last sequences (a tenant without a row has none yet) and the stored events
+/// among `origins`, keyed by (source, id), as of every commit before this group's lock.
+async fn group_state<'a>(
     connection: &mut PgConnection,
     tenants: &BTreeSet<&str>,
-) -> Result<HashMap<String, i64>, sqlx::Error> {
-    let tenants: Vec<&str> = tenants.iter().copied().collect();
-    let rows = sqlx::query(LOCK_TENANTS)
-        .bind(tenants)
-        .fetch_all(connection)
-        .await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-        .collect()
-}
-
-/// The stored events among `origins`, keyed by (source, id).
-async fn stored_origins<'a>(
-    connection: &mut PgConnection,
     origins: &[(&'a str, &'a str)],
-) -> Result<HashMap<(&'a str, &'a str), KnownOrigin<'a>>, sqlx::Error> {
+) -> Result<
+    (
+        HashMap<(&'a str, &'a str), KnownOrigin<'a>>,
+        HashMap<String, i64>,
+    ),
+    sqlx::Error,
+> {
+    let tenants: Vec<&str> = tenants.iter().copied().collect();
     let sources: Vec<&str> = origins.iter().map(|o| o.0).collect();
     let ids: Vec<&str> = origins.iter().map(|o| o.1).collect();
-    let rows = sqlx::query(SELECT_STORED_ORIGINS)
+    let rows = sqlx::query(SELECT_GROUP_STATE)
+        .bind(tenants)
         .bind(sources)
         .bind(ids)
         .fetch_all(connection)
         .await?;
-    let mut known = HashMap::with_capacity(rows.len());
+    let mut known = HashMap::new();
+    let mut last_sequences = HashMap::new();
     for row in rows {
-        let (source, id): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        let kind: &str = row.try_get(0)?;
+        if kind == "s" {
+            last_sequences.insert(row.try_get(1)?, row.try_get(4)?);
+            continue;
+        }
+        let (source, id): (&str, &str) = (row.try_get(1)?, row.try_get(2)?);
         // Key the (rare) stored origins by the group's own strings, so planning borrows them.
         let Some(key) = origins.iter().find(|(s, i)| *s == source && *i == id) else {
             continue;
         };
-        let event_id: String = row.try_get(2)?;
+        let event_id: &str = row.try_get(3)?;
         known.insert(
             *key,
             KnownOrigin {
-                event_id: Uuid::parse_str(&event_id)
+                event_id: Uuid::parse_str(event_id)
                     .map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
-                sequence: row.try_get(3)?,
-                content_hash: Cow::Owned(row.try_get(4)?),
+                sequence: row.try_get(4)?,
+                content_hash: Cow::Owned(row.try_get(5)?),
             },
         );
     }
-    Ok(known)
+    Ok((known, last_sequences))
 }
 
 /// Decides, in Rust, what becomes of every request of the group: each event is a duplicate or
@@ -318,12 +321,14 @@ fn plan<'a>(
     (outcomes, inserts, last_sequences)
 }
 
-/// Inserts the planned events, skipping origins stored meanwhile; returns the inserted ids.
-async fn insert_events(
+/// Inserts the planned events with their first emissions, sets the counters of the tenants
+/// whose last sequence moved, and notifies [`COMMITS_CHANNEL`]: one statement.
+async fn insert_group(
     connection: &mut PgConnection,
     inserts: &[PlannedInsert<'_>],
+    counters: (Vec<String>, Vec<i64>),
     received_at: &str,
-) -> Result<Vec<String>, sqlx::Error> {
+) -> Result<(), sqlx::Error> {
     fn text<'a>(
         inserts: &'a [PlannedInsert<'a>],
         field: impl Fn(&'a NewEvent) -> &'a str,
@@ -331,7 +336,7 @@ async fn insert_events(
         inserts.iter().map(|p| field(p.event)).collect()
     }
     let event_ids: Vec<String> = inserts.iter().map(|p| p.event_id.to_string()).collect();
-    sqlx::query_scalar(INSERT_EVENTS)
+    sqlx::query(INSERT_GROUP)
         .bind(&event_ids)
         .bind(text(inserts, |e| &e.source))
         .bind(text(inserts, |e| &e.id))
@@ -349,8 +354,12 @@ async fn insert_events(
         .bind(text(inserts, |e| &e.document))
         .bind(text(inserts, |e| &e.content_hash))
         .bind(text(inserts, |e| &e.lifecycle))
-        .fetch_all(connection)
+        .bind(counters.0)
+        .bind(counters.1)
+        .bind(COMMITS_CHANNEL)
+        .execute(connection)
         .await
+        .map(drop)
 }
 
 /// Notifies [`COMMITS_CHANNEL`]; delivered to listeners when the transaction commits.
@@ -367,23 +376,15 @@ impl GroupStore for PostgresWriter {
         let connection = self.connection().await?;
         // READ COMMITTED whatever the server's default: every statement must see the commits
         // of the replicas whose tenant locks it waited for (see the module doc).
-        let begun = match sqlx::query("BEGIN ISOLATION LEVEL READ COMMITTED")
-            .execute(&mut *connection)
-            .await
-        {
-            // The store's write lock, held until COMMIT: emission positions (an identity) are
-            // drawn at INSERT, and the dispatchers page the outbox by `position > cursor`.
-            // Without it one replica's group could draw position p, another's draw p + 1 and
-            // commit first, a dispatcher pass p, and p commit behind its cursor: never
-            // delivered, and its tenant's later events sent before it (found by
-            // tests/it/replicas.rs). Serialized, positions become visible in commit order.
-            Ok(_) => sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(WRITE_LOCK_KEY)
-                .execute(connection)
-                .await
-                .map(drop),
-            Err(error) => Err(error),
-        };
+        // The store's write lock, held until COMMIT: emission positions (an identity) are drawn
+        // at INSERT, and the dispatchers page the outbox by `position > cursor`. Without it one
+        // replica's group could draw position p, another's draw p + 1 and commit first, a
+        // dispatcher pass p, and p commit behind its cursor: never delivered, and its tenant's
+        // later events sent before it (found by tests/it/replicas.rs). Serialized, positions
+        // become visible in commit order.
+        // A bare `&str` has no arguments, so sqlx sends it with the simple query protocol, which
+        // runs both statements (`PgConnection::run` in sqlx-postgres' connection/executor.rs).
+        let begun = connection.execute(BEGIN_LOCKED).await.map(drop);
         match begun {
             Ok(()) => {
                 self.in_transaction = true;
@@ -409,47 +410,17 @@ impl GroupStore for PostgresWriter {
             .collect();
         let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let connection = self.transaction_connection()?;
-        let locked = lock_tenants(connection, &tenants).await?;
-        for _ in 0..MAX_PLAN_ROUNDS {
-            let known = stored_origins(connection, &origins).await?;
-            let (outcomes, inserts, last_sequences) = plan(requests, known, locked.clone());
-            if inserts.is_empty() {
-                return Ok(outcomes);
-            }
-            let inserted = insert_events(connection, &inserts, &received_at).await?;
-            if inserted.len() < inserts.len() {
-                tracing::debug!(
-                    skipped = inserts.len() - inserted.len(),
-                    "origins stored by another writer meanwhile; planning the group again"
-                );
-                sqlx::query(DELETE_EVENTS)
-                    .bind(inserted)
-                    .execute(&mut *connection)
-                    .await?;
-                continue;
-            }
-            let tenants: Vec<&str> = inserts.iter().map(|p| p.event.tenant.as_str()).collect();
-            sqlx::query(INSERT_EMISSIONS)
-                .bind(&inserted)
-                .bind(tenants)
-                .bind(&received_at)
-                .execute(&mut *connection)
-                .await?;
-            let (tenants, sequences): (Vec<String>, Vec<i64>) = last_sequences
-                .into_iter()
-                .filter(|(tenant, last)| locked.get(tenant) != Some(last))
-                .unzip();
-            sqlx::query(UPDATE_SEQUENCES)
-                .bind(tenants)
-                .bind(sequences)
-                .execute(&mut *connection)
-                .await?;
-            notify_commit(connection).await?;
+        let (known, before) = group_state(connection, &tenants, &origins).await?;
+        let (outcomes, inserts, after) = plan(requests, known, before.clone());
+        if inserts.is_empty() {
             return Ok(outcomes);
         }
-        Err(sqlx::Error::Protocol(format!(
-            "the group's plan was overtaken by other writers {MAX_PLAN_ROUNDS} times"
-        )))
+        let counters = after
+            .into_iter()
+            .filter(|(tenant, last)| before.get(tenant) != Some(last))
+            .unzip();
+        insert_group(connection, &inserts, counters, &received_at).await?;
+        Ok(outcomes)
     }
 
     async fn write_attempts(&mut self, attempts: &[&AttemptRecord]) -> Result<(), sqlx::Error> {
@@ -457,7 +428,47 @@ impl GroupStore for PostgresWriter {
         let time = |t: &chrono::DateTime<chrono::Utc>| {
             t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
         };
-        sqlx::query(INSERT_ATTEMPTS)
+        // One row per emission: an UPDATE ... FROM with two rows for one target applies only
+        // one of them, chosen by the plan. The emission ends in its last record's state; its
+        // first attempt started with its first record; its last error is the last one given.
+        let mut emissions: Vec<EmissionUpdate<'_>> = Vec::new();
+        let mut index: HashMap<i64, usize> = HashMap::new();
+        for a in attempts {
+            let finished_at =
+                (a.emission_status != EmissionStatus::Pending).then(|| time(&a.finished_at));
+            match index.get(&a.position) {
+                Some(&i) => {
+                    let entry = &mut emissions[i];
+                    entry.status = a.emission_status.as_str();
+                    entry.attempts = i64::from(a.attempt);
+                    entry.finished_at = finished_at;
+                    entry.error = a.error.as_deref().or(entry.error);
+                }
+                None => {
+                    index.insert(a.position, emissions.len());
+                    emissions.push(EmissionUpdate {
+                        position: a.position,
+                        status: a.emission_status.as_str(),
+                        attempts: i64::from(a.attempt),
+                        started_at: time(&a.started_at),
+                        finished_at,
+                        error: a.error.as_deref(),
+                    });
+                }
+            }
+        }
+        // Likewise one row per event: its last final state in the group.
+        let mut finals: HashMap<Uuid, &str> = HashMap::new();
+        for a in attempts {
+            if a.emission_status != EmissionStatus::Pending {
+                finals.insert(a.event_id, a.emission_status.as_str());
+            }
+        }
+        let (final_events, final_statuses): (Vec<String>, Vec<&str>) = finals
+            .into_iter()
+            .map(|(event_id, status)| (event_id.to_string(), status))
+            .unzip();
+        sqlx::query(RECORD_ATTEMPTS)
             .bind(attempts.iter().map(|a| a.position).collect::<Vec<i64>>())
             .bind(
                 attempts
@@ -496,38 +507,6 @@ impl GroupStore for PostgresWriter {
                     .map(|a| a.error.as_deref())
                     .collect::<Vec<Option<&str>>>(),
             )
-            .execute(&mut *connection)
-            .await?;
-        // One row per emission: an UPDATE ... FROM with two rows for one target applies only
-        // one of them, chosen by the plan. The emission ends in its last record's state; its
-        // first attempt started with its first record; its last error is the last one given.
-        let mut emissions: Vec<EmissionUpdate<'_>> = Vec::new();
-        let mut index: HashMap<i64, usize> = HashMap::new();
-        for a in attempts {
-            let finished_at =
-                (a.emission_status != EmissionStatus::Pending).then(|| time(&a.finished_at));
-            match index.get(&a.position) {
-                Some(&i) => {
-                    let entry = &mut emissions[i];
-                    entry.status = a.emission_status.as_str();
-                    entry.attempts = i64::from(a.attempt);
-                    entry.finished_at = finished_at;
-                    entry.error = a.error.as_deref().or(entry.error);
-                }
-                None => {
-                    index.insert(a.position, emissions.len());
-                    emissions.push(EmissionUpdate {
-                        position: a.position,
-                        status: a.emission_status.as_str(),
-                        attempts: i64::from(a.attempt),
-                        started_at: time(&a.started_at),
-                        finished_at,
-                        error: a.error.as_deref(),
-                    });
-                }
-            }
-        }
-        sqlx::query(UPDATE_EMISSIONS)
             .bind(emissions.iter().map(|e| e.position).collect::<Vec<i64>>())
             .bind(emissions.iter().map(|e| e.status).collect::<Vec<&str>>())
             .bind(emissions.iter().map(|e| e.attempts).collect::<Vec<i64>>())
@@ -549,26 +528,10 @@ impl GroupStore for PostgresWriter {
                     .map(|e| e.error)
                     .collect::<Vec<Option<&str>>>(),
             )
+            .bind(final_events)
+            .bind(final_statuses)
             .execute(&mut *connection)
             .await?;
-        // Likewise one row per event: its last final state in the group.
-        let mut finals: HashMap<Uuid, &str> = HashMap::new();
-        for a in attempts {
-            if a.emission_status != EmissionStatus::Pending {
-                finals.insert(a.event_id, a.emission_status.as_str());
-            }
-        }
-        if !finals.is_empty() {
-            let (events, statuses): (Vec<String>, Vec<&str>) = finals
-                .into_iter()
-                .map(|(event_id, status)| (event_id.to_string(), status))
-                .unzip();
-            sqlx::query(UPDATE_EVENT_STATUS)
-                .bind(events)
-                .bind(statuses)
-                .execute(&mut *connection)
-                .await?;
-        }
         // Only with await-workflow: a delivered emission whose Workflow its tenant waits for.
         for a in attempts
             .iter()
@@ -633,5 +596,20 @@ impl GroupStore for PostgresWriter {
                 tracing::warn!(%error, "closing the journal write connection failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BEGIN_LOCKED;
+
+    /// The key written out in `BEGIN_LOCKED` is the documented one, the same on every replica.
+    #[test]
+    fn the_write_lock_key_is_tgjournl() {
+        let key = i64::from_be_bytes(*b"tgjournl").to_string();
+        assert!(
+            BEGIN_LOCKED.ends_with(&format!("pg_advisory_xact_lock({key})")),
+            "{BEGIN_LOCKED}"
+        );
     }
 }
