@@ -88,6 +88,10 @@ pub struct GatewayMetrics {
     pub pending_events: Gauge,
     /// Tenants waiting behind a dead emission.
     pub parked_tenants: Gauge,
+    /// Pages of pending emissions the dispatcher read from the journal: about one per commit
+    /// under live traffic, one per thousand emissions in a backlog. Many more than commits
+    /// means reads that find nothing.
+    pub dispatch_reads: Counter,
     /// Watched Workflows per phase, from the Workflow watcher's view (empty when not watching).
     pub workflows: Family<WorkflowPhaseLabels, Gauge>,
     /// From an emission's delivery to its Workflow's terminal phase, by action and outcome.
@@ -147,6 +151,12 @@ impl GatewayMetrics {
             "Tenants whose deliveries wait behind a dead event",
             parked_tenants.clone(),
         );
+        let dispatch_reads = Counter::default();
+        registry.register(
+            "dispatch_reads",
+            "Pages of pending emissions the dispatcher read from the journal",
+            dispatch_reads.clone(),
+        );
         let workflows = Family::<WorkflowPhaseLabels, Gauge>::default();
         registry.register(
             "workflows",
@@ -188,6 +198,7 @@ impl GatewayMetrics {
             delivery_seconds,
             pending_events,
             parked_tenants,
+            dispatch_reads,
             workflows,
             lifecycle_seconds,
             tenants,

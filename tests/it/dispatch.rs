@@ -766,3 +766,30 @@ async fn the_largest_accepted_event_is_delivered_and_one_byte_more_is_refused() 
     assert!(2 * quoted.len() < 1536 * 1024, "{}", quoted.len());
     app.stop().await;
 }
+
+/// The dispatcher reads the journal when a commit may have put something there, not at every
+/// wake-up: 200 tenants' events committed at once (one batch, one group commit) are delivered
+/// by 200 workers, and the workers ending (each one wakes the dispatcher) cost no reads.
+/// Before, every wake-up read a page that found nothing: a query per delivered event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivering_a_commit_of_many_tenants_reads_the_journal_a_few_times_not_once_per_event() {
+    const TENANTS: usize = 200;
+    let hook = ArgoWebhook::start().await;
+    let mut app = TestApp::spawn_with(webhook_settings(&hook)).await;
+    let events: Vec<Value> = (0..TENANTS)
+        .map(|t| lifecycle_event(&format!("many-{t}"), &format!("tenant-{t}"), "upsert"))
+        .collect();
+    let resp = app.post_batch(&events).await;
+    assert_eq!(resp.status().as_u16(), 202);
+    app.wait_for_progress("every event delivered", |p| p.delivered == TENANTS as u64)
+        .await;
+    let text = metrics(&app).await;
+    let reads = sample(&text, "tenant_gateway_dispatch_reads_total").expect("dispatch reads");
+    // The read at start, the read after the batch's commit (and one more should that commit
+    // land while the first read runs): never one per delivered event.
+    assert!(
+        (1.0..=4.0).contains(&reads),
+        "{reads} journal reads to deliver one commit of {TENANTS} tenants"
+    );
+    app.stop().await;
+}

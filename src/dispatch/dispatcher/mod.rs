@@ -455,6 +455,12 @@ async fn run_coordinator(shared: Arc<Shared>, mut commands: mpsc::UnboundedRecei
     let mut holdings: BTreeMap<u16, u64> = BTreeMap::new();
     // Position of the last emission read; everything after it is still in the journal.
     let mut cursor = 0;
+    // Whether the journal may hold pending emissions past the cursor that were never read:
+    // set by whatever can put them there (a commit with new events or replays, another
+    // replica's commit, a change of ownership, a page to read again), cleared by a read that
+    // came back short. Without it every wake-up (each worker that ends, each freed slot) would
+    // cost a read that finds nothing: a query per delivered event.
+    let mut unread = true;
     let mut pages: VecDeque<PageInFlight> = VecDeque::new();
     while !shared.is_stopping() {
         // Marked seen before reading, so a commit landing during the read wakes the next wait.
@@ -483,11 +489,15 @@ async fn run_coordinator(shared: Arc<Shared>, mut commands: mpsc::UnboundedRecei
                 }
             }
         }
-        if let Some(room) = room.filter(|_| pages.len() < PAGES_IN_FLIGHT) {
+        if let Some(room) = room.filter(|_| unread && pages.len() < PAGES_IN_FLIGHT) {
             let limit = room.min(READ_PAGE);
+            shared.metrics.dispatch_reads.inc();
             match shared.journal.pending_page(cursor, None, limit).await {
                 Ok(page) => {
                     more = page.len() == limit;
+                    // A commit during the read has marked `commits` changed: the wait below
+                    // sets `unread` again.
+                    unread = more;
                     if let Some(last) = page.last_position() {
                         pages.push_back(PageInFlight {
                             rows: page.len(),
@@ -528,6 +538,7 @@ async fn run_coordinator(shared: Arc<Shared>, mut commands: mpsc::UnboundedRecei
                         // Read it, and whatever came after it, again (in order) in a moment.
                         tracing::error!(%error, "decoding pending emissions failed; reading them again in 1 s");
                         cursor = after;
+                        unread = true;
                         for page in pages.drain(..) {
                             page.task.abort();
                         }
@@ -543,19 +554,24 @@ async fn run_coordinator(shared: Arc<Shared>, mut commands: mpsc::UnboundedRecei
                     // The journal's writer is gone: the journal is closing.
                     break;
                 }
+                unread = true;
             }
             () = shared.room.notified() => {}
             () = ownership.changed() => {
                 if !apply_ownership(&shared, &mut holdings, &mut cursor, &mut pages).await {
                     break;
                 }
+                unread = true;
             }
             Some(signal) = commands.recv() => match signal {
                 Signal::Unpark(tenant) => unpark(&shared, &tenant),
                 // Another replica committed: the next loop reads.
-                Signal::Commit => {}
-                Signal::Resync => resync_parked(&shared).await,
-                Signal::ReplayJob => {}
+                Signal::Commit => unread = true,
+                Signal::Resync => {
+                    resync_parked(&shared).await;
+                    unread = true;
+                }
+                Signal::ReplayJob => unread = true,
             },
             Some(result) = workers.join_next(), if !workers.is_empty() => {
                 if let Err(error) = result {
