@@ -63,7 +63,9 @@ trap 'exit 143' TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# start_server NAME STORE: starts one server, waits for readiness, prints its base URL.
+# start_server NAME STORE: starts one server, waits for readiness, sets URL to its base URL.
+# Not called as "$(...)", for the same reason as new_database: the pid must reach PIDS here,
+# or stop_servers would leave the server running through the next configurations.
 start_server() {
     local name="$1" store="$2" port admin
     port="$(free_port)"; admin="$(free_port)"
@@ -76,14 +78,16 @@ start_server() {
     done
     curl -fsS -o /dev/null "http://127.0.0.1:$admin/readyz" \
         || { tail -20 "$TMP/server-$name.log" >&2; die "server $name not ready"; }
-    echo "http://127.0.0.1:$port"
+    URL="http://127.0.0.1:$port"
 }
 
+# new_database: creates a fresh database and sets PG to its URL. Not called as "$(...)": the
+# name must reach DATABASES in this shell, or the cleanup would leave the database behind.
 new_database() {
     local db="tg_bench_$(date +%s)_$RANDOM"
     psql -q "$PG_SERVER/postgres" -c "CREATE DATABASE $db" >/dev/null || die "cannot create $db"
     DATABASES+=("$db")
-    echo "$PG_SERVER/$db"
+    PG="$PG_SERVER/$db"
 }
 
 declare -A R  # R[config.phase.key]
@@ -135,11 +139,11 @@ bench() {
 }
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-URL="$(start_server sqlite "sqlite://$TMP/gw.db")"; bench sqlite "$URL"; stop_servers
-PG="$(new_database)"
-URL="$(start_server postgres "$PG")"; bench postgres "$URL"; stop_servers
-PG="$(new_database)"
-URL1="$(start_server postgres2-a "$PG")"; URL2="$(start_server postgres2-b "$PG")"
+start_server sqlite "sqlite://$TMP/gw.db"; bench sqlite "$URL"; stop_servers
+new_database
+start_server postgres "$PG"; bench postgres "$URL"; stop_servers
+new_database
+start_server postgres2-a "$PG"; URL1="$URL"; start_server postgres2-b "$PG"; URL2="$URL"
 bench postgres2 "$URL1" "$URL2"; stop_servers
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
