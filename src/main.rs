@@ -9,8 +9,9 @@ use tenant_gateway::{app, config, discovery, ingest, journal, normalize, telemet
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        // One line with the whole cause chain, then a non-zero exit.
-        eprintln!("tenant-gateway: {e:#}");
+        // One line with the whole cause chain, then a non-zero exit. `ErrorChain` rather than
+        // anyhow's `{:#}`: messages that already quote their cause are not repeated.
+        eprintln!("tenant-gateway: {}", telemetry::ErrorChain(&*e));
         std::process::exit(1);
     }
 }

@@ -107,6 +107,17 @@ fn decode_binary(
             ));
             continue;
         }
+        if attribute == "data" {
+            // Not an attribute: in binary mode the body is the data. As an extension it could
+            // never be written in the JSON event format, whose `data` member is the event's
+            // data (json-format.md, 3.1): stored, it would clash with the body (found by
+            // fuzzing: the re-encoded event held both `data` and `data_base64`).
+            violations.push(Violation::attr(
+                "data",
+                "a ce-data header is not allowed: in binary mode the HTTP body is the event's data",
+            ));
+            continue;
+        }
         match decode_header_value(raw) {
             Ok(value) => {
                 if members
@@ -460,6 +471,16 @@ mod tests {
             "",
         ));
         assert_eq!(v.attribute.as_deref(), Some("datacontenttype"));
+    }
+
+    #[test]
+    fn binary_mode_rejects_a_data_header() {
+        let v = violation_of(decode(
+            &with_header("ce-data", "2018-04-05T03:56:24Z"),
+            "{}",
+        ));
+        assert_eq!(v.attribute.as_deref(), Some("data"));
+        assert!(v.message.contains("HTTP body"), "{}", v.message);
     }
 
     #[test]

@@ -286,6 +286,28 @@ async fn a_missing_database_is_refused_and_never_created() {
         }
         other => panic!("expected DatabaseMissing, got {other:?}"),
     }
+    // The binary says it in one line, once: each cause of the chain appears a single time.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-gateway"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--store", &url, "--shutdown-grace", "0s"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run tenant-gateway serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|line| line.starts_with("tenant-gateway: "))
+        .unwrap_or_else(|| panic!("no error line in {stderr}"));
+    assert_eq!(line.matches("does not exist").count(), 1, "{line}");
+    assert!(line.contains(&missing), "{line}");
     let created: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(&missing)
