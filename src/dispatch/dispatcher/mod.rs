@@ -461,10 +461,18 @@ async fn run_coordinator(shared: Arc<Shared>, mut commands: mpsc::UnboundedRecei
     // came back short. Without it every wake-up (each worker that ends, each freed slot) would
     // cost a read that finds nothing: a query per delivered event.
     let mut unread = true;
+    // The writer's commit counter as of the last look (see the loop's first lines).
+    let mut seen_commits = *commits.borrow();
     let mut pages: VecDeque<PageInFlight> = VecDeque::new();
     while !shared.is_stopping() {
         // Marked seen before reading, so a commit landing during the read wakes the next wait.
-        commits.borrow_and_update();
+        // A commit the wait below did not report (it woke for something else) is noticed
+        // here, by the counter's value: marking it seen must not lose it.
+        let commit_count = *commits.borrow_and_update();
+        if commit_count != seen_commits {
+            seen_commits = commit_count;
+            unread = true;
+        }
         let (room, catch_up) = {
             let tenants = shared.tenants();
             let in_flight: usize = pages.iter().map(|page| page.rows).sum();
