@@ -503,8 +503,7 @@ async fn run_coordinator(shared: Arc<Shared>, mut commands: mpsc::UnboundedRecei
             match shared.journal.pending_page(cursor, None, limit).await {
                 Ok(page) => {
                     more = page.len() == limit;
-                    // A commit during the read has marked `commits` changed: the wait below
-                    // sets `unread` again.
+                    // A commit during the read moves the counter: the next loop sees it.
                     unread = more;
                     if let Some(last) = page.last_position() {
                         pages.push_back(PageInFlight {
@@ -562,7 +561,7 @@ async fn run_coordinator(shared: Arc<Shared>, mut commands: mpsc::UnboundedRecei
                     // The journal's writer is gone: the journal is closing.
                     break;
                 }
-                unread = true;
+                // The loop's first lines see the new count and read.
             }
             () = shared.room.notified() => {}
             () = ownership.changed() => {
