@@ -15,6 +15,7 @@ use tokio::sync::Barrier;
 
 use crate::journal_contract::{conflicting, event, event_with_data, SOURCE};
 use crate::postgres_support::{admin_connection, TestDatabase};
+use crate::support::serve_once;
 
 /// Two journals (two pools and two writers, as two replicas) on a fresh database.
 async fn two_replicas(test: &str) -> Option<(TestDatabase, EventJournal, EventJournal)> {
@@ -287,21 +288,8 @@ async fn a_missing_database_is_refused_and_never_created() {
         other => panic!("expected DatabaseMissing, got {other:?}"),
     }
     // The binary says it in one line, once: each cause of the chain appears a single time.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-gateway"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--store", &url, "--shutdown-grace", "0s"])
-        .current_dir(dir.path())
-        .output()
-        .expect("run tenant-gateway serve");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
+    let (started, stderr) = serve_once(&url, |_| {});
+    assert!(!started, "{stderr}");
     let line = stderr
         .lines()
         .find(|line| line.starts_with("tenant-gateway: "))

@@ -6,7 +6,6 @@
 //! records retried). Last, the real binary: `serve --watch-workflows` with `KUBECONFIG`.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +26,7 @@ use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use crate::support::fake_argo::{workflow, ApiRequest, FakeArgo};
-use crate::support::{lifecycle_event, GatewayProcess, TestApp};
+use crate::support::{lifecycle_event, serve_once, GatewayProcess, TestApp};
 
 const NS: &str = "argo";
 const LABEL: &str = "tenant-gateway.io/emission-id";
@@ -644,26 +643,16 @@ async fn serve_watches_workflows_of_the_configured_namespace_through_kubeconfig(
 #[test]
 fn serve_without_any_kubernetes_configuration_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_tenant-gateway"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--store")
-        .arg(format!("sqlite://{}", dir.path().join("j.db").display()))
-        .env("TENANT_GATEWAY_WATCH_WORKFLOWS", "true")
-        .env("KUBECONFIG", dir.path().join("missing-kubeconfig"))
-        .env("HOME", dir.path())
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("KUBERNETES_SERVICE_PORT")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run tenant-gateway");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let store = format!("sqlite://{}", dir.path().join("j.db").display());
+    let (started, stderr) = serve_once(&store, |command| {
+        command
+            .env("TENANT_GATEWAY_WATCH_WORKFLOWS", "true")
+            .env("KUBECONFIG", dir.path().join("missing-kubeconfig"))
+            .env("HOME", dir.path())
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT");
+    });
+    assert!(!started);
     assert!(
         stderr.contains("cannot build a Kubernetes client to watch Workflows"),
         "{stderr}"

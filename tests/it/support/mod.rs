@@ -235,6 +235,31 @@ pub async fn problem(resp: reqwest::Response, status: u16) -> Value {
     body
 }
 
+/// Runs the real binary's `serve` on loopback port 0 with `store`, plus what `configure` adds
+/// (arguments, the child's environment), for a start that must be refused: returns whether it
+/// succeeded and its stderr. Runs in a fresh directory, so nothing lands in the checkout.
+pub fn serve_once(store: &str, configure: impl FnOnce(&mut Command)) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tenant-gateway"));
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--store", store, "--shutdown-grace", "0s"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null());
+    configure(&mut command);
+    let output = command.output().expect("run tenant-gateway serve");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// The real binary, started with `serve` and JSON logs; its listen address is read from the
 /// "tenant-gateway listening" log line, so port 0 works.
 pub struct GatewayProcess {
