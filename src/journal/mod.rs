@@ -42,7 +42,7 @@ pub use outcomes::{
     NotificationFinished, PendingNotification, TenantLifecycle, TenantQuery, TenantSummary,
     WorkflowObservation, WorkflowRecord, WorkflowRecorded, WorkflowWait,
 };
-pub use postgres::{PostgresJournal, COMMITS_CHANNEL};
+pub use postgres::{PostgresJournal, COMMITS_CHANNEL, PLANNER_SETTINGS, WRITE_STATEMENTS};
 pub use sqlite::SqliteJournal;
 pub use status::{
     AttemptOutcome, EmissionStatus, EventStatus, Lifecycle, LifecycleOutcome, ReplayJobStatus,

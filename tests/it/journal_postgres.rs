@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgListener;
-use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener};
+use sqlx::{Connection, Executor};
 use tenant_gateway::journal::{
     AppendError, AppendStatus, EventJournal, JournalError, JournalOptions, COMMITS_CHANNEL,
+    PLANNER_SETTINGS, WRITE_STATEMENTS,
 };
 use tokio::sync::Barrier;
 
@@ -425,4 +426,71 @@ async fn commits_with_new_events_notify_listeners_of_every_replica() {
         .expect("notification");
     assert_eq!(notification.channel(), COMMITS_CHANNEL);
     journal.close().await;
+}
+
+/// The generic plan PostgreSQL keeps for `statement` on `connection` (a prepared statement uses
+/// one after five custom plans; forced here, so it is the one a young journal's writer keeps).
+async fn generic_plan(connection: &mut PgConnection, statement: &str, parameters: usize) -> String {
+    connection
+        .execute("SET plan_cache_mode = force_generic_plan")
+        .await
+        .expect("plan_cache_mode");
+    connection
+        .execute(format!("PREPARE planned AS {statement}").as_str())
+        .await
+        .expect("prepare");
+    let arguments = vec!["NULL"; parameters].join(", ");
+    let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE planned({arguments})"))
+        .fetch_all(&mut *connection)
+        .await
+        .expect("explain");
+    connection
+        .execute("DEALLOCATE planned")
+        .await
+        .expect("deallocate");
+    lines.join("\n")
+}
+
+/// A fresh journal's tables are empty and never analyzed, so the plans its writer settles on
+/// then are the ones it keeps while the tables grow. Under the writer's planner settings every
+/// statement reaches its tables by index lookups; with PostgreSQL's defaults at least one of
+/// them scans a whole table, the slowdown those settings are there to prevent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writers_plans_on_a_fresh_journal_are_index_lookups() {
+    let Some(database) = TestDatabase::create("writer_plans").await else {
+        return;
+    };
+    EventJournal::open(&database.url, JournalOptions::default())
+        .await
+        .expect("open (migrates)")
+        .close()
+        .await;
+    let writer_options: PgConnectOptions = database.url.parse().expect("url");
+    let mut writer = PgConnection::connect_with(&writer_options.options(PLANNER_SETTINGS))
+        .await
+        .expect("connect with the writer's settings");
+    let mut default = database.connect().await;
+    let mut scanned_by_default = Vec::new();
+    for (name, statement, parameters) in WRITE_STATEMENTS {
+        let plan = generic_plan(&mut writer, statement, parameters).await;
+        for whole_table in ["Seq Scan", "Hash Join", "Merge Join"] {
+            assert!(
+                !plan.contains(whole_table),
+                "{name}: {whole_table} in\n{plan}"
+            );
+        }
+        if generic_plan(&mut default, statement, parameters)
+            .await
+            .contains("Seq Scan")
+        {
+            scanned_by_default.push(name);
+        }
+    }
+    assert!(
+        !scanned_by_default.is_empty(),
+        "no statement scans a table under the default settings: the test no longer shows \
+         what the writer's settings are for"
+    );
+    writer.close().await.expect("close");
+    default.close().await.expect("close");
 }

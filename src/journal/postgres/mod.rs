@@ -24,6 +24,7 @@ mod writer;
 
 pub(super) use rows::pending_from_row;
 use writer::PostgresWriter;
+pub use writer::{PLANNER_SETTINGS, WRITE_STATEMENTS};
 
 use std::fmt;
 use std::str::FromStr;
@@ -222,7 +223,8 @@ impl PostgresJournal {
     /// Connects (waiting a bounded time for the server), migrates, and starts the writer.
     pub(super) async fn open(url: &str, options: JournalOptions) -> Result<Self, JournalError> {
         let connect = connect_options(url, &options).await?;
-        let mut write_connection = connect_at_start(&connect, &options).await?;
+        let write_connect = writer::write_connect_options(&connect);
+        let mut write_connection = connect_at_start(&write_connect, &options).await?;
         MIGRATOR
             .run(&mut write_connection)
             .await
@@ -235,7 +237,7 @@ impl PostgresJournal {
             .connect_lazy_with(connect.clone());
         let writer = PostgresWriter::new(
             write_connection,
-            connect.clone(),
+            write_connect,
             options.busy_timeout.max(Duration::from_secs(1)),
         );
         let committer = GroupCommitter::start(

@@ -41,6 +41,38 @@ use crate::journal::{AppendStatus, Appended, AttemptRecord, EmissionStatus, NewE
 const BEGIN_LOCKED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; \
      SELECT pg_advisory_xact_lock(8387789857945185900)";
 
+/// The statements the writer prepares, by name, with their number of parameters: exported so
+/// that tests/it/journal_postgres.rs can hold their generic plans to index lookups under
+/// [`PLANNER_SETTINGS`].
+pub const WRITE_STATEMENTS: [(&str, &str, usize); 3] = [
+    ("group state", SELECT_GROUP_STATE, 3),
+    ("insert group", INSERT_GROUP, 15),
+    ("record attempts", RECORD_ATTEMPTS, 16),
+];
+
+/// The write connection's planner settings, sent as startup options (`write_connect_options`).
+/// Every statement the writer runs finds rows by the keys it binds (a group's origins, tenants,
+/// positions and event ids), so one index lookup per key is the right plan at any size. A plan
+/// is chosen once per connection, though: after five custom plans a prepared statement keeps a
+/// generic one (`choose_custom_plan` in PostgreSQL's src/backend/utils/cache/plancache.c) until
+/// an invalidation such as an ANALYZE of its tables. Chosen while the journal was young (a fresh
+/// database, tables of a few hundred rows), that plan was a sequential scan under a hash join,
+/// and it stayed one as the tables grew: on a database filled from empty, a group's delivery
+/// records took 5.5 ms at 12,000 events instead of 1.2 ms, and the group-state read 2.4 ms
+/// instead of 0.14 ms (docs/benchmarks.md, "Ingest by store"). Turned off, these paths cost
+/// `disable_cost` (`cost_seqscan` and the join costing in src/backend/optimizer/path/costsize.c),
+/// so the planner takes the index lookups whatever the statistics say.
+pub const PLANNER_SETTINGS: [(&str, &str); 3] = [
+    ("enable_seqscan", "off"),
+    ("enable_hashjoin", "off"),
+    ("enable_mergejoin", "off"),
+];
+
+/// The options of the write connection: the journal's, plus [`PLANNER_SETTINGS`].
+pub(super) fn write_connect_options(connect: &PgConnectOptions) -> PgConnectOptions {
+    connect.clone().options(PLANNER_SETTINGS)
+}
+
 /// The group's known state in one statement: kind `s` rows are the tenants' last sequences
 /// (tenant, last sequence); kind `o` rows are the stored events among the group's origins
 /// (source, id, event id, sequence, content hash), one index search each on `events_origin`.
