@@ -42,7 +42,10 @@ pub use outcomes::{
     NotificationFinished, PendingNotification, TenantLifecycle, TenantQuery, TenantSummary,
     WorkflowObservation, WorkflowRecord, WorkflowRecorded, WorkflowWait,
 };
-pub use postgres::{PostgresJournal, COMMITS_CHANNEL, PLANNER_SETTINGS, WRITE_STATEMENTS};
+pub use postgres::{
+    pending_page_statement, PostgresJournal, COMMITS_CHANNEL, READ_PLANNER_SETTINGS,
+    WRITE_PLANNER_SETTINGS, WRITE_STATEMENTS,
+};
 pub use sqlite::SqliteJournal;
 pub use status::{
     AttemptOutcome, EmissionStatus, EventStatus, Lifecycle, LifecycleOutcome, ReplayJobStatus,

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener};
 use sqlx::{Connection, Executor};
 use tenant_gateway::journal::{
-    AppendError, AppendStatus, EventJournal, JournalError, JournalOptions, COMMITS_CHANNEL,
-    PLANNER_SETTINGS, WRITE_STATEMENTS,
+    pending_page_statement, AppendError, AppendStatus, EventJournal, JournalError, JournalOptions,
+    COMMITS_CHANNEL, READ_PLANNER_SETTINGS, WRITE_PLANNER_SETTINGS, WRITE_STATEMENTS,
 };
 use tokio::sync::Barrier;
 
@@ -466,7 +466,7 @@ async fn the_writers_plans_on_a_fresh_journal_are_index_lookups() {
         .close()
         .await;
     let writer_options: PgConnectOptions = database.url.parse().expect("url");
-    let mut writer = PgConnection::connect_with(&writer_options.options(PLANNER_SETTINGS))
+    let mut writer = PgConnection::connect_with(&writer_options.options(WRITE_PLANNER_SETTINGS))
         .await
         .expect("connect with the writer's settings");
     let mut default = database.connect().await;
@@ -493,4 +493,94 @@ async fn the_writers_plans_on_a_fresh_journal_are_index_lookups() {
     );
     writer.close().await.expect("close");
     default.close().await.expect("close");
+}
+
+/// The plan a connection uses for the dispatcher's page read after it ran five times on a young
+/// journal (`young` events) and the journal then grew to `grown` events, all pending: what a
+/// long-lived pool connection of a gateway started on an empty database ends up with.
+async fn page_plan_after_growth(
+    journal: &EventJournal,
+    connection: &mut PgConnection,
+    tenant: &str,
+    young: usize,
+    grown: usize,
+) -> String {
+    let append = async |from: usize, to: usize| {
+        for chunk in (from..to).collect::<Vec<_>>().chunks(250) {
+            let events = chunk
+                .iter()
+                .map(|n| event(&format!("{tenant}-{}", n % 100), &format!("{tenant}-{n}")))
+                .collect();
+            journal.append(events).await.expect("append");
+        }
+    };
+    append(0, young).await;
+    connection
+        .execute(
+            format!(
+                "PREPARE page (bigint, text, bigint) AS {}",
+                pending_page_statement()
+            )
+            .as_str(),
+        )
+        .await
+        .expect("prepare");
+    for _ in 0..6 {
+        connection
+            .execute("EXECUTE page(0, NULL, 100)")
+            .await
+            .expect("execute");
+    }
+    append(young, grown).await;
+    let lines: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE page(0, NULL, 100)")
+        .fetch_all(&mut *connection)
+        .await
+        .expect("explain");
+    connection
+        .execute("DEALLOCATE page")
+        .await
+        .expect("deallocate");
+    lines.join("\n")
+}
+
+/// Under the read pool's planner settings the dispatcher's page read walks the pending index in
+/// order and stops at the page's end, however small the journal was when the connection first
+/// ran it. With PostgreSQL's defaults the connection keeps the plan it made for the young
+/// journal, which collects and sorts every pending row to return one page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dispatchers_page_read_stays_an_ordered_index_walk_as_the_journal_grows() {
+    let Some(database) = TestDatabase::create("reader_plans").await else {
+        return;
+    };
+    let journal = EventJournal::open(&database.url, JournalOptions::default())
+        .await
+        .expect("open");
+    // No ANALYZE during the test: it would replan the default connection's statement too.
+    let mut default = database.connect().await;
+    default
+        .execute(
+            "ALTER TABLE events SET (autovacuum_enabled = false); \
+             ALTER TABLE emissions SET (autovacuum_enabled = false)",
+        )
+        .await
+        .expect("autovacuum off");
+    let reader_options: PgConnectOptions = database.url.parse().expect("url");
+    let mut reader = PgConnection::connect_with(&reader_options.options(READ_PLANNER_SETTINGS))
+        .await
+        .expect("connect with the read pool's settings");
+
+    let plan = page_plan_after_growth(&journal, &mut reader, "reader", 20, 3000).await;
+    assert!(
+        plan.contains("Index Scan using emissions_pending") && !plan.contains("Sort"),
+        "the read pool's plan:\n{plan}"
+    );
+    let plan = page_plan_after_growth(&journal, &mut default, "default", 20, 3000).await;
+    assert!(
+        plan.contains("Sort"),
+        "with the default settings the young journal's plan no longer sorts: the test no \
+         longer shows what the read pool's settings are for:\n{plan}"
+    );
+    reader.close().await.expect("close");
+    default.close().await.expect("close");
+    journal.close().await;
 }

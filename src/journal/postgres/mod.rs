@@ -22,9 +22,10 @@ mod reads;
 mod rows;
 mod writer;
 
+pub use reads::{pending_page_statement, READ_PLANNER_SETTINGS};
 pub(super) use rows::pending_from_row;
 use writer::PostgresWriter;
-pub use writer::{PLANNER_SETTINGS, WRITE_STATEMENTS};
+pub use writer::{WRITE_PLANNER_SETTINGS, WRITE_STATEMENTS};
 
 use std::fmt;
 use std::str::FromStr;
@@ -234,7 +235,7 @@ impl PostgresJournal {
             // A read (a readiness check above all) on a database that went away fails within
             // the busy timeout instead of waiting sqlx's default 30 s for a connection.
             .acquire_timeout(options.busy_timeout.max(Duration::from_secs(1)))
-            .connect_lazy_with(connect.clone());
+            .connect_lazy_with(connect.clone().options(reads::READ_PLANNER_SETTINGS));
         let writer = PostgresWriter::new(
             write_connection,
             write_connect,

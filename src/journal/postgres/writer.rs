@@ -43,7 +43,7 @@ const BEGIN_LOCKED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; \
 
 /// The statements the writer prepares, by name, with their number of parameters: exported so
 /// that tests/it/journal_postgres.rs can hold their generic plans to index lookups under
-/// [`PLANNER_SETTINGS`].
+/// [`WRITE_PLANNER_SETTINGS`].
 pub const WRITE_STATEMENTS: [(&str, &str, usize); 3] = [
     ("group state", SELECT_GROUP_STATE, 3),
     ("insert group", INSERT_GROUP, 15),
@@ -62,15 +62,15 @@ pub const WRITE_STATEMENTS: [(&str, &str, usize); 3] = [
 /// instead of 0.14 ms (docs/benchmarks.md, "Ingest by store"). Turned off, these paths cost
 /// `disable_cost` (`cost_seqscan` and the join costing in src/backend/optimizer/path/costsize.c),
 /// so the planner takes the index lookups whatever the statistics say.
-pub const PLANNER_SETTINGS: [(&str, &str); 3] = [
+pub const WRITE_PLANNER_SETTINGS: [(&str, &str); 3] = [
     ("enable_seqscan", "off"),
     ("enable_hashjoin", "off"),
     ("enable_mergejoin", "off"),
 ];
 
-/// The options of the write connection: the journal's, plus [`PLANNER_SETTINGS`].
+/// The options of the write connection: the journal's, plus [`WRITE_PLANNER_SETTINGS`].
 pub(super) fn write_connect_options(connect: &PgConnectOptions) -> PgConnectOptions {
-    connect.clone().options(PLANNER_SETTINGS)
+    connect.clone().options(WRITE_PLANNER_SETTINGS)
 }
 
 /// The group's known state in one statement: kind `s` rows are the tenants' last sequences
