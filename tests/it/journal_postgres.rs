@@ -440,12 +440,21 @@ async fn generic_plan(connection: &mut PgConnection, statement: &str, parameters
         .await
         .expect("prepare");
     let arguments = vec!["NULL"; parameters].join(", ");
-    let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE planned({arguments})"))
+    explain_and_deallocate(connection, "planned", &arguments).await
+}
+
+/// The plan of prepared statement `name` run with `arguments`; the statement is deallocated.
+async fn explain_and_deallocate(
+    connection: &mut PgConnection,
+    name: &str,
+    arguments: &str,
+) -> String {
+    let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}({arguments})"))
         .fetch_all(&mut *connection)
         .await
         .expect("explain");
     connection
-        .execute("DEALLOCATE planned")
+        .execute(format!("DEALLOCATE {name}").as_str())
         .await
         .expect("deallocate");
     lines.join("\n")
@@ -532,15 +541,7 @@ async fn page_plan_after_growth(
             .expect("execute");
     }
     append(young, grown).await;
-    let lines: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE page(0, NULL, 100)")
-        .fetch_all(&mut *connection)
-        .await
-        .expect("explain");
-    connection
-        .execute("DEALLOCATE page")
-        .await
-        .expect("deallocate");
-    lines.join("\n")
+    explain_and_deallocate(connection, "page", "0, NULL, 100").await
 }
 
 /// Under the read pool's planner settings the dispatcher's page read walks the pending index in
