@@ -2,6 +2,7 @@
 --
 --   wrk ... -s bench/ingest.lua URL -- single        one binary-mode event per request
 --   wrk ... -s bench/ingest.lua URL -- batch 100     structured batches of 100 events
+--   wrk ... -s bench/ingest.lua URL -- batch 100 SALT N   each thread stops after N 2xx answers
 --
 -- ids are "<random run prefix>-<thread>-<counter>[-<member>]", so no request ever hits the
 -- duplicate path; tenants cycle over TENANTS names (bench-t0 .. bench-t999).
@@ -22,7 +23,7 @@ function setup(thread)
 end
 
 -- Per-thread state (each wrk thread has its own Lua state).
-local mode, batch_size, prefix, counter, time_str
+local mode, batch_size, prefix, counter, time_str, stop_after
 local status_2xx, status_200, status_202, accepted, duplicates, non2xx = 0, 0, 0, 0, 0, 0
 local first_error = ""
 
@@ -34,6 +35,9 @@ function init(args)
    -- args[3]: a salt per wrk process, so concurrent wrk runs (two replicas) never share ids.
    prefix = (args[3] or "") ..
       string.format("%08x%04x", math.random(0, 0x7fffffff), math.random(0, 0xffff))
+   -- args[4]: stop this thread after that many 2xx answers (the fill phase of ingest.sh,
+   -- which grows the journal to a set size); absent or 0 runs for wrk's whole duration.
+   stop_after = tonumber(args[4] or "0") or 0
    counter = 0
    time_str = os.date("!%Y-%m-%dT%H:%M:%SZ")
 end
@@ -78,6 +82,7 @@ end
 function response(status, headers, body)
    if status >= 200 and status < 300 then
       status_2xx = status_2xx + 1
+      if stop_after > 0 and status_2xx >= stop_after then wrk.thread:stop() end
       if status == 200 then status_200 = status_200 + 1 end
       if status == 202 then status_202 = status_202 + 1 end
       local a = body and string.match(body, '"accepted"%s*:%s*(%d+)')

@@ -191,6 +191,9 @@ mod tests {
                 tolerance_secs: 300
             })
         );
+        // The window is inclusive: exactly `tolerance` away either side still verifies.
+        assert!(verify(&[new], headers("m1", &ts, &good), body, now + 300, 300).is_ok());
+        assert!(verify(&[new], headers("m1", &ts, &good), body, now - 300, 300).is_ok());
         let rotated = format!("{} {good}", sign(old, "m1", now, b"other"));
         assert!(verify(&[new], headers("m1", &ts, &rotated), body, now, 300).is_ok());
         assert_eq!(
