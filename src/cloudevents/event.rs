@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use serde::Serialize as _;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -109,64 +110,118 @@ impl CloudEvent {
     }
 
     /// The event in the JSON event format with members in sorted order: the form the journal
-    /// stores and hashes, so the same event sent in binary or structured mode is the same record.
+    /// stores and the sinks send. Writing it needs no tree: see the `Serialize` impl.
     pub fn to_json(&self) -> Value {
-        let mut members: BTreeMap<&str, Value> = BTreeMap::new();
-        members.insert("specversion", self.specversion.as_str().into());
-        members.insert("id", self.id.clone().into());
-        members.insert("source", self.source.clone().into());
-        members.insert("type", self.ty.clone().into());
+        Value::Object(
+            self.members()
+                .into_iter()
+                .map(|(name, member)| (name.to_owned(), member.to_value()))
+                .collect::<Map<_, _>>(),
+        )
+    }
+
+    /// The members of the JSON event format by name (so in the sorted order both `to_json` and
+    /// `Serialize` write), borrowed from the event.
+    fn members(&self) -> BTreeMap<&str, Member<'_>> {
+        let mut members = BTreeMap::new();
+        members.insert("specversion", Member::Text(self.specversion.as_str()));
+        members.insert("id", Member::Text(&self.id));
+        members.insert("source", Member::Text(&self.source));
+        members.insert("type", Member::Text(&self.ty));
         if let Some(v) = &self.datacontenttype {
-            members.insert("datacontenttype", v.clone().into());
+            members.insert("datacontenttype", Member::Text(v));
         }
         if let Some(v) = &self.dataschema {
             let key = match self.specversion {
                 SpecVersion::V10 => "dataschema",
                 SpecVersion::V03 => "schemaurl",
             };
-            members.insert(key, v.clone().into());
+            members.insert(key, Member::Text(v));
         }
         if let Some(v) = &self.subject {
-            members.insert("subject", v.clone().into());
+            members.insert("subject", Member::Text(v));
         }
         if let Some(v) = &self.time {
-            members.insert("time", v.clone().into());
+            members.insert("time", Member::Text(v));
         }
         for (k, v) in &self.extensions {
-            members.insert(k, v.to_json());
+            members.insert(k, Member::Extension(v));
         }
         match &self.data {
             None => {}
             Some(Data::Json(v)) => {
-                members.insert("data", v.clone());
+                members.insert("data", Member::Json(v));
             }
             Some(Data::Text(s)) => {
-                members.insert("data", s.clone().into());
+                members.insert("data", Member::Text(s));
             }
             Some(Data::Binary(b)) => {
                 let encoded = base64::engine::general_purpose::STANDARD.encode(b);
                 match self.specversion {
                     SpecVersion::V10 => {
-                        members.insert("data_base64", encoded.into());
+                        members.insert("data_base64", Member::Encoded(encoded));
                     }
                     SpecVersion::V03 => {
-                        members.insert("datacontentencoding", "base64".into());
-                        members.insert("data", encoded.into());
+                        members.insert("datacontentencoding", Member::Text("base64"));
+                        members.insert("data", Member::Encoded(encoded));
                     }
                 }
             }
         }
-        Value::Object(
-            members
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect::<Map<_, _>>(),
-        )
+        members
     }
 
     /// Hex SHA-256 of the canonical JSON: equal hashes mean the same content.
     pub fn content_hash(document: &str) -> String {
         hex::encode(Sha256::digest(document.as_bytes()))
+    }
+}
+
+/// Writes the JSON event format (as [`CloudEvent::to_json`] builds it) straight to the
+/// serializer, with no intermediate `Value` tree: the journal's document at ingest and every
+/// emission's bytes are written this way.
+impl serde::Serialize for CloudEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let members = self.members();
+        let mut map = serializer.serialize_map(Some(members.len()))?;
+        for (name, member) in &members {
+            map.serialize_entry(name, member)?;
+        }
+        map.end()
+    }
+}
+
+/// One member's value in the JSON event format, borrowed from the event where it can be.
+enum Member<'a> {
+    Text(&'a str),
+    Extension(&'a ExtensionValue),
+    Json(&'a Value),
+    /// Base64 of binary data, made when the member is.
+    Encoded(String),
+}
+
+impl Member<'_> {
+    fn to_value(&self) -> Value {
+        match self {
+            Member::Text(s) => Value::String((*s).to_owned()),
+            Member::Extension(v) => v.to_json(),
+            Member::Json(v) => (*v).clone(),
+            Member::Encoded(s) => Value::String(s.clone()),
+        }
+    }
+}
+
+impl serde::Serialize for Member<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Member::Text(s) => serializer.serialize_str(s),
+            Member::Extension(ExtensionValue::String(s)) => serializer.serialize_str(s),
+            Member::Extension(ExtensionValue::Boolean(b)) => serializer.serialize_bool(*b),
+            Member::Extension(ExtensionValue::Integer(i)) => serializer.serialize_i32(*i),
+            Member::Json(v) => v.serialize(serializer),
+            Member::Encoded(s) => serializer.serialize_str(s),
+        }
     }
 }
 
@@ -237,6 +292,51 @@ mod tests {
         let j = e.to_json();
         assert_eq!(j["data"], "AAEC");
         assert_eq!(j["datacontentencoding"], "base64");
+    }
+
+    /// The stored document (and so its hash, which dedup compares) must be byte for byte what
+    /// `to_json` gave before events were written without the tree: an event stored by an older
+    /// release and posted again is still a duplicate, not a conflict.
+    #[test]
+    fn serialized_event_is_byte_for_byte_its_json_tree() {
+        let mut full = CloudEvent::new("id-\u{e9}\"<&>", "//s/x", "com.t");
+        full.datacontenttype = Some("application/json".into());
+        full.dataschema = Some("https://schema.example/v1".into());
+        full.subject = Some("sub\nject".into());
+        full.time = Some("2026-01-02T03:04:05.678+01:00".into());
+        full.extensions
+            .insert("tenant".into(), ExtensionValue::String("acme".into()));
+        full.extensions
+            .insert("aaflag".into(), ExtensionValue::Boolean(true));
+        full.extensions
+            .insert("zcount".into(), ExtensionValue::Integer(-7));
+        full.data = Some(Data::Json(serde_json::json!({
+            "b": [1, 2.5, -0.0, 1e300, null, true],
+            "a": {"nested": "\u{1F600}\u{0}\t"},
+            "big": 18446744073709551615u64,
+        })));
+        let mut cases = vec![full.clone(), CloudEvent::new("1", "/s", "t")];
+        for data in [
+            Data::Text("plain \"text\"".into()),
+            Data::Binary(vec![0, 255, 10, 13]),
+            Data::Json(Value::String("json string".into())),
+        ] {
+            for version in [SpecVersion::V10, SpecVersion::V03] {
+                let mut e = full.clone();
+                e.specversion = version;
+                e.data = Some(data.clone());
+                cases.push(e);
+            }
+        }
+        for e in cases {
+            let tree = e.to_json();
+            assert_eq!(
+                serde_json::to_string(&e).unwrap(),
+                tree.to_string(),
+                "{tree}"
+            );
+            assert_eq!(serde_json::to_value(&e).unwrap(), tree);
+        }
     }
 
     #[test]

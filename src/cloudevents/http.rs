@@ -360,7 +360,9 @@ pub fn encode_binary(event: &CloudEvent) -> (Vec<(String, String)>, Vec<u8>) {
 
 /// Structured mode: the JSON event format body.
 pub fn encode_structured(event: &CloudEvent) -> (&'static str, Vec<u8>) {
-    (STRUCTURED_JSON, event.to_json().to_string().into_bytes())
+    let body =
+        serde_json::to_vec(event).unwrap_or_else(|_| event.to_json().to_string().into_bytes());
+    (STRUCTURED_JSON, body)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::sinks::ArgoRouting;
 use crate::cloudevents::format::event_from_json;
 use crate::cloudevents::CloudEvent;
+use crate::cloudevents::Data;
 use crate::cloudevents::ExtensionValue;
 use crate::journal::{PendingEmission, StoredEvent};
 use crate::normalize::canonical::{canonical_event, EmissionInput};
@@ -158,15 +159,15 @@ fn encode(
         instance_source,
     )?;
     route_for_argo(&mut canonical, instance_source, routing);
-    let json = canonical.to_json();
-    let workflow_name = json
-        .pointer("/data/workflowName")
-        .and_then(|name| name.as_str())
-        .unwrap_or_default()
-        .to_owned();
+    let workflow_name = match &canonical.data {
+        Some(Data::Json(data)) => data.get("workflowName").and_then(|name| name.as_str()),
+        _ => None,
+    }
+    .unwrap_or_default()
+    .to_owned();
     Ok(EncodedEmission {
-        id: canonical.id.clone(),
-        body: Bytes::from(argo_safe_json(&json)),
+        body: Bytes::from(argo_safe_json(&canonical)),
+        id: canonical.id,
         workflow_name,
     })
 }
@@ -203,14 +204,16 @@ fn route_for_argo(
 /// - `<`, `>` and `&` are written as escapes, as Go's `encoding/json` writes them when Argo's
 ///   webhook EventSource re-marshals the body (`json.RawMessage` is compacted with HTML
 ///   escaping): so the size measured here is the size on the bus, not up to six times less.
-pub fn argo_safe_json(value: &serde_json::Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+///
+/// `value` is a `Value` or a [`CloudEvent`], which serializes as its `to_json` without building
+/// that tree (the dispatcher's path).
+pub fn argo_safe_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
     let mut serializer = serde_json::Serializer::with_formatter(&mut out, ArgoSafeFormatter);
-    // Writing a `Value` to a Vec fails only on a map key that is not a string, which a `Value`
-    // cannot hold.
+    // Writing JSON to a Vec fails only on a map key that is not a string; neither a `Value` nor
+    // a `CloudEvent` has one, and the writer cannot fail.
     if value.serialize(&mut serializer).is_err() {
         out.clear();
-        out.extend_from_slice(value.to_string().as_bytes());
     }
     out
 }
@@ -322,15 +325,17 @@ impl EmissionTarget {
             received_at: &received_at,
         });
         route_for_argo(&mut canonical, &self.instance_source, self.routing.as_ref());
-        let json = canonical.to_json();
-        let size = argo_safe_json(&json).len();
+        let size = argo_safe_json(&canonical).len();
         if size > MAX_EMISSION_BYTES {
             return Err(EmissionTooLarge::Body {
                 size,
                 limit: MAX_EMISSION_BYTES,
             });
         }
-        let data = json.get("data").map(argo_safe_json).unwrap_or_default();
+        let data = match &canonical.data {
+            Some(Data::Json(data)) => argo_safe_json(data),
+            _ => Vec::new(),
+        };
         let quoted = json_string_length(&data);
         if quoted > MAX_WORKFLOW_EVENT_BYTES {
             return Err(EmissionTooLarge::Workflow {

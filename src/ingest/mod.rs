@@ -710,7 +710,9 @@ fn at_batch_index(violation: Violation, mode: ContentMode, index: usize) -> Viol
 }
 
 fn new_event(event: &CloudEvent, lifecycle: &Lifecycle) -> NewEvent {
-    let document = event.to_json().to_string();
+    // Written straight from the event (no `Value` tree); only non-string map keys could fail,
+    // and an event has none.
+    let document = serde_json::to_string(event).unwrap_or_else(|_| event.to_json().to_string());
     NewEvent {
         source: event.source.clone(),
         id: event.id.clone(),
