@@ -2,7 +2,8 @@
 --
 --   wrk ... -s bench/ingest.lua URL -- single        one binary-mode event per request
 --   wrk ... -s bench/ingest.lua URL -- batch 100     structured batches of 100 events
---   wrk ... -s bench/ingest.lua URL -- batch 100 SALT N   each thread stops after N 2xx answers
+--   wrk ... -s bench/ingest.lua URL -- batch 100 SALT N M   each thread stops after N 2xx answers
+--                                                          and then writes the file M.<thread>
 --
 -- ids are "<random run prefix>-<thread>-<counter>[-<member>]", so no request ever hits the
 -- duplicate path; tenants cycle over TENANTS names (bench-t0 .. bench-t999).
@@ -23,7 +24,7 @@ function setup(thread)
 end
 
 -- Per-thread state (each wrk thread has its own Lua state).
-local mode, batch_size, prefix, counter, time_str, stop_after
+local mode, batch_size, prefix, counter, time_str, stop_after, stop_marker
 local status_2xx, status_200, status_202, accepted, duplicates, non2xx = 0, 0, 0, 0, 0, 0
 local first_error = ""
 
@@ -38,6 +39,9 @@ function init(args)
    -- args[4]: stop this thread after that many 2xx answers (the fill phase of ingest.sh,
    -- which grows the journal to a set size); absent or 0 runs for wrk's whole duration.
    stop_after = tonumber(args[4] or "0") or 0
+   -- args[5]: a path prefix; a thread that stops writes "<prefix>.<thread>", because wrk
+   -- itself runs on until its -d duration even when every thread has stopped.
+   stop_marker = args[5] or ""
    counter = 0
    time_str = os.date("!%Y-%m-%dT%H:%M:%SZ")
 end
@@ -82,7 +86,13 @@ end
 function response(status, headers, body)
    if status >= 200 and status < 300 then
       status_2xx = status_2xx + 1
-      if stop_after > 0 and status_2xx >= stop_after then wrk.thread:stop() end
+      if stop_after > 0 and status_2xx == stop_after then
+         if stop_marker ~= "" then
+            local marker = io.open(stop_marker .. "." .. tid, "w")
+            if marker then marker:close() end
+         end
+         wrk.thread:stop()
+      end
       if status == 200 then status_200 = status_200 + 1 end
       if status == 202 then status_202 = status_202 + 1 end
       local a = body and string.match(body, '"accepted"%s*:%s*(%d+)')

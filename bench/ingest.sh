@@ -134,7 +134,20 @@ run_phase() {  # name url connections duration lua-args...
     set_phase "$name"
     echo "ingest.sh: phase $name: POST $url -c$conns -d$duration $*" >&2
     wrk -t"$THREADS" -c"$conns" -d"$duration" --timeout "$TIMEOUT" --latency \
-        -s "$LUA" "$url" -- "$@" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed in phase $name"; }
+        -s "$LUA" "$url" -- "$@" >"$out" 2>&1 &
+    local wrk_pid=$!
+    if [ -n "${STOP_MARKER:-}" ]; then
+        # wrk sleeps out its whole -d even when every thread has stopped (ingest.lua's stop
+        # count); SIGINT ends that sleep, and wrk reports as after a full run.
+        while kill -0 "$wrk_pid" 2>/dev/null; do
+            if [ "$(find "$TMP" -maxdepth 1 -name "${STOP_MARKER##*/}.*" | wc -l)" -ge "$THREADS" ]; then
+                kill -INT "$wrk_pid" 2>/dev/null || true
+                break
+            fi
+            sleep 0.2
+        done
+    fi
+    wait "$wrk_pid" || { cat "$out" >&2; die "wrk failed in phase $name"; }
     sed 's/^/    /' "$out" | grep -v '^    BENCH_' >&2
     local line kv
     line="$(grep '^BENCH_RESULT ' "$out")" || { cat "$out" >&2; die "no result line from wrk in phase $name"; }
@@ -200,7 +213,9 @@ if [ "$STORED" -gt 0 ]; then
     if [ "$HAVE" -lt "$STORED" ]; then
         # Each wrk thread stops after its share of requests; the last batch may overshoot.
         PER_THREAD=$(( (STORED - HAVE + BATCH * THREADS - 1) / (BATCH * THREADS) ))
-        run_phase fill "$BASE/events" "$FILL_CONNECTIONS" 3600s batch "$BATCH" "" "$PER_THREAD"
+        STOP_MARKER="$TMP/fill-stopped"
+        run_phase fill "$BASE/events" "$FILL_CONNECTIONS" 3600s batch "$BATCH" "" "$PER_THREAD" "$STOP_MARKER"
+        STOP_MARKER=""
         DURABLE_PHASES+=(fill)
     fi
     set_phase idle

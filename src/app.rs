@@ -80,6 +80,9 @@ pub struct Application {
     shutdown_grace: std::time::Duration,
     /// The tasks that re-read the listeners' certificate files; stopped with the servers.
     tls_watchers: Vec<tokio::task::JoinHandle<()>>,
+    /// Gives freed heap memory back to the system once ingest is idle (`memory`); aborted
+    /// with the servers.
+    memory_release: tokio::task::JoinHandle<()>,
     /// The Workflow watcher (`watch-workflows`); stopped before the journal closes.
     workflow_watcher: Option<WorkflowWatcher>,
     /// Each recorded Workflow observation, for in-process subscribers.
@@ -274,7 +277,13 @@ impl Application {
                 workflow_updates.clone(),
             )
         });
+        let memory_release = tokio::spawn(crate::memory::release_when_idle(
+            journal.subscribe_commits(),
+            crate::memory::IDLE_INTERVAL,
+            std::future::pending(),
+        ));
         Ok(Application {
+            memory_release,
             server,
             admin_server,
             ingest_addr,
@@ -368,6 +377,7 @@ impl Application {
         for watcher in &self.tls_watchers {
             watcher.abort();
         }
+        self.memory_release.abort();
         self.journal.close().await;
         tracing::info!("stopped");
         res

@@ -13,6 +13,7 @@
 //! - [`error`]: problem+json, the one renderer of HTTP errors.
 //! - [`ingest`]: `POST /events` and its authentication; the `send` client.
 //! - [`journal`]: the durable store of events, emissions, attempts and operator actions.
+//! - [`memory`]: freed heap memory given back to the system once ingest is idle.
 //! - [`metrics`]: the Prometheus registry (no tenant labels).
 //! - [`normalize`]: upstream event -> tenant, action and details; the canonical emitted event.
 //! - [`notify`]: completion events to upstream: the notifier that delivers the journal's outbox.
@@ -33,6 +34,7 @@ pub mod dispatch;
 pub mod error;
 pub mod ingest;
 pub mod journal;
+pub mod memory;
 pub mod metrics;
 pub mod normalize;
 pub mod notify;

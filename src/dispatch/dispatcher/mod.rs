@@ -57,8 +57,10 @@ use workflow_gate::{await_previous_workflow, Gate, WorkflowSignals};
 pub struct DispatchSettings {
     /// Delivery attempts in flight at once, across tenants (default 64).
     pub concurrency: usize,
-    /// Pending emissions held in memory at once (default 10,000); the rest stay in the journal
-    /// until the queues drain, so a large backlog costs no memory.
+    /// Pending emissions held in memory at once (default 2,000, about 1 KiB each while queued
+    /// and a few KiB while their page is decoded); the rest stay in the journal until the
+    /// queues drain, so a large backlog costs no memory. 10,000 held 21 MiB more at the peak
+    /// of a backlog and delivered no faster (docs/benchmarks.md).
     pub buffer: usize,
     /// Backoff and retry limit.
     pub retry: RetryPolicy,
@@ -82,7 +84,7 @@ impl Default for DispatchSettings {
     fn default() -> Self {
         DispatchSettings {
             concurrency: 64,
-            buffer: 10_000,
+            buffer: 2_000,
             retry: RetryPolicy::default(),
             instance_source: String::from("urn:tenant-gateway"),
             probe_interval: Duration::from_secs(1),

@@ -1,5 +1,6 @@
 //! The WAL checkpointer: copies committed WAL pages into the database file off the commit path.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a restarting or truncating checkpoint waits for readers and the writer before it
 /// gives up until the next tick: those modes hold new writers back while they wait, so the wait
 /// stays short (a passive checkpoint never waits).
-const BLOCKING_CHECKPOINT_WAIT: Duration = Duration::from_millis(200);
+pub(super) const BLOCKING_CHECKPOINT_WAIT: Duration = Duration::from_millis(200);
 
 /// Runs `PRAGMA wal_checkpoint(PASSIVE)` from its own connection every
 /// [`CHECKPOINT_INTERVAL`]. A passive checkpoint never blocks the writer or the readers; the
@@ -24,10 +25,11 @@ const BLOCKING_CHECKPOINT_WAIT: Duration = Duration::from_millis(200);
 ///
 /// Under a sustained write load a passive checkpoint never catches up, so the WAL would only
 /// grow (2.28 GB beside a 0.95 GB database was measured filling 1 million events). Two bounds:
-/// when the WAL holds more than `wal_limit` bytes the checkpointer runs a `RESTART` checkpoint
-/// (it holds new writers back for one copy, after which the writer starts the WAL from its
-/// beginning), and once the writer is idle (everything checkpointed, nothing new) a `TRUNCATE`
-/// one empties the file. `journal_size_limit` (set on every connection) makes SQLite cut the file
+/// when the WAL holds more than `wal_limit` bytes the checkpointer asks the writer for a
+/// `RESTART` checkpoint before its next group (`SqliteWriter::restart_wal`: only the writer
+/// gets the write lock while it writes; after it the writer starts the WAL from its
+/// beginning), and once the writer is idle (everything checkpointed, nothing new) the
+/// checkpointer runs a `TRUNCATE` one, which empties the file. `journal_size_limit` (set on every connection) makes SQLite cut the file
 /// back to `wal_limit` whenever the WAL restarts.
 pub(super) struct WalCheckpointer {
     /// Wakes the task to do a last, truncating checkpoint and stop.
@@ -66,14 +68,19 @@ fn next_mode(
     previous_log_frames: i64,
     frame_limit: i64,
 ) -> Option<&'static str> {
-    if passive.log_frames > frame_limit {
-        Some("RESTART")
-    } else if passive.log_frames > 0
+    if passive.log_frames > 0
         && passive.log_frames == passive.checkpointed_frames
         && passive.log_frames == previous_log_frames
     {
         // Idle: everything is in the database and nothing was written since the last tick.
+        // Checked first: a RESTART checkpoint leaves the WAL's header as it is (SQLite
+        // `src/wal.c` `walCheckpoint`: only TRUNCATE calls `walRestartHdr`); the next write
+        // transaction starts the log over (`walRestartLog`, where `journal_size_limit` cuts the
+        // file). An idle writer writes nothing, so restarting each tick kept a burst's 148 MB
+        // of WAL beside an idle journal.
         Some("TRUNCATE")
+    } else if passive.log_frames > frame_limit {
+        Some("RESTART")
     } else {
         None
     }
@@ -81,7 +88,13 @@ fn next_mode(
 
 impl WalCheckpointer {
     /// Starts checkpointing over `connection`, keeping the WAL near `wal_limit` bytes.
-    pub(super) fn start(mut connection: SqliteConnection, wal_limit: u64) -> Self {
+    /// `wal_restart` is the writer's (see `SqliteWriter::restart_wal`): set when the WAL needs
+    /// a restart, which only the writer can do while it writes.
+    pub(super) fn start(
+        mut connection: SqliteConnection,
+        wal_limit: u64,
+        wal_restart: Arc<AtomicBool>,
+    ) -> Self {
         let shutdown = Arc::new(Notify::new());
         let stop = Arc::clone(&shutdown);
         let task = tokio::spawn(async move {
@@ -109,7 +122,10 @@ impl WalCheckpointer {
                 let mode = if stopping { "TRUNCATE" } else { "PASSIVE" };
                 match checkpoint(&mut connection, mode).await {
                     Ok(passive) if !stopping => {
-                        if let Some(mode) = next_mode(passive, previous_log_frames, frame_limit) {
+                        let mode = next_mode(passive, previous_log_frames, frame_limit);
+                        if mode == Some("RESTART") {
+                            wal_restart.store(true, Ordering::Release);
+                        } else if let Some(mode) = mode {
                             match checkpoint(&mut connection, mode).await {
                                 Ok(result) if result.busy => tracing::debug!(
                                     mode,
@@ -173,11 +189,12 @@ mod tests {
 
     #[test]
     fn a_long_wal_is_restarted_and_an_idle_one_truncated() {
-        // Over the limit: restart, whether or not the passive one caught up.
+        // Over the limit and written to: restart, whether or not the passive one caught up.
         assert_eq!(next_mode(result(101, 40), 90, 100), Some("RESTART"));
-        assert_eq!(next_mode(result(101, 101), 101, 100), Some("RESTART"));
-        // Caught up and unchanged since the last tick: the writer is idle.
+        assert_eq!(next_mode(result(101, 101), 90, 100), Some("RESTART"));
+        // Caught up and unchanged since the last tick: the writer is idle, over the limit too.
         assert_eq!(next_mode(result(50, 50), 50, 100), Some("TRUNCATE"));
+        assert_eq!(next_mode(result(101, 101), 101, 100), Some("TRUNCATE"));
         // Caught up but written to since the last tick, or behind: leave it to the writer.
         assert_eq!(next_mode(result(50, 50), 30, 100), None);
         assert_eq!(next_mode(result(50, 20), 50, 100), None);
@@ -218,30 +235,37 @@ mod tests {
         }
     }
 
-    /// The WAL file shrinks back while writes go on (without the bound it only ever grows until
-    /// the journal closes), and an idle journal's WAL is emptied.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_wal_is_cut_back_under_load_and_emptied_when_idle() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("wal.db");
+    const LIMIT: u64 = 256 << 10;
+
+    /// A journal with a [`LIMIT`] WAL bound, after a burst of 4 MiB of events that outgrew it.
+    async fn journal_after_a_burst(path: &std::path::Path) -> crate::journal::EventJournal {
         let options = crate::journal::JournalOptions {
-            wal_limit: 256 << 10,
+            wal_limit: LIMIT,
             ..Default::default()
         };
         let url = format!("sqlite://{}", path.display());
         let journal = crate::journal::EventJournal::open(&url, options)
             .await
             .expect("open");
-        // A burst far over the limit: 4 MiB of events.
-        let limit = 256 << 10;
         let blob = "x".repeat(2000);
         let mut peak = 0;
         for batch in 0..200 {
             let events = (0..10).map(|i| event(batch * 10 + i, &blob)).collect();
             journal.append(events).await.expect("append");
-            peak = peak.max(wal_size(&path));
+            peak = peak.max(wal_size(path));
         }
-        assert!(peak > 2 * limit, "the burst outgrew the limit: {peak}");
+        assert!(peak > 2 * LIMIT, "the burst outgrew the limit: {peak}");
+        journal
+    }
+
+    /// The WAL file shrinks back while writes go on (without the bound it only ever grows until
+    /// the journal closes), and an idle journal's WAL is emptied.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_is_cut_back_under_load_and_emptied_when_idle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wal.db");
+        let journal = journal_after_a_burst(&path).await;
+        let (limit, blob) = (LIMIT, "x".repeat(2000));
         // Writes go on, slowly, while the WAL is cut back.
         let writer = {
             let journal = journal.clone();
@@ -261,6 +285,16 @@ mod tests {
         .await;
         writer.abort();
         let _ = writer.await;
+        wait_until("an idle journal's WAL is empty", || wal_size(&path) == 0).await;
+        journal.close().await;
+    }
+    /// A burst that leaves the WAL over the limit and then stops: nothing restarts the WAL (only
+    /// a writer does), so the idle journal's file must be emptied by a truncating checkpoint.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wal_left_over_the_limit_by_a_burst_is_emptied_when_idle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wal.db");
+        let journal = journal_after_a_burst(&path).await;
         wait_until("an idle journal's WAL is empty", || wal_size(&path) == 0).await;
         journal.close().await;
     }

@@ -3,7 +3,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection, Row};
@@ -187,18 +188,66 @@ pub(super) struct SqliteWriter {
     /// Sequences assigned by the open transaction; merged into `last_sequences` on commit and
     /// dropped on rollback, so a failed group gives its numbers back.
     uncommitted_sequences: HashMap<String, i64>,
+    /// Set by the [`super::checkpointer::WalCheckpointer`] when the WAL has outgrown its
+    /// limit: the writer restarts the WAL itself before its next group (see `restart_wal`).
+    wal_restart: Arc<AtomicBool>,
 }
 
 impl SqliteWriter {
     /// The writer on an open, migrated `connection`, reopened with `connect_options` after a
     /// failure.
-    pub(super) fn new(connection: SqliteConnection, connect_options: SqliteConnectOptions) -> Self {
+    pub(super) fn new(
+        connection: SqliteConnection,
+        connect_options: SqliteConnectOptions,
+        wal_restart: Arc<AtomicBool>,
+    ) -> Self {
         SqliteWriter {
             connection: Some(connection),
             connect_options,
             in_transaction: false,
             last_sequences: HashMap::new(),
             uncommitted_sequences: HashMap::new(),
+            wal_restart,
+        }
+    }
+
+    /// A `RESTART` checkpoint from the write connection, between groups. From the
+    /// checkpointer's own connection it starved under sustained writes: a RESTART first takes
+    /// the write lock through the busy handler (SQLite `src/wal.c` `walCheckpoint`, `xBusy` on
+    /// `WAL_WRITE_LOCK`), and the writer took the lock back after every commit before the
+    /// handler's next poll, so filling 1 million events let the WAL reach 914 MiB. Here the
+    /// lock is the writer's own; the checkpointer's passive checkpoints have already copied
+    /// most frames, so this copies what the last second added and waits (at most
+    /// [`super::checkpointer::BLOCKING_CHECKPOINT_WAIT`]) for readers to leave the WAL. The
+    /// next commit then starts the WAL over, and `journal_size_limit` cuts the file.
+    async fn restart_wal(&mut self) {
+        let wait = super::checkpointer::BLOCKING_CHECKPOINT_WAIT.as_millis();
+        let restart = async {
+            let connection = self.connection().await?;
+            let usual: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+                .fetch_one(&mut *connection)
+                .await?;
+            sqlx::query(&format!("PRAGMA busy_timeout = {wait}"))
+                .execute(&mut *connection)
+                .await?;
+            let result: Result<(i64, i64, i64), _> =
+                sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
+                    .fetch_one(&mut *connection)
+                    .await;
+            sqlx::query(&format!("PRAGMA busy_timeout = {usual}"))
+                .execute(&mut *connection)
+                .await?;
+            result
+        };
+        match restart.await {
+            Ok((busy, frames, _)) => {
+                tracing::debug!(
+                    busy = busy != 0,
+                    frames,
+                    "journal WAL restart from the writer"
+                )
+            }
+            Err(error) => tracing::warn!(%error, "journal WAL restart failed; retrying later"),
         }
     }
 
@@ -437,6 +486,9 @@ impl SqliteWriter {
 
 impl GroupStore for SqliteWriter {
     async fn begin(&mut self) -> Result<(), sqlx::Error> {
+        if self.wal_restart.swap(false, Ordering::AcqRel) {
+            self.restart_wal().await;
+        }
         // IMMEDIATE takes the write lock now (waiting up to busy_timeout), so the statements
         // after it can never fail on a lock upgrade halfway through the group.
         self.execute("BEGIN IMMEDIATE").await?;
