@@ -227,12 +227,13 @@ impl SqliteJournal {
     }
 }
 
-/// The writer's page cache, 32 MiB (SQLite's default is 2 MiB): the dedup and sequence indexes
-/// take random inserts, and a miss there is a read inside the write transaction.
-const WRITE_CACHE_SIZE: &str = "-32768";
+/// The writer's page cache, 16 MiB (SQLite's default is 2 MiB): the dedup and sequence indexes
+/// take random inserts, and a miss there is a read inside the write transaction. 32 MiB was no
+/// faster in one run of bench/ingest.sh and held 13 MiB more RSS (docs/benchmarks.md).
+const WRITE_CACHE_SIZE: &str = "-16384";
 
 /// Each reader's (and the checkpointer's) page cache, 4 MiB. Readers mostly walk recent rows
-/// that the OS page cache holds anyway; with the writer's 32 MiB each, the four readers' caches
+/// that the OS page cache holds anyway; with the writer's 32 MiB each (then its size), the four readers' caches
 /// filled during a backlog and kept the process near 150 MB RSS for good.
 const READ_CACHE_SIZE: &str = "-4096";
 
@@ -337,7 +338,7 @@ mod tests {
     }
 
     /// Every read connection (the dispatcher's pages, the admin API's searches) and the
-    /// checkpointer keep a 4 MiB page cache, not the writer's 32 MiB: with the writer's size the
+    /// checkpointer keep a 4 MiB page cache, not the writer's: with the writer's (then 32 MiB) the
     /// readers' caches filled during a backlog and held the process near 150 MB RSS.
     #[tokio::test]
     async fn readers_keep_a_small_page_cache() {
