@@ -233,8 +233,8 @@ impl SqliteJournal {
 const WRITE_CACHE_SIZE: &str = "-16384";
 
 /// Each reader's (and the checkpointer's) page cache, 4 MiB. Readers mostly walk recent rows
-/// that the OS page cache holds anyway; with the writer's 32 MiB each (then its size), the four readers' caches
-/// filled during a backlog and kept the process near 150 MB RSS for good.
+/// that the OS page cache holds anyway; with the writer's size (then 32 MiB) each, the four
+/// readers' caches filled during a backlog and kept the process near 150 MB RSS for good.
 const READ_CACHE_SIZE: &str = "-4096";
 
 /// Connection settings shared by the writer and the readers (which take [`READ_CACHE_SIZE`]).
