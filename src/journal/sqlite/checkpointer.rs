@@ -177,6 +177,7 @@ impl Drop for WalCheckpointer {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{event, wal_size};
     use super::*;
 
     fn result(log_frames: i64, checkpointed_frames: i64) -> CheckpointResult {
@@ -200,27 +201,6 @@ mod tests {
         assert_eq!(next_mode(result(50, 20), 50, 100), None);
         // Empty: nothing to do.
         assert_eq!(next_mode(result(0, 0), 0, 100), None);
-    }
-
-    fn event(n: usize, data: &str) -> crate::journal::NewEvent {
-        let document = format!(r#"{{"id":"e-{n}","data":"{data}"}}"#);
-        crate::journal::NewEvent {
-            source: "urn:test".into(),
-            id: format!("e-{n}"),
-            event_type: "com.acme.tenant.lifecycle.upsert".into(),
-            tenant: format!("t-{}", n % 16),
-            action: "upsert".into(),
-            time: None,
-            content_hash: format!("{n:064}"),
-            document,
-            lifecycle: r#"{"parameters":{},"objectStorage":null}"#.into(),
-        }
-    }
-
-    fn wal_size(path: &std::path::Path) -> u64 {
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        std::fs::metadata(wal).map_or(0, |m| m.len())
     }
 
     /// Polls `condition` (the checkpointer acts once a second) until it holds, for at most 60 s.

@@ -275,13 +275,15 @@ fn parse_uuid(value: &str, what: &str) -> Result<Uuid, JournalError> {
 mod tests {
     use super::*;
 
-    fn wal_size(path: &Path) -> u64 {
+    /// The size of the `-wal` file beside the database at `path` (0 when there is none).
+    pub(super) fn wal_size(path: &Path) -> u64 {
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         std::fs::metadata(wal).map_or(0, |m| m.len())
     }
 
-    fn event(n: usize, data: &str) -> NewEvent {
+    /// Event `n` of a test, with `data` in its document.
+    pub(super) fn event(n: usize, data: &str) -> NewEvent {
         NewEvent {
             source: "urn:test".into(),
             id: format!("e-{n}"),
