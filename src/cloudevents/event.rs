@@ -109,7 +109,8 @@ impl CloudEvent {
     }
 
     /// The event in the JSON event format with members in sorted order: the form the journal
-    /// stores and the sinks send. Writing it needs no tree: see the `Serialize` impl.
+    /// stores and hashes (so the same event sent in binary or structured mode is the same
+    /// record) and the sinks send. The `Serialize` impl writes the same bytes without the tree.
     pub fn to_json(&self) -> Value {
         Value::Object(
             self.members()
