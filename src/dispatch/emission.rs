@@ -304,12 +304,78 @@ impl EmissionTarget {
     /// Refuses an event whose emission could never be delivered. The emission is measured as its
     /// largest form: a replay (which adds `replayof`), with the largest sequence, so an event
     /// accepted now can still be replayed later.
+    ///
+    /// Most events are far below both limits, and [`Self::size_bound`] proves that without
+    /// building the emission; only the others are built and measured.
     pub fn check_fits(
         &self,
         upstream: &CloudEvent,
         lifecycle: &Lifecycle,
     ) -> Result<(), EmissionTooLarge> {
         let details = LifecycleDetails::of(lifecycle);
+        let bound = self.size_bound(upstream, lifecycle, &details);
+        if bound <= MAX_EMISSION_BYTES && 2 + 2 * bound <= MAX_WORKFLOW_EVENT_BYTES {
+            return Ok(());
+        }
+        self.measure(upstream, lifecycle, &details)
+    }
+
+    /// An upper bound of the emission's size, from the sizes of what it is made of. Every
+    /// string and value of the emission is either fixed text (keys, ids, the sequence, times:
+    /// [`EMISSION_OVERHEAD`]) or a copy of a part of the upstream event (each at most three
+    /// times: `id`, `source` and `type` are in two extensions and `data.origin`, data once),
+    /// the lifecycle details, the tenant, the action or the target's names. The upstream event
+    /// as compact JSON holds each of its parts at least at its raw length, and
+    /// [`argo_safe_json`] writes a byte of raw text as at most six (`\u003c` for `<`). The
+    /// `data` member as a JSON string is at most twice its text, plus the quotes.
+    fn size_bound(
+        &self,
+        upstream: &CloudEvent,
+        lifecycle: &Lifecycle,
+        details: &LifecycleDetails,
+    ) -> usize {
+        let routing = self
+            .routing
+            .as_ref()
+            .map_or(0, |r| r.event_source_name.len() + r.event_name.len());
+        let copied = 3 * json_length(upstream)
+            + json_length(details)
+            + 3 * (lifecycle.tenant.as_str().len() + lifecycle.action.len())
+            + 2 * self.instance_source.len()
+            + routing;
+        EMISSION_OVERHEAD + 6 * copied
+    }
+
+    /// Builds the emission as its largest replay would be sent and measures it.
+    fn measure(
+        &self,
+        upstream: &CloudEvent,
+        lifecycle: &Lifecycle,
+        details: &LifecycleDetails,
+    ) -> Result<(), EmissionTooLarge> {
+        let (size, quoted) = self.emission_sizes(upstream, lifecycle, details);
+        if size > MAX_EMISSION_BYTES {
+            return Err(EmissionTooLarge::Body {
+                size,
+                limit: MAX_EMISSION_BYTES,
+            });
+        }
+        if quoted > MAX_WORKFLOW_EVENT_BYTES {
+            return Err(EmissionTooLarge::Workflow {
+                size: quoted,
+                limit: MAX_WORKFLOW_EVENT_BYTES,
+            });
+        }
+        Ok(())
+    }
+
+    /// The largest replay's body and its `data` member as a JSON string, in bytes.
+    fn emission_sizes(
+        &self,
+        upstream: &CloudEvent,
+        lifecycle: &Lifecycle,
+        details: &LifecycleDetails,
+    ) -> (usize, usize) {
         let received_at = crate::journal::operator::stored_time(chrono::Utc::now());
         let largest_id = Uuid::max();
         let mut canonical = canonical_event(&EmissionInput {
@@ -325,25 +391,37 @@ impl EmissionTarget {
             received_at: &received_at,
         });
         route_for_argo(&mut canonical, &self.instance_source, self.routing.as_ref());
-        let size = argo_safe_json(&canonical).len();
-        if size > MAX_EMISSION_BYTES {
-            return Err(EmissionTooLarge::Body {
-                size,
-                limit: MAX_EMISSION_BYTES,
-            });
-        }
         let data = match &canonical.data {
             Some(Data::Json(data)) => argo_safe_json(data),
             _ => Vec::new(),
         };
-        let quoted = json_string_length(&data);
-        if quoted > MAX_WORKFLOW_EVENT_BYTES {
-            return Err(EmissionTooLarge::Workflow {
-                size: quoted,
-                limit: MAX_WORKFLOW_EVENT_BYTES,
-            });
+        (argo_safe_json(&canonical).len(), json_string_length(&data))
+    }
+}
+
+/// The fixed text of an emission, generously: member names, the two ids and the workflow name
+/// (36 bytes each as text, the name at most 63), the largest sequence, the `time` attribute and
+/// the structure. Measured at about 450 bytes (`the_size_bound_is_never_below_the_emission`).
+const EMISSION_OVERHEAD: usize = 2048;
+
+/// Bytes in `value` as compact JSON, counted without keeping them.
+fn json_length<T: Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
         }
-        Ok(())
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Neither an event nor lifecycle details has a non-string map key, the only failure;
+    // were one to fail, a bound of "unknown" sends the event to the exact measurement.
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX / 16,
     }
 }
 
@@ -489,6 +567,92 @@ mod tests {
             }
         }
         fits
+    }
+
+    /// The bound that lets `check_fits` skip building the emission must never be below the
+    /// emission it stands for, whatever the event holds: text that escaping grows most (`<`
+    /// and `{` become six bytes, control characters too, U+2028 two bytes more), in every part
+    /// that the emission copies, with and without routing.
+    #[test]
+    fn the_size_bound_is_never_below_the_emission() {
+        let hostile = ["", "x", "<{&>", "\u{1}\u{2028}\"", "\u{85}<<<<{{{{"];
+        let targets = [
+            EmissionTarget {
+                instance_source: "urn:tenant-gateway:test".into(),
+                routing: None,
+            },
+            EmissionTarget {
+                instance_source: "<".repeat(40),
+                routing: Some(ArgoRouting {
+                    event_source_name: "{".repeat(30),
+                    event_name: "&".repeat(30),
+                }),
+            },
+        ];
+        let mut checked = 0;
+        for target in &targets {
+            for text in hostile {
+                for repeat in [0, 1, 2000] {
+                    let t = text.repeat(repeat);
+                    let mut upstream = upstream_with(json!({ t.clone(): [t.clone(), {"k": t}] }));
+                    upstream.id = format!("id{}", text.repeat(repeat));
+                    upstream.source = format!("/{}", text.repeat(repeat));
+                    upstream.time = None;
+                    upstream.extensions.insert(
+                        "traceparent".into(),
+                        ExtensionValue::String(text.repeat(repeat)),
+                    );
+                    let mut lifecycle = lifecycle();
+                    lifecycle.action = format!("a{}", text.repeat(repeat));
+                    lifecycle
+                        .parameters
+                        .insert(text.repeat(repeat), text.repeat(repeat));
+                    lifecycle.object_storage = Some(crate::normalize::ObjectStorage {
+                        url: text.repeat(repeat),
+                    });
+                    for data in [
+                        None,
+                        Some(Data::Text(text.repeat(repeat))),
+                        Some(Data::Binary(text.repeat(repeat).into_bytes())),
+                        upstream.data.clone(),
+                    ] {
+                        upstream.data = data;
+                        let details = LifecycleDetails::of(&lifecycle);
+                        let bound = target.size_bound(&upstream, &lifecycle, &details);
+                        let (size, quoted) = target.emission_sizes(&upstream, &lifecycle, &details);
+                        assert!(size <= bound, "{size} > {bound} for {text:?} x {repeat}");
+                        assert!(quoted <= 2 + 2 * bound, "{quoted} > 2 + 2 x {bound}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 2 * 5 * 3 * 4);
+    }
+
+    /// The fixed part the bound allows for covers the fixed part of a real emission: the
+    /// emission of an event with nothing to copy, as a replay with routing.
+    #[test]
+    fn the_emission_overhead_covers_an_emission_with_nothing_copied() {
+        let target = EmissionTarget {
+            instance_source: String::new(),
+            routing: Some(ArgoRouting {
+                event_source_name: String::new(),
+                event_name: String::new(),
+            }),
+        };
+        let mut upstream = upstream_with(Value::Null);
+        upstream.data = None;
+        let mut lifecycle = lifecycle();
+        lifecycle.action = String::new();
+        let details = LifecycleDetails::of(&lifecycle);
+        let (size, _) = target.emission_sizes(&upstream, &lifecycle, &details);
+        let copied = (target.size_bound(&upstream, &lifecycle, &details) - EMISSION_OVERHEAD) / 6;
+        assert!(size <= EMISSION_OVERHEAD + copied, "{size}");
+        assert!(
+            size > EMISSION_OVERHEAD / 8,
+            "{size}: the overhead is far too generous"
+        );
     }
 
     #[test]

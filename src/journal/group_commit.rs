@@ -129,6 +129,11 @@ impl WriteRequest {
         }
     }
 
+    /// One of the gateway's own writes rather than ingest's.
+    fn is_internal(&self) -> bool {
+        !matches!(self, WriteRequest::Append { .. })
+    }
+
     /// Answers the request with a failure that hit its whole group.
     fn fail(self, error: AppendError) {
         // A caller that stopped waiting is not an error.
@@ -271,6 +276,7 @@ impl GroupCommitter {
                 counters: Arc::clone(&counters),
                 commits: notify_commits,
                 max_group_events: bounds.max_group_events.max(1),
+                max_internal_rows: INTERNAL_ROWS_PER_GROUP,
             },
         ));
         GroupCommitter {
@@ -428,7 +434,18 @@ struct Writer {
     commits: watch::Sender<u64>,
     /// Upper bound on rows per group.
     max_group_events: usize,
+    /// Upper bound on the gateway's own rows per group ([`INTERNAL_ROWS_PER_GROUP`]).
+    max_internal_rows: usize,
 }
+
+/// The most delivery records and operator rows one group takes. A dispatcher draining a
+/// backlog keeps thousands of records queued; with no other bound than `max_group_events`,
+/// each group wrote 4,000 of them (60 ms and more of writing) and every append waited behind
+/// them: single-event ingest fell to 500 to 900 events/s with p99 300 ms while a backlog
+/// drained (docs/benchmarks.md). 512 rows keep a group's own writing to a few milliseconds,
+/// and the per-group cost (one fsync) stays small beside them, so the backlog still drains at
+/// the writer's pace.
+const INTERNAL_ROWS_PER_GROUP: usize = 512;
 
 /// The writer's two inputs.
 struct Queues {
@@ -501,17 +518,25 @@ async fn run_writer<S: GroupStore>(
             },
         };
         let mut group_rows = first.weight();
+        let mut internal_rows = if first.is_internal() { group_rows } else { 0 };
         group.push(first);
         while group_rows < writer.max_group_events {
             let Some(request) = queues.try_next() else {
                 break;
             };
             taken();
-            if group_rows + request.weight() > writer.max_group_events {
+            let weight = request.weight();
+            let internal_full = request.is_internal()
+                && internal_rows > 0
+                && internal_rows + weight > writer.max_internal_rows;
+            if group_rows + weight > writer.max_group_events || internal_full {
                 carried_over = Some(request);
                 break;
             }
-            group_rows += request.weight();
+            group_rows += weight;
+            if request.is_internal() {
+                internal_rows += weight;
+            }
             group.push(request);
         }
         commit_group(&mut store, &mut group, &writer).await;
@@ -654,4 +679,184 @@ async fn write_group<S: GroupStore>(
     }
     store.commit().await?;
     Ok((outcomes, results))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use super::*;
+    use crate::journal::{AttemptOutcome, EmissionStatus};
+
+    /// What one group held: append requests and attempt records.
+    #[derive(Debug, Default, Clone, Copy)]
+    struct GroupShape {
+        appends: usize,
+        records: usize,
+    }
+
+    /// A store that keeps nothing but the shape of each group, and holds its first `begin`
+    /// until the test opens `gate`, so the test fills the queues while the writer waits.
+    struct ShapeStore {
+        parked: Option<oneshot::Sender<()>>,
+        gate: Option<oneshot::Receiver<()>>,
+        current: GroupShape,
+        groups: Arc<StdMutex<Vec<GroupShape>>>,
+    }
+
+    impl GroupStore for ShapeStore {
+        async fn begin(&mut self) -> Result<(), sqlx::Error> {
+            if let (Some(parked), Some(gate)) = (self.parked.take(), self.gate.take()) {
+                let _ = parked.send(());
+                let _ = gate.await;
+            }
+            self.current = GroupShape::default();
+            Ok(())
+        }
+
+        async fn write_requests(
+            &mut self,
+            requests: &[&[NewEvent]],
+        ) -> Result<Vec<RequestOutcome>, sqlx::Error> {
+            self.current.appends += requests.len();
+            Ok(requests
+                .iter()
+                .map(|events| {
+                    RequestOutcome::Stored(
+                        events
+                            .iter()
+                            .map(|_| Appended {
+                                event_id: Uuid::now_v7(),
+                                sequence: 1,
+                                status: AppendStatus::Accepted,
+                            })
+                            .collect(),
+                    )
+                })
+                .collect())
+        }
+
+        async fn write_attempts(&mut self, attempts: &[&AttemptRecord]) -> Result<(), sqlx::Error> {
+            self.current.records += attempts.len();
+            Ok(())
+        }
+
+        async fn write_operations(
+            &mut self,
+            _operations: &[&OperatorWrite],
+        ) -> Result<Vec<Result<OperatorOutcome, OperatorError>>, sqlx::Error> {
+            Ok(Vec::new())
+        }
+
+        async fn commit(&mut self) -> Result<(), sqlx::Error> {
+            self.groups.lock().unwrap().push(self.current);
+            Ok(())
+        }
+
+        async fn rollback(&mut self) {}
+
+        async fn close(self) {}
+    }
+
+    fn event(n: usize) -> NewEvent {
+        NewEvent {
+            source: "//test".into(),
+            id: format!("e{n}"),
+            event_type: "com.acme.lifecycle.upsert".into(),
+            tenant: "acme".into(),
+            action: "upsert".into(),
+            time: None,
+            document: "{}".into(),
+            content_hash: String::new(),
+            lifecycle: "{}".into(),
+        }
+    }
+
+    fn record(position: i64) -> AttemptRecord {
+        let now = chrono::Utc::now();
+        AttemptRecord {
+            position,
+            event_id: Uuid::now_v7(),
+            attempt: 1,
+            started_at: now,
+            finished_at: now,
+            sink: "log",
+            outcome: AttemptOutcome::Delivered,
+            status_code: None,
+            error: None,
+            emission_status: EmissionStatus::Delivered,
+            awaits_workflow: false,
+        }
+    }
+
+    /// A backlog of delivery records queued ahead of ingest takes at most
+    /// INTERNAL_ROWS_PER_GROUP rows of a group, so waiting appends are committed in the next
+    /// group instead of behind thousands of records; and every record is still written.
+    #[tokio::test]
+    async fn a_backlog_of_records_takes_a_bounded_share_of_each_group() {
+        let (open, gate) = oneshot::channel();
+        let (parked, writer_parked) = oneshot::channel();
+        let groups = Arc::new(StdMutex::new(Vec::new()));
+        let store = ShapeStore {
+            parked: Some(parked),
+            gate: Some(gate),
+            current: GroupShape::default(),
+            groups: Arc::clone(&groups),
+        };
+        let committer = Arc::new(GroupCommitter::start(
+            store,
+            QueueBounds {
+                append_bytes: 1 << 30,
+                internal_requests: 10_000,
+                max_group_events: 4096,
+            },
+        ));
+        // The writer takes this one and waits in `begin`.
+        let first = tokio::spawn({
+            let committer = Arc::clone(&committer);
+            async move { committer.append(vec![event(0)]).await }
+        });
+        writer_parked.await.unwrap();
+        let (mut answers, records) = (Vec::new(), 3000);
+        for position in 0..records {
+            answers.push(committer.submit(vec![record(position)]).await.unwrap());
+        }
+        let mut appends = Vec::new();
+        for n in 1..=64 {
+            let committer = Arc::clone(&committer);
+            appends.push(tokio::spawn(async move {
+                committer.append(vec![event(n)]).await
+            }));
+        }
+        // Every append queued before the writer goes on.
+        let all_queued = async {
+            while committer.queued_requests() < records as usize + 64 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), all_queued)
+            .await
+            .expect("the 64 appends never reached the queue");
+        open.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        for append in appends {
+            append.await.unwrap().unwrap();
+        }
+        for answer in answers {
+            answer.await.unwrap().unwrap();
+        }
+        let groups = groups.lock().unwrap().clone();
+        // The parked group, then the 64 appends with the first share of records.
+        assert_eq!(groups[0].appends, 1, "{groups:?}");
+        assert_eq!(groups[1].appends, 64, "{groups:?}");
+        assert!(
+            groups.iter().all(|g| g.records <= INTERNAL_ROWS_PER_GROUP),
+            "{groups:?}"
+        );
+        assert_eq!(
+            groups.iter().map(|g| g.records).sum::<usize>(),
+            records as usize
+        );
+        committer.close().await;
+    }
 }

@@ -247,6 +247,12 @@ fn connect_options(path: &Path, options: &JournalOptions) -> SqliteConnectOption
         .foreign_keys(true)
         .busy_timeout(options.busy_timeout)
         .pragma("cache_size", WRITE_CACHE_SIZE)
+        // Statement journals in memory. A multi-row INSERT or UPDATE that may stop on a
+        // constraint keeps a statement journal (a copy of every page it changes) so it can be
+        // undone alone; past 64 KiB SQLite spills it to a temporary file, unless temporary
+        // storage is in memory (`src/pager.c` `openSubJournal`, `subjInMemory`). Those writes
+        // were a fifth of the writer thread's time in a batch profile (docs/benchmarks.md).
+        .pragma("temp_store", "memory")
         // No checkpoint inside a commit: the WalCheckpointer does it from its own connection,
         // so a commit (and the requests waiting on it) never pays for copying the WAL back.
         .pragma("wal_autocheckpoint", "0")
@@ -337,6 +343,23 @@ mod tests {
             "WAL {after_burst} bytes after the burst, {after_restart} after the restart"
         );
         journal.close().await;
+    }
+
+    /// The writer's statement journals stay in memory (`temp_store = MEMORY`, which reads back
+    /// as 2), not in a temporary file written beside every large group.
+    #[tokio::test]
+    async fn statement_journals_are_kept_in_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut connection =
+            connect_options(&dir.path().join("temp.db"), &JournalOptions::default())
+                .connect()
+                .await
+                .expect("connect");
+        let temp_store: i64 = sqlx::query_scalar("PRAGMA temp_store")
+            .fetch_one(&mut connection)
+            .await
+            .expect("temp_store");
+        assert_eq!(temp_store, 2, "2 is MEMORY");
     }
 
     /// Every read connection (the dispatcher's pages, the admin API's searches) and the
