@@ -94,10 +94,13 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT="$(free_port)"
+ADMIN_PORT="$(free_port)"
 BASE="http://127.0.0.1:$PORT"
 
-"$BIN" serve --listen "127.0.0.1:$PORT" --store "sqlite://$TMP/gw.db" --log-format json \
+"$BIN" serve --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+    --store "sqlite://$TMP/gw.db" --log-format json \
     --shutdown-grace 0s --bench-null-endpoint ${BENCH_SERVER_ARGS:-} >"$TMP/server.log" 2>&1 &
 SERVER_PID=$!
 
@@ -164,16 +167,26 @@ peak() {  # column(2=rss,3=wal) phase...
         ($1 in want) && $c + 0 > m {m = $c + 0} END {print m + 0}' "$TMP/samples"
 }
 mib() { awk -v b="$1" -v u="$2" 'BEGIN {printf "%.0f", b * u / 1048576}'; }
+# Seconds of one scrape of the admin /metrics (as Prometheus makes it) and of the first page of
+# the tenants list: both read the journal, so their cost shows here as the journal grows.
+admin_seconds() {
+    local path
+    for path in /metrics /admin/v1/tenants; do
+        curl -fsS -o /dev/null -w '%{time_total}s ' "http://127.0.0.1:$ADMIN_PORT$path" 2>/dev/null || printf 'failed '
+    done
+}
 
 DURABLE_PHASES=(single batch)
 run_phase null "$BASE/_bench/null" "$CONNECTIONS" "$DURATION" single
 run_phase single "$BASE/events" "$CONNECTIONS" "$DURATION" single
 run_phase batch "$BASE/events" "$CONNECTIONS" "$DURATION" batch "$BATCH"
+# Right after the batch phase the dispatcher is still working off its backlog.
+SCRAPE_BUSY="$(admin_seconds)"
 
 if [ -n "$NGINX" ]; then
     # nginx answers 202 without reading more than it must: the cost of HTTP alone, from the
     # same wrk script, so the gateway's phases have a ceiling that is not the gateway itself.
-    NGINX_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    NGINX_PORT="$(free_port)"
     mkdir -p "$TMP/nginx"
     cat >"$TMP/nginx/nginx.conf" <<CONF
 daemon off;
@@ -224,8 +237,10 @@ if [ "$STORED" -gt 0 ]; then
     IDLE_RSS_KB="$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status")"
     IDLE_WAL="$(stat -c %s "$TMP/gw.db-wal" 2>/dev/null || echo 0)"
     FILLED="$(sqlite3 "file:$TMP/gw.db?mode=ro" 'SELECT count(*) FROM events;' 2>/dev/null || echo '?')"
+    SCRAPE_FULL="$(admin_seconds)"
     run_phase single-full "$BASE/events" "$CONNECTIONS" "$DURATION" single
     run_phase batch-full "$BASE/events" "$CONNECTIONS" "$DURATION" batch "$BATCH"
+    SCRAPE_FULL_BUSY="$(admin_seconds)"
     DURABLE_PHASES+=(single-full batch-full)
 fi
 set_phase end
@@ -310,6 +325,7 @@ echo "- sampled RSS peak / WAL peak (MiB): empty journal $(mib "$(peak 2 null si
 if [ -n "$FILLED" ]; then
     echo "- after ${IDLE}s idle at $FILLED events: RSS $(( IDLE_RSS_KB / 1024 )) MiB, WAL $(mib "$IDLE_WAL" 1) MiB ($IDLE_WAL bytes)"
 fi
+echo "- admin reads (/metrics scrape, first page of /admin/v1/tenants): ${SCRAPE_BUSY}after the batch phase${FILLED:+; ${SCRAPE_FULL}idle at $FILLED events; ${SCRAPE_FULL_BUSY}after the batch phase there}"
 echo "- disk: $DISK"
 echo "- store: $STORE_CHECK"
 echo "- shutdown: SIGTERM to exit ${STOP_S}s, exit status $SERVER_RC"

@@ -188,7 +188,8 @@ pub async fn copy_journal(
             .tables
             .push((table, verify(&mut transaction, table, source_rows).await?));
     }
-    // SQLite keeps no counter table: a tenant's last sequence is its highest stored one.
+    // Derived from the copied events rather than copied from SQLite's own `tenant_sequences`,
+    // so the target's numbering continues from what it holds whatever the source's table says.
     let sequences: Vec<(String, i64)> =
         sqlx::query_as("SELECT tenant, max(sequence) FROM events GROUP BY tenant")
             .fetch_all(&mut sqlite)

@@ -39,8 +39,9 @@ pub use operator::{
     OperatorOutcome, OperatorWrite, ReplayJob, Replayed, StoredEmission, TenantState,
 };
 pub use outcomes::{
-    NotificationFinished, PendingNotification, TenantLifecycle, TenantQuery, TenantSummary,
-    WorkflowObservation, WorkflowRecord, WorkflowRecorded, WorkflowWait,
+    tenant_read_statements, NotificationFinished, PendingNotification, TenantLifecycle,
+    TenantQuery, TenantSummary, WorkflowObservation, WorkflowRecord, WorkflowRecorded,
+    WorkflowWait,
 };
 pub use postgres::{
     pending_page_statement, PostgresJournal, COMMITS_CHANNEL, READ_PLANNER_SETTINGS,

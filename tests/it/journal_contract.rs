@@ -20,7 +20,7 @@ use sqlx::{ConnectOptions, Connection};
 use tenant_gateway::journal::{
     AppendError, AppendStatus, Appended, AttemptOutcome, AttemptRecord, EmissionStatus,
     EventJournal, EventQuery, EventStatus, JournalError, JournalOptions, NewEvent, NewReplayJob,
-    Operator, OperatorError, OperatorOutcome, OperatorWrite,
+    Operator, OperatorError, OperatorOutcome, OperatorWrite, TenantQuery,
 };
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -489,6 +489,16 @@ async fn conflict_stores_nothing_of_the_request(store: TestStore) {
     assert_eq!(kept.content_hash, stored_event.content_hash);
     assert_eq!(accept(journal, event("acme", "n1")).await.sequence, 2);
     assert_eq!(journal.commit_stats().events, 2);
+    // The tenants and their last sequences (kept apart from the events) are the committed
+    // ones: the refused requests left neither a tenant (beta has no event) nor a number.
+    let tenants: Vec<(String, i64)> = journal
+        .list_tenants(&TenantQuery::default(), 10)
+        .await
+        .expect("tenants")
+        .into_iter()
+        .map(|t| (t.tenant, t.last_sequence))
+        .collect();
+    assert_eq!(tenants, [("acme".to_owned(), 2)]);
 }
 
 async fn conflict_in_a_group_spares_the_other_requests(store: TestStore) {

@@ -303,6 +303,66 @@ mod tests {
         }
     }
 
+    /// A journal written before `tenant_sequences` existed (migrations 1 to 4) gets the table
+    /// filled from its events when it is opened: its tenants are listed with their last
+    /// sequences, and their numbering goes on from there (from 0 it would collide with the
+    /// stored events).
+    #[tokio::test]
+    async fn opening_an_older_journal_fills_the_tenants_last_sequences() {
+        use crate::journal::{EventJournal, TenantQuery};
+        use sqlx::{ConnectOptions, Connection};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("older.db");
+        let mut connection = connect_options(&path, &JournalOptions::default())
+            .connect()
+            .await
+            .expect("connect");
+        let older = Migrator {
+            migrations: std::borrow::Cow::Owned(MIGRATOR.migrations[..4].to_vec()),
+            ..Migrator::DEFAULT
+        };
+        older.run(&mut connection).await.expect("migrations 1 to 4");
+        for (n, (tenant, sequence)) in [("acme", 1), ("acme", 2), ("beta", 1), ("acme", 3)]
+            .into_iter()
+            .enumerate()
+        {
+            sqlx::query(
+                "INSERT INTO events (event_id, source, id, event_type, tenant, action, sequence, \
+                 received_at, document, content_hash) VALUES (?1, 'urn:older', ?2, 'upsert', \
+                 ?3, 'upsert', ?4, '2026-01-01T00:00:00.000000Z', '{}', ?5)",
+            )
+            .bind(Uuid::now_v7().to_string())
+            .bind(format!("older-{n}"))
+            .bind(tenant)
+            .bind(sequence)
+            .bind(format!("{n:064}"))
+            .execute(&mut connection)
+            .await
+            .expect("an event of the older journal");
+        }
+        connection.close().await.expect("close");
+
+        let url = format!("sqlite://{}", path.display());
+        let journal = EventJournal::open(&url, JournalOptions::default())
+            .await
+            .expect("open migrates");
+        let tenants: Vec<(String, i64)> = journal
+            .list_tenants(&TenantQuery::default(), 10)
+            .await
+            .expect("tenants")
+            .into_iter()
+            .map(|t| (t.tenant, t.last_sequence))
+            .collect();
+        assert_eq!(tenants, [("acme".to_owned(), 3), ("beta".to_owned(), 1)]);
+        let next = NewEvent {
+            tenant: "acme".into(),
+            ..event(100, "next")
+        };
+        let appended = journal.append(vec![next]).await.expect("append");
+        assert_eq!(appended[0].sequence, 4);
+        journal.close().await;
+    }
+
     /// The checkpointer's restart request is carried out by the writer before its next group:
     /// right after a burst (the checkpointer empties an idle WAL only after two quiet ticks),
     /// one more append finds the WAL started over and its file cut to the limit. Without the

@@ -289,4 +289,57 @@ mod tests {
             "{plan:?}"
         );
     }
+
+    /// The query plan of `sql` (placeholders bound to NULL) on a freshly migrated journal.
+    async fn plan_of(sql: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut connection =
+            connect_options(&dir.path().join("plan.db"), &JournalOptions::default())
+                .connect()
+                .await
+                .unwrap();
+        MIGRATOR.run(&mut connection).await.unwrap();
+        let parameters = sql.matches('?').count();
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let query = (0..parameters).fold(sqlx::query(&explain), |q, _| q.bind(None::<String>));
+        query
+            .fetch_all(&mut connection)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<String, _>(3))
+            .collect()
+    }
+
+    /// The reads over all tenants (the tenants list, the `tenant_gateway_tenants` gauge of every
+    /// scrape) start from `tenant_sequences`, one row per tenant, and reach everything else
+    /// through indexes: no pass over events, emissions, attempts or Workflows, whose size grows
+    /// with the journal. A tenant's lifecycle is a walk back along the succeeded-Workflow index,
+    /// not a sort of the tenant's Workflows.
+    #[tokio::test]
+    async fn tenant_reads_scan_only_the_tenants() {
+        for (name, sql) in crate::journal::tenant_read_statements() {
+            let plan = plan_of(sql).await;
+            let scans: Vec<&String> = plan
+                .iter()
+                .filter(|step| step.starts_with("SCAN") && !step.starts_with("SCAN t"))
+                .collect();
+            assert!(scans.is_empty(), "{name}: {scans:?} in {plan:#?}");
+            assert!(
+                plan.iter().any(|step| step.starts_with("SCAN t")),
+                "{name}: no pass over tenant_sequences in {plan:#?}"
+            );
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains("workflows_tenant_succeeded")),
+                "{name}: the lifecycle lookup misses its index in {plan:#?}"
+            );
+        }
+        let (_, count) = crate::journal::tenant_read_statements()[1];
+        let plan = plan_of(count).await;
+        assert!(
+            !plan.iter().any(|step| step.contains("FOR ORDER BY")),
+            "the lifecycle lookup sorts: {plan:#?}"
+        );
+    }
 }
