@@ -169,8 +169,10 @@ peak() {  # column(2=rss,3=wal) phase...
 mib() { awk -v b="$1" -v u="$2" 'BEGIN {printf "%.0f", b * u / 1048576}'; }
 # Seconds of one scrape of the admin /metrics (as Prometheus makes it) and of the first page of
 # the tenants list: both read the journal, so their cost shows here as the journal grows.
+# Sampled as phase "admin", so what a long read does to the WAL and RSS shows apart.
 admin_seconds() {
     local path
+    set_phase admin
     for path in /metrics /admin/v1/tenants; do
         curl -fsS -o /dev/null -w '%{time_total}s ' "http://127.0.0.1:$ADMIN_PORT$path" 2>/dev/null || printf 'failed '
     done
@@ -322,6 +324,7 @@ echo "- server peak RSS (VmHWM): $(( HWM_KB / 1024 )) MiB ($HWM_KB kB); RSS at e
 echo "- sampled RSS peak / WAL peak (MiB): empty journal $(mib "$(peak 2 null single batch nginx)" 1024) / $(mib "$(peak 3 null single batch nginx)" 1)"\
 "${R[fill.ok]:+, fill $(mib "$(peak 2 fill)" 1024) / $(mib "$(peak 3 fill)" 1)}"\
 "${FILLED:+, full journal $(mib "$(peak 2 single-full batch-full)" 1024) / $(mib "$(peak 3 single-full batch-full)" 1)}"
+echo "- sampled RSS peak / WAL peak (MiB) during the admin reads: $(mib "$(peak 2 admin)" 1024) / $(mib "$(peak 3 admin)" 1)"
 if [ -n "$FILLED" ]; then
     echo "- after ${IDLE}s idle at $FILLED events: RSS $(( IDLE_RSS_KB / 1024 )) MiB, WAL $(mib "$IDLE_WAL" 1) MiB ($IDLE_WAL bytes)"
 fi
