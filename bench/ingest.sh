@@ -324,7 +324,11 @@ echo "- server peak RSS (VmHWM): $(( HWM_KB / 1024 )) MiB ($HWM_KB kB); RSS at e
 echo "- sampled RSS peak / WAL peak (MiB): empty journal $(mib "$(peak 2 null single batch nginx)" 1024) / $(mib "$(peak 3 null single batch nginx)" 1)"\
 "${R[fill.ok]:+, fill $(mib "$(peak 2 fill)" 1024) / $(mib "$(peak 3 fill)" 1)}"\
 "${FILLED:+, full journal $(mib "$(peak 2 single-full batch-full)" 1024) / $(mib "$(peak 3 single-full batch-full)" 1)}"
-echo "- sampled RSS peak / WAL peak (MiB) during the admin reads: $(mib "$(peak 2 admin)" 1024) / $(mib "$(peak 3 admin)" 1)"
+if [ "$(peak 2 admin)" -gt 0 ]; then
+    echo "- sampled RSS peak / WAL peak (MiB) during the admin reads: $(mib "$(peak 2 admin)" 1024) / $(mib "$(peak 3 admin)" 1)"
+else
+    echo "- the admin reads ended between two samples (0.5 s apart): no RSS or WAL sample of their own"
+fi
 if [ -n "$FILLED" ]; then
     echo "- after ${IDLE}s idle at $FILLED events: RSS $(( IDLE_RSS_KB / 1024 )) MiB, WAL $(mib "$IDLE_WAL" 1) MiB ($IDLE_WAL bytes)"
 fi
