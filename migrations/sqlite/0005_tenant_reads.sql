@@ -12,6 +12,24 @@ CREATE TABLE tenant_sequences (
 INSERT INTO tenant_sequences (tenant, last_sequence)
     SELECT tenant, MAX(sequence) FROM events GROUP BY tenant;
 
+-- Each tenant's newest delivery: the delivered attempt with the latest finish time (and of
+-- those the highest position), which the tenant states show as the tenant's last action. The
+-- writer keeps it in the transaction that records the attempts, so a tenant's state is two
+-- lookups instead of a pass over all the tenant's events and their attempts.
+CREATE TABLE tenant_deliveries (
+    tenant       TEXT    NOT NULL PRIMARY KEY,
+    -- The emission (emissions.position) and when the sink took it.
+    position     INTEGER NOT NULL,
+    delivered_at TEXT    NOT NULL
+) STRICT, WITHOUT ROWID;
+INSERT INTO tenant_deliveries (tenant, position, delivered_at)
+    SELECT tenant, position, finished_at FROM (
+        SELECT m.tenant, a.position, a.finished_at, ROW_NUMBER() OVER (
+            PARTITION BY m.tenant ORDER BY a.finished_at DESC, a.position DESC) AS newest
+        FROM delivery_attempts AS a JOIN emissions AS m ON m.position = a.position
+        WHERE a.outcome = 'delivered')
+    WHERE newest = 1;
+
 -- A tenant's lifecycle is the action of its newest succeeded Workflow among those that change
 -- it (journal/outcomes.rs, `LIFECYCLE`): with this index that is a walk back from the newest
 -- succeeded Workflow that usually stops at the first one, not a sort of all of them.

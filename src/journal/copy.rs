@@ -14,10 +14,11 @@ use sqlx::{ConnectOptions, Connection, Row};
 use super::{parse_store_url, EventJournal, JournalError, JournalOptions, StoreLocation};
 
 /// The journal's tables in an order that satisfies the foreign keys.
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 10] = [
     "events",
     "emissions",
     "delivery_attempts",
+    "tenant_deliveries",
     "operator_actions",
     "replay_jobs",
     "replay_job_events",

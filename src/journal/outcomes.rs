@@ -288,23 +288,14 @@ macro_rules! lifecycle_of_t {
     };
 }
 
-/// When the emission `lm` was last delivered (its latest `delivered` attempt): a lookup by the
-/// attempts' primary key, where a join to all attempts grouped by emission costs a pass over
-/// every attempt ever recorded.
-macro_rules! delivered_at_of_lm {
-    () => {
-        "(SELECT MAX(a.finished_at) FROM delivery_attempts AS a \
-          WHERE a.position = lm.position AND a.outcome = 'delivered')"
-    };
-}
-
 /// Every tenant's derived state, one row per tenant in name order; parameters: ?1 one tenant
 /// (or NULL), ?2 the cursor (or NULL), ?3 lifecycle, ?4 outcome, ?5 action (each or NULL),
-/// ?6 the limit. The tenants and their last sequences come from `tenant_sequences`, one row
-/// per tenant, so a page costs what its tenants cost, not what the journal holds.
+/// ?6 the limit. Every part is a lookup by key from a row of `tenant_sequences` (one per
+/// tenant), so a page costs what its tenants cost, not what the journal holds.
 ///
 /// - the newest emission that reached the sink: the one with the latest `delivered` attempt
-///   (a Workflow failure under await-workflow marks it dead afterwards, it still counts);
+///   (a Workflow failure under await-workflow marks it dead afterwards, it still counts), as
+///   the writer keeps it in `tenant_deliveries` when it records the attempts;
 /// - its outcome: from its Workflow's phase (none seen yet, or Pending: pending);
 /// - the lifecycle: see [`lifecycle_of_t`].
 const TENANT_STATES: &str = concat!(
@@ -319,17 +310,12 @@ const TENANT_STATES: &str = concat!(
          WHEN lw.phase = 'Running' THEN 'running' \
          WHEN lw.phase = 'Succeeded' THEN 'succeeded' ELSE 'failed' END AS last_outcome, ",
     lifecycle_of_t!(),
-    " AS lifecycle, CASE WHEN lw.observed_at > ",
-    delivered_at_of_lm!(),
-    " THEN lw.observed_at ELSE ",
-    delivered_at_of_lm!(),
-    " END AS updated_at \
+    " AS lifecycle, CASE WHEN lw.observed_at > td.delivered_at THEN lw.observed_at \
+       ELSE td.delivered_at END AS updated_at \
      FROM (SELECT tenant, last_sequence FROM tenant_sequences \
          WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR tenant > ?2)) AS t \
-     LEFT JOIN emissions AS lm ON lm.position = ( \
-         SELECT m.position FROM events AS e JOIN emissions AS m ON m.event_id = e.event_id \
-         JOIN delivery_attempts AS a ON a.position = m.position AND a.outcome = 'delivered' \
-         WHERE e.tenant = t.tenant ORDER BY a.finished_at DESC, m.position DESC LIMIT 1) \
+     LEFT JOIN tenant_deliveries AS td ON td.tenant = t.tenant \
+     LEFT JOIN emissions AS lm ON lm.position = td.position \
      LEFT JOIN events AS le ON le.event_id = lm.event_id \
      LEFT JOIN workflows AS lw ON lw.emission_id = lm.emission_id \
      ) AS s WHERE (?3 IS NULL OR s.lifecycle = ?3) AND (?4 IS NULL OR s.last_outcome = ?4) \

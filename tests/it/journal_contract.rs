@@ -64,6 +64,7 @@ macro_rules! journal_contract_suite {
                 workflow_records_keep_the_latest_phase_once => JournalOptions::default(),
                 terminal_phases_queue_one_notification_each => JournalOptions::default(),
                 tenant_state_follows_deliveries_and_workflows => JournalOptions::default(),
+                the_newest_delivery_is_the_one_that_finished_last => JournalOptions::default(),
                 workflow_phase_search_matches_the_latest_emission => JournalOptions::default(),
                 awaited_workflows_park_like_dead_deliveries => JournalOptions::default(),
                 a_repeated_attempt_number_fails_no_group => parked_options(4),

@@ -110,7 +110,10 @@ const INSERT_GROUP: &str = "WITH new_events AS (\
 
 /// A group's delivery records as one statement: the attempts ($1-$8), the emissions' state
 /// after them ($9-$14, one row per emission: see `write_attempts`) and the final status of
-/// their events ($15-$16, which follows their emission's once it is final).
+/// their events ($15-$16, which follows their emission's once it is final), and each tenant's
+/// newest delivery (`tenant_deliveries`, from $1, $4 and $6: one row per tenant, since a row
+/// may be changed only once per statement; moved only forward, so two replicas' records of
+/// one tenant leave the later one).
 /// A late record from a replica that just lost the tenant's bucket can carry the attempt number
 /// the new owner records too (both read the same `attempts`): the first one stands, and the
 /// conflict must not fail the whole group (docs/dispatch.md, "Ownership").
@@ -130,7 +133,16 @@ const RECORD_ATTEMPTS: &str = "WITH attempts AS (\
      event_state AS (\
      UPDATE events AS e SET status = u.status \
      FROM UNNEST($15::text[], $16::text[]) AS u (event_id, status) \
-     WHERE e.event_id = u.event_id) \
+     WHERE e.event_id = u.event_id), \
+     tenant_delivery AS (\
+     INSERT INTO tenant_deliveries AS td (tenant, position, delivered_at) \
+     SELECT DISTINCT ON (m.tenant) m.tenant, d.position, d.finished_at \
+     FROM UNNEST($1::bigint[], $4::text[], $6::text[]) AS d (position, finished_at, outcome) \
+     JOIN emissions AS m ON m.position = d.position WHERE d.outcome = 'delivered' \
+     ORDER BY m.tenant, d.finished_at DESC, d.position DESC \
+     ON CONFLICT (tenant) DO UPDATE SET position = excluded.position, \
+     delivered_at = excluded.delivered_at \
+     WHERE (excluded.delivered_at, excluded.position) > (td.delivered_at, td.position)) \
      SELECT 1";
 
 /// What the journal knows of an event with a given (source, id): stored before this group, or

@@ -303,12 +303,12 @@ mod tests {
         }
     }
 
-    /// A journal written before `tenant_sequences` existed (migrations 1 to 4) gets the table
-    /// filled from its events when it is opened: its tenants are listed with their last
-    /// sequences, and their numbering goes on from there (from 0 it would collide with the
-    /// stored events).
+    /// A journal written before `tenant_sequences` and `tenant_deliveries` existed (migrations
+    /// 1 to 4) gets both filled when it is opened: its tenants are listed with their last
+    /// sequences and their newest deliveries, and their numbering goes on from there (from 0 it
+    /// would collide with the stored events).
     #[tokio::test]
-    async fn opening_an_older_journal_fills_the_tenants_last_sequences() {
+    async fn opening_an_older_journal_fills_the_tenant_tables() {
         use crate::journal::{EventJournal, TenantQuery};
         use sqlx::{ConnectOptions, Connection};
         let dir = tempfile::tempdir().expect("tempdir");
@@ -340,6 +340,44 @@ mod tests {
             .await
             .expect("an event of the older journal");
         }
+        // acme's third event delivered twice (a replay), beta's once; the later one counts.
+        let acme_third: String = sqlx::query_scalar("SELECT event_id FROM events WHERE id = ?1")
+            .bind("older-3")
+            .fetch_one(&mut connection)
+            .await
+            .expect("event id");
+        let beta_first: String = sqlx::query_scalar("SELECT event_id FROM events WHERE id = ?1")
+            .bind("older-2")
+            .fetch_one(&mut connection)
+            .await
+            .expect("event id");
+        for (position, event_id, tenant, finished_at) in [
+            (1, &acme_third, "acme", "2026-01-01T00:00:03.000000Z"),
+            (2, &beta_first, "beta", "2026-01-01T00:00:02.000000Z"),
+            (3, &acme_third, "acme", "2026-01-01T00:00:09.000000Z"),
+        ] {
+            sqlx::query(
+                "INSERT INTO emissions (position, emission_id, event_id, tenant, status, \
+                 created_at) VALUES (?1, ?2, ?3, ?4, 'delivered', ?5)",
+            )
+            .bind(position)
+            .bind(Uuid::now_v7().to_string())
+            .bind(event_id)
+            .bind(tenant)
+            .bind(finished_at)
+            .execute(&mut connection)
+            .await
+            .expect("an emission");
+            sqlx::query(
+                "INSERT INTO delivery_attempts (position, attempt, started_at, finished_at, \
+                 sink, outcome) VALUES (?1, 1, ?2, ?2, 'log', 'delivered')",
+            )
+            .bind(position)
+            .bind(finished_at)
+            .execute(&mut connection)
+            .await
+            .expect("an attempt");
+        }
         connection.close().await.expect("close");
 
         let url = format!("sqlite://{}", path.display());
@@ -354,6 +392,20 @@ mod tests {
             .map(|t| (t.tenant, t.last_sequence))
             .collect();
         assert_eq!(tenants, [("acme".to_owned(), 3), ("beta".to_owned(), 1)]);
+        let newest: Vec<Option<String>> = journal
+            .list_tenants(&TenantQuery::default(), 10)
+            .await
+            .expect("tenants")
+            .into_iter()
+            .map(|t| t.state.updated_at)
+            .collect();
+        assert_eq!(
+            newest,
+            [
+                Some("2026-01-01T00:00:09.000000Z".to_owned()),
+                Some("2026-01-01T00:00:02.000000Z".to_owned())
+            ]
+        );
         let next = NewEvent {
             tenant: "acme".into(),
             ..event(100, "next")

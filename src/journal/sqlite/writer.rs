@@ -12,7 +12,9 @@ use uuid::Uuid;
 
 use crate::journal::group_commit::{GroupStore, RequestOutcome};
 use crate::journal::operator::{OperatorError, OperatorOutcome, OperatorWrite};
-use crate::journal::{AppendStatus, Appended, AttemptRecord, EmissionStatus, NewEvent};
+use crate::journal::{
+    AppendStatus, Appended, AttemptOutcome, AttemptRecord, EmissionStatus, NewEvent,
+};
 
 /// Rows per multi-row statement: a chunk of a group is padded up to the next of these sizes.
 /// sqlx sends each statement to the connection's worker thread and back, a round trip (two
@@ -121,6 +123,23 @@ static UPDATE_EMISSIONS: LazyLock<ChunkedStatement> = LazyLock::new(|| {
          FROM (VALUES ",
         "(?, ?, ?, ?, ?, ?)",
         ") AS v WHERE emissions.position = v.column1",
+    )
+});
+
+/// Each tenant's newest delivery (`tenant_deliveries`, migrations/sqlite 0005), from the
+/// group's delivered attempts: a row changes only for a later finish time (or the same time
+/// and a higher position), so the order of the group's rows, or a replica's late record, never
+/// moves it back. (The WHERE clause lets SQLite parse the upsert after a join.)
+static UPSERT_TENANT_DELIVERIES: LazyLock<ChunkedStatement> = LazyLock::new(|| {
+    ChunkedStatement::new(
+        "INSERT INTO tenant_deliveries (tenant, position, delivered_at) \
+         SELECT m.tenant, v.column1, v.column2 FROM (VALUES ",
+        "(?, ?)",
+        ") AS v JOIN emissions AS m ON m.position = v.column1 WHERE v.column1 IS NOT NULL \
+         ON CONFLICT (tenant) DO UPDATE SET position = excluded.position, \
+         delivered_at = excluded.delivered_at \
+         WHERE (excluded.delivered_at, excluded.position) \
+         > (tenant_deliveries.delivered_at, tenant_deliveries.position)",
     )
 });
 
@@ -588,6 +607,18 @@ impl GroupStore for SqliteWriter {
             let query = chunk.rows.iter().fold(sqlx::query(chunk.sql), |q, a| {
                 q.bind(a.event_id.to_string())
                     .bind(a.emission_status.as_str())
+            });
+            bind_nulls(query, 2 * chunk.padding)
+                .execute(&mut *connection)
+                .await?;
+        }
+        let delivered: Vec<&&AttemptRecord> = attempts
+            .iter()
+            .filter(|a| a.outcome == AttemptOutcome::Delivered)
+            .collect();
+        for chunk in UPSERT_TENANT_DELIVERIES.chunks(&delivered) {
+            let query = chunk.rows.iter().fold(sqlx::query(chunk.sql), |q, a| {
+                q.bind(a.position).bind(time(&a.finished_at))
             });
             bind_nulls(query, 2 * chunk.padding)
                 .execute(&mut *connection)

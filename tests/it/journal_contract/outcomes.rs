@@ -323,6 +323,79 @@ pub(super) async fn tenant_state_follows_deliveries_and_workflows(store: TestSto
     store.journal.close().await;
 }
 
+/// A tenant's last action is its delivery that finished last, whatever order the records
+/// arrive in: two deliveries of one tenant in one group of records (the later one recorded
+/// first), and a delivery that finished earlier recorded afterwards, leave the one that
+/// finished last.
+pub(super) async fn the_newest_delivery_is_the_one_that_finished_last(store: TestStore) {
+    let journal = &store.journal;
+    let upsert = accept(journal, lifecycle_event("acme", "n-1", "upsert")).await;
+    let delete = accept(journal, lifecycle_event("acme", "n-2", "delete")).await;
+    let beta = accept(journal, lifecycle_event("beta", "n-3", "upsert")).await;
+    let pending = journal
+        .pending_emissions(0, None, 10)
+        .await
+        .expect("pending");
+    let position = |event_id: Uuid| {
+        pending
+            .iter()
+            .find(|p| p.emission_id == event_id)
+            .expect("pending emission")
+            .position
+    };
+    let at = |seconds: i64| chrono::DateTime::UNIX_EPOCH + chrono::Duration::seconds(seconds);
+    let delivered = |appended: Appended, number: u32, finished: i64| {
+        let mut record = attempt(
+            position(appended.event_id),
+            appended.event_id,
+            number,
+            AttemptOutcome::Delivered,
+            EmissionStatus::Delivered,
+        );
+        (record.started_at, record.finished_at) = (at(finished - 1), at(finished));
+        record
+    };
+    journal
+        .record_attempts(vec![
+            delivered(delete, 1, 2_000),
+            delivered(upsert, 1, 1_000),
+            delivered(beta, 1, 1_500),
+        ])
+        .await
+        .expect("record");
+    let last =
+        |tenants: Vec<tenant_gateway::journal::TenantSummary>| -> Vec<(String, Option<String>)> {
+            tenants
+                .into_iter()
+                .map(|t| (t.tenant, t.state.last_action))
+                .collect()
+        };
+    let expected = [
+        ("acme".to_owned(), Some("delete".to_owned())),
+        ("beta".to_owned(), Some("upsert".to_owned())),
+    ];
+    let tenants = journal
+        .list_tenants(&TenantQuery::default(), 10)
+        .await
+        .expect("tenants");
+    assert_eq!(
+        tenants[0].state.updated_at.as_deref(),
+        Some("1970-01-01T00:33:20.000000Z")
+    );
+    assert_eq!(last(tenants), expected);
+    // A second delivery of the upsert that finished before the delete's changes nothing.
+    journal
+        .record_attempts(vec![delivered(upsert, 2, 1_200)])
+        .await
+        .expect("record");
+    let tenants = journal
+        .list_tenants(&TenantQuery::default(), 10)
+        .await
+        .expect("tenants");
+    assert_eq!(last(tenants), expected);
+    store.journal.close().await;
+}
+
 /// `workflowPhase` selects events by their latest emission's Workflow, in search, count and
 /// bulk replay jobs alike.
 pub(super) async fn workflow_phase_search_matches_the_latest_emission(store: TestStore) {
