@@ -461,20 +461,26 @@ async fn explain_and_deallocate(
     lines.join("\n")
 }
 
+/// A fresh database with the journal's schema (opened once to migrate, then closed).
+async fn migrated_database(test: &str) -> Option<TestDatabase> {
+    let database = TestDatabase::create(test).await?;
+    EventJournal::open(&database.url, JournalOptions::default())
+        .await
+        .expect("open (migrates)")
+        .close()
+        .await;
+    Some(database)
+}
+
 /// A fresh journal's tables are empty and never analyzed, so the plans its writer settles on
 /// then are the ones it keeps while the tables grow. Under the writer's planner settings every
 /// statement reaches its tables by index lookups; with PostgreSQL's defaults at least one of
 /// them scans a whole table, the slowdown those settings are there to prevent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writers_plans_on_a_fresh_journal_are_index_lookups() {
-    let Some(database) = TestDatabase::create("writer_plans").await else {
+    let Some(database) = migrated_database("writer_plans").await else {
         return;
     };
-    EventJournal::open(&database.url, JournalOptions::default())
-        .await
-        .expect("open (migrates)")
-        .close()
-        .await;
     let writer_options: PgConnectOptions = database.url.parse().expect("url");
     let mut writer = PgConnection::connect_with(&writer_options.options(WRITE_PLANNER_SETTINGS))
         .await
@@ -608,14 +614,9 @@ fn read_whole(node: &serde_json::Value, found: &mut Vec<String>) {
 /// backward walk of its own index.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_reads_read_only_the_tenants_whole() {
-    let Some(database) = TestDatabase::create("tenant_read_plans").await else {
+    let Some(database) = migrated_database("tenant_read_plans").await else {
         return;
     };
-    EventJournal::open(&database.url, JournalOptions::default())
-        .await
-        .expect("open (migrates)")
-        .close()
-        .await;
     let options: PgConnectOptions = database.url.parse().expect("url");
     let mut connection = PgConnection::connect_with(&options.options(READ_PLANNER_SETTINGS))
         .await
