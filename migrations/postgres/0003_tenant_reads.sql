@@ -16,7 +16,7 @@ INSERT INTO tenant_deliveries (tenant, position, delivered_at)
     WHERE newest = 1;
 
 -- A tenant's lifecycle: a walk back from its newest succeeded Workflow (journal/outcomes.rs,
--- `LIFECYCLE`) instead of a sort of all of them.
+-- `lifecycle_of_t`) instead of a sort of all of them.
 CREATE INDEX workflows_tenant_succeeded
     ON workflows (tenant, (COALESCE(finished_at, observed_at)), observed_at)
     WHERE phase = 'Succeeded';

@@ -1,4 +1,5 @@
--- Tenant reads that stay cheap as the journal grows (docs/benchmarks.md, "Admin reads").
+-- Tenant reads that stay cheap as the journal grows (docs/benchmarks.md, "Admin reads as the
+-- journal grows").
 
 -- The last sequence number given to each tenant, as in the PostgreSQL journal: the writer
 -- updates a tenant's row in the transaction that appends its events, so the row is always the
@@ -31,7 +32,7 @@ INSERT INTO tenant_deliveries (tenant, position, delivered_at)
     WHERE newest = 1;
 
 -- A tenant's lifecycle is the action of its newest succeeded Workflow among those that change
--- it (journal/outcomes.rs, `LIFECYCLE`): with this index that is a walk back from the newest
+-- it (journal/outcomes.rs, `lifecycle_of_t`): with this index that is a walk back from the newest
 -- succeeded Workflow that usually stops at the first one, not a sort of all of them.
 CREATE INDEX workflows_tenant_succeeded
     ON workflows (tenant, COALESCE(finished_at, observed_at), observed_at)

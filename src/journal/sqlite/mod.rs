@@ -384,26 +384,19 @@ mod tests {
         let journal = EventJournal::open(&url, JournalOptions::default())
             .await
             .expect("open migrates");
-        let tenants: Vec<(String, i64)> = journal
+        let tenants: Vec<(String, i64, Option<String>)> = journal
             .list_tenants(&TenantQuery::default(), 10)
             .await
             .expect("tenants")
             .into_iter()
-            .map(|t| (t.tenant, t.last_sequence))
+            .map(|t| (t.tenant, t.last_sequence, t.state.updated_at))
             .collect();
-        assert_eq!(tenants, [("acme".to_owned(), 3), ("beta".to_owned(), 1)]);
-        let newest: Vec<Option<String>> = journal
-            .list_tenants(&TenantQuery::default(), 10)
-            .await
-            .expect("tenants")
-            .into_iter()
-            .map(|t| t.state.updated_at)
-            .collect();
+        let newest = |at: &str| Some(format!("2026-01-01T00:00:0{at}.000000Z"));
         assert_eq!(
-            newest,
+            tenants,
             [
-                Some("2026-01-01T00:00:09.000000Z".to_owned()),
-                Some("2026-01-01T00:00:02.000000Z".to_owned())
+                ("acme".to_owned(), 3, newest("9")),
+                ("beta".to_owned(), 1, newest("2"))
             ]
         );
         let next = NewEvent {

@@ -472,7 +472,8 @@ impl SqliteWriter {
         (outcomes, inserts)
     }
 
-    /// Writes the planned rows in as few statements as possible.
+    /// Writes the planned rows, and the tenants' new last sequences, in as few statements as
+    /// possible.
     async fn insert(&mut self, inserts: &[PlannedInsert<'_>]) -> Result<(), sqlx::Error> {
         let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let connection = self.connection().await?;
@@ -512,13 +513,13 @@ impl SqliteWriter {
                 .execute(&mut *connection)
                 .await?;
         }
-        let mut last_sequences: HashMap<&str, i64> = HashMap::new();
+        let mut group_last: HashMap<&str, i64> = HashMap::new();
         for planned in inserts {
-            let last = last_sequences.entry(&planned.event.tenant).or_default();
+            let last = group_last.entry(&planned.event.tenant).or_default();
             *last = (*last).max(planned.sequence);
         }
-        let last_sequences: Vec<(&str, i64)> = last_sequences.into_iter().collect();
-        for chunk in UPSERT_LAST_SEQUENCES.chunks(&last_sequences) {
+        let group_last: Vec<(&str, i64)> = group_last.into_iter().collect();
+        for chunk in UPSERT_LAST_SEQUENCES.chunks(&group_last) {
             let query = chunk
                 .rows
                 .iter()
