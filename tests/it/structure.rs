@@ -61,3 +61,29 @@ fn names_matches_whole_identifiers_only() {
     assert!(!names("a clapper board", "clap"));
     assert!(!names("use crate::client::X;", "crate::cli"));
 }
+
+/// serde_json parses floats exactly only with its `float_roundtrip` feature. Without it a
+/// number beyond 64-bit integers (a float) can land one step away from the nearest double, and
+/// the shortest text of that double then reads back as a different one, so an event's data
+/// changed between ingest and a later read of the stored document (found by the http_binding
+/// fuzz target). The test builds cannot show it: a dev-dependency (jsonschema) turns the
+/// feature on for them. So this checks that the gateway's own dependency asks for it.
+#[test]
+fn serde_json_parses_floats_exactly_in_the_gateway_build() {
+    let manifest: toml::Table =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            .expect("Cargo.toml")
+            .parse()
+            .expect("Cargo.toml is TOML");
+    let features = manifest["dependencies"]["serde_json"]
+        .get("features")
+        .and_then(toml::Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        features
+            .iter()
+            .any(|f| f.as_str() == Some("float_roundtrip")),
+        "serde_json in [dependencies] lacks float_roundtrip: {features:?}"
+    );
+}
