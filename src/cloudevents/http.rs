@@ -538,6 +538,9 @@ mod tests {
     /// and serde_json's default float parser may land one step away from the nearest double,
     /// so the value an event was stored with changed when it was read back. Parsed exactly
     /// (serde_json's `float_roundtrip`), the shortest text of a double reads back as itself.
+    /// Test builds always have that feature (the jsonschema dev-dependency turns it on), so
+    /// this pins the behaviour; `structure::serde_json_parses_floats_exactly_in_the_gateway_build`
+    /// guards the gateway's own build.
     #[test]
     fn json_data_numbers_survive_encoding_and_decoding() {
         for number in [

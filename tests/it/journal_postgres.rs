@@ -461,6 +461,15 @@ async fn explain_and_deallocate(
     lines.join("\n")
 }
 
+/// A connection to `database` with planner `settings` as startup options, as the journal's
+/// writer or read pool connects.
+async fn connect_with_settings(database: &TestDatabase, settings: &[(&str, &str)]) -> PgConnection {
+    let options: PgConnectOptions = database.url.parse().expect("url");
+    PgConnection::connect_with(&options.options(settings.iter().copied()))
+        .await
+        .expect("connect with planner settings")
+}
+
 /// A fresh database with the journal's schema (opened once to migrate, then closed).
 async fn migrated_database(test: &str) -> Option<TestDatabase> {
     let database = TestDatabase::create(test).await?;
@@ -481,10 +490,7 @@ async fn the_writers_plans_on_a_fresh_journal_are_index_lookups() {
     let Some(database) = migrated_database("writer_plans").await else {
         return;
     };
-    let writer_options: PgConnectOptions = database.url.parse().expect("url");
-    let mut writer = PgConnection::connect_with(&writer_options.options(WRITE_PLANNER_SETTINGS))
-        .await
-        .expect("connect with the writer's settings");
+    let mut writer = connect_with_settings(&database, &WRITE_PLANNER_SETTINGS).await;
     let mut default = database.connect().await;
     let mut scanned_by_default = Vec::new();
     for (name, statement, parameters) in WRITE_STATEMENTS {
@@ -572,10 +578,7 @@ async fn the_dispatchers_page_read_stays_an_ordered_index_walk_as_the_journal_gr
         )
         .await
         .expect("autovacuum off");
-    let reader_options: PgConnectOptions = database.url.parse().expect("url");
-    let mut reader = PgConnection::connect_with(&reader_options.options(READ_PLANNER_SETTINGS))
-        .await
-        .expect("connect with the read pool's settings");
+    let mut reader = connect_with_settings(&database, &READ_PLANNER_SETTINGS).await;
 
     let plan = page_plan_after_growth(&journal, &mut reader, "reader", 20, 3000).await;
     assert!(
@@ -617,10 +620,7 @@ async fn tenant_reads_read_only_the_tenants_whole() {
     let Some(database) = migrated_database("tenant_read_plans").await else {
         return;
     };
-    let options: PgConnectOptions = database.url.parse().expect("url");
-    let mut connection = PgConnection::connect_with(&options.options(READ_PLANNER_SETTINGS))
-        .await
-        .expect("connect with the read pool's settings");
+    let mut connection = connect_with_settings(&database, &READ_PLANNER_SETTINGS).await;
     connection
         .execute("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan")
         .await

@@ -111,9 +111,11 @@ const INSERT_GROUP: &str = "WITH new_events AS (\
 /// A group's delivery records as one statement: the attempts ($1-$8), the emissions' state
 /// after them ($9-$14, one row per emission: see `write_attempts`) and the final status of
 /// their events ($15-$16, which follows their emission's once it is final), and each tenant's
-/// newest delivery (`tenant_deliveries`, from $1, $4 and $6: one row per tenant, since a row
-/// may be changed only once per statement; moved only forward, so two replicas' records of
-/// one tenant leave the later one).
+/// newest delivery (`tenant_deliveries`, from $1, $4 and $6: one row per tenant, since an
+/// upsert may change a row only once per statement, "ON CONFLICT DO UPDATE command cannot affect
+/// row a second time" in `ExecOnConflictUpdate`, src/backend/executor/nodeModifyTable.c; moved
+/// only forward, so two replicas' records of one tenant leave the later one; the contract
+/// `the_newest_delivery_is_the_one_that_finished_last` records two of one tenant at once).
 /// A late record from a replica that just lost the tenant's bucket can carry the attempt number
 /// the new owner records too (both read the same `attempts`): the first one stands, and the
 /// conflict must not fail the whole group (docs/dispatch.md, "Ownership").

@@ -129,7 +129,8 @@ static UPDATE_EMISSIONS: LazyLock<ChunkedStatement> = LazyLock::new(|| {
 /// Each tenant's newest delivery (`tenant_deliveries`, migrations/sqlite 0005), from the
 /// group's delivered attempts: a row changes only for a later finish time (or the same time
 /// and a higher position), so the order of the group's rows, or a replica's late record, never
-/// moves it back. (The WHERE clause lets SQLite parse the upsert after a join.)
+/// moves it back. (The WHERE clause lets SQLite parse the upsert after a join: SQLite's
+/// lang_upsert.html, "Parsing Ambiguity".)
 static UPSERT_TENANT_DELIVERIES: LazyLock<ChunkedStatement> = LazyLock::new(|| {
     ChunkedStatement::new(
         "INSERT INTO tenant_deliveries (tenant, position, delivered_at) \
