@@ -330,7 +330,29 @@ pub struct PendingEmission {
     /// emission, the dead one's place.
     pub place: i64,
     /// The journaled event the emission sends.
-    pub event: StoredEvent,
+    pub event: PendingEvent,
+}
+
+/// The event of a pending emission: what its canonical event is built from. The stored
+/// documents stay text: the dispatcher reads from them only what it emits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingEvent {
+    /// The gateway's id of the event.
+    pub event_id: Uuid,
+    /// Upstream CloudEvent `id` (logs, the delivery-order tests).
+    pub id: String,
+    /// Tenant the event is about.
+    pub tenant: String,
+    /// Canonical lifecycle action.
+    pub action: String,
+    /// Per-tenant sequence number: delivery order within the tenant.
+    pub sequence: i64,
+    /// When the gateway accepted the event (RFC 3339, UTC, microseconds).
+    pub received_at: String,
+    /// Canonical structured-mode JSON of the upstream event, as stored.
+    pub document: String,
+    /// The stored lifecycle details (JSON), as stored.
+    pub lifecycle: String,
 }
 
 /// The answer to [`EventJournal::submit_attempts`]: resolves once the records are durable.
@@ -381,7 +403,7 @@ impl PendingPage {
         }
     }
 
-    /// Decodes every row (JSON parsing: CPU work, worth a blocking thread for a full page).
+    /// Decodes every row (worth a blocking thread for a full page, with the encoding after it).
     pub fn decode(self) -> Result<Vec<PendingEmission>, JournalError> {
         match self {
             PendingPage::Sqlite(rows) => rows.iter().map(sqlite::pending_from_row).collect(),

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::ObjectStorage;
@@ -30,14 +32,143 @@ pub struct EmissionInput<'a> {
     pub parameters: &'a BTreeMap<String, String>,
     /// Object storage location of a migration, if any.
     pub object_storage: Option<&'a ObjectStorage>,
-    /// The stored upstream event: origin attributes, trace context and payload come from it.
-    pub upstream: &'a CloudEvent,
+    /// What the emission copies from the stored upstream event.
+    pub upstream: Upstream<'a>,
     /// RFC 3339 receive time, the `time` when the upstream event has none.
     pub received_at: &'a str,
 }
 
-/// The canonical event for one emission. Sinks send `canonical_event(..).to_json()`.
-pub fn canonical_event(input: &EmissionInput<'_>) -> CloudEvent {
+/// What the canonical event copies from the upstream event: origin attributes, trace context
+/// and payload. Borrowed from a decoded [`CloudEvent`] ([`Upstream::of`]) or, on the
+/// dispatcher's path, straight from the stored document's text.
+#[derive(Debug, Clone, Copy)]
+pub struct Upstream<'a> {
+    /// Upstream `id`.
+    pub id: &'a str,
+    /// Upstream `source`.
+    pub source: &'a str,
+    /// Upstream `type`.
+    pub ty: &'a str,
+    /// Upstream `time` as sent.
+    pub time: Option<&'a str>,
+    /// W3C trace context, passed through so the Workflow's spans join the upstream trace.
+    pub traceparent: Option<&'a ExtensionValue>,
+    /// W3C trace state, passed through with `traceparent`.
+    pub tracestate: Option<&'a ExtensionValue>,
+    /// The upstream data, as `data.payload` carries it.
+    pub payload: Payload<'a>,
+}
+
+impl<'a> Upstream<'a> {
+    /// The parts of a decoded upstream event.
+    pub fn of(event: &'a CloudEvent) -> Self {
+        Upstream {
+            id: &event.id,
+            source: &event.source,
+            ty: &event.ty,
+            time: event.time.as_deref(),
+            traceparent: event.extension("traceparent"),
+            tracestate: event.extension("tracestate"),
+            payload: match &event.data {
+                None => Payload::Null,
+                Some(Data::Json(value)) => Payload::Value(value),
+                Some(Data::Text(text)) => Payload::Text(text),
+                Some(Data::Binary(bytes)) => Payload::Base64(bytes),
+            },
+        }
+    }
+}
+
+/// Upstream data as JSON: JSON as is, text as a string, bytes as standard base64, none as null.
+#[derive(Debug, Clone, Copy)]
+pub enum Payload<'a> {
+    /// No data.
+    Null,
+    /// JSON data.
+    Value(&'a Value),
+    /// Text data, or the stored document's `data_base64` (already standard base64).
+    Text(&'a str),
+    /// Binary data, written as standard base64.
+    Base64(&'a [u8]),
+    /// The stored document's `data` member as its JSON text. The journal's documents are
+    /// serde_json's compact output of the same `Value` the other variants would hold, so the
+    /// text is what serializing that value writes (`CloudEvent`'s `Serialize`; a test holds the
+    /// two paths to the same bytes).
+    Stored(&'a RawValue),
+}
+
+impl Serialize for Payload<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Payload::Null => serializer.serialize_unit(),
+            Payload::Value(value) => value.serialize(serializer),
+            Payload::Text(text) => serializer.serialize_str(text),
+            Payload::Base64(bytes) => {
+                serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+            Payload::Stored(raw) => raw.serialize(serializer),
+        }
+    }
+}
+
+/// The canonical event of one emission: its attributes and extensions as a [`CloudEvent`]
+/// without data, and its `data` member, which is written straight from what it borrows (no
+/// `Value` tree of the upstream payload).
+#[derive(Debug)]
+pub struct CanonicalEvent<'a> {
+    /// Every attribute and extension; `data` is `None` here and is [`Self::data`].
+    pub attributes: CloudEvent,
+    /// The `data` member.
+    pub data: CanonicalData<'a>,
+}
+
+impl CanonicalEvent<'_> {
+    /// The canonical event as one [`CloudEvent`] (its data as a `Value`): the form tests and the
+    /// admin API look at. Sinks send the bytes the dispatcher writes from the parts.
+    pub fn into_cloud_event(self) -> CloudEvent {
+        let mut event = self.attributes;
+        // Serializing into a `Value` fails only on a map key that is not a string, and on
+        // stored JSON that is not JSON; neither reaches here (the raw text was parsed).
+        let data = serde_json::to_value(&self.data).unwrap_or(Value::Null);
+        event.data = Some(Data::Json(data));
+        event
+    }
+}
+
+/// The canonical event's `data`. Fields are declared in the sorted order of their JSON names:
+/// the order `Value`'s map writes them, so the bytes equal those of the `Value` tree.
+#[derive(Debug, Serialize)]
+pub struct CanonicalData<'a> {
+    /// The action (also the type's suffix).
+    action: &'a str,
+    /// Object storage location of a migration, `null` if none.
+    #[serde(rename = "objectStorage")]
+    object_storage: Option<&'a ObjectStorage>,
+    /// The upstream event's attributes, as sent.
+    origin: Origin<'a>,
+    /// The rule's parameters.
+    parameters: &'a BTreeMap<String, String>,
+    /// The upstream data.
+    payload: Payload<'a>,
+    /// The tenant.
+    tenant: &'a str,
+    /// The Workflow's `metadata.name` (see [`workflow_name`]).
+    #[serde(rename = "workflowName")]
+    pub workflow_name: String,
+}
+
+/// `data.origin`, in the sorted order of its members.
+#[derive(Debug, Serialize)]
+struct Origin<'a> {
+    id: &'a str,
+    source: &'a str,
+    time: Option<&'a str>,
+    #[serde(rename = "type")]
+    ty: &'a str,
+}
+
+/// The canonical event for one emission.
+pub fn canonical_event<'a>(input: &EmissionInput<'a>) -> CanonicalEvent<'a> {
     let upstream = input.upstream;
     let id = hyphenated(input.emission_id);
     let mut event = CloudEvent::new(
@@ -49,7 +180,7 @@ pub fn canonical_event(input: &EmissionInput<'_>) -> CloudEvent {
     // `data.origin.time` keeps the upstream text; the attribute is what Argo can parse. An
     // upstream time valid to RFC 3339 that chrono cannot represent falls back to the receive
     // time rather than reach the Sensor unparseable (it would drop the event after acking it).
-    let time = upstream.time.as_deref().unwrap_or(input.received_at);
+    let time = upstream.time.unwrap_or(input.received_at);
     event.time = Some(
         go_rfc3339(time)
             .or_else(|| go_rfc3339(input.received_at))
@@ -61,9 +192,9 @@ pub fn canonical_event(input: &EmissionInput<'_>) -> CloudEvent {
     let ext = &mut event.extensions;
     ext.insert("tenant".into(), string(input.tenant));
     ext.insert("sequence".into(), sequence_value(input.sequence));
-    ext.insert("originid".into(), string(&upstream.id));
-    ext.insert("originsource".into(), string(&upstream.source));
-    ext.insert("origintype".into(), string(&upstream.ty));
+    ext.insert("originid".into(), string(upstream.id));
+    ext.insert("originsource".into(), string(upstream.source));
+    ext.insert("origintype".into(), string(upstream.ty));
     if let Some(original) = input.replay_of {
         ext.insert(
             "replayof".into(),
@@ -71,27 +202,32 @@ pub fn canonical_event(input: &EmissionInput<'_>) -> CloudEvent {
         );
     }
     // W3C trace context passes through so the Workflow's spans join the upstream trace.
-    for name in ["traceparent", "tracestate"] {
-        if let Some(value) = upstream.extension(name) {
+    for (name, value) in [
+        ("traceparent", upstream.traceparent),
+        ("tracestate", upstream.tracestate),
+    ] {
+        if let Some(value) = value {
             ext.insert(name.into(), value.clone());
         }
     }
 
-    event.data = Some(Data::Json(json!({
-        "tenant": input.tenant,
-        "action": input.action,
-        "parameters": input.parameters,
-        "objectStorage": input.object_storage,
-        "workflowName": workflow_name(input.tenant, input.action, input.emission_id),
-        "origin": {
-            "id": upstream.id,
-            "source": upstream.source,
-            "type": upstream.ty,
-            "time": upstream.time,
+    CanonicalEvent {
+        attributes: event,
+        data: CanonicalData {
+            action: input.action,
+            object_storage: input.object_storage,
+            origin: Origin {
+                id: upstream.id,
+                source: upstream.source,
+                time: upstream.time,
+                ty: upstream.ty,
+            },
+            parameters: input.parameters,
+            payload: upstream.payload,
+            tenant: input.tenant,
+            workflow_name: workflow_name(input.tenant, input.action, input.emission_id),
         },
-        "payload": payload(upstream.data.as_ref()),
-    })));
-    event
+    }
 }
 
 /// `time` in the one form Go's `time.Parse(time.RFC3339Nano, ..)` takes, or `None` when `text` is
@@ -143,16 +279,6 @@ fn sequence_value(sequence: i64) -> ExtensionValue {
     match i32::try_from(sequence) {
         Ok(n) => ExtensionValue::Integer(n),
         Err(_) => ExtensionValue::String(sequence.to_string()),
-    }
-}
-
-/// Upstream data as JSON: JSON as is, text as a string, bytes as standard base64, none as null.
-fn payload(data: Option<&Data>) -> Value {
-    match data {
-        None => Value::Null,
-        Some(Data::Json(v)) => v.clone(),
-        Some(Data::Text(s)) => Value::String(s.clone()),
-        Some(Data::Binary(b)) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
     }
 }
 
@@ -212,6 +338,8 @@ fn base32_lower(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::cloudevents::format::event_from_json;
     use crate::cloudevents::SpecVersion;
@@ -256,9 +384,10 @@ mod tests {
             action: "migrate-out",
             parameters: &parameters,
             object_storage: Some(&storage),
-            upstream,
+            upstream: Upstream::of(upstream),
             received_at: "2024-05-01T10:00:01.5Z",
         })
+        .into_cloud_event()
     }
 
     /// The emitted JSON parses back into an equal, valid CloudEvent.

@@ -20,7 +20,9 @@ use serde_json::Value;
 
 use crate::cloudevents::{CloudEvent, Data, ExtensionValue};
 
-pub use canonical::{canonical_event, workflow_name, EmissionInput};
+pub use canonical::{
+    canonical_event, workflow_name, CanonicalEvent, EmissionInput, Payload, Upstream,
+};
 pub use rules::{RuleSet, RulesError};
 
 /// The actions a default deployment knows (`docs/normalization.md`).

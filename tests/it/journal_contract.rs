@@ -1180,7 +1180,13 @@ async fn accepted_events_are_pending_emissions_in_sequence_order(store: TestStor
         assert_eq!(emission.emission_id, emission.event.event_id);
         assert_eq!(emission.replay_of, None);
         assert_eq!(emission.attempts, 0);
-        assert_eq!(emission.event.status, EventStatus::Pending);
+        let stored = journal
+            .find_event(emission.event.event_id)
+            .await
+            .expect("find")
+            .expect("stored");
+        assert_eq!(stored.status, EventStatus::Pending);
+        assert_eq!(stored.document.to_string(), emission.event.document);
     }
     for tenant in ["acme", "globex"] {
         let sequences: Vec<i64> = pending
@@ -1203,10 +1209,11 @@ async fn accepted_events_are_pending_emissions_in_sequence_order(store: TestStor
     let limited = journal.pending_emissions(0, None, 3).await.expect("limit");
     assert_eq!(limited, pending[..3].to_vec());
     assert_eq!(journal.count_pending().await.expect("count"), 8);
-    let lifecycle = &pending[0].event.lifecycle;
+    let lifecycle: serde_json::Value =
+        serde_json::from_str(&pending[0].event.lifecycle).expect("lifecycle is JSON");
     assert_eq!(
         lifecycle,
-        &serde_json::json!({"parameters": {}, "objectStorage": null})
+        serde_json::json!({"parameters": {}, "objectStorage": null})
     );
     store.journal.close().await;
 }

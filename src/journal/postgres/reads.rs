@@ -8,24 +8,8 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{parse_uuid, read_error, stored_u32, PostgresJournal};
-use crate::journal::rows::{EventRow, STORED_EVENT_COLUMNS};
+use crate::journal::rows::{select_pending, EventRow, STORED_EVENT_COLUMNS};
 use crate::journal::{JournalError, StoredAttempt, StoredEvent};
-
-/// Pending emissions with their events (see `pending_from_row`), followed by the conditions
-/// and order of one of the two reads below.
-fn select_pending(conditions: &str) -> String {
-    let columns = STORED_EVENT_COLUMNS
-        .split(", ")
-        .map(|column| format!("e.{column}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "SELECT m.position, m.emission_id, m.replay_of, m.attempts, m.first_attempt_at, \
-         COALESCE(m.place, m.position), {columns} \
-         FROM emissions AS m JOIN events AS e ON e.event_id = m.event_id \
-         WHERE m.status = 'pending' AND {conditions}"
-    )
-}
 
 /// The read pool's planner settings, sent as startup options: no bitmap scans. The reads that
 /// matter return pages in position order (the dispatcher's, the admin API's cursors), and the

@@ -6,16 +6,15 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use super::{parse_uuid, read_error, stored_u32};
-use crate::journal::rows::EventRow;
+use crate::journal::rows::pending_event;
 use crate::journal::{JournalError, PendingEmission};
 
 /// Decodes a row of `pending_page`: six emission columns, then the event.
 pub(in crate::journal) fn pending_from_row(row: &PgRow) -> Result<PendingEmission, JournalError> {
-    use sqlx::FromRow;
     let emission_id: String = row.try_get(1).map_err(read_error)?;
     let replay_of: Option<String> = row.try_get(2).map_err(read_error)?;
     let first_attempt_at: Option<String> = row.try_get(4).map_err(read_error)?;
-    let event = EventRow::from_row(row).map_err(read_error)?.into_stored()?;
+    let event = pending_event(row, 6)?;
     let first_attempt_at = first_attempt_at
         .map(|t| {
             chrono::DateTime::parse_from_rfc3339(&t)

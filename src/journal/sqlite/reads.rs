@@ -7,25 +7,9 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{parse_uuid, read_error, SqliteJournal};
-use crate::journal::rows::{EventRow, STORED_EVENT_COLUMNS};
+use crate::journal::rows::{select_pending, EventRow, STORED_EVENT_COLUMNS};
 use crate::journal::status::decode;
 use crate::journal::{JournalError, StoredAttempt, StoredEvent};
-
-/// Pending emissions with their events (see `pending_from_row`), followed by the conditions
-/// and order of one of the two reads below.
-fn select_pending(conditions: &str) -> String {
-    let columns = STORED_EVENT_COLUMNS
-        .split(", ")
-        .map(|column| format!("e.{column}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "SELECT m.position, m.emission_id, m.replay_of, m.attempts, m.first_attempt_at, \
-         COALESCE(m.place, m.position), {columns} \
-         FROM emissions AS m JOIN events AS e ON e.event_id = m.event_id \
-         WHERE m.status = 'pending' AND {conditions}"
-    )
-}
 
 /// The dispatcher's read: a page of pending emissions in position order.
 static SELECT_PENDING_PAGE: LazyLock<String> = LazyLock::new(|| {
