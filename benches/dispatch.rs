@@ -7,7 +7,10 @@
 //! 2. eventbus: the dispatcher draining a pre-filled journal to the `eventbus` sink;
 //! 3. webhook: the dispatcher draining a pre-filled journal to a local HTTP receiver that
 //!    answers 200 at once;
-//! 4. wake-up latency: single events appended to an idle dispatcher until the webhook receiver
+//! 4. null: the same drain to a sink that costs nothing (the `log` sink writing to
+//!    `io::sink()`): the dispatcher's and journal's own ceiling, which tells whether a sink's
+//!    shortfall is in the publish or in what surrounds it;
+//! 5. wake-up latency: single events appended to an idle dispatcher until the webhook receiver
 //!    has taken them.
 //!
 //! Environment: `BENCH_EVENTS` (default 20000), `BENCH_TENANTS` (default 1000),
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tenant_gateway::cloudevents::{CloudEvent, Data};
-use tenant_gateway::dispatch::sinks::{EventbusConfig, SinkConfig, WebhookConfig};
+use tenant_gateway::dispatch::sinks::{EventbusConfig, LogSink, Sink, SinkConfig, WebhookConfig};
 use tenant_gateway::dispatch::{DispatchSettings, Dispatcher};
 use tenant_gateway::journal::{EventJournal, JournalOptions, NewEvent};
 use tenant_gateway::metrics::GatewayMetrics;
@@ -190,8 +193,7 @@ async fn filled_journal(dir: &std::path::Path, events: usize, tenants: usize) ->
     journal
 }
 
-async fn drain(journal: EventJournal, sink: SinkConfig, events: usize, concurrency: usize) -> f64 {
-    let sink = sink.build().await.expect("sink");
+async fn drain(journal: EventJournal, sink: Sink, events: usize, concurrency: usize) -> f64 {
     let metrics = GatewayMetrics::new(&journal);
     let settings = DispatchSettings {
         concurrency,
@@ -302,7 +304,10 @@ async fn main() {
             token_file: None,
             ca_file: None,
             ack_timeout: Duration::from_secs(10),
-        }),
+        })
+        .build()
+        .await
+        .expect("eventbus sink"),
         events,
         concurrency,
     )
@@ -322,12 +327,25 @@ async fn main() {
             url: receiver.clone(),
             token_file: None,
             timeout: Duration::from_secs(30),
-        }),
+        })
+        .build()
+        .await
+        .expect("webhook sink"),
         events,
         concurrency,
     )
     .await;
     println!("dispatch -> webhook sink:    {webhook:>9.0} events/s");
+
+    let journal = filled_journal(&dir.path().join("null"), events, tenants).await;
+    let null = drain(
+        journal,
+        Sink::Log(LogSink::to_writer(std::io::sink())),
+        events,
+        concurrency,
+    )
+    .await;
+    println!("dispatch -> null sink:       {null:>9.0} events/s (the dispatcher's own ceiling)");
 
     let (p50, p99) = wake_latency(&dir.path().join("latency"), receiver, 200).await;
     println!("commit -> delivered (webhook, idle dispatcher): p50 {p50:?}, p99 {p99:?}");
